@@ -1,0 +1,79 @@
+"""Configuration shared by every unlearning method.
+
+`UnlearningConfig` extends `transformers.TrainingArguments`, so everything a `Trainer` user already sets
+(output_dir, batch sizes, DeepSpeed, report_to, push_to_hub, ...) keeps working. Only the defaults that the
+paper changes are overridden here; each method adds its own fields in a subclass in `hf_unlearn/methods/`.
+
+Defaults follow the released settings of Yao et al. 2024 ("Machine Unlearning of Pre-trained Large Language
+Models", ACL 2024, github.com/yaojin17/Unlearning_LLM): lr 2e-5, cosine schedule, 3% warmup, no weight decay,
+1 epoch, 4096-token chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class UnlearningConfig(TrainingArguments):
+    r"""
+    Arguments shared by every unlearning method, on top of [`~transformers.TrainingArguments`].
+
+    Parameters:
+        method (`str`, *optional*, defaults to `"ga"`):
+            Name of the unlearning method (see `hf_unlearn.list_methods()`). Used by the recipes to pick the
+            trainer; a trainer class built directly ignores it.
+        forget_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the forget term in the total loss. The term itself is a token-weighted mean over the
+            global (all processes, all accumulation steps) batch.
+        retain_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the retain term (methods that use retain data). The paper weights forget and retain 1:1.
+        max_length (`int`, *optional*, defaults to `4096`):
+            Chunk length in tokens when documents are tokenized by `hf_unlearn.data` (the paper uses 4096).
+        pairing_seed (`int`, *optional*, defaults to `0`):
+            Seed of the permutation that pairs every forget example with a retain example. The pairing is a
+            function of the forget example's global index, so it is deterministic, differs between processes
+            (they hold different forget examples) and does not depend on the number of processes.
+        cache_dir (`str` or `None`, *optional*, defaults to `None`):
+            Where precomputed targets (adversarial labels) are cached. `None` means `$HF_UNLEARN_CACHE` or
+            `~/.cache/hf_unlearn`.
+    """
+
+    method: str = field(
+        default="ga",
+        metadata={"help": "Unlearning method name, e.g. ga, random_label, adversarial, ga_descent, ga_kl."},
+    )
+    forget_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the forget term (token-weighted mean over the global batch)."}
+    )
+    retain_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the retain term; the paper weights forget and retain 1:1."}
+    )
+    max_length: int = field(default=4096, metadata={"help": "Chunk length in tokens (paper: 4096)."})
+    pairing_seed: int = field(default=0, metadata={"help": "Seed of the forget/retain pairing permutation."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Cache for precomputed targets; default $HF_UNLEARN_CACHE or ~/.cache/hf_unlearn."}
+    )
+
+    # Paper defaults (released code): lr 2e-5, cosine, 3% warmup, no weight decay, one epoch.
+    learning_rate: float = field(default=2e-5, metadata={"help": "Initial learning rate (paper: 2e-5)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "LR schedule (paper: cosine)."})
+    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup as a ratio of total steps (paper: 3%)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay (paper: none)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the forget set (paper: 1)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy: no, steps or epoch."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Loggers, e.g. tensorboard."})
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            self.output_dir = "outputs/unlearned"
+        super().__post_init__()
+        for name in ("forget_weight", "retain_weight"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"{name}={value} is negative; use a weight >= 0 (the sign is part of the method).")
+        if self.max_length < 2:
+            raise ValueError(f"max_length={self.max_length} is too small; a chunk needs at least 2 tokens.")
