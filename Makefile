@@ -1,0 +1,34 @@
+# Two commands that work on a fresh machine (they create or reuse .venv and install pinned versions):
+#   make demo   - the main job: an end-to-end unlearning run on an embedded default (no Hub, no GPU)
+#   make test   - the test suite (offline, CPU)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first and pinned: the CPU build 2.13.0 lies on this project's machines; an unpinned torch
+# would pull a multi-GB CUDA build. On a GPU machine, set TORCH_SPEC to the build you want.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast install clean-venv
+
+$(STAMP): requirements.txt setup.cfg
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) recipes/unlearn.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not multiprocess" $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
