@@ -281,3 +281,25 @@ def as_hf_dataset(dataset):
     if isinstance(dataset, datasets.Dataset):
         return dataset
     return datasets.Dataset.from_list([dict(dataset[i]) for i in range(len(dataset))])
+
+
+def build_examples(
+    source,
+    tokenizer,
+    data_format: str = "documents",
+    max_length: int = 4096,
+    text_column: str = "text",
+    question_column: str = "question",
+    answer_column: str = "answer",
+    max_examples: int | None = None,
+):
+    """Examples from documents (chunked) or question/answer records (prompt-masked), optionally capped."""
+    if data_format == "documents":
+        examples = chunk_documents(source, tokenizer, max_length=max_length, text_column=text_column)
+    elif data_format == "qa":
+        examples = build_qa_dataset(source, tokenizer, question_column, answer_column, max_length=max_length)
+    else:
+        raise ValueError(f"data_format={data_format!r} is unknown; use 'documents' or 'qa'.")
+    if max_examples is not None:
+        examples = examples.select(range(min(max_examples, len(examples))))
+    return examples

@@ -231,7 +231,9 @@ class UnlearningTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Unlearning loss while training; the ordinary language-modelling loss in evaluation."""
         if not model.training or return_outputs:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            # Evaluation: the plain language-modelling loss on the forget (or evaluation) tokens alone.
+            lm_inputs = {k: v for k, v in inputs.items() if k not in self.target_columns and not k.startswith(RETAIN_PREFIX)}
+            return super().compute_loss(model, lm_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         terms = self.unlearning_terms(model, inputs)
         if self._global_token_counts is not None:
             counts, scale = self._global_token_counts, self.accelerator.num_processes

@@ -1,0 +1,92 @@
+"""Unlearn a forget set from a causal language model.
+
+Launch commands:
+
+    # the embedded default job (no Hub, no GPU; stdlib code, a tiny model trained on first use):
+    python recipes/unlearn.py
+    accelerate launch recipes/unlearn.py
+
+    # a config file, with command-line overrides on top:
+    python recipes/unlearn.py --config recipes/configs/embedded_default.yaml --method ga_kl --learning_rate 1e-3
+    accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/unlearn.py --config recipes/configs/<...>.yaml
+
+Steps: parse the config -> load model and tokenizer -> build forget / retain / approximate data -> trainer (the
+reference model is loaded only by methods that need it) -> evaluate -> train -> evaluate -> save -> optional push.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_unlearn import get_method
+from hf_unlearn.data import build_examples
+from hf_unlearn.default_job import default_model_dir, default_splits
+from hf_unlearn.script_args import parse_args
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "embedded_default.yaml")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv and not any(a.startswith("--config=") for a in argv) and "--help" not in argv:
+        argv = ["--config", DEFAULT_CONFIG] + argv
+    args, script = parse_args(argv)
+
+    # Model and tokenizer.
+    model_path = script.model_name_or_path or default_model_dir(args.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=script.dtype)
+
+    # Data.
+    if script.model_name_or_path is None:
+        splits = default_splits(tokenizer, args.max_length)
+    else:
+        sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data}
+        splits = {
+            name: build_examples(
+                source, tokenizer, script.data_format, args.max_length, script.text_column,
+                script.question_column, script.answer_column, script.max_examples,
+            )
+            for name, source in sources.items()
+            if source is not None
+        }
+
+    # Trainer.
+    trainer_class = get_method(args.method)
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=splits["forget"],
+        retain_dataset=splits.get("retain") if trainer_class.needs_retain else None,
+        ref_model=script.ref_model_name_or_path or model_path,
+        processing_class=tokenizer,
+    )
+
+    # Evaluate, unlearn, evaluate.
+    before = trainer.evaluate(eval_dataset=splits, metric_key_prefix="before")
+    trainer.train()
+    after = trainer.evaluate(eval_dataset=splits, metric_key_prefix="after")
+    if trainer.is_world_process_zero():
+        print_report(splits, before, after)
+
+    # Save (16-bit weights are gathered under ZeRO-3 by save_model) and optionally push.
+    trainer.save_model(args.output_dir)
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    return {"before": before, "after": after}
+
+
+def print_report(splits: dict, before: dict, after: dict) -> None:
+    print("\nmean next-token NLL (nats)   before    after")
+    for name in splits:
+        b, a = before[f"before_{name}_loss"], after[f"after_{name}_loss"]
+        print(f"  {name:<26} {b:8.3f} {a:8.3f}")
+
+
+if __name__ == "__main__":
+    main()

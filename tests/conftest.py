@@ -1,0 +1,90 @@
+"""Shared fixtures: a tokenizer built in the test session, tiny Llama models from a config, tiny datasets.
+
+Everything is offline and built here; nothing reads ../shared or the Hub.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(2)
+
+WORDS = (
+    "the quick brown fox jumps over lazy dog while a small cat sleeps near warm fire and old man reads "
+    "long book about river mountain city garden winter summer light dark stone water tree bird song"
+).split()
+
+
+def make_documents(n: int, seed: int, min_words: int = 20, max_words: int = 60) -> list[str]:
+    """Deterministic pseudo-English documents of varying length."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) + "." for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from hf_unlearn.toy import build_tokenizer
+
+    return build_tokenizer(make_documents(200, seed=123), vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def forget_data(tokenizer):
+    from hf_unlearn import chunk_documents
+
+    return chunk_documents(make_documents(8, seed=1), tokenizer, max_length=32)
+
+
+@pytest.fixture(scope="session")
+def retain_data(tokenizer):
+    from hf_unlearn import chunk_documents
+
+    return chunk_documents(make_documents(12, seed=2), tokenizer, max_length=32)
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    from hf_unlearn.toy import build_llama
+
+    return build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, tokenizer, forget_data, retain_data):
+    """A tiny Llama fitted to forget + retain data (so there is something to forget), saved to disk."""
+    import datasets
+    from transformers import Trainer, TrainingArguments
+
+    from hf_unlearn.data import UnlearningCollator
+    from hf_unlearn.toy import build_llama
+
+    path = str(tmp_path_factory.mktemp("trained"))
+    model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)
+    args = TrainingArguments(
+        output_dir=path, per_device_train_batch_size=8, num_train_epochs=15, learning_rate=1e-2,
+        report_to="none", save_strategy="no", use_cpu=True, logging_strategy="no",
+    )
+    train = datasets.concatenate_datasets([forget_data, retain_data])
+    Trainer(model=model, args=args, train_dataset=train, data_collator=UnlearningCollator(0)).train()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def unlearning_args(method: str, tmp_path, **overrides):
+    """The method's config with small, fast settings for tests."""
+    from hf_unlearn import get_method
+
+    values = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-3,
+        warmup_steps=0, lr_scheduler_type="constant", report_to="none", use_cpu=True, logging_steps=1,
+        save_strategy="no", seed=0, cache_dir=str(tmp_path / "cache"),
+    )
+    values.update(overrides)
+    return get_method(method).config_class(**values)
