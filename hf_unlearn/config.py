@@ -65,7 +65,6 @@ class UnlearningConfig(TrainingArguments):
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the forget set (paper: 1)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy: no, steps or epoch."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Loggers, e.g. tensorboard."})
 
     def __post_init__(self):
         if self.output_dir is None:
