@@ -1,0 +1,171 @@
+"""Data loading, configuration parsing, and every promised error on bad input."""
+
+import json
+
+import datasets
+import pytest
+
+from hf_unlearn import GradientAscentDescentTrainer, GradientAscentTrainer, build_qa_dataset, chunk_documents, get_method
+from hf_unlearn.config import UnlearningConfig
+from hf_unlearn.script_args import parse_args
+from tests.conftest import make_documents, unlearning_args
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_chunking_cuts_each_document_and_drops_tiny_chunks(tokenizer):
+    """A document of n tokens + EOS becomes ceil((n+1)/L) chunks; a last chunk under 5 tokens is dropped."""
+    text = make_documents(1, seed=5, min_words=60, max_words=60)[0]
+    n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+    chunks = chunk_documents([text], tokenizer, max_length=16)
+    full, rest = divmod(n, 16)
+    assert len(chunks) == full + (1 if rest >= 5 else 0)
+    assert all(len(ids) == 16 for ids in chunks["input_ids"][:full])
+    assert chunks[0]["labels"] == chunks[0]["input_ids"]
+    if rest >= 5:  # the kept short chunk is the document's end
+        assert chunks["input_ids"][-1][-1] == tokenizer.eos_token_id and len(chunks["input_ids"][-1]) == rest
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "parquet", "dataset", "list"])
+def test_documents_from_every_source(fmt, tokenizer, tmp_path):
+    texts = make_documents(3, seed=9)
+    if fmt == "txt":
+        source = tmp_path / "doc.txt"
+        source.write_text(texts[0])
+        expected_docs = 1  # a .txt file is one document
+    elif fmt == "jsonl":
+        source = tmp_path / "docs.jsonl"
+        source.write_text("\n".join(json.dumps({"text": t}) for t in texts))
+        expected_docs = 3
+    elif fmt == "parquet":
+        source = tmp_path / "docs.parquet"
+        datasets.Dataset.from_dict({"text": texts}).to_parquet(str(source))
+        expected_docs = 3
+    elif fmt == "dataset":
+        source, expected_docs = datasets.Dataset.from_dict({"text": texts}), 3
+    else:
+        source, expected_docs = texts, 3
+    chunks = chunk_documents(str(source) if fmt in ("txt", "jsonl", "parquet") else source, tokenizer, max_length=4096)
+    assert len(chunks) == expected_docs
+
+
+def test_qa_records_mask_the_prompt(tokenizer):
+    records = [{"question": "who is the old man", "answer": "a quick fox"}]
+    example = build_qa_dataset(records, tokenizer)[0]
+    prompt_len = len(tokenizer("Question: who is the old man\nAnswer: ", add_special_tokens=False)["input_ids"])
+    assert example["labels"][:prompt_len] == [-100] * prompt_len
+    assert example["labels"][prompt_len:] == example["input_ids"][prompt_len:]
+    assert tokenizer.decode(example["input_ids"][prompt_len:-1]) == "a quick fox"
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_empty_data(tokenizer):
+    with pytest.raises(ValueError, match="is empty"):
+        chunk_documents([], tokenizer)
+
+
+def test_missing_text_column(tokenizer):
+    data = datasets.Dataset.from_dict({"body": ["some text here"]})
+    with pytest.raises(ValueError, match=r"no column 'text'.*\['body'\].*text_column"):
+        chunk_documents(data, tokenizer)
+
+
+def test_missing_data_file(tokenizer, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        chunk_documents(str(tmp_path / "nope.jsonl"), tokenizer)
+
+
+def test_tokenizer_without_pad_token(tokenizer):
+    no_pad = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, eos_token="</s>")
+    assert no_pad.pad_token is None
+    with pytest.raises(ValueError, match=r"no pad token.*tokenizer.pad_token = tokenizer.eos_token"):
+        chunk_documents(["some text"], no_pad)
+
+
+def test_method_needing_retain_data_without_it(tiny_model, forget_data, tmp_path):
+    with pytest.raises(ValueError, match=r"'ga_descent' needs retain data: pass `retain_dataset=`"):
+        GradientAscentDescentTrainer(model=tiny_model, args=unlearning_args("ga_descent", tmp_path), train_dataset=forget_data)
+
+
+def test_empty_forget_set(tiny_model, tokenizer, tmp_path):
+    empty = datasets.Dataset.from_dict({"input_ids": [], "attention_mask": [], "labels": []})
+    with pytest.raises(ValueError, match="forget set .* is empty"):
+        GradientAscentTrainer(model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=empty, processing_class=tokenizer)
+
+
+def test_empty_retain_set(tiny_model, forget_data, tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="retain dataset is empty"):
+        GradientAscentDescentTrainer(model=tiny_model, args=unlearning_args("ga_descent", tmp_path), train_dataset=forget_data,
+                                     retain_dataset=[], processing_class=tokenizer)
+
+
+def test_reference_needed_but_not_identifiable(tiny_model, forget_data, retain_data, tokenizer, tmp_path):
+    cls = get_method("ga_kl")
+    with pytest.raises(ValueError, match=r"needs the original model.*Pass `ref_model=`"):
+        cls(model=tiny_model, args=unlearning_args("ga_kl", tmp_path), train_dataset=forget_data, retain_dataset=retain_data,
+            processing_class=tokenizer)
+
+
+def test_unknown_method_name():
+    with pytest.raises(ValueError, match=r"Unknown unlearning method 'gradient_ascent'; choose one of .*ga_kl"):
+        get_method("gradient_ascent")
+
+
+def test_negative_weight():
+    with pytest.raises(ValueError, match="retain_weight=-1.0 is negative"):
+        UnlearningConfig(output_dir="x", retain_weight=-1.0)
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def write_yaml(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_defaults_follow_the_paper():
+    config = UnlearningConfig(output_dir="x")
+    assert config.learning_rate == 2e-5 and config.lr_scheduler_type == "cosine"
+    assert config.warmup_steps == 0.03 and config.weight_decay == 0.0 and config.max_length == 4096
+
+
+def test_yaml_with_command_line_overrides(tmp_path):
+    path = write_yaml(tmp_path, "method: random_label\nlearning_rate: 1.0e-4\nrandom_label_seed: 7\nforget_data: f.jsonl\n")
+    args, script = parse_args(["--config", path, "--learning_rate", "3e-4", "--output_dir", str(tmp_path)])
+    assert type(args).__name__ == "RandomLabelConfig"
+    assert args.learning_rate == 3e-4 and args.random_label_seed == 7 and args.method == "random_label"
+    assert script.forget_data == "f.jsonl"
+
+
+def test_method_override_on_command_line_picks_its_config(tmp_path):
+    path = write_yaml(tmp_path, "method: ga\n")
+    args, _ = parse_args(["--config", path, "--method", "adversarial", "--adversarial_batch_size", "2"])
+    assert args.method == "adversarial" and args.adversarial_batch_size == 2
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    path = write_yaml(tmp_path, "method: ga\nlearning_rte: 1.0e-4\n")
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) in .*'learning_rte' \(did you mean 'learning_rate'\?\)"):
+        parse_args(["--config", path])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Config file .*missing.yaml' does not exist"):
+        parse_args(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_unknown_method_in_config(tmp_path):
+    path = write_yaml(tmp_path, "method: npo\n")
+    with pytest.raises(ValueError, match="Unknown unlearning method 'npo'"):
+        parse_args(["--config", path])
+
+
+def test_compute_loss_func_is_refused(tiny_model, forget_data, tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="compute_loss_func"):
+        GradientAscentTrainer(model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=forget_data,
+                              processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0)

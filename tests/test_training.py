@@ -1,0 +1,164 @@
+"""Training behaviour of every method: it unlearns, it is invariant to accumulation, it is a drop-in Trainer."""
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hf_unlearn import get_method, list_methods
+from hf_unlearn.evaluation import mean_nll
+from tests.conftest import unlearning_args
+
+BUILTIN = ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"]
+
+
+def build_trainer(method, model_dir, forget_data, retain_data, tmp_path, tokenizer, **config):
+    cls = get_method(method)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    kwargs = {"retain_dataset": retain_data} if cls.needs_retain else {}
+    trainer = cls(
+        model=model, args=unlearning_args(method, tmp_path, **config), train_dataset=forget_data,
+        processing_class=tokenizer, **kwargs,
+    )
+    return trainer, model
+
+
+@pytest.mark.parametrize("method", BUILTIN)
+def test_method_unlearns_and_changes_parameters(method, trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+    """A few steps raise the forget-set NLL and change the parameters; the loss terms are logged separately."""
+    trainer, model = build_trainer(method, trained_model_dir, forget_data, retain_data, tmp_path, tokenizer,
+                                   max_steps=6, learning_rate=3e-3)
+    before_params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before = mean_nll(model, forget_data)
+    trainer.train()
+    after = mean_nll(model, forget_data)
+    assert after > before + 0.1, f"{method}: forget NLL {before:.3f} -> {after:.3f}"
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before_params[n])]
+    assert len(changed) == len(before_params), f"{method}: unchanged {set(before_params) - set(changed)}"
+    logged = trainer.state.log_history[0]
+    assert {"loss", "forget_loss", "forget_nll"} <= set(logged)
+    if get_method(method).needs_retain:
+        assert "retain_loss" in logged
+    # The logged forget NLL at step 1 is the NLL of the model before any update on that batch.
+    assert math.isfinite(logged["forget_nll"]) and logged["forget_nll"] > 0
+
+
+def test_all_builtin_methods_are_covered():
+    assert set(BUILTIN) <= set(list_methods())
+
+
+def one_step_params(method, model_dir, forget, retain, tmp_path, tokenizer, batch, accumulation):
+    trainer, model = build_trainer(
+        method, model_dir, forget, retain, tmp_path / f"{batch}x{accumulation}", tokenizer,
+        per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
+        optim="sgd", learning_rate=1.0,
+    )
+    trainer.train()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, trainer.state.log_history[0]
+
+
+@pytest.mark.parametrize("method", ["ga", "ga_descent", "ga_kl"])
+def test_gradient_accumulation_invariance(method, trained_model_dir, tokenizer, tmp_path):
+    """One SGD step (lr 1) on 4 examples: batch 4 x accumulation 1 == batch 2 x accumulation 2.
+
+    The examples have different lengths (5..32 tokens), so a per-micro-batch mean would weight tokens
+    differently in the two set-ups; the token-weighted global mean must not. Tolerance: 1e-5 absolute on every
+    parameter after the step (float32 sums in a different order).
+    """
+    from hf_unlearn import chunk_documents
+    from tests.conftest import make_documents
+
+    forget = chunk_documents(make_documents(4, seed=7, min_words=3, max_words=30), tokenizer, max_length=32).select(range(4))
+    retain = chunk_documents(make_documents(4, seed=8, min_words=3, max_words=30), tokenizer, max_length=32).select(range(4))
+    lengths = {len(x) for x in forget["input_ids"]}
+    assert len(lengths) > 1, "the test needs examples of different lengths"
+    full, log_full = one_step_params(method, trained_model_dir, forget, retain, tmp_path, tokenizer, 4, 1)
+    accumulated, log_acc = one_step_params(method, trained_model_dir, forget, retain, tmp_path, tokenizer, 2, 2)
+    worst = max((full[n] - accumulated[n]).abs().max().item() for n in full)
+    assert worst < 1e-5, f"{method}: parameters differ by {worst}"
+    assert math.isclose(log_full["loss"], log_acc["loss"], rel_tol=1e-5, abs_tol=1e-6)
+    assert math.isclose(log_full["forget_nll"], log_acc["forget_nll"], rel_tol=1e-6)
+
+
+def test_drop_in_replacement_for_trainer(trained_model_dir, tokenizer, tmp_path):
+    """A training script written for transformers.Trainer, unchanged except for the class name."""
+    import datasets
+    from transformers import DataCollatorForLanguageModeling, TrainingArguments
+
+    from hf_unlearn import GradientAscentTrainer as Trainer  # was: from transformers import Trainer
+    from tests.conftest import make_documents
+
+    # --- the user's script, as written for transformers.Trainer ---
+    texts = datasets.Dataset.from_dict({"text": make_documents(8, seed=1)})
+    tokenized = texts.map(lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"])
+    model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, max_steps=3,
+                             learning_rate=3e-3, report_to="none", use_cpu=True, logging_steps=1, save_strategy="no")
+    trainer = Trainer(
+        model=model, args=args, train_dataset=tokenized, eval_dataset=tokenized,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), processing_class=tokenizer,
+    )
+    before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate()["eval_loss"]
+    # --- end of the user's script ---
+    assert after > before, (before, after)
+    assert trainer.args.learning_rate == 3e-3 and trainer.args.lr_scheduler_type == "linear"  # user's args kept
+    assert "forget_loss" in trainer.state.log_history[0]
+
+
+def test_save_and_from_pretrained_round_trip(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+    trainer, model = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path, tokenizer, max_steps=2)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved"))
+    for (name, p), (_, q) in zip(model.named_parameters(), reloaded.named_parameters()):
+        assert torch.equal(p, q), name
+    assert mean_nll(reloaded, forget_data) == pytest.approx(mean_nll(model, forget_data), rel=1e-6)
+
+
+def test_evaluation_uses_plain_language_modelling_loss(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+    """evaluate() reports the ordinary LM loss (mean NLL), not the unlearning objective."""
+    trainer, model = build_trainer("ga", trained_model_dir, forget_data, retain_data, tmp_path, tokenizer,
+                                   per_device_eval_batch_size=64)
+    loss = trainer.evaluate(eval_dataset=forget_data)["eval_loss"]
+    assert loss > 0
+    assert loss == pytest.approx(mean_nll(model, forget_data, batch_size=64), rel=1e-4)
+
+
+def test_retain_pairing_is_deterministic_and_covers_retain(forget_data, retain_data):
+    from hf_unlearn import ForgetRetainDataset
+
+    a = ForgetRetainDataset(forget_data, retain_data, pairing_seed=0)
+    b = ForgetRetainDataset(forget_data, retain_data, pairing_seed=0)
+    c = ForgetRetainDataset(forget_data, retain_data, pairing_seed=1)
+    assert a.order == b.order and a.order != c.order
+    assert sorted(a.order) == list(range(len(retain_data)))
+    item = a[3]
+    assert item["retain_input_ids"] == retain_data[a.order[3]]["input_ids"]
+    assert item["input_ids"] == forget_data[3]["input_ids"]
+
+
+def test_adversarial_targets_are_cached(trained_model_dir, forget_data, tokenizer, tmp_path, monkeypatch):
+    """The second trainer on the same model and forget set reads the cache and never loads the original model."""
+    first, _ = build_trainer("adversarial", trained_model_dir, forget_data, None, tmp_path, tokenizer)
+    cached = first.train_dataset["adversarial_labels"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the original model was loaded despite the cache")
+
+    monkeypatch.setattr(get_method("adversarial"), "load_reference_model", refuse)
+    second, _ = build_trainer("adversarial", trained_model_dir, forget_data, None, tmp_path, tokenizer)
+    assert second.train_dataset["adversarial_labels"] == cached
+    assert first.ref_model is None and second.ref_model is None  # released, not kept for training
+
+
+def test_methods_without_reference_do_not_load_it(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("reference loaded by a method that does not need it")
+
+    monkeypatch.setattr("hf_unlearn.reference.load_reference_model", refuse)
+    for method in ("ga", "random_label", "ga_descent"):
+        trainer, _ = build_trainer(method, trained_model_dir, forget_data, retain_data, tmp_path, tokenizer)
+        assert trainer.ref_model is None
