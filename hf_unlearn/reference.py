@@ -54,9 +54,3 @@ def load_reference_model(trainer: UnlearningTrainer, ref_model: nn.Module | str 
 
         return prepare_deepspeed(ref_model, trainer.accelerator)
     return trainer.accelerator.prepare_model(ref_model, evaluation_mode=True)
-
-
-@torch.no_grad()
-def reference_logits(ref_model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of the frozen reference model on a batch (no gradients)."""
-    return ref_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits

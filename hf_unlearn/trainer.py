@@ -14,6 +14,7 @@ The global batch is every micro-batch of one optimizer step on every process. Ea
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,8 +51,11 @@ class UnlearningTrainer(Trainer):
         retain_dataset: examples to keep (methods that use retain data). Paired with the forget examples by
             `ForgetRetainDataset` (seeded by `args.pairing_seed`).
         ref_model: the frozen original model, for methods that need one: a loaded model (used as is, never
-            copied) or a path / Hub id. `None` loads it from the policy's own checkpoint (`model.name_or_path`).
+            copied) or a path / Hub id. `None` loads it from the policy's own checkpoint (`model.name_or_path`),
+            except for a PEFT model, whose base with the adapter disabled is the original model (no second copy).
             Methods that do not need it never load it.
+        peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`) to wrap `model` in an adapter, as trl does; or pass
+            a `PeftModel` as `model` directly.
     """
 
     method_name: ClassVar[str] = "base"
@@ -81,8 +85,13 @@ class UnlearningTrainer(Trainer):
         *,
         retain_dataset=None,
         ref_model: PreTrainedModel | nn.Module | str | None = None,
+        peft_config=None,
     ):
         args = self._as_config(args)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
         self._check_inputs(train_dataset, retain_dataset, processing_class, compute_loss_func)
         collator = UnlearningCollator(
             pad_token_id=self._pad_token_id(processing_class, model, data_collator),
@@ -108,9 +117,13 @@ class UnlearningTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._global_token_counts: dict[str, torch.Tensor] | None = None
         self._logged_terms: dict[str, torch.Tensor] = {}
-        self.ref_model = self.load_reference_model(ref_model) if self.needs_reference else None
-        self.train_dataset = self.prepare_forget_dataset(self.train_dataset, ref_model)
+        self.ref_model = None
+        if self.needs_reference and not self.adapter_is_reference(ref_model):
+            self.ref_model = self.load_reference_model(ref_model)
+        self.train_dataset = self.forget_dataset = self.prepare_forget_dataset(self.train_dataset, ref_model)
         self.retain_dataset = retain_dataset
+        # Evaluation results by stage (e.g. {"before": {...}, "after": {...}}), written into the model card.
+        self.evaluation_results: dict[str, dict[str, float]] = {}
         if retain_dataset is not None:
             self.train_dataset = ForgetRetainDataset(self.train_dataset, retain_dataset, args.pairing_seed)
 
@@ -169,6 +182,24 @@ class UnlearningTrainer(Trainer):
         from .reference import load_reference_model
 
         return load_reference_model(self, ref_model)
+
+    def adapter_is_reference(self, ref_model) -> bool:
+        """True when no reference was given and the policy is a PEFT model: its adapter-free base is theta0."""
+        try:
+            from peft import PeftModel
+        except ImportError:  # peft is an optional extra
+            return False
+        return ref_model is None and isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
+
+    @torch.no_grad()
+    def reference_logits(self, batch: dict[str, torch.Tensor], ref_model: nn.Module | None = None) -> torch.Tensor:
+        """Logits of the original model: `ref_model`, else `self.ref_model`, else the policy without its adapter."""
+        ref_model = ref_model if ref_model is not None else self.ref_model
+        if ref_model is not None:
+            return self.logits(ref_model, batch)
+        policy = self.accelerator.unwrap_model(self.model)
+        with policy.disable_adapter():
+            return self.logits(policy, batch)
 
     def prepare_forget_dataset(self, dataset, ref_model):
         """Hook for methods that precompute per-example targets (random or adversarial labels)."""
@@ -269,3 +300,59 @@ class UnlearningTrainer(Trainer):
                 logs[name] = total / max(count, 1.0)
             self._logged_terms = {}
         super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ saving and the Hub
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Save as `Trainer` does, plus a model card (README.md) describing the unlearning."""
+        super()._save(output_dir, state_dict)
+        self.write_model_card(output_dir or self.args.output_dir)
+
+    def write_model_card(self, output_dir: str, model_name: str | None = None) -> None:
+        """Write README.md (see `hf_unlearn.model_card`) into `output_dir` on the main process."""
+        if not self.args.should_save:
+            return
+        from . import __version__
+        from .model_card import CARD_HYPERPARAMETERS, build_model_card, summarize_dataset
+        from .reference import policy_checkpoint
+
+        policy = self.accelerator.unwrap_model(self.model)
+        base = getattr(getattr(policy, "peft_config", {}).get("default"), "base_model_name_or_path", None)
+        values = {name: getattr(self.args, name) for name in CARD_HYPERPARAMETERS if hasattr(self.args, name)}
+        card = build_model_card(
+            method=self.method_name,
+            paper_name=self.paper_name or self.method_name,
+            base_model=base or policy_checkpoint(policy),
+            hyperparameters=values,
+            forget=summarize_dataset(self.forget_dataset),
+            retain=summarize_dataset(self.retain_dataset) if self.retain_dataset is not None else None,
+            results=self.evaluation_results,
+            version=__version__,
+            model_name=model_name,
+        )
+        os.makedirs(output_dir, exist_ok=True)
+        card.save(os.path.join(output_dir, "README.md"))
+
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """Called by `push_to_hub`: the unlearning card instead of the generic Trainer card."""
+        self.write_model_card(self.args.output_dir, model_name=model_name)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Create the Hub repository, failing early with the fix when no token is set or the Hub is unreachable."""
+        from huggingface_hub import constants, get_token
+
+        token = token if token is not None else self.args.hub_token
+        if token is None and get_token() is None:
+            raise ValueError(
+                "push_to_hub needs a Hugging Face token with write access: run `hf auth login` or set HF_TOKEN "
+                "(or pass hub_token=). To train without pushing, set push_to_hub=False."
+            )
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as error:  # offline mode, DNS, connection and HTTP errors all land here
+            raise RuntimeError(
+                f"Could not reach the Hugging Face Hub at {constants.ENDPOINT} to create the repository "
+                f"({type(error).__name__}: {error}). Check the network (HF_HUB_OFFLINE={constants.HF_HUB_OFFLINE}) "
+                "or train with push_to_hub=False and upload the saved folder later with "
+                "`hf upload <repo_id> <output_dir>`."
+            ) from error

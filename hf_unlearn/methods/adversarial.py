@@ -21,7 +21,7 @@ import torch
 from ..config import UnlearningConfig
 from ..data import UnlearningCollator, as_hf_dataset
 from ..losses import adversarial_targets
-from ..reference import policy_checkpoint, reference_logits
+from ..reference import policy_checkpoint
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
 
@@ -74,7 +74,7 @@ class AdversarialTrainer(UnlearningTrainer):
         return os.path.join(default_cache_dir(self.args.cache_dir), "adversarial", digest.hexdigest() + ".pt")
 
     def _compute_targets(self, dataset, ref_model) -> list[list[int]]:
-        original = self.load_reference_model(ref_model)
+        original = None if self.adapter_is_reference(ref_model) else self.load_reference_model(ref_model)
         collator = UnlearningCollator(pad_token_id=self.data_collator.pad_token_id, padding_side="right")
         size = self.args.adversarial_batch_size
         # Every process gets the same number of batches (ZeRO-3 needs every rank in each forward pass).
@@ -84,7 +84,7 @@ class AdversarialTrainer(UnlearningTrainer):
                 rows = [dataset[i] for i in indices[start : start + size]]
                 batch = collator([{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in rows])
                 batch = {k: v.to(self.args.device) for k, v in batch.items()}
-                targets = adversarial_targets(reference_logits(original, batch), batch["labels"]).cpu()
+                targets = adversarial_targets(self.reference_logits(batch, original), batch["labels"]).cpu()
                 mine += [(index, targets[row, : len(r["labels"])].tolist()) for row, (index, r) in enumerate(zip(indices[start : start + size], rows))]
         gathered = self.accelerator.gather_for_metrics(mine, use_gather_object=True) if self.accelerator.num_processes > 1 else mine
         by_index = dict(gathered)

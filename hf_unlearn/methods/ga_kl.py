@@ -11,7 +11,6 @@ With `retain_weight=0` neither the retain nor the reference forward pass runs.
 from __future__ import annotations
 
 from ..losses import kl_sum
-from ..reference import reference_logits
 from ..registry import register_method
 from ..trainer import LossTerm, UnlearningTrainer
 
@@ -26,7 +25,7 @@ class GradientAscentKLTrainer(UnlearningTrainer):
         forget, retain = self.split_inputs(inputs)
         terms = self.ascent_terms(model, forget)
         if self.args.retain_weight > 0:
-            ref = reference_logits(self.ref_model, retain)
+            ref = self.reference_logits(retain)
             total, count = kl_sum(ref, self.logits(model, retain), retain["labels"])
             terms["retain_loss"] = LossTerm(total, count, "retain", self.args.retain_weight)
         return terms
