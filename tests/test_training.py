@@ -162,3 +162,21 @@ def test_methods_without_reference_do_not_load_it(trained_model_dir, forget_data
     for method in ("ga", "random_label", "ga_descent"):
         trainer, _ = build_trainer(method, trained_model_dir, forget_data, retain_data, tmp_path, tokenizer)
         assert trainer.ref_model is None
+
+
+def test_resume_from_checkpoint_continues_the_same_trajectory(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+    """4 steps straight == 2 steps, checkpoint, then resume to 4 (same losses and final weights, rel 1e-5)."""
+    straight, model_a = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path / "a", tokenizer,
+                                      max_steps=4, per_device_train_batch_size=2, learning_rate=3e-3)
+    straight.train()
+    first, _ = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path / "b", tokenizer,
+                             max_steps=4, per_device_train_batch_size=2, learning_rate=3e-3, save_strategy="steps", save_steps=2)
+    first.train()
+    resumed, model_b = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path / "b", tokenizer,
+                                     max_steps=4, per_device_train_batch_size=2, learning_rate=3e-3)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "out" / "checkpoint-2"))
+    losses_a = [h["loss"] for h in straight.state.log_history if "loss" in h]
+    losses_b = [h["loss"] for h in resumed.state.log_history if "loss" in h]
+    assert losses_b[-2:] == pytest.approx(losses_a[-2:], rel=1e-5)
+    for (name, p), (_, q) in zip(model_a.named_parameters(), model_b.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
