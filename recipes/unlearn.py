@@ -31,7 +31,8 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confi
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv and not any(a.startswith("--config=") for a in argv) and "--help" not in argv:
+    # No config and no model: the embedded default job (its config, with any command-line overrides on top).
+    if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
         argv = ["--config", DEFAULT_CONFIG] + argv
     args, script = parse_args(argv)
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         args=args,
         train_dataset=splits["forget"],
         retain_dataset=splits.get("retain") if trainer_class.needs_retain else None,
-        ref_model=script.ref_model_name_or_path or model_path,
+        ref_model=script.ref_model_name_or_path,  # None: the model's own checkpoint (or its adapter-free base)
         processing_class=tokenizer,
     )
 
