@@ -111,14 +111,16 @@ def chunk_documents(
     min_chunk_tokens: int = 5,
     add_eos: bool = True,
     num_proc: int | None = None,
+    split: str = "train",
 ):
     """Tokenize documents and cut each into chunks of `max_length` tokens (labels = input_ids).
 
     Each document is cut on its own (chunks never span two documents); an EOS token ends each document when
-    `add_eos`. Chunks shorter than `min_chunk_tokens` are dropped, as in the paper's released data.
+    `add_eos`. Chunks shorter than `min_chunk_tokens` are dropped, as in the paper's released data. `split` picks the
+    split of a Hub dataset id.
     """
     check_tokenizer(tokenizer)
-    documents = load_documents(documents, text_column=text_column)
+    documents = load_documents(documents, text_column=text_column, split=split)
     eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
 
     def chunk(batch):
@@ -151,6 +153,7 @@ def build_qa_dataset(
     answer_column: str = "answer",
     max_length: int = 512,
     prompt_template: str = "Question: {question}\nAnswer: ",
+    split: str = "train",
 ):
     """Question/answer records (TOFU style) as examples whose labels cover only the answer.
 
@@ -162,7 +165,7 @@ def build_qa_dataset(
     if isinstance(records, (list, tuple)):
         records = datasets.Dataset.from_list(list(records))
     elif isinstance(records, (str, os.PathLike)):
-        records = _load_path_or_hub(str(records), "train")
+        records = _load_path_or_hub(str(records), split)
     if len(records) == 0:
         raise ValueError("The question/answer data is empty.")
     for column in (question_column, answer_column):
@@ -292,12 +295,16 @@ def build_examples(
     question_column: str = "question",
     answer_column: str = "answer",
     max_examples: int | None = None,
+    split: str = "train",
 ):
-    """Examples from documents (chunked) or question/answer records (prompt-masked), optionally capped."""
+    """Examples from documents (chunked) or question/answer records (prompt-masked), optionally capped.
+
+    `split` picks the split of a Hub dataset id (local files have one).
+    """
     if data_format == "documents":
-        examples = chunk_documents(source, tokenizer, max_length=max_length, text_column=text_column)
+        examples = chunk_documents(source, tokenizer, max_length=max_length, text_column=text_column, split=split)
     elif data_format == "qa":
-        examples = build_qa_dataset(source, tokenizer, question_column, answer_column, max_length=max_length)
+        examples = build_qa_dataset(source, tokenizer, question_column, answer_column, max_length=max_length, split=split)
     else:
         raise ValueError(f"data_format={data_format!r} is unknown; use 'documents' or 'qa'.")
     if max_examples is not None:

@@ -53,4 +53,9 @@ def load_reference_model(trainer: UnlearningTrainer, ref_model: nn.Module | str 
         from trl.models.utils import prepare_deepspeed
 
         return prepare_deepspeed(ref_model, trainer.accelerator)
+    if trainer.is_fsdp_enabled:
+        # accelerate leaves a model prepared in evaluation mode on the CPU under FSDP; shard it like the policy.
+        from trl.models.utils import prepare_fsdp
+
+        return prepare_fsdp(ref_model, trainer.accelerator)
     return trainer.accelerator.prepare_model(ref_model, evaluation_mode=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 import yaml
 
 from .config import UnlearningConfig
+from .distributed import check_deepspeed_file
 from .registry import get_method
 
 
@@ -32,6 +33,8 @@ class ScriptArguments:
         retain_data (`str` or `None`): data to keep (in-distribution or general) for methods with a retain term.
         approximate_data (`str` or `None`): same-domain data the model never saw (the paper's "approximate" set),
             used to report the unseen-data NLL before and after.
+        forget_split, retain_split, approximate_split (`str`, default `"train"`): split of each Hub dataset to use
+            (ignored for local files); the paper's `llmunlearn/unlearn_dataset` has forget / retain / approximate.
         data_format (`str`, defaults to `"documents"`): "documents" (chunked text) or "qa" (prompt-masked records).
         text_column (`str`, defaults to `"text"`): text column of document data.
         question_column, answer_column (`str`): columns of QA records.
@@ -44,6 +47,9 @@ class ScriptArguments:
     forget_data: str | None = field(default=None, metadata={"help": "Forget set: file, folder or Hub dataset id."})
     retain_data: str | None = field(default=None, metadata={"help": "Retain set (in-distribution or general)."})
     approximate_data: str | None = field(default=None, metadata={"help": "Unseen same-domain data for reporting."})
+    forget_split: str = field(default="train", metadata={"help": "Split of a Hub forget_data (e.g. forget)."})
+    retain_split: str = field(default="train", metadata={"help": "Split of a Hub retain_data (e.g. retain)."})
+    approximate_split: str = field(default="train", metadata={"help": "Split of a Hub approximate_data."})
     data_format: str = field(default="documents", metadata={"help": "documents (chunked text) or qa."})
     text_column: str = field(default="text", metadata={"help": "Text column of document data."})
     question_column: str = field(default="question", metadata={"help": "Question column of QA data."})
@@ -94,6 +100,7 @@ def parse_args(args: list[str] | None = None) -> tuple[UnlearningConfig, ScriptA
             f"Unknown key(s) in {config_path}: {', '.join(hints)}. Remove them or use a field of ScriptArguments "
             f"or {config_class.__name__} (`python recipes/unlearn.py --help` lists them)."
         )
+    check_deepspeed_file(_flag_value(args, "--deepspeed") or file_values.get("deepspeed"))
     parser = TrlParser((config_class, ScriptArguments))
     training_args, script_args = parser.parse_args_and_config(args)
     training_args.method = method

@@ -8,7 +8,11 @@ Launch commands:
 
     # a config file, with command-line overrides on top:
     python recipes/unlearn.py --config recipes/configs/embedded_default.yaml --method ga_kl --learning_rate 1e-3
-    accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/unlearn.py --config recipes/configs/<...>.yaml
+    accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/unlearn.py --config recipes/configs/yi-6b/arxiv/ga.yaml
+    torchrun --nproc_per_node 8 recipes/unlearn.py --config recipes/configs/yi-6b/arxiv/ga.yaml --deepspeed recipes/deepspeed/zero3.json
+
+    # DeepSpeed ZeRO-3 on 2 CPU processes (a launcher is required for DeepSpeed; plain python says so):
+    torchrun --nproc_per_node 2 recipes/unlearn.py --config recipes/configs/small/ga_kl_zero3_cpu.yaml
 
 Steps: parse the config -> load model and tokenizer -> build forget / retain / approximate data -> trainer (the
 reference model is loaded only by methods that need it) -> evaluate -> train -> evaluate -> save -> optional push.
@@ -24,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_unlearn import get_method
 from hf_unlearn.data import build_examples
 from hf_unlearn.default_job import default_model_dir, default_splits
+from hf_unlearn.distributed import setup_distributed, train_with_evaluation
 from hf_unlearn.script_args import parse_args
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "embedded_default.yaml")
@@ -35,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
         argv = ["--config", DEFAULT_CONFIG] + argv
     args, script = parse_args(argv)
+    setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
 
     # Model and tokenizer.
     model_path = script.model_name_or_path or default_model_dir(args.cache_dir)
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
             name: build_examples(
                 source, tokenizer, script.data_format, args.max_length, script.text_column,
                 script.question_column, script.answer_column, script.max_examples,
+                split=getattr(script, f"{name}_split"),
             )
             for name, source in sources.items()
             if source is not None
@@ -68,10 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
     )
 
-    # Evaluate, unlearn, evaluate.
-    before = trainer.evaluate(eval_dataset=splits, metric_key_prefix="before")
-    trainer.train()
-    after = trainer.evaluate(eval_dataset=splits, metric_key_prefix="after")
+    # Evaluate, unlearn, evaluate (the first evaluation runs inside train(), which DeepSpeed needs).
+    before, after = train_with_evaluation(trainer, splits)
     if trainer.is_world_process_zero():
         print_report(splits, before, after)
 

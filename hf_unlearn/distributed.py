@@ -1,0 +1,257 @@
+"""Checks of a distributed launch that fail early, before a model is loaded, with the command that works instead.
+
+`recipes/unlearn.py` calls `setup_distributed(args)` right after parsing its arguments. It catches:
+
+- DeepSpeed requested without a launcher (`python recipes/unlearn.py --deepspeed ...`): DeepSpeed would look for
+  MPI and die with an mpi4py import error deep in model loading;
+- a DeepSpeed JSON whose numbers contradict the arguments (`train_micro_batch_size_per_gpu`,
+  `gradient_accumulation_steps`, `train_batch_size`, `gradient_clipping`, bf16/fp16, the optimizer's lr): the
+  Trainer only reports this after the model is loaded, and DeepSpeed's own batch assertion is cryptic;
+- DeepSpeed on a machine without a GPU and without `use_cpu`: every process would believe it is alone;
+- a missing DeepSpeed JSON file;
+- ZeRO-3 without `stage3_gather_16bit_weights_on_model_save` (warned: the saved folder would hold no weights);
+
+and it connects DeepSpeed's communication layer to the process group that the Trainer's arguments set up, which
+`deepspeed.zero.Init` (ZeRO-3 loading) needs on CPU, where accelerate starts torch.distributed but not DeepSpeed's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+# Environment variables set by torchrun, the deepspeed launcher, accelerate launch, or MPI launchers.
+LAUNCHER_VARIABLES = ("LOCAL_RANK", "RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+AUTO = "auto"
+
+
+def deepspeed_requested(args) -> bool:
+    """Whether DeepSpeed is asked for, by `--deepspeed` or by `accelerate launch` with a DeepSpeed config."""
+    return bool(getattr(args, "deepspeed", None)) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def started_by_launcher() -> bool:
+    """Whether this process was started by torchrun, deepspeed, accelerate launch or an MPI launcher."""
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def world_size(args=None) -> int:
+    """Number of processes of the launch (from the launcher's environment, which holds even before set-up)."""
+    for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return getattr(args, "world_size", 1) if args is not None else 1
+
+
+def deepspeed_config_source(args) -> dict | str | None:
+    """The DeepSpeed config given to the run: `args.deepspeed` (path or dict) or accelerate's config file."""
+    source = getattr(args, "deepspeed", None)
+    if source:
+        return source
+    return os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or None
+
+
+def check_deepspeed_file(source: Any) -> None:
+    """A clear error for a DeepSpeed JSON path that does not exist (dicts and base64 strings pass)."""
+    if isinstance(source, str) and source.endswith(".json") and not os.path.isfile(source):
+        raise FileNotFoundError(
+            f"DeepSpeed config {source!r} does not exist (looked in {os.getcwd()!r}). Pass an existing JSON file, e.g. "
+            "--deepspeed recipes/deepspeed/zero3.json, launching from the repository root (the path is relative)."
+        )
+
+
+def load_deepspeed_config(source: dict | str | None) -> dict | None:
+    """The DeepSpeed config as a dict; a clear error for a missing or malformed JSON file."""
+    if source is None or isinstance(source, dict):
+        return source
+    check_deepspeed_file(source)
+    if not os.path.isfile(source):
+        return None  # a base64-encoded config (accepted by accelerate): not checked here
+    with open(source) as handle:
+        try:
+            config = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"DeepSpeed config {source!r} is not valid JSON: {error}.") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"DeepSpeed config {source!r} must hold a JSON object.")
+    return config
+
+
+def _get(config: dict, dotted: str) -> Any:
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def deepspeed_mismatches(config: dict, args, processes: int) -> list[str]:
+    """Entries of a DeepSpeed config that are neither "auto" nor equal to what the arguments say.
+
+    `processes` is the number of processes, for `train_batch_size` = per-device batch x accumulation x processes.
+    """
+    expected = [
+        ("train_micro_batch_size_per_gpu", args.per_device_train_batch_size, "per_device_train_batch_size"),
+        ("gradient_accumulation_steps", args.gradient_accumulation_steps, "gradient_accumulation_steps"),
+        (
+            "train_batch_size",
+            args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
+            f"per_device_train_batch_size x gradient_accumulation_steps x {processes} processes",
+        ),
+        ("gradient_clipping", args.max_grad_norm, "max_grad_norm"),
+        ("bf16.enabled", bool(args.bf16), "bf16"),
+        ("fp16.enabled", bool(args.fp16), "fp16"),
+        ("optimizer.params.lr", args.learning_rate, "learning_rate"),
+    ]
+    problems = []
+    for key, value, name in expected:
+        found = _get(config, key)
+        if found is None or found == AUTO:
+            continue
+        if key.endswith(".enabled") and not value and not found:
+            continue
+        if found != value:
+            problems.append(f"{key}={found!r} but {name}={value!r}")
+    return problems
+
+
+def _without_flag(argv: list[str], flag: str) -> list[str]:
+    """`argv` without `flag VALUE` / `flag=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
+def relaunch_commands(argv: list[str] | None = None) -> str:
+    """The launcher commands that run this script's command line (one per line, indented)."""
+    argv = list(sys.argv if argv is None else argv)
+    script = os.path.relpath(argv[0]) if argv and argv[0] else "recipes/unlearn.py"
+    rest = shlex.join(argv[1:])
+    accelerate_rest = shlex.join(_without_flag(argv[1:], "--deepspeed"))  # the accelerate YAML names the JSON
+    return (
+        f"  torchrun --nproc_per_node N {script} {rest}\n"
+        f"  deepspeed --num_gpus N {script} {rest}\n"
+        f"  accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes N {script} {accelerate_rest}"
+    )
+
+
+def check_launch(args) -> None:
+    """Raise a clear error for a launch that cannot work (see the module docstring); warn about risky ones."""
+    if not deepspeed_requested(args):
+        return
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "DeepSpeed was requested but is not installed: `pip install deepspeed` (or `pip install hf_unlearn[deepspeed]`),"
+            " or drop --deepspeed to train with DDP."
+        ) from error
+    if not started_by_launcher():
+        raise RuntimeError(
+            "DeepSpeed was requested but this script was started with plain `python`, without a launcher: DeepSpeed "
+            "would then look for an MPI launcher and fail (mpi4py). Start it with a launcher, e.g.\n"
+            + relaunch_commands()
+            + "\n(N = the number of GPUs; 1 works too). Or drop --deepspeed to train without DeepSpeed."
+        )
+    source = deepspeed_config_source(args)
+    config = load_deepspeed_config(source)
+    processes = world_size(args)
+    if config is not None:
+        problems = deepspeed_mismatches(config, args, processes)
+        if problems:
+            raise ValueError(
+                f"The DeepSpeed config {source if isinstance(source, str) else '(dict)'} contradicts the arguments: "
+                + "; ".join(problems)
+                + '. Set these keys to "auto" in the DeepSpeed config (the Trainer then fills them from the arguments,'
+                " as recipes/deepspeed/*.json do) or change the arguments to match."
+            )
+        zero = config.get("zero_optimization") or {}
+        stage = zero.get("stage", 0)
+        if stage == 3 and not (
+            zero.get("stage3_gather_16bit_weights_on_model_save") or zero.get("gather_16bit_weights_on_model_save")
+        ):
+            logger.warning(
+                "ZeRO-3 without stage3_gather_16bit_weights_on_model_save: the saved model folder will hold no weights "
+                "(only DeepSpeed shards; convert with zero_to_fp32.py). Set it to true in %s to save a loadable model.",
+                source,
+            )
+    import torch
+
+    if processes > 1 and not torch.cuda.is_available() and not getattr(args, "use_cpu", False):
+        raise ValueError(
+            f"DeepSpeed on a machine without a GPU, with {processes} processes, needs --use_cpu true: without it each "
+            "process sets itself up alone and DeepSpeed fails its batch-size check. Add `--use_cpu true`."
+        )
+
+
+def init_deepspeed_comm(args) -> None:
+    """Attach DeepSpeed's communication layer to an already started process group (needed by ZeRO-3 loading on CPU).
+
+    On GPUs accelerate starts DeepSpeed's layer itself; on CPU (`use_cpu`) it starts only torch.distributed, and
+    `deepspeed.zero.Init` would then see one process and fail its batch-size check.
+    """
+    if not deepspeed_requested(args):
+        return
+    import torch.distributed
+
+    _ = args.device  # sets up the process group
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    import deepspeed
+    import deepspeed.comm
+
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend(), auto_mpi_discovery=False)
+
+
+def setup_distributed(args) -> None:
+    """`check_launch` then `init_deepspeed_comm`: call it right after parsing the arguments, before loading a model."""
+    check_launch(args)
+    init_deepspeed_comm(args)
+
+
+class _EvaluateAtTrainBegin(TrainerCallback):
+    """Evaluate once, when `train()` has wrapped the model for training (before the first step)."""
+
+    def __init__(self, trainer, eval_dataset, metric_key_prefix: str):
+        self.trainer, self.eval_dataset, self.metric_key_prefix = trainer, eval_dataset, metric_key_prefix
+        self.metrics: dict | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.metrics is None:
+            self.metrics = self.trainer.evaluate(eval_dataset=self.eval_dataset, metric_key_prefix=self.metric_key_prefix)
+        return control
+
+
+def train_with_evaluation(trainer, eval_dataset, **train_kwargs) -> tuple[dict, dict]:
+    """Evaluate `eval_dataset` before and after `trainer.train(**train_kwargs)`; returns (before, after) metrics.
+
+    The "before" evaluation runs at the start of `train()`, once the model is wrapped for training, because
+    transformers cannot train a DeepSpeed model that an earlier `evaluate()` wrapped for inference (ZeRO-3: the first
+    backward fails with `'NoneType' object has no attribute 'backward'`; ZeRO-1/2: `evaluate()` refuses to run before
+    training). The model, data and step are the same, so the numbers are those of evaluating first. Metric names
+    are prefixed "before_" and "after_".
+    """
+    callback = _EvaluateAtTrainBegin(trainer, eval_dataset, "before")
+    trainer.add_callback(callback)
+    try:
+        trainer.train(**train_kwargs)
+    finally:
+        trainer.remove_callback(callback)
+    after = trainer.evaluate(eval_dataset=eval_dataset, metric_key_prefix="after")
+    return callback.metrics or {}, after
