@@ -88,6 +88,8 @@ class AdversarialTrainer(UnlearningTrainer):
                 mine += [(index, targets[row, : len(r["labels"])].tolist()) for row, (index, r) in enumerate(zip(indices[start : start + size], rows))]
         gathered = self.accelerator.gather_for_metrics(mine, use_gather_object=True) if self.accelerator.num_processes > 1 else mine
         by_index = dict(gathered)
+        if hasattr(original, "destroy"):  # a DeepSpeed engine keeps partitioned weights until destroyed
+            original.destroy()
         del original
         gc.collect()
         if torch.cuda.is_available():
