@@ -5,6 +5,7 @@ Grounded in Yao et al., "Machine Unlearning of Pre-trained Large Language Models
 
 __version__ = "0.1.0"
 
+from .callbacks import StoppingCriteria, UnlearningEvalCallback
 from .config import UnlearningConfig
 from .data import ForgetRetainDataset, UnlearningCollator, build_qa_dataset, chunk_documents, load_documents
 from .methods import (
@@ -29,8 +30,10 @@ __all__ = [
     "LossTerm",
     "RandomLabelConfig",
     "RandomLabelTrainer",
+    "StoppingCriteria",
     "UnlearningCollator",
     "UnlearningConfig",
+    "UnlearningEvalCallback",
     "UnlearningTrainer",
     "build_qa_dataset",
     "chunk_documents",

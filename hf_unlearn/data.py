@@ -37,7 +37,7 @@ def load_documents(source: Any, text_column: str = "text", split: str = "train")
     elif isinstance(source, (list, tuple)):
         dataset = datasets.Dataset.from_dict({text_column: list(source)})
     elif isinstance(source, (str, os.PathLike)):
-        dataset = _load_path_or_hub(str(source), split)
+        dataset = load_records(str(source), split)
         if isinstance(source, str) and source.endswith(".txt") and text_column != "text":
             dataset = dataset.rename_column("text", text_column)
     else:
@@ -59,7 +59,9 @@ def _describe(source: Any) -> str:
     return repr(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
 
 
-def _load_path_or_hub(source: str, split: str):
+def load_records(source: str, split: str = "train"):
+    """A `datasets.Dataset` from a local .txt / .jsonl / .json / .parquet file, a folder of them, or a Hub id
+    ("id" or "id:config", with `split`). A .txt file is one record with a "text" field."""
     import datasets
 
     if os.path.isdir(source):
@@ -165,7 +167,7 @@ def build_qa_dataset(
     if isinstance(records, (list, tuple)):
         records = datasets.Dataset.from_list(list(records))
     elif isinstance(records, (str, os.PathLike)):
-        records = _load_path_or_hub(str(records), split)
+        records = load_records(str(records), split)
     if len(records) == 0:
         raise ValueError("The question/answer data is empty.")
     for column in (question_column, answer_column):

@@ -1,5 +1,40 @@
-"""Measuring unlearning: per-example scores computed in batches without gradients."""
+"""Measuring unlearning: per-example scores computed in batches without gradients, sharded over processes.
 
+- `scores`: per-example NLL sums, token counts, correct tokens (and token log-probs for Min-K% / Min-K%++);
+- `metrics`: pure functions (arrays in, numbers out): perplexity, accuracy, attack scores, AUC, TPR@FPR,
+  ROUGE-L, TOFU truth ratio / forget quality / model utility;
+- `membership`: attack scores from `ExampleScores` and their summaries;
+- `generation`: greedy continuations (verbatim memorization) and answers;
+- `tofu`: the TOFU benchmark; `harness`: lm-evaluation-harness on an in-memory model;
+- `report` / `plots`: one model's full evaluation, Markdown tables, PNG plots.
+
+Heavy optional dependencies (scikit-learn, scipy, rouge-score, matplotlib, lm-eval) are imported inside the
+functions that use them.
+"""
+
+from .harness import EXAMPLE_TASK, run_lm_eval
+from .membership import DEFAULT_FPRS, DEFAULT_MIN_K, attack_scores, loss_auc, summarize_attacks, target_texts
+from .metrics import roc_auc, tpr_at_fpr
+from .report import ModelEvaluation, evaluate_model, markdown_report
 from .scores import ExampleScores, mean_nll, score_examples
+from .tofu import evaluate_tofu
 
-__all__ = ["ExampleScores", "mean_nll", "score_examples"]
+__all__ = [
+    "DEFAULT_FPRS",
+    "DEFAULT_MIN_K",
+    "EXAMPLE_TASK",
+    "ExampleScores",
+    "ModelEvaluation",
+    "attack_scores",
+    "evaluate_model",
+    "evaluate_tofu",
+    "loss_auc",
+    "markdown_report",
+    "mean_nll",
+    "roc_auc",
+    "run_lm_eval",
+    "score_examples",
+    "summarize_attacks",
+    "target_texts",
+    "tpr_at_fpr",
+]

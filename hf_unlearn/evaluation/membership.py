@@ -1,0 +1,95 @@
+"""Membership inference: per-example attack scores from `ExampleScores`, and their AUC / TPR@FPR summaries.
+
+Attacks (every score oriented so that higher = "more likely a member"):
+
+| key | attack | needs |
+|---|---|---|
+| `loss` | LOSS: -mean NLL (Yeom et al. 2018; Min-K% with k = 100%) | NLLs |
+| `zlib` | -mean NLL / zlib-compressed size of the text (Carlini et al. 2021) | NLLs + texts |
+| `min_k_<K>` | Min-K% Prob: mean of the K% lowest token log-probs (Shi et al. 2024) | `token_scores=True` |
+| `min_k_plus_plus_<K>` | Min-K%++: the same on (log p - mu) / sigma (Zhang et al. 2024) | `token_scores=True` |
+| `reference` | NLL under a reference model - NLL under the target (Carlini et al. 2021) | reference scores |
+
+The paper's evaluation (Yao et al. 2024) uses Min-K% Prob with K from 10% to 100% and the forget set as
+members against the approximate (same-domain, never seen) set as non-members. An AUC of 0.5 means "looks like
+data never seen", which is the target of unlearning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..losses import IGNORE_INDEX
+from .metrics import loss_score, min_k_mean, reference_score, roc_auc, tpr_at_fpr, zlib_score
+from .scores import ExampleScores
+
+# Paper: Min-K% Prob with k from 10% to 100%.
+DEFAULT_MIN_K = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+DEFAULT_FPRS = (0.01, 0.05)
+
+
+def percent_name(k: float) -> str:
+    """0.1 -> "10", 0.05 -> "5", 0.125 -> "12.5" (used in attack and metric names)."""
+    return f"{100 * k:g}"
+
+
+def target_texts(dataset, tokenizer) -> list[str]:
+    """The decoded target tokens (labels other than -100) of each example: the text the zlib attack compresses."""
+    texts = []
+    for i in range(len(dataset)):
+        labels = [token for token in dataset[i]["labels"] if token != IGNORE_INDEX]
+        texts.append(tokenizer.decode(labels, skip_special_tokens=True))
+    return texts
+
+
+def attack_scores(
+    scores: ExampleScores,
+    texts: Sequence[str] | None = None,
+    reference: ExampleScores | None = None,
+    min_k: Sequence[float] = DEFAULT_MIN_K,
+) -> dict[str, np.ndarray]:
+    """Every attack's per-example score that the given inputs allow (see the module docstring for the keys).
+
+    Args:
+        scores: the target model's scores of the examples.
+        texts: the examples' texts (`target_texts`), for the zlib attack.
+        reference: a reference model's scores of the same examples, for the reference attack.
+        min_k: fractions K for Min-K% and Min-K%++ (needs `scores` computed with `token_scores=True`).
+    """
+    example_nll = scores.example_nll.numpy()
+    out = {"loss": loss_score(example_nll)}
+    if texts is not None:
+        out["zlib"] = zlib_score(example_nll, texts)
+    if scores.token_logprobs is not None:
+        logprobs = [values.numpy() for values in scores.token_logprobs]
+        zscores = [values.numpy() for values in scores.token_zscores]
+        out.update({f"min_k_{percent_name(k)}": min_k_mean(logprobs, k) for k in min_k})
+        out.update({f"min_k_plus_plus_{percent_name(k)}": min_k_mean(zscores, k) for k in min_k})
+    if reference is not None:
+        out["reference"] = reference_score(example_nll, reference.example_nll.numpy())
+    return out
+
+
+def summarize_attacks(
+    members: Mapping[str, np.ndarray], nonmembers: Mapping[str, np.ndarray], fprs: Sequence[float] = DEFAULT_FPRS
+) -> dict[str, dict[str, float]]:
+    """AUC and TPR at each FPR of every attack present in both `members` and `nonmembers`.
+
+    Returns `{attack: {"auc": ..., "tpr@1%fpr": ..., "tpr@5%fpr": ...}}`.
+    """
+    summary = {}
+    for name in members:
+        if name not in nonmembers:
+            continue
+        row = {"auc": roc_auc(members[name], nonmembers[name])}
+        for fpr in fprs:
+            row[f"tpr@{percent_name(fpr)}%fpr"] = tpr_at_fpr(members[name], nonmembers[name], fpr)
+        summary[name] = row
+    return summary
+
+
+def loss_auc(members: ExampleScores, nonmembers: ExampleScores) -> float:
+    """AUC of the LOSS attack, members against non-members (0.5 = indistinguishable from unseen data)."""
+    return roc_auc(loss_score(members.example_nll.numpy()), loss_score(nonmembers.example_nll.numpy()))

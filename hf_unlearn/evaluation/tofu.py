@@ -1,0 +1,204 @@
+"""TOFU evaluation (Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs"; `locuslab/TOFU`).
+
+Four evaluation sets, each a file / Hub config of question-answer records:
+
+| role | Hub config (forget10) | truth ratio compares | "Prob." |
+|---|---|---|---|
+| forget | `forget10_perturbed` | `perturbed_answer` vs `paraphrased_answer` | mean exp(-NLL(answer)) |
+| retain | `retain_perturbed` | `perturbed_answer` vs `paraphrased_answer` | mean exp(-NLL(answer)) |
+| real_authors | `real_authors_perturbed` | `perturbed_answer` vs `answer` | P(answer) / (P(answer) + sum P(perturbed)) |
+| world_facts | `world_facts_perturbed` | `perturbed_answer` vs `answer` | as real_authors |
+
+Every NLL is the per-token mean NLL of an answer given the question, formatted with the same prompt template as
+training (`build_qa_dataset`); ROUGE-L is the recall of the greedy answer against the true answer.
+Model utility = harmonic mean of the 9 (probability, ROUGE-L, truth ratio) values of retain, real_authors and
+world_facts; forget quality = KS-test p-value of the forget-set truth ratios against those of a model trained on
+the retain set only (the "retain model"). These match github.com/locuslab/tofu (`aggregate_stat_eval.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data import build_qa_dataset
+from .generation import generate_answers
+from .metrics import (
+    answer_probability,
+    forget_quality,
+    model_utility,
+    normalized_answer_probability,
+    rouge_l,
+    truth_ratio,
+    truth_ratio_score,
+)
+from .scores import score_examples
+
+TOFU_HUB_ID = "locuslab/TOFU"
+DEFAULT_PROMPT_TEMPLATE = "Question: {question}\nAnswer: "
+
+
+@dataclass(frozen=True)
+class TofuSplit:
+    """One TOFU evaluation set: its role and the file / Hub config that holds it.
+
+    Attributes:
+        role: "forget", "retain", "real_authors" or "world_facts" (decides how probability and truth ratio
+            are summarised).
+        config: file stem in a local folder, or Hub config of `locuslab/TOFU` (e.g. "forget10_perturbed").
+    """
+
+    role: str
+    config: str
+
+    @property
+    def paraphrased_column(self) -> str:
+        """The "true" answer the perturbed answers are compared with (TOFU has no paraphrase for real-world sets)."""
+        return "paraphrased_answer" if self.role in ("forget", "retain") else "answer"
+
+    @property
+    def normalized_probability(self) -> bool:
+        return self.role in ("real_authors", "world_facts")
+
+
+def tofu_splits(forget_split: str = "forget10") -> list[TofuSplit]:
+    """The four evaluation sets of a TOFU forget split ("forget01", "forget05" or "forget10")."""
+    if forget_split not in ("forget01", "forget05", "forget10"):
+        raise ValueError(f"forget_split={forget_split!r} is not a TOFU forget split; use forget01, forget05 or forget10.")
+    return [
+        TofuSplit("forget", f"{forget_split}_perturbed"),
+        TofuSplit("retain", "retain_perturbed"),
+        TofuSplit("real_authors", "real_authors_perturbed"),
+        TofuSplit("world_facts", "world_facts_perturbed"),
+    ]
+
+
+def load_tofu_records(split: TofuSplit, source: str = TOFU_HUB_ID) -> list[dict]:
+    """Records of one evaluation set from a local folder of `<config>.jsonl` files or from the Hub."""
+    from ..data import load_records
+
+    path = os.path.join(source, f"{split.config}.jsonl") if os.path.isdir(source) else f"{source}:{split.config}"
+    records = load_records(path, "train").to_list()
+    for column in ("question", "answer", "perturbed_answer", split.paraphrased_column):
+        if column not in records[0]:
+            raise ValueError(f"TOFU records from {path!r} lack the column {column!r} (they have {sorted(records[0])}).")
+    return records
+
+
+@dataclass
+class TofuScores:
+    """Per-record TOFU quantities of one evaluation set under one model.
+
+    Attributes:
+        answer_nll: per-token mean NLL of the true answer, [num_records].
+        paraphrased_nll: the same for the answer the truth ratio compares with, [num_records].
+        perturbed_nll: for each record, the per-token mean NLL of each perturbed (wrong) answer.
+        rouge_recall: ROUGE-L recall of the greedy answer against the true answer (None without generation).
+    """
+
+    answer_nll: np.ndarray
+    paraphrased_nll: np.ndarray
+    perturbed_nll: list[np.ndarray]
+    rouge_recall: np.ndarray | None = None
+
+    @property
+    def truth_ratios(self) -> np.ndarray:
+        return truth_ratio(self.paraphrased_nll, self.perturbed_nll)
+
+
+def score_tofu_split(
+    model,
+    tokenizer,
+    records: Sequence[Mapping[str, Any]],
+    split: TofuSplit,
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    max_length: int = 512,
+    batch_size: int = 8,
+    generate: bool = True,
+    max_new_tokens: int = 64,
+    accelerator: Any | None = None,
+) -> TofuScores:
+    """Score the true, paraphrased and perturbed answers of `records` (one sharded pass) and optionally generate."""
+    pairs, owners = [], []  # every (question, answer) to score, and which record / slot it belongs to
+    for i, record in enumerate(records):
+        answers = [record["answer"], record[split.paraphrased_column], *record["perturbed_answer"]]
+        pairs += [{"question": record["question"], "answer": answer} for answer in answers]
+        owners.append(len(answers))
+    examples = build_qa_dataset(pairs, tokenizer, max_length=max_length, prompt_template=prompt_template)
+    nll = score_examples(model, examples, tokenizer.pad_token_id, batch_size, accelerator=accelerator).example_nll.numpy()
+    offsets = np.cumsum([0, *owners])
+    per_record = [nll[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+    rouge = None
+    if generate:
+        questions = [record["question"] for record in records]
+        answers = generate_answers(model, tokenizer, questions, prompt_template, max_new_tokens, batch_size, accelerator)
+        rouge = rouge_l(answers, [record["answer"] for record in records], measure="recall")
+    return TofuScores(
+        answer_nll=np.array([values[0] for values in per_record]),
+        paraphrased_nll=np.array([values[1] for values in per_record]),
+        perturbed_nll=[values[2:] for values in per_record],
+        rouge_recall=rouge,
+    )
+
+
+def tofu_split_metrics(scores: TofuScores, split: TofuSplit) -> dict[str, float]:
+    """TOFU's three numbers for one set: probability, ROUGE-L recall (if generated) and truth-ratio score."""
+    if split.normalized_probability:
+        probability = normalized_answer_probability(scores.answer_nll, scores.perturbed_nll)
+    else:
+        probability = answer_probability(scores.answer_nll)
+    metrics = {"probability": probability}
+    if scores.rouge_recall is not None:
+        metrics["rouge_l"] = float(np.mean(scores.rouge_recall))
+    metrics["truth_ratio"] = truth_ratio_score(scores.truth_ratios, forget=split.role == "forget")
+    return metrics
+
+
+def tofu_metrics(
+    scores: Mapping[str, TofuScores], splits: Sequence[TofuSplit], retain_model_truth_ratios: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Per-set metrics, model utility (from the non-forget sets present) and, given the retain model's forget-set
+    truth ratios, forget quality."""
+    result: dict[str, Any] = {split.role: tofu_split_metrics(scores[split.role], split) for split in splits}
+    utility_values = [value for split in splits if split.role != "forget" for value in result[split.role].values()]
+    if utility_values:
+        result["model_utility"] = model_utility(utility_values)
+    if retain_model_truth_ratios is not None and "forget" in scores:
+        result["forget_quality"] = forget_quality(scores["forget"].truth_ratios, retain_model_truth_ratios)
+    return result
+
+
+def evaluate_tofu(
+    model,
+    tokenizer,
+    source: str = TOFU_HUB_ID,
+    forget_split: str = "forget10",
+    retain_model_truth_ratios: Sequence[float] | None = None,
+    max_records: int | None = None,
+    roles: Sequence[str] | None = None,
+    **score_kwargs,
+) -> tuple[dict[str, Any], dict[str, TofuScores]]:
+    """Run the TOFU evaluation of one model.
+
+    Args:
+        source: `locuslab/TOFU` (the Hub) or a local folder of `<config>.jsonl` files with the same records.
+        forget_split: "forget01", "forget05" or "forget10".
+        retain_model_truth_ratios: the retain model's forget-set truth ratios (`scores["forget"].truth_ratios`
+            of a run on that model), for forget quality.
+        max_records: keep the first N records of each set (quick runs).
+        roles: which sets to evaluate (default: all four).
+        score_kwargs: passed to `score_tofu_split` (prompt_template, batch_size, generate, accelerator, ...).
+
+    Returns:
+        (metrics, per-set scores); keep `scores["forget"].truth_ratios` of the retain model for forget quality.
+    """
+    splits = [split for split in tofu_splits(forget_split) if roles is None or split.role in roles]
+    scores = {}
+    for split in splits:
+        records = load_tofu_records(split, source)[:max_records]
+        scores[split.role] = score_tofu_split(model, tokenizer, records, split, **score_kwargs)
+    return tofu_metrics(scores, splits, retain_model_truth_ratios), scores
