@@ -41,13 +41,34 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     return nll, mask
 
 
+def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
+    """labels[:, t + 1] at position t and -100 at the last position: the labels are shifted, never the logits,
+    so `logits.reshape(-1, V)` stays a view (slicing the logits would copy them, and their gradient, once more)."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
 def nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of next-token negative log-likelihoods over valid targets, and their count."""
-    logits, labels = shift_for_next_token(logits, labels)
+    targets = next_token_targets(labels)
     total = F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
-    return total, (labels != IGNORE_INDEX).sum()
+    return total, (targets != IGNORE_INDEX).sum()
+
+
+def substitute_nll_sums(
+    logits: torch.Tensor, substitute_labels: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NLL sum of substitute targets (random or adversarial; with gradient) and, for logging, of the true labels
+    (detached), from one log-softmax. Returns (substitute_sum, substitute_count, true_sum, true_count)."""
+    log_probs = F.log_softmax(logits.float(), dim=-1).reshape(-1, logits.size(-1))
+    targets = next_token_targets(substitute_labels).reshape(-1)
+    total = F.nll_loss(log_probs, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    with torch.no_grad():
+        true = next_token_targets(labels).reshape(-1)
+        valid = true != IGNORE_INDEX
+        true_total = -log_probs.detach().gather(1, true.clamp(min=0).unsqueeze(1)).squeeze(1)[valid].sum()
+    return total, (targets != IGNORE_INDEX).sum(), true_total, valid.sum()
 
 
 def kl_sum(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,15 +76,19 @@ def kl_sum(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor)
 
     This is the true KL divergence sum_v p_ref(v) (log p_ref(v) - log p_theta(v)), not the cross-entropy to the
     reference (which has the same gradient but a different value). Positions whose next-token label is -100
-    (padding, prompts) are excluded.
+    (padding, prompts) are excluded. KL = -H(P_ref) + CE(P_ref, P_theta): the reference parts need no gradient,
+    and the cross-entropy with probability targets avoids copying the logits.
     """
-    ref_logits, labels = shift_for_next_token(ref_logits, labels)
-    logits = logits[:, :-1, :]
-    mask = labels != IGNORE_INDEX
-    log_p = F.log_softmax(logits[mask].float(), dim=-1)
-    log_q = F.log_softmax(ref_logits[mask].float(), dim=-1)
-    kl = F.kl_div(log_p, log_q, log_target=True, reduction="sum")
-    return kl, mask.sum()
+    valid = next_token_targets(labels) != IGNORE_INDEX
+    vocab = logits.size(-1)
+    with torch.no_grad():
+        ref_log_probs = F.log_softmax(ref_logits.float(), dim=-1)
+        ref_probs = ref_log_probs.exp()
+        neg_entropy = (ref_probs * ref_log_probs).sum(-1)
+        del ref_log_probs
+    cross = F.cross_entropy(logits.float().reshape(-1, vocab), ref_probs.reshape(-1, vocab), reduction="none")
+    kl = ((neg_entropy + cross.view(valid.shape)) * valid).sum()
+    return kl, valid.sum()
 
 
 def adversarial_targets(ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from .config import UnlearningConfig
 from .data import RETAIN_PREFIX, ForgetRetainDataset, UnlearningCollator, check_tokenizer
-from .losses import count_targets, nll_sum
+from .losses import count_targets, nll_sum, substitute_nll_sums
 
 
 @dataclass
@@ -242,9 +242,7 @@ class UnlearningTrainer(Trainer):
     def target_terms(self, model: nn.Module, forget: dict[str, torch.Tensor], column: str) -> dict[str, LossTerm]:
         """Descent towards substitute targets `forget[column]` (methods 2 and 3), plus the true `forget_nll`."""
         logits = self.logits(model, forget)
-        total, count = nll_sum(logits, forget[column])
-        with torch.no_grad():
-            true_total, true_count = nll_sum(logits.detach(), forget["labels"])
+        total, count, true_total, true_count = substitute_nll_sums(logits, forget[column], forget["labels"])
         return {
             "forget_loss": LossTerm(total, count, "forget", self.args.forget_weight),
             "forget_nll": LossTerm(true_total, true_count, "forget", 0.0),

@@ -110,6 +110,9 @@ def test_adversarial_golden(tmp_path):
     loss, trainer = golden_loss("adversarial", tmp_path, ref_table=W)
     assert trainer.train_dataset[0]["adversarial_labels"] == [-100, 0, 1]
     assert math.isclose(loss, LN2, rel_tol=1e-6)
+    # The logged forget_nll is the true-label NLL of f from the same pass: sum 2 ln 4 over 2 tokens.
+    total, count = trainer._logged_terms["forget_nll"].tolist()
+    assert math.isclose(total, 2 * LN4, rel_tol=1e-6) and count == 2
 
 
 def test_random_label_golden(tmp_path):

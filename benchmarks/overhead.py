@@ -1,0 +1,675 @@
+#!/usr/bin/env python
+"""Step time and peak memory of every unlearning method against a plain `transformers.Trainer` step.
+
+What is compared
+    For each registered method (`hf_unlearn.list_methods()`) and for a plain `transformers.Trainer`
+    language-modelling run, this script trains the *same* model (one saved checkpoint, fp32, CPU) on the *same*
+    tokens (fixed-length chunks, so every batch has the same shape) with the *same* `TrainingArguments` values
+    (AdamW `adamw_torch`, seed, batch size, constant learning rate, gradient clipping, logging every step). The
+    plain run is the reference: it is measured in the same invocation, interleaved with the methods.
+
+Inherent cost ("budget") of each method, in terms measured in the same invocation
+    T_plain   time of one plain optimizer step (forward + backward + clip + AdamW + Trainer bookkeeping)
+    FB_plain  the forward + backward part of it (on_step_begin -> on_pre_optimizer_step)
+    T_nograd  one forward pass without gradients (eval mode, `torch.no_grad()`), same model and batch shape
+
+    ga, random_label, adversarial  budget = T_plain              (one forward/backward per step)
+    ga_descent                     budget = T_plain + FB_plain   (two forward/backward, one optimizer step)
+    ga_kl                          budget = T_plain + FB_plain + T_nograd  (+ the reference model's forward)
+
+    Target: step time <= 1.10 x budget. The adversarial targets are computed once, before training; that
+    one-off cost (loading the original model + forward passes over the forget set + cache write) is measured in
+    its own process ("adversarial_precompute") and reported separately; the timed adversarial run reads the
+    cache, like any re-run does.
+
+Timing
+    A `TrainerCallback` reads two clocks at on_step_begin, on_pre_optimizer_step and on_step_end: the process's
+    CPU time (`time.process_time()`, user + system, all threads) and the wall clock (`time.perf_counter()`).
+    The step time is the interval between consecutive on_step_end events: it covers *everything* the training
+    loop does per optimizer step, including fetching and collating the batch, `get_batch_samples` (where the
+    unlearning trainer counts tokens) and logging, which on_step_begin -> on_step_end would miss. The first
+    `--warmup` steps are excluded. Each configuration runs in `--rounds` rounds, alternately in forward and
+    reverse order (so drift in the machine's load is spread over all configurations); a configuration's time is
+    the median of its timed steps in a round, and the minimum over rounds.
+
+    The primary clock is CPU time, with one torch thread (`--threads`, default 1). This benchmark was written on
+    a 2-core machine shared with other jobs, where wall-clock step times of one configuration varied up to 10x
+    (and a two-thread OpenMP team stalls whenever either thread is descheduled). A single-threaded process's CPU
+    time is the time the step takes on an idle core, and it hardly depends on what else runs (cache and memory
+    bandwidth sharing remain, which is why rounds are still interleaved). The ratios between methods, which is
+    what is reported, do not depend on the thread count; `--threads 2` measures with two threads (then CPU time
+    sums both threads, and the wall-clock column is the one to read on an idle machine). The wall clock is
+    reported next to it as the best single timed step of all rounds (interference only adds time), with its own
+    budget formed from wall-clock times. All raw samples of both clocks are in the JSON.
+
+Peak memory (CPU)
+    Peak resident set size (RSS), in a separate, short "memory pass": each configuration once, in a fresh
+    subprocess, for two optimizer steps (the peak is reached by the second step, once AdamW's state exists;
+    runs of 2 and 4 steps gave the same peak to the MB).
+    The process's resident set (VmRSS) is read once the model and the data are loaded: that is the baseline.
+    The kernel's resident-set high-water mark (VmHWM) is reset (writing "5" to /proc/self/clear_refs, Linux >=
+    4.0) just before `trainer.train()` and read after it; the reported peak is VmHWM - baseline: gradients,
+    AdamW state, activations, loss temporaries, and the reference model if the method holds one (it is loaded in
+    the trainer's constructor, after the baseline). Where the reset is not allowed, the script falls back to
+    `resource.getrusage(...).ru_maxrss` (the peak over the whole process) and says so in the JSON.
+
+    Why RSS, and why a separate pass: RSS is what the operating system charges the job and it sees every
+    allocation, torch's or not, at no cost to the run (torch's CPU memory profiler slows every operator, and its
+    event stream has to be replayed to find a peak). But with glibc's default malloc, RSS also counts freed
+    memory that malloc keeps for reuse, and how much it keeps depends on allocation history: identical plain runs
+    differed by up to 5% (602-635 MB over the baseline), as much as the 1.05 target. The memory pass therefore
+    sets MALLOC_MMAP_THRESHOLD_=65536, which maps every buffer of 64 KiB or more (every tensor that matters)
+    separately and returns it to the system when freed; the high-water mark is then the peak of live memory
+    and repeats to the megabyte. That setting slows a step by about 30% (page faults), which is why the timing
+    runs use the default allocator; their (noisier) peaks are kept in the JSON as well
+    (`default_malloc_peak_over_baseline_mb`). Target: <= 1.05 x the plain run's peak for the methods without a
+    reference model.
+
+Usage
+    python benchmarks/overhead.py                      # full run (17M-parameter Llama, 256 tokens, batch 4):
+                                                       # ~7 CPU-minutes (12 min wall on a busy 2-core machine)
+    python benchmarks/overhead.py --quick --out-dir /tmp/x   # tiny smoke run (CI; tests/test_benchmarks_smoke.py)
+Writes <out-dir>/overhead.json (raw numbers, machine info, command) and <out-dir>/overhead.md (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+TIME_TOLERANCE = 1.10
+MEMORY_TOLERANCE = 1.05
+PLAIN = "plain"
+MMAP_THRESHOLD = 65536  # bytes; glibc malloc setting of the memory pass
+PRECOMPUTE = "adversarial_precompute"
+
+# Inherent cost of each built-in method: (forward/backward passes per step, no-grad forwards per step).
+INHERENT = {
+    "ga": (1, 0),
+    "random_label": (1, 0),
+    "adversarial": (1, 0),
+    "ga_descent": (2, 0),
+    "ga_kl": (2, 1),
+}
+
+FULL = dict(hidden=320, layers=4, heads=5, vocab=16384, seq_len=256, batch=4, warmup=2, steps=6, rounds=2, threads=1)
+QUICK = dict(hidden=32, layers=2, heads=2, vocab=300, seq_len=32, batch=2, warmup=1, steps=1, rounds=1, threads=1)
+
+
+# ---------------------------------------------------------------------------------------------- memory helpers
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def clocks() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process: user + system, all threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+def rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    if kb is None:  # not Linux: fall back to the peak so far
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return kb / 1024
+
+
+def reset_peak() -> bool:
+    """Reset the resident-set high-water mark (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return kb / 1024
+
+
+# ---------------------------------------------------------------------------------------------- set-up (parent)
+
+
+def _corpus(quick: bool, seed: int = 0) -> tuple[list[str], str]:
+    """Documents: Python standard-library sources (full run) or synthetic word salad (quick run)."""
+    if quick:
+        rng = random.Random(seed)
+        words = "alpha beta gamma delta epsilon zeta theta lambda sigma omega river stone light tree bird".split()
+        return [" ".join(rng.choice(words) for _ in range(rng.randint(80, 160))) + "." for _ in range(120)], "synthetic"
+    import sysconfig
+
+    root = sysconfig.get_paths()["stdlib"]
+    files = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in {"test", "tests", "site-packages", "idlelib", "__pycache__"})
+        files += [os.path.join(directory, n) for n in sorted(names) if n.endswith(".py")]
+    texts, total = [], 0
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        texts.append(text)
+        total += len(text)
+        if total > 4_000_000:
+            break
+    return texts, f"Python standard library sources under {root} ({len(texts)} files, {total / 1e6:.1f} M characters)"
+
+
+def setup(workdir: str, cfg: dict, quick: bool) -> dict:
+    """Tokenizer, model checkpoint and forget / retain chunks, saved under `workdir` for the workers."""
+    import datasets
+
+    from hf_unlearn import chunk_documents
+    from hf_unlearn.toy import build_llama, build_tokenizer
+
+    texts, corpus = _corpus(quick)
+    tokenizer = build_tokenizer(texts, vocab_size=cfg["vocab"])
+    tokenizer.save_pretrained(os.path.join(workdir, "model"))
+    model = build_llama(len(tokenizer), hidden_size=cfg["hidden"], layers=cfg["layers"], heads=cfg["heads"], seed=0)
+    model.save_pretrained(os.path.join(workdir, "model"))
+    params = sum(p.numel() for p in model.parameters())
+    del model
+
+    n = cfg["batch"] * (cfg["warmup"] + cfg["steps"])  # one epoch = exactly the steps run
+    chunks = chunk_documents(texts, tokenizer, max_length=cfg["seq_len"])
+    chunks = chunks.filter(lambda c: len(c["input_ids"]) == cfg["seq_len"])  # every batch has the same shape
+    if len(chunks) < 2 * n:
+        raise RuntimeError(f"Only {len(chunks)} full chunks of {cfg['seq_len']} tokens; need {2 * n}.")
+    chunks = chunks.shuffle(seed=0)
+    chunks.select(range(n)).save_to_disk(os.path.join(workdir, "forget"))
+    chunks.select(range(n, 2 * n)).save_to_disk(os.path.join(workdir, "retain"))
+    return {"corpus": corpus, "parameters": params, "vocab_size": len(tokenizer), "examples_per_set": n}
+
+
+# ---------------------------------------------------------------------------------------------- worker (child)
+
+
+def worker(config: str, workdir: str, result_path: str, cfg: dict, cache_dir: str, threads: int) -> None:
+    """Train one configuration in this (fresh) process and write its timings and memory to `result_path`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    import datasets
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from hf_unlearn import get_method
+    from hf_unlearn.data import UnlearningCollator
+
+    class StepTimer(TrainerCallback):
+        """(wall, CPU) clock readings at each step's begin, before the optimizer step, and at its end."""
+
+        def __init__(self):
+            self.begin, self.pre_opt, self.end = [], [], []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.begin.append(clocks())
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self.pre_opt.append(clocks())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.end.append(clocks())
+
+    model_dir = os.path.join(workdir, "model")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    forget = datasets.load_from_disk(os.path.join(workdir, "forget"))
+    retain = datasets.load_from_disk(os.path.join(workdir, "retain"))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    gc.collect()
+    baseline = rss_mb()
+
+    values = dict(
+        output_dir=os.path.join(workdir, "out", config),
+        per_device_train_batch_size=cfg["batch"],
+        max_steps=cfg["warmup"] + cfg["steps"],
+        learning_rate=1e-5,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        optim="adamw_torch",
+        max_grad_norm=1.0,
+        seed=0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+    timer = StepTimer()
+    method = PLAIN if config == PLAIN else ("adversarial" if config == PRECOMPUTE else config)
+    reset_ok = reset_peak()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    if method == PLAIN:
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(**values),
+            train_dataset=forget,
+            data_collator=UnlearningCollator(tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
+    else:
+        cls = get_method(method)
+        kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
+        trainer = cls(
+            model=model,
+            args=cls.config_class(**values, cache_dir=cache_dir),
+            train_dataset=forget,
+            processing_class=tokenizer,
+            callbacks=[timer],
+            **kwargs,
+        )
+    init_s, init_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
+    construction_peak = peak_mb()
+    result = {
+        "config": config,
+        "method": method,
+        "threads": torch.get_num_threads(),
+        "init_s": init_s,
+        "init_cpu_s": init_cpu_s,
+        "baseline_rss_mb": baseline,
+        "construction_peak_over_baseline_mb": construction_peak - baseline if reset_ok else None,
+        "peak_reset": reset_ok,
+    }
+    if config != PRECOMPUTE:
+        gc.collect()
+        result["pre_train_rss_mb"] = rss_mb()
+        reset_ok = reset_peak() and reset_ok
+        trainer.train()
+        peak = peak_mb() if reset_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        w = cfg["warmup"]
+        result.update(
+            peak_rss_mb=peak,
+            peak_over_baseline_mb=peak - baseline,
+            peak_method="VmHWM reset before train()" if reset_ok else "ru_maxrss (whole process)",
+            steps_run=len(timer.end),
+            final_loss=[h for h in trainer.state.log_history if "loss" in h][-1]["loss"],
+        )
+        for clock, suffix in ((1, ""), (0, "_wall")):  # CPU time (primary) and wall time
+            result["step_times" + suffix] = [b[clock] - a[clock] for a, b in zip(timer.end[w - 1 : -1], timer.end[w:])]
+            result["fwd_bwd_times" + suffix] = [p[clock] - b[clock] for b, p in zip(timer.begin[w:], timer.pre_opt[w:])]
+            result["optimizer_times" + suffix] = [e[clock] - p[clock] for p, e in zip(timer.pre_opt[w:], timer.end[w:])]
+        result["step_s"] = statistics.median(result["step_times"])
+        if method == PLAIN:  # a forward pass without gradients (the reference model's cost in ga_kl)
+            collator = UnlearningCollator(tokenizer.pad_token_id)
+            batch = collator([dict(retain[i]) for i in range(cfg["batch"])])
+            model.eval()
+            readings = []
+            with torch.no_grad():
+                for i in range(cfg["warmup"] + cfg["steps"]):
+                    t0 = clocks()
+                    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    t1 = clocks()
+                    readings.append((t1[0] - t0[0], t1[1] - t0[1]))
+            result["nograd_forward_times"] = [r[1] for r in readings[cfg["warmup"] :]]
+            result["nograd_forward_times_wall"] = [r[0] for r in readings[cfg["warmup"] :]]
+    with open(result_path, "w") as handle:
+        json.dump(result, handle, indent=1)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def machine_info() -> dict:
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout)
+    except OSError:
+        commit, dirty = None, None
+    return {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpus_available": affinity,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "accelerate": accelerate.__version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def _stat(runs: list[dict], key: str) -> float:
+    """Primary statistic: each round's median, then the minimum over rounds."""
+    return min(statistics.median(r[key]) for r in runs)
+
+
+def _best(runs: list[dict], key: str) -> float:
+    """Minimum over every timed sample of every round."""
+    return min(x for r in runs for x in r[key])
+
+
+def _peak(runs: list[dict]) -> float:
+    return max(r["peak_over_baseline_mb"] for r in runs)
+
+
+def ordered_methods(methods: list[str]) -> list[str]:
+    known = [m for m in INHERENT if m in methods]
+    return known + [m for m in methods if m not in INHERENT]
+
+
+def summarize(runs: dict[str, list[dict]], memory_runs: dict[str, list[dict]], methods: list[str]) -> dict:
+    from hf_unlearn import get_method
+
+    plain = runs[PLAIN]
+    m_plain = _peak(memory_runs[PLAIN])
+    base = {}
+    for suffix, stat in (("", _stat), ("_wall", _best)):
+        base[suffix] = (
+            stat(plain, "step_times" + suffix),
+            stat(plain, "fwd_bwd_times" + suffix),
+            stat(plain, "nograd_forward_times" + suffix),
+        )
+    t_plain, fb_plain, t_nograd = base[""]
+    summary = {
+        PLAIN: {
+            "step_s": t_plain,
+            "fwd_bwd_s": fb_plain,
+            "optimizer_and_loop_s": t_plain - fb_plain,
+            "nograd_forward_s": t_nograd,
+            "wall_best_step_s": base["_wall"][0],
+            "wall_best_nograd_forward_s": base["_wall"][2],
+            "peak_over_baseline_mb": m_plain,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in memory_runs[PLAIN]),
+            "default_malloc_peak_over_baseline_mb": [r["peak_over_baseline_mb"] for r in plain],
+        }
+    }
+    for name in methods:
+        fb, nograd = INHERENT.get(name, (1, 0))
+        budgets = {k: v[0] + (fb - 1) * v[1] + nograd * v[2] for k, v in base.items()}
+        step = _stat(runs[name], "step_times")
+        wall = _best(runs[name], "step_times_wall")
+        mem = _peak(memory_runs[name])
+        has_ref = bool(get_method(name).needs_reference)
+        summary[name] = {
+            "step_s": step,
+            "ratio_to_plain": step / t_plain,
+            "budget": f"{fb} fwd/bwd" + (f" + {nograd} no-grad fwd" if nograd else ""),
+            "budget_s": budgets[""],
+            "budget_in_plain_steps": budgets[""] / t_plain,
+            "ratio_to_budget": step / budgets[""],
+            "time_within_target": step <= TIME_TOLERANCE * budgets[""],
+            "fwd_bwd_s": _stat(runs[name], "fwd_bwd_times"),
+            "optimizer_and_loop_s": step - _stat(runs[name], "fwd_bwd_times"),
+            "wall_best_step_s": wall,
+            "wall_best_ratio_to_budget": wall / budgets["_wall"],
+            "peak_over_baseline_mb": mem,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in memory_runs[name]),
+            "default_malloc_peak_over_baseline_mb": [r["peak_over_baseline_mb"] for r in runs[name]],
+            "memory_ratio": mem / m_plain,
+            "has_reference_model": has_ref,
+            "memory_within_target": None if has_ref else mem <= MEMORY_TOLERANCE * m_plain,
+            "inherent_cost_known": name in INHERENT,
+        }
+    if PRECOMPUTE in runs and "adversarial" in summary:
+        summary["adversarial"]["precompute_s"] = min(r["init_s"] for r in runs[PRECOMPUTE])
+        summary["adversarial"]["precompute_cpu_s"] = min(r["init_cpu_s"] for r in runs[PRECOMPUTE])
+        summary["adversarial"]["precompute_peak_over_baseline_mb"] = max(
+            r["construction_peak_over_baseline_mb"] or 0 for r in memory_runs[PRECOMPUTE]
+        )
+        summary["adversarial"]["init_with_cache_s"] = min(r["init_s"] for r in runs["adversarial"])
+    return summary
+
+
+def markdown(report: dict) -> str:
+    s, cfg, info, setup_info = report["summary"], report["settings"], report["machine"], report["setup"]
+    yes = lambda ok: "n/a (ref. model)" if ok is None else ("yes" if ok else "**no**")  # noqa: E731
+    plain = s[PLAIN]
+    lines = [
+        "# Unlearning overhead vs a plain `transformers.Trainer` step",
+        "",
+        *(["**Smoke run (--quick): tiny model, 2 steps; the numbers mean nothing.**", ""] if report["quick"] else []),
+        f"- Command: `{report['command']}`",
+        f"- Date: {report['date']}; {info['cpu_model']}, {info['cpus_available']} CPUs available "
+        f"({info['cpu_count']} logical); torch {info['torch']}, transformers {info['transformers']}, "
+        f"Python {info['python']}; load average (1/5/15 min) at start {fmt_load(info['loadavg_start'])}, at end "
+        f"{fmt_load(info.get('loadavg_end'))} (the machine is shared: other processes ran during the benchmark)",
+        f"- Model: Llama, {setup_info['parameters'] / 1e6:.1f}M parameters (hidden {cfg['hidden']}, "
+        f"{cfg['layers']} layers, {cfg['heads']} heads, vocab {setup_info['vocab_size']}), fp32, CPU, "
+        f"{cfg['threads']} torch thread(s); batch {cfg['batch']} x {cfg['seq_len']} tokens; AdamW (adamw_torch), "
+        f"seed 0; {cfg['warmup']} warm-up + {cfg['steps']} timed optimizer steps per run, {cfg['rounds']} "
+        "round(s) in alternating order, each run in a fresh process",
+        f"- Data: {setup_info['corpus']}; {setup_info['examples_per_set']} forget and as many retain chunks of "
+        f"{cfg['seq_len']} tokens",
+        "- Step time: CPU seconds (user + system) of the training process per optimizer step, on_step_end to "
+        "on_step_end (the whole loop: batch, forward, backward, clipping, AdamW, logging); median of the timed "
+        "steps of a round, best round. Single-threaded, CPU time is what the step costs, whatever else the shared "
+        "machine runs; the wall-clock column is the best single timed step (wall budget formed from wall times). "
+        "Peak memory: resident-set high-water mark during `train()` minus the resident set after model + data "
+        "load (gradients, AdamW state, activations, any reference model), from a separate memory pass with "
+        "MALLOC_MMAP_THRESHOLD_=65536 so that freed buffers go back to the system and the peak is the peak of "
+        "live memory (repeatable to the MB; the default allocator's peaks, a few % noisier, are in the JSON).",
+        f"- Plain step {plain['step_s']:.3f} s = forward/backward {plain['fwd_bwd_s']:.3f} s + optimizer and loop "
+        f"{plain['optimizer_and_loop_s']:.3f} s; forward without gradients {plain['nograd_forward_s']:.3f} s. "
+        "Budget = one plain step + each extra forward/backward (at the plain forward/backward time) + each no-grad "
+        "forward, all measured in this run. Targets: step time <= 1.10 x budget; peak memory <= 1.05 x plain for "
+        "methods without a reference model.",
+        "",
+        "| method | step time s (CPU) | ratio to plain | inherent budget | budget s | ratio to budget "
+        "| time within target? | wall best s (ratio to budget) | peak memory MB | memory ratio "
+        "| memory within target? |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| plain Trainer | {plain['step_s']:.3f} | 1.00 | 1 fwd/bwd | {plain['step_s']:.3f} | 1.00 | - | "
+        f"{plain['wall_best_step_s']:.3f} (1.00) | {plain['peak_over_baseline_mb']:.0f} | 1.00 | - |",
+    ]
+    for name in ordered_methods(report["methods"]):
+        e = s[name]
+        lines.append(
+            f"| {name} | {e['step_s']:.3f} | {e['ratio_to_plain']:.2f} | {e['budget']} "
+            f"(= {e['budget_in_plain_steps']:.2f} plain steps) | {e['budget_s']:.3f} | {e['ratio_to_budget']:.2f} "
+            f"| {yes(e['time_within_target'])} | {e['wall_best_step_s']:.3f} ({e['wall_best_ratio_to_budget']:.2f}) "
+            f"| {e['peak_over_baseline_mb']:.0f} | {e['memory_ratio']:.2f} | {yes(e['memory_within_target'])} |"
+        )
+    adv = s.get("adversarial", {})
+    batches = setup_info["examples_per_set"] / cfg["batch"]
+    if "precompute_s" in adv:
+        lines += [
+            "",
+            f"Adversarial targets, one-off cost before training ({setup_info['examples_per_set']} chunks; loads the "
+            f"original model from disk, runs it without gradients, writes the cache): {adv['precompute_cpu_s']:.2f} "
+            f"CPU s, {adv['precompute_s']:.2f} s wall "
+            f"(= {adv['precompute_cpu_s'] / plain['step_s']:.1f} plain steps; {batches:.0f} no-grad forwards of "
+            f"{cfg['batch']} chunks take {batches * plain['nograd_forward_s']:.2f} s), "
+            f"peak {adv['precompute_peak_over_baseline_mb']:.0f} MB over the baseline. Trainer construction when the "
+            f"cache is present (the timed run): {adv['init_with_cache_s']:.2f} s.",
+        ]
+    missed = [
+        n for n in report["methods"] if s[n]["time_within_target"] is False or s[n]["memory_within_target"] is False
+    ]
+    lines += ["", f"Missed targets: {', '.join(missed)}." if missed else "Every method is within its targets."]
+    return "\n".join(lines) + "\n"
+
+
+def fmt_load(load) -> str:
+    return "?" if not load else "/".join(f"{x:.1f}" for x in load)
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+
+def with_precompute(sequence: list[str]) -> list[str]:
+    """Insert the adversarial precomputation right before the adversarial run (it fills the cache that run reads)."""
+    out = []
+    for name in sequence:
+        out += [PRECOMPUTE, name] if name == "adversarial" else [name]
+    return out
+
+
+def run_config(name: str, tag: str, workdir: str, cfg: dict, env: dict) -> dict:
+    """Run one configuration in a fresh process; return its result."""
+    result_path = os.path.join(workdir, f"{name}_{tag}.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--workdir", workdir, "--result", result_path,
+           "--cache-dir", os.path.join(workdir, f"cache_{tag}")]
+    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items() if k in FULL]
+    start = time.perf_counter()
+    log_path = os.path.join(workdir, f"{name}_{tag}.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    if proc.returncode != 0:
+        with open(log_path) as handle:
+            raise RuntimeError(f"run {name} ({tag}) failed:\n{handle.read()[-4000:]}")
+    with open(result_path) as handle:
+        result = json.load(handle)
+    result["wall_s"] = time.perf_counter() - start
+    if "step_s" in result:
+        shown = f"step {result['step_s']:.3f} CPU s, peak +{result['peak_over_baseline_mb']:.0f} MB"
+    else:
+        peak = result["construction_peak_over_baseline_mb"] or 0
+        shown = f"init {result['init_cpu_s']:.2f} CPU s, peak +{peak:.0f} MB"
+    print(f"{tag:>7} {name:>22}: {shown} ({result['wall_s']:.0f} s wall)", flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run: tiny model, 2 steps, 1 round")
+    parser.add_argument("--out-dir", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all registered)")
+    for key, value in FULL.items():
+        help_text = f"default {value} (quick: {QUICK[key]})"
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=help_text)
+    parser.add_argument("--workdir", default=None, help="where the checkpoint and data go (default: a temp dir)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in FULL:
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if cfg["warmup"] < 1 or cfg["steps"] < 1:
+        parser.error("--warmup and --steps must be >= 1 (the first timed step is measured from a warm-up's end)")
+
+    if args.worker:
+        worker(args.worker, args.workdir, args.result, cfg, args.cache_dir, cfg["threads"])
+        return 0
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from hf_unlearn import list_methods
+
+    methods = args.methods or list_methods()
+    unknown = set(methods) - set(list_methods())
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; registered: {list_methods()}")
+    python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(REPO) else sys.executable
+    script = os.path.relpath(os.path.abspath(__file__), REPO)
+    command = " ".join(shlex.quote(a) for a in [python, script, *sys.argv[1:]])
+    info = machine_info()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="hf_unlearn_overhead_")
+    os.makedirs(workdir, exist_ok=True)
+    began = time.time()
+    try:
+        t0 = time.perf_counter()
+        setup_info = setup(workdir, cfg, args.quick)
+        setup_info["setup_s"] = time.perf_counter() - t0
+        print(f"set-up: {setup_info}", flush=True)
+        methods = ordered_methods(methods)
+        order = [PLAIN] + methods
+        env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        # Memory pass: glibc's mmap threshold fixed at 64 KiB, so every tensor buffer is mapped and unmapped on
+        # its own and the resident set follows the live memory (see the module docstring); two steps suffice.
+        memory_env = dict(env, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+        memory_cfg = dict(cfg, warmup=1, steps=1)
+        memory_runs: dict[str, list[dict]] = {}
+        for name in with_precompute(order):
+            result = run_config(name, "memory", workdir, memory_cfg, memory_env)
+            memory_runs.setdefault(name, []).append(result)
+        runs: dict[str, list[dict]] = {}
+        for round_index in range(cfg["rounds"]):
+            sequence = order if round_index % 2 == 0 else order[::-1]
+            for name in with_precompute(sequence):
+                result = run_config(name, f"round{round_index}", workdir, cfg, env)
+                result["round"] = round_index
+                runs.setdefault(name, []).append(result)
+        info["loadavg_end"] = os.getloadavg()
+        report = {
+            "command": command,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": time.time() - began,
+            "quick": args.quick,
+            "machine": info,
+            "settings": cfg,
+            "targets": {"time_vs_budget": TIME_TOLERANCE, "memory_vs_plain": MEMORY_TOLERANCE},
+            "setup": setup_info,
+            "methods": methods,
+            "summary": summarize(runs, memory_runs, methods),
+            "runs": runs,
+            "memory_runs": memory_runs,
+        }
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "overhead.json"), "w") as handle:
+        json.dump(report, handle, indent=1)
+    text = markdown(report)
+    with open(os.path.join(args.out_dir, "overhead.md"), "w") as handle:
+        handle.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

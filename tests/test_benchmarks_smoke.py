@@ -1,0 +1,43 @@
+"""Keeps benchmarks/overhead.py from rotting: its --quick smoke run must produce a result for every method."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_quick(tmp_path):
+    from hf_unlearn import list_methods
+
+    out = tmp_path / "results"
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "overhead.py"), "--quick", "--out-dir", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "overhead.json").read_text())
+    assert report["quick"] is True
+    for key in ("cpu_model", "cpu_count", "torch", "transformers"):
+        assert report["machine"][key]
+    assert "overhead.py" in report["command"] and report["date"]
+    summary = report["summary"]
+    plain = summary["plain"]
+    assert plain["step_s"] > 0 and plain["fwd_bwd_s"] > 0 and plain["nograd_forward_s"] > 0
+    assert plain["peak_over_baseline_mb"] > 0
+    for method in list_methods():
+        entry = summary[method]
+        assert entry["step_s"] > 0 and entry["budget_s"] > 0 and entry["peak_over_baseline_mb"] > 0
+        assert isinstance(entry["time_within_target"], bool)
+        assert report["runs"][method][0]["steps_run"] == report["settings"]["warmup"] + report["settings"]["steps"]
+    assert summary["adversarial"]["precompute_s"] > 0
+    table = (out / "overhead.md").read_text()
+    for method in list_methods():
+        assert f"| {method} |" in table
