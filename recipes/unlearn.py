@@ -15,7 +15,8 @@ Launch commands:
     torchrun --nproc_per_node 2 recipes/unlearn.py --config recipes/configs/small/ga_kl_zero3_cpu.yaml
 
 Steps: parse the config -> load model and tokenizer -> build forget / retain / approximate data -> trainer (the
-reference model is loaded only by methods that need it) -> evaluate -> train -> evaluate -> save -> optional push.
+reference model is loaded only by methods that need it) -> attach the evaluation / stopping callback -> train
+(evaluated at the start, every `eval_every_steps` and at the end) -> print before/after -> save -> optional push.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn import get_method
 from hf_unlearn.data import build_examples
-from hf_unlearn.default_job import default_model_dir, default_splits
-from hf_unlearn.distributed import setup_distributed, train_with_evaluation
+from hf_unlearn.callbacks import StoppingCriteria, UnlearningEvalCallback
+from hf_unlearn.default_job import continuation_sample, default_model_dir, default_splits, summary_table
+from hf_unlearn.distributed import setup_distributed
 from hf_unlearn.script_args import parse_args
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "embedded_default.yaml")
@@ -75,23 +77,29 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
     )
 
-    # Evaluate, unlearn, evaluate (the first evaluation runs inside train(), which DeepSpeed needs).
-    before, after = train_with_evaluation(trainer, splits)
-    if trainer.is_world_process_zero():
-        print_report(splits, before, after)
+    # Evaluation during unlearning: forget / approximate / retain NLL and the MIA AUC every few steps, on all
+    # processes; with an approximate (unseen) set, stop where the paper says: forget NLL = unseen NLL at the start.
+    criteria = None
+    if "approximate" in splits and (script.stop_at_unseen_nll or script.max_retain_nll_increase is not None):
+        criteria = StoppingCriteria(stop_at_target=script.stop_at_unseen_nll,
+                                    max_retain_nll_increase=script.max_retain_nll_increase if "retain" in splits else None)
+    monitor = UnlearningEvalCallback(splits, eval_steps=script.eval_every_steps, criteria=criteria,
+                                     batch_size=args.per_device_eval_batch_size).attach(trainer)
 
-    # Save (16-bit weights are gathered under ZeRO-3 by save_model) and optionally push.
+    # Unlearn, with a verbatim-continuation sample of the first forget chunk before and after.
+    sample_before = continuation_sample(model, tokenizer, splits["forget"][0], accelerator=trainer.accelerator)
+    trainer.train()
+    sample_after = continuation_sample(trainer.model_wrapped, tokenizer, splits["forget"][0], accelerator=trainer.accelerator)
+    before, after = monitor.history[0], monitor.history[-1]
+    trainer.evaluation_results = {"before": before.logs(""), "after": after.logs("")}
+    if trainer.is_world_process_zero():
+        print(summary_table(before, after, monitor.stop_reason, sample_before, sample_after))
+
+    # Save (16-bit weights are gathered under ZeRO-3 by save_model; the model card records the results).
     trainer.save_model(args.output_dir)
     if args.push_to_hub:
         trainer.push_to_hub()
-    return {"before": before, "after": after}
-
-
-def print_report(splits: dict, before: dict, after: dict) -> None:
-    print("\nmean next-token NLL (nats)   before    after")
-    for name in splits:
-        b, a = before[f"before_{name}_loss"], after[f"after_{name}_loss"]
-        print(f"  {name:<26} {b:8.3f} {a:8.3f}")
+    return {"before": before, "after": after, "stop_reason": monitor.stop_reason}
 
 
 if __name__ == "__main__":
