@@ -41,6 +41,7 @@ class ScriptArguments:
         max_examples (`int` or `None`): keep at most this many examples of each split (quick runs).
         dtype (`str`, defaults to `"auto"`): dtype for loading the model ("auto", "bfloat16", "float32").
         eval_every_steps (`int`, defaults to `5`): evaluation period (optimizer steps) during unlearning.
+        eval_max_examples (`int` or `None`, defaults to `256`): examples of each split evaluated during unlearning.
         stop_at_unseen_nll (`bool`, defaults to `True`): stop when the forget NLL reaches the approximate set's
             NLL measured on the original model (Yao et al. 2024's guideline); needs `approximate_data`.
         max_retain_nll_increase (`float` or `None`): stop when the retain NLL rises by more than this share.
@@ -62,6 +63,9 @@ class ScriptArguments:
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16, float32."})
     eval_every_steps: int = field(
         default=5, metadata={"help": "Evaluate forget/approximate/retain NLL and MIA AUC every N optimizer steps."}
+    )
+    eval_max_examples: int | None = field(
+        default=256, metadata={"help": "Evaluate at most this many examples of each split during unlearning."}
     )
     stop_at_unseen_nll: bool = field(
         default=True,

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
         criteria = StoppingCriteria(stop_at_target=script.stop_at_unseen_nll,
                                     max_retain_nll_increase=script.max_retain_nll_increase if "retain" in splits else None)
     monitor = UnlearningEvalCallback(splits, eval_steps=script.eval_every_steps, criteria=criteria,
-                                     batch_size=args.per_device_eval_batch_size).attach(trainer)
+                                     batch_size=args.per_device_eval_batch_size,
+                                     max_examples=script.eval_max_examples).attach(trainer)
 
     # Unlearn, with a verbatim-continuation sample of the first forget chunk before and after.
     sample_before = continuation_sample(model, tokenizer, splits["forget"][0], accelerator=trainer.accelerator)
