@@ -70,8 +70,15 @@ def default_model_dir(cache_dir: str | None = None) -> str:
     return smollm2_dir(default_cache_dir(cache_dir))
 
 
+def most_memorized_index(model, dataset, pad_token_id: int, accelerator=None) -> int:
+    """Index of the example with the lowest mean NLL (the best candidate to show verbatim memorization)."""
+    from .evaluation.scores import score_examples
+
+    return int(score_examples(model, dataset, pad_token_id, accelerator=accelerator).example_nll.argmin())
+
+
 def continuation_sample(model, tokenizer, example, prefix_tokens: int = 48, new_tokens: int = 24, accelerator=None) -> dict:
-    """Greedy continuation of one forget chunk's prefix, with the true continuation (verbatim memorization)."""
+    """Greedy continuation of one chunk's prefix, with the true continuation (verbatim memorization)."""
     from .evaluation.generation import greedy_generate
     from .evaluation.metrics import common_prefix_length
 

@@ -29,7 +29,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_unlearn import get_method
 from hf_unlearn.data import build_examples
 from hf_unlearn.callbacks import StoppingCriteria, UnlearningEvalCallback
-from hf_unlearn.default_job import continuation_sample, default_model_dir, default_splits, summary_table
+from hf_unlearn.default_job import (
+    continuation_sample, default_model_dir, default_splits, most_memorized_index, summary_table,
+)
 from hf_unlearn.distributed import setup_distributed
 from hf_unlearn.script_args import parse_args
 
@@ -87,10 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
                                      batch_size=args.per_device_eval_batch_size,
                                      max_examples=script.eval_max_examples).attach(trainer)
 
-    # Unlearn, with a verbatim-continuation sample of the first forget chunk before and after.
-    sample_before = continuation_sample(model, tokenizer, splits["forget"][0], accelerator=trainer.accelerator)
+    # Unlearn, with a verbatim-continuation sample of the most memorized forget chunk before and after.
+    shown = splits["forget"][most_memorized_index(model, splits["forget"], tokenizer.pad_token_id, trainer.accelerator)]
+    sample_before = continuation_sample(model, tokenizer, shown, accelerator=trainer.accelerator)
     trainer.train()
-    sample_after = continuation_sample(trainer.model_wrapped, tokenizer, splits["forget"][0], accelerator=trainer.accelerator)
+    sample_after = continuation_sample(trainer.model_wrapped, tokenizer, shown, accelerator=trainer.accelerator)
     before, after = monitor.history[0], monitor.history[-1]
     trainer.evaluation_results = {"before": before.logs(""), "after": after.logs("")}
     if trainer.is_world_process_zero():
