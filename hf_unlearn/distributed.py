@@ -255,3 +255,16 @@ def train_with_evaluation(trainer, eval_dataset, **train_kwargs) -> tuple[dict, 
         trainer.remove_callback(callback)
     after = trainer.evaluate(eval_dataset=eval_dataset, metric_key_prefix="after")
     return callback.metrics or {}, after
+
+
+def finish_distributed() -> None:
+    """Leave the process group cleanly at the end of a launched script.
+
+    Exiting with the gloo / NCCL group alive can abort a rank at interpreter shutdown ("terminate called without
+    an active exception"), which fails the whole launch after the work is done.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -32,7 +32,7 @@ from hf_unlearn.callbacks import StoppingCriteria, UnlearningEvalCallback
 from hf_unlearn.default_job import (
     continuation_sample, default_model_dir, default_splits, most_memorized_index, summary_table,
 )
-from hf_unlearn.distributed import setup_distributed
+from hf_unlearn.distributed import finish_distributed, setup_distributed
 from hf_unlearn.script_args import parse_args
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "embedded_default.yaml")
@@ -108,3 +108,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    finish_distributed()

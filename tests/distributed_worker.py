@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from hf_unlearn.distributed import setup_distributed, train_with_evaluation  # noqa: E402
+from hf_unlearn.distributed import finish_distributed, setup_distributed, train_with_evaluation  # noqa: E402
 
 BACKENDS = ("ddp", "zero2", "zero3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,3 +135,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finish_distributed()

@@ -67,4 +67,7 @@ def run(model_dir: str, out: str | None, per_device_batch: int) -> dict:
 
 
 if __name__ == "__main__":
+    from hf_unlearn.distributed import finish_distributed
+
     run(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    finish_distributed()

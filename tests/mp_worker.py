@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hf_unlearn import chunk_documents, get_method  # noqa: E402
+from hf_unlearn.distributed import finish_distributed  # noqa: E402
 from tests.conftest import make_documents  # noqa: E402
 
 METHODS = ("ga_descent", "ga_kl")
@@ -43,3 +44,4 @@ def main(model_dir: str, out: str, batch: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    finish_distributed()

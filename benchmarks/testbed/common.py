@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import os
+from typing import Any
 import platform
 import random
 import sys
@@ -795,3 +796,11 @@ def threads_for(args) -> int:
     return args.threads or (1 if args.jobs > 1 else 2)
 
 
+def prepare(args, config: TestbedConfig) -> tuple[dict, int, Any, dict]:
+    """What every testbed command does first: machine info, thread count, the (cached) build and the context
+    (original/retrained evaluations). Returns (machine_start, threads, testbed, ctx)."""
+    machine_start = machine_info()
+    threads = threads_for(args)
+    testbed = build(config, data_dir=args.data_dir, cache_dir=args.cache_dir, jobs=args.jobs, threads=threads)
+    ctx = init_context(config, args.cache_dir, threads, args.data_dir)
+    return machine_start, threads, testbed, ctx

@@ -49,10 +49,7 @@ def main(argv=None) -> dict:
     if args.tiny:
         args.learning_rates, args.epochs, args.batch_size = args.learning_rates[-2:], [1, 2], 4
     config = common.get_config(args.tiny)
-    machine_start = common.machine_info()
-    threads = common.threads_for(args)
-    testbed = common.build(config, data_dir=args.data_dir, cache_dir=args.cache_dir, jobs=args.jobs, threads=threads)
-    ctx = common.init_context(config, args.cache_dir, threads, args.data_dir)
+    machine_start, threads, testbed, ctx = common.prepare(args, config)
     tasks = [
         {"config": config, "cache_dir": args.cache_dir, "data_dir": args.data_dir, "threads": threads, "method": method,
          "learning_rate": lr, "epochs": epochs, "batch_size": args.batch_size, "retain_weight": 1.0, "stop": False,

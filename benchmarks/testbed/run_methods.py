@@ -51,10 +51,7 @@ def main(argv=None) -> dict:
         args.max_epochs = min(args.max_epochs, 1.0)
         args.batch_size = min(args.batch_size, 4)
     config = common.get_config(args.tiny)
-    machine_start = common.machine_info()
-    threads = common.threads_for(args)
-    testbed = common.build(config, data_dir=args.data_dir, cache_dir=args.cache_dir, jobs=args.jobs, threads=threads)
-    ctx = common.init_context(config, args.cache_dir, threads, args.data_dir)
+    machine_start, threads, testbed, ctx = common.prepare(args, config)
     tasks = [
         {"config": config, "cache_dir": args.cache_dir, "data_dir": args.data_dir, "threads": threads,
          "method": method, "learning_rate": args.learning_rate, "epochs": args.max_epochs,
