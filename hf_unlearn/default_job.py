@@ -21,6 +21,8 @@ import glob
 import os
 import sysconfig
 
+from transformers import TrainerCallback
+
 FORGET_MODULES = ("heapq.py", "bisect.py", "textwrap.py", "colorsys.py", "fnmatch.py", "shlex.py")
 RETAIN_MODULES = ("glob.py", "string.py", "sched.py", "queue.py", "copy.py", "graphlib.py", "reprlib.py", "keyword.py")
 CHUNKS_PER_SPLIT = {"forget": 16, "retain": 16, "approximate": 16}
@@ -91,6 +93,30 @@ def continuation_sample(model, tokenizer, example, prefix_tokens: int = 48, new_
         "generated": tokenizer.decode(generated),
         "exact_match_tokens": common_prefix_length(generated, truth),
     }
+
+
+class VerbatimSampleCallback(TrainerCallback):
+    """Greedy continuation of the most memorized example of `dataset` at the start and at the end of training.
+
+    Runs inside `train()`, with the trainer's wrapped model on every process, so it also works under DeepSpeed
+    ZeRO-3 (where the model cannot run before the trainer has wrapped it). Results: `before`, `after`.
+    """
+
+    def __init__(self, trainer, tokenizer, dataset):
+        self.trainer, self.tokenizer, self.dataset = trainer, tokenizer, dataset
+        self.example = self.before = self.after = None
+        trainer.add_callback(self)
+
+    def _sample(self) -> dict:
+        return continuation_sample(self.trainer.model_wrapped, self.tokenizer, self.example, accelerator=self.trainer.accelerator)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        index = most_memorized_index(self.trainer.model_wrapped, self.dataset, self.tokenizer.pad_token_id, self.trainer.accelerator)
+        self.example = self.dataset[index]
+        self.before = self._sample()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.after = self._sample()
 
 
 def summary_table(before, after, stop_reason: str | None, sample_before: dict, sample_after: dict) -> str:

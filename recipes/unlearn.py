@@ -29,9 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_unlearn import get_method
 from hf_unlearn.data import build_examples
 from hf_unlearn.callbacks import StoppingCriteria, UnlearningEvalCallback
-from hf_unlearn.default_job import (
-    continuation_sample, default_model_dir, default_splits, most_memorized_index, summary_table,
-)
+from hf_unlearn.default_job import VerbatimSampleCallback, default_model_dir, default_splits, summary_table
 from hf_unlearn.distributed import finish_distributed, setup_distributed
 from hf_unlearn.script_args import parse_args
 
@@ -90,14 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
                                      max_examples=script.eval_max_examples).attach(trainer)
 
     # Unlearn, with a verbatim-continuation sample of the most memorized forget chunk before and after.
-    shown = splits["forget"][most_memorized_index(model, splits["forget"], tokenizer.pad_token_id, trainer.accelerator)]
-    sample_before = continuation_sample(model, tokenizer, shown, accelerator=trainer.accelerator)
+    sample = VerbatimSampleCallback(trainer, tokenizer, splits["forget"])
     trainer.train()
-    sample_after = continuation_sample(trainer.model_wrapped, tokenizer, shown, accelerator=trainer.accelerator)
     before, after = monitor.history[0], monitor.history[-1]
-    trainer.evaluation_results = {"before": before.logs(""), "after": after.logs("")}
+    trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}
     if trainer.is_world_process_zero():
-        print(summary_table(before, after, monitor.stop_reason, sample_before, sample_after))
+        print(summary_table(before, after, monitor.stop_reason, sample.before, sample.after))
 
     # Save (16-bit weights are gathered under ZeRO-3 by save_model; the model card records the results).
     trainer.save_model(args.output_dir)
