@@ -2,7 +2,7 @@
 
 Launch commands:
 
-    # the embedded default job (no Hub, no GPU; stdlib code, a tiny model trained on first use):
+    # the embedded default job (no Hub, no GPU; SmolLM2-135M from PyPI unlearns stdlib modules):
     python recipes/unlearn.py
     accelerate launch recipes/unlearn.py
 
