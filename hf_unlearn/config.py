@@ -11,9 +11,15 @@ Models", ACL 2024, github.com/yaojin17/Unlearning_LLM): lr 2e-5, cosine schedule
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+
+
+def default_cache_dir(configured: str | None = None) -> str:
+    """hf_unlearn's cache folder: `configured`, else $HF_UNLEARN_CACHE, else ~/.cache/hf_unlearn."""
+    return configured or os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
 
 
 @dataclass

@@ -66,7 +66,7 @@ def default_splits(tokenizer, max_length: int = 128) -> dict:
 
 def default_model_dir(cache_dir: str | None = None) -> str:
     """SmolLM2-135M-Instruct as a Hugging Face folder (downloaded and converted on first use)."""
-    from .methods.adversarial import default_cache_dir
+    from .config import default_cache_dir
     from .pretrained import smollm2_dir
 
     return smollm2_dir(default_cache_dir(cache_dir))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import UnlearningConfig
+from ..config import UnlearningConfig, default_cache_dir
 from ..data import UnlearningCollator, as_hf_dataset
 from ..losses import adversarial_targets
 from ..reference import policy_checkpoint
@@ -36,10 +36,6 @@ class AdversarialConfig(UnlearningConfig):
 
     method: str = field(default="adversarial", metadata={"help": "Unlearning method name."})
     adversarial_batch_size: int = field(default=8, metadata={"help": "Batch size when computing the targets."})
-
-
-def default_cache_dir(configured: str | None) -> str:
-    return configured or os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
 
 
 @register_method("adversarial")
