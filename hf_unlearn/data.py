@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,83 +18,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from .loading import load_documents, load_records
 from .losses import IGNORE_INDEX
 
 RETAIN_PREFIX = "retain_"
-_FILE_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-def load_documents(source: Any, text_column: str = "text", split: str = "train"):
-    """Load documents as a `datasets.Dataset` with a text column.
-
-    `source` may be a `datasets.Dataset`, a list of strings, a path to a text / JSON Lines / Parquet file, a
-    directory of such files, or a Hub dataset id (optionally "id:config", e.g. "llmunlearn/unlearn_dataset:arxiv"
-    with `split="forget"`), which needs the Hub to be reachable.
-    """
-    import datasets
-
-    if isinstance(source, datasets.Dataset):
-        dataset = source
-    elif isinstance(source, (list, tuple)):
-        dataset = datasets.Dataset.from_dict({text_column: list(source)})
-    elif isinstance(source, (str, os.PathLike)):
-        dataset = load_records(str(source), split)
-        if isinstance(source, str) and source.endswith(".txt") and text_column != "text":
-            dataset = dataset.rename_column("text", text_column)
-    else:
-        raise TypeError(
-            f"Cannot load documents from {type(source).__name__}; pass a datasets.Dataset, a list of strings, "
-            "a .txt/.jsonl/.parquet path or a Hub dataset id."
-        )
-    if len(dataset) == 0:
-        raise ValueError(f"The data from {_describe(source)} is empty; the forget and retain sets need documents.")
-    if text_column not in dataset.column_names:
-        raise ValueError(
-            f"The data from {_describe(source)} has no column {text_column!r} (it has {dataset.column_names}); "
-            "set `text_column` to the column that holds the text."
-        )
-    return dataset
-
-
-def _describe(source: Any) -> str:
-    return repr(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
-
-
-def load_records(source: str, split: str = "train"):
-    """A `datasets.Dataset` from a local .txt / .jsonl / .json / .parquet file, a folder of them, or a Hub id
-    ("id" or "id:config", with `split`). A .txt file is one record with a "text" field."""
-    import datasets
-
-    if os.path.isdir(source):
-        files = sorted(
-            os.path.join(source, name) for name in os.listdir(source) if os.path.splitext(name)[1] in _FILE_FORMATS
-        )
-        if not files:
-            raise ValueError(f"The directory {source!r} holds no .txt, .jsonl, .json or .parquet files.")
-        builder = _FILE_FORMATS[os.path.splitext(files[0])[1]]
-        if builder == "text":
-            texts = [open(path, encoding="utf-8").read() for path in files]
-            return datasets.Dataset.from_dict({"text": texts})
-        return datasets.load_dataset(builder, data_files=files, split="train")
-    extension = os.path.splitext(source)[1]
-    if extension in _FILE_FORMATS:
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"Data file {source!r} does not exist; check the path.")
-        if _FILE_FORMATS[extension] == "text":
-            # A .txt file is one document (not one document per line).
-            with open(source, encoding="utf-8") as handle:
-                return datasets.Dataset.from_dict({"text": [handle.read()]})
-        return datasets.load_dataset(_FILE_FORMATS[extension], data_files=source, split="train")
-    if os.path.exists(source):
-        raise ValueError(f"Unsupported data file {source!r}; use .txt, .jsonl, .json or .parquet.")
-    name, _, config = source.partition(":")
-    try:
-        return datasets.load_dataset(name, config or None, split=split)
-    except Exception as error:  # the Hub being unreachable surfaces as several exception types
-        raise ValueError(
-            f"Could not load {source!r} as a local file or a Hub dataset ({type(error).__name__}: {error}). "
-            "Check the path, or that the Hub is reachable for dataset ids."
-        ) from error
+logger = logging.getLogger(__name__)
 
 
 def check_tokenizer(tokenizer) -> None:
@@ -110,28 +39,40 @@ def chunk_documents(
     tokenizer,
     max_length: int = 4096,
     text_column: str = "text",
-    min_chunk_tokens: int = 5,
+    min_chunk_tokens: int = 2,
     add_eos: bool = True,
     num_proc: int | None = None,
     split: str = "train",
 ):
     """Tokenize documents and cut each into chunks of `max_length` tokens (labels = input_ids).
 
-    Each document is cut on its own (chunks never span two documents); an EOS token ends each document when
-    `add_eos`. Chunks shorter than `min_chunk_tokens` are dropped, as in the paper's released data. `split` picks the
-    split of a Hub dataset id.
+    Each document is cut on its own (chunks never span two documents); it starts with the tokenizer's own start
+    token (BOS where the tokenizer adds one, see `start_tokens`) and, when `add_eos`, ends with EOS. Chunks shorter
+    than `min_chunk_tokens` are dropped (default 2: the shortest chunk that has a next-token target; short texts such
+    as a phone number are exactly what people unlearn, so they are kept). Whitespace-only documents are skipped.
+    Both counts are logged. `split` picks the split of a Hub dataset id.
     """
     check_tokenizer(tokenizer)
+    if min_chunk_tokens < 2:
+        raise ValueError(f"min_chunk_tokens={min_chunk_tokens}: a chunk needs at least 2 tokens to have a target.")
     documents = load_documents(documents, text_column=text_column, split=split)
+    start = start_tokens(tokenizer)
     eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+    texts = documents[text_column]
+    blank = sum(1 for text in texts if isinstance(text, str) and not text.strip())
+    if blank:
+        documents = documents.filter(lambda row: bool(row[text_column].strip()))
+        logger.warning("Skipped %d whitespace-only document(s) of %d.", blank, len(texts))
+        if len(documents) == 0:
+            raise ValueError(f"All {len(texts)} documents are empty or whitespace; there is nothing to unlearn or keep.")
 
     def chunk(batch):
         ids = tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]
         out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
         for doc in ids:
-            doc = doc + eos
-            for start in range(0, len(doc), max_length):
-                piece = doc[start : start + max_length]
+            doc = start + doc + eos
+            for begin in range(0, len(doc), max_length):
+                piece = doc[begin : begin + max_length]
                 if len(piece) < min_chunk_tokens:
                     continue
                 out["input_ids"].append(piece)
@@ -145,7 +86,57 @@ def chunk_documents(
             f"No chunk of at least {min_chunk_tokens} tokens was made from {len(documents)} documents; "
             "the documents are empty or too short."
         )
+    logger.info("Made %d chunk(s) of at most %d tokens from %d document(s).", len(chunks), max_length, len(documents))
     return chunks
+
+
+def start_tokens(tokenizer) -> list[int]:
+    """The tokens the tokenizer itself puts at the start of a text (`[bos]` for Llama-style tokenizers, nothing for
+    GPT-2 / SmolLM2-style ones), so documents and prompts start the way the model saw them in pre-training."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return [bos] if ids and ids[0] == bos else []
+
+
+def prompt_boundary(prompt: str) -> int:
+    """Where the answer starts in `prompt + answer`: trailing whitespace of the prompt belongs to the answer's first
+    token (byte-level BPE and SentencePiece both merge a space into the next word), so it is not part of the prompt."""
+    return len(prompt.rstrip())
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a prompt for generation: the same tokens `encode_prompt_completion` masks as the prompt."""
+    return start_tokens(tokenizer) + tokenizer(prompt[: prompt_boundary(prompt)], add_special_tokens=False)["input_ids"]
+
+
+def encode_prompt_completion(
+    tokenizer, prompt: str, completion: str, max_length: int | None = None, add_eos: bool = True
+) -> dict[str, list[int]]:
+    """Tokenise `prompt + completion` as ONE string and mask the prompt by character offsets.
+
+    Tokenising the two parts separately changes the tokens at the seam (SmolLM2: `['Answer', ':', 'Ġ', 'The']`
+    instead of `['Answer', ':', 'ĠThe']`), which costs about one nat per answer token. A token is a label when it
+    ends after `prompt_boundary(prompt)`; the prompt gets -100. The tokenizer's start token (BOS) comes first when
+    the tokenizer adds one; EOS ends the completion when `add_eos`. Needs a fast tokenizer (offsets).
+    """
+    text = prompt + completion
+    boundary = prompt_boundary(prompt)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is a slow tokenizer without character offsets, which prompt masking needs; "
+            "load the fast one (AutoTokenizer.from_pretrained(..., use_fast=True))."
+        )
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    start = start_tokens(tokenizer)
+    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+    input_ids = start + list(encoded["input_ids"]) + eos
+    is_label = [False] * len(start) + [end > boundary for _, end in encoded["offset_mapping"]] + [True] * len(eos)
+    labels = [token if keep else IGNORE_INDEX for token, keep in zip(input_ids, is_label)]
+    if max_length is not None:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
 
 def build_qa_dataset(
@@ -159,7 +150,8 @@ def build_qa_dataset(
 ):
     """Question/answer records (TOFU style) as examples whose labels cover only the answer.
 
-    The prompt tokens get label -100, so NLL, gradient ascent and every metric act on the answer alone.
+    The prompt and the answer are tokenised together (`encode_prompt_completion`); the prompt tokens get label
+    -100, so NLL, gradient ascent and every metric act on the answer alone.
     """
     import datasets
 
@@ -176,15 +168,10 @@ def build_qa_dataset(
                 f"The question/answer data has no column {column!r} (it has {records.column_names}); "
                 "set `question_column` / `answer_column`."
             )
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
     def encode(record):
-        prompt = tokenizer(prompt_template.format(question=record[question_column]), add_special_tokens=False)
-        answer = tokenizer(record[answer_column], add_special_tokens=False)
-        prompt_ids = prompt["input_ids"]
-        input_ids = (prompt_ids + answer["input_ids"] + eos)[:max_length]
-        labels = ([IGNORE_INDEX] * len(prompt_ids) + answer["input_ids"] + eos)[:max_length]
-        return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+        prompt = prompt_template.format(question=record[question_column])
+        return encode_prompt_completion(tokenizer, prompt, record[answer_column], max_length)
 
     return records.map(encode, remove_columns=records.column_names)
 

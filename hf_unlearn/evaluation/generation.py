@@ -130,8 +130,11 @@ def verbatim_memorization(
 
 
 def answer_prompts(tokenizer, questions: Sequence[str], prompt_template: str) -> list[list[int]]:
-    """Token ids of each question formatted with `prompt_template` (as `build_qa_dataset` formats it)."""
-    return [tokenizer(prompt_template.format(question=q), add_special_tokens=False)["input_ids"] for q in questions]
+    """Token ids of each question formatted with `prompt_template`: exactly the tokens `build_qa_dataset` masks as
+    the prompt (the same start token, the trailing space left to the answer)."""
+    from ..data import encode_prompt
+
+    return [encode_prompt(tokenizer, prompt_template.format(question=q)) for q in questions]
 
 
 def generate_answers(
