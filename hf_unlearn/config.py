@@ -66,7 +66,7 @@ class UnlearningConfig(TrainingArguments):
     # Paper defaults (released code): lr 2e-5, cosine, 3% warmup, no weight decay, one epoch.
     learning_rate: float = field(default=2e-5, metadata={"help": "Initial learning rate (paper: 2e-5)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "LR schedule (paper: cosine)."})
-    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup as a ratio of total steps (paper: 3%)."})
+    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup as a ratio of total steps (paper: 0.03)."})
     weight_decay: float = field(default=0.0, metadata={"help": "Weight decay (paper: none)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the forget set (paper: 1)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})

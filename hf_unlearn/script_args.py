@@ -72,7 +72,7 @@ class ScriptArguments:
         metadata={"help": "The paper's rule: stop when forget NLL reaches the approximate set's NLL at the start."},
     )
     max_retain_nll_increase: float | None = field(
-        default=None, metadata={"help": "Blow-up guard: stop when retain NLL rises by more than this share (0.1 = 10%)."}
+        default=None, metadata={"help": "Blow-up guard: stop when retain NLL rises by more than this share (0.1 = 10 percent)."}
     )
 
     def __post_init__(self):
