@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 from .callbacks import StoppingCriteria, UnlearningEvalCallback
 from .config import UnlearningConfig
-from .data import ForgetRetainDataset, UnlearningCollator, build_qa_dataset, chunk_documents, load_documents
+from .data import build_qa_dataset, chunk_documents, encode_prompt_completion, load_documents
 from .methods import (
     AdversarialConfig,
     AdversarialTrainer,
@@ -18,27 +18,32 @@ from .methods import (
     RandomLabelTrainer,
 )
 from .registry import get_method, list_methods, register_method
-from .trainer import LossTerm, UnlearningTrainer
+from .objectives import LossTerm, Objective, register_objective
+from .streams import StreamDataset, UnlearningCollator
+from .trainer import UnlearningTrainer
 
 __all__ = [
     "AdversarialConfig",
     "AdversarialTrainer",
-    "ForgetRetainDataset",
     "GradientAscentDescentTrainer",
     "GradientAscentKLTrainer",
     "GradientAscentTrainer",
     "LossTerm",
+    "Objective",
     "RandomLabelConfig",
     "RandomLabelTrainer",
     "StoppingCriteria",
+    "StreamDataset",
     "UnlearningCollator",
     "UnlearningConfig",
     "UnlearningEvalCallback",
     "UnlearningTrainer",
     "build_qa_dataset",
     "chunk_documents",
+    "encode_prompt_completion",
     "get_method",
     "list_methods",
     "load_documents",
     "register_method",
+    "register_objective",
 ]

@@ -11,6 +11,7 @@ Models", ACL 2024, github.com/yaojin17/Unlearning_LLM): lr 2e-5, cosine schedule
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -43,8 +44,18 @@ class UnlearningConfig(TrainingArguments):
             function of the forget example's global index, so it is deterministic, differs between processes
             (they hold different forget examples) and does not depend on the number of processes.
         cache_dir (`str` or `None`, *optional*, defaults to `None`):
-            Where precomputed targets (adversarial labels) are cached. `None` means `$HF_UNLEARN_CACHE` or
-            `~/.cache/hf_unlearn`.
+            Folder in which per-example values precomputed from the original model (adversarial targets) are
+            cached across runs, keyed by the weights and the data. `None` (default) writes nothing: the values are
+            derived from the forget set, so they stay in memory for the run. `hf-unlearn traces` lists entries.
+        forget_loss (`str` or `None`, *optional*, defaults to `None`):
+            Forget objective: "ga", "random_label" or "adversarial" (`hf_unlearn.objectives`). `None`: the method's.
+        retain_loss (`str` or `None`, *optional*, defaults to `None`):
+            Retain objective: "none", "nll" or "kl". `None`: the method's. The paper's methods are presets of these
+            two (e.g. ga_kl = ga + kl).
+        random_label_seed (`int`, *optional*, defaults to `0`):
+            Seed of the random targets of the random_label objective (with each example's index).
+        adversarial_batch_size (`int`, *optional*, defaults to `8`):
+            Batch size of the original model's forward passes that compute adversarial targets.
     """
 
     method: str = field(
@@ -60,7 +71,18 @@ class UnlearningConfig(TrainingArguments):
     max_length: int = field(default=4096, metadata={"help": "Chunk length in tokens (paper: 4096)."})
     pairing_seed: int = field(default=0, metadata={"help": "Seed of the forget/retain pairing permutation."})
     cache_dir: str | None = field(
-        default=None, metadata={"help": "Cache for precomputed targets; default $HF_UNLEARN_CACHE or ~/.cache/hf_unlearn."}
+        default=None,
+        metadata={"help": "Cache folder for values precomputed from the original model; None writes nothing."},
+    )
+    forget_loss: str | None = field(
+        default=None, metadata={"help": "Forget objective: ga, random_label or adversarial; None = the method's."}
+    )
+    retain_loss: str | None = field(
+        default=None, metadata={"help": "Retain objective: none, nll or kl; None = the method's."}
+    )
+    random_label_seed: int = field(default=0, metadata={"help": "Seed of the random_label objective's targets."})
+    adversarial_batch_size: int = field(
+        default=8, metadata={"help": "Batch size when computing adversarial targets with the original model."}
     )
 
     # Paper defaults (released code): lr 2e-5, cosine, 3% warmup, no weight decay, one epoch.
@@ -78,7 +100,16 @@ class UnlearningConfig(TrainingArguments):
         super().__post_init__()
         for name in ("forget_weight", "retain_weight"):
             value = getattr(self, name)
-            if value < 0:
-                raise ValueError(f"{name}={value} is negative; use a weight >= 0 (the sign is part of the method).")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"{name}={value!r} is not a finite number >= 0; use a weight such as 1.0 (the sign is part of the method)."
+                )
+        if self.label_smoothing_factor:
+            raise ValueError(
+                f"label_smoothing_factor={self.label_smoothing_factor}: the unlearning losses do not smooth labels (it "
+                "would change the objective silently); set it to 0."
+            )
+        if self.adversarial_batch_size < 1:
+            raise ValueError(f"adversarial_batch_size={self.adversarial_batch_size} must be at least 1.")
         if self.max_length < 2:
             raise ValueError(f"max_length={self.max_length} is too small; a chunk needs at least 2 tokens.")

@@ -5,23 +5,18 @@
   `min_chunk_tokens` (5 in the released data) are dropped. Labels equal the inputs.
 - Question/answer records (TOFU style) become one example each whose labels mask the question (-100), so that
   only the answer is learned or unlearned.
-- `ForgetRetainDataset` pairs each forget example with a retain example, and `UnlearningCollator` pads both.
+- Pairing forget examples with retain (and other) examples and padding them: `hf_unlearn.streams`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import torch
-from torch.utils.data import Dataset as TorchDataset
 
 from .loading import load_documents, load_records
 from .losses import IGNORE_INDEX
+from .streams import UnlearningCollator, pad_sequences  # noqa: F401  (re-exported)
 
-RETAIN_PREFIX = "retain_"
 logger = logging.getLogger(__name__)
 
 
@@ -176,96 +171,6 @@ def build_qa_dataset(
     return records.map(encode, remove_columns=records.column_names)
 
 
-class ForgetRetainDataset(TorchDataset):
-    """Each item is a forget example plus a retain example under keys prefixed with `retain_`.
-
-    Forget example i is paired with retain example `order[i % len(order)]`, where `order` is a permutation of the
-    retain set drawn once from `pairing_seed`. The pairing depends only on the forget example's global index, so
-    each process (which holds different forget indices) gets different, deterministic retain examples, and the
-    global batch is the same whatever the number of processes.
-    """
-
-    def __init__(self, forget, retain, pairing_seed: int = 0):
-        if len(retain) == 0:
-            raise ValueError("The retain dataset is empty; pass retain data or choose a method that needs none.")
-        self.forget = forget
-        self.retain = retain
-        generator = torch.Generator().manual_seed(pairing_seed)
-        self.order = torch.randperm(len(retain), generator=generator).tolist()
-
-    def __len__(self) -> int:
-        return len(self.forget)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = dict(self.forget[index])
-        retain = self.retain[self.order[index % len(self.order)]]
-        item.update({RETAIN_PREFIX + key: value for key, value in retain.items()})
-        return item
-
-
-def pad_sequences(sequences: Sequence[Sequence[int]], value: int, side: str = "right", length: int | None = None):
-    """Pad lists of ints (or 1-D tensors) to a `[batch, length]` long tensor."""
-    length = length or max(len(seq) for seq in sequences)
-    out = torch.full((len(sequences), length), value, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        seq = torch.as_tensor(seq, dtype=torch.long)[:length]
-        if side == "left":
-            out[row, length - len(seq) :] = seq
-        else:
-            out[row, : len(seq)] = seq
-    return out
-
-
-class UnlearningCollator:
-    """Pads examples; pairs forget and retain parts; keeps method-specific target columns aligned.
-
-    Args:
-        pad_token_id: id used to pad `input_ids`.
-        base_collator: optional collator of the user's (e.g. `DataCollatorForLanguageModeling`); it is applied to
-            the forget part and the retain part separately. Without one, `input_ids` are padded with
-            `pad_token_id`, `attention_mask` with 0 and every `*labels` column with -100.
-        padding_side: "right" or "left".
-        target_columns: extra per-token label columns (e.g. `random_labels`) that are padded here with -100 to
-            the length of `labels`, whatever the base collator does.
-    """
-
-    def __init__(
-        self,
-        pad_token_id: int,
-        base_collator: Callable | None = None,
-        padding_side: str = "right",
-        target_columns: Sequence[str] = (),
-    ):
-        self.pad_token_id = pad_token_id
-        self.base_collator = base_collator
-        self.padding_side = padding_side
-        self.target_columns = tuple(target_columns)
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        forget = [{k: v for k, v in f.items() if not k.startswith(RETAIN_PREFIX)} for f in features]
-        batch = self._collate(forget)
-        if any(key.startswith(RETAIN_PREFIX) for key in features[0]):
-            retain = [{k[len(RETAIN_PREFIX) :]: v for k, v in f.items() if k.startswith(RETAIN_PREFIX)} for f in features]
-            batch.update({RETAIN_PREFIX + k: v for k, v in self._collate(retain).items()})
-        return batch
-
-    def _collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        targets = {name: [f.pop(name) for f in features] for name in self.target_columns if name in features[0]}
-        if self.base_collator is not None:
-            batch = dict(self.base_collator(features))
-        else:
-            batch = {}
-            for key in features[0]:
-                value = IGNORE_INDEX if key.endswith("labels") else 0 if key == "attention_mask" else self.pad_token_id
-                batch[key] = pad_sequences([f[key] for f in features], value, self.padding_side)
-        if "labels" not in batch:
-            batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
-        length = batch["input_ids"].shape[1]
-        for name, values in targets.items():
-            batch[name] = pad_sequences(values, IGNORE_INDEX, self.padding_side, length)
-        return batch
-
-
 def as_hf_dataset(dataset):
     """A `datasets.Dataset` view of `dataset` (a datasets.Dataset, a list of dicts or a map-style torch Dataset)."""
     import datasets
@@ -299,3 +204,42 @@ def build_examples(
     if max_examples is not None:
         examples = examples.select(range(min(max_examples, len(examples))))
     return examples
+
+
+def _column_names(dataset) -> list[str]:
+    if hasattr(dataset, "column_names") and dataset.column_names is not None:
+        return list(dataset.column_names)
+    return list(dataset[0].keys()) if len(dataset) else []
+
+
+def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "forget"):
+    """`dataset` as training examples: returned as is when tokenised (`input_ids`), else tokenised as trl's trainers
+    do: a `text` column is chunked (`chunk_documents`), `prompt` + `completion` or `question` + `answer` records are
+    encoded with the prompt masked (`encode_prompt_completion`)."""
+    columns = _column_names(dataset)
+    if "input_ids" in columns:
+        return dataset
+    if tokenizer is None or not callable(tokenizer):
+        raise ValueError(
+            f"The {name} set has columns {columns} but no `input_ids`: pass `processing_class=tokenizer` so the "
+            "trainer tokenises it, or tokenise it first (hf_unlearn.chunk_documents / build_qa_dataset)."
+        )
+    records = as_hf_dataset(dataset)
+    if "text" in columns:
+        return chunk_documents(records, tokenizer, max_length=max_length)
+    for prompt_column, completion_column in (("prompt", "completion"), ("question", "answer")):
+        if prompt_column in columns and completion_column in columns:
+            first = records[0]
+            if not isinstance(first[prompt_column], str) or not isinstance(first[completion_column], str):
+                raise ValueError(
+                    f"The {name} set's {prompt_column!r}/{completion_column!r} values are not strings (conversational "
+                    "data?): apply the chat template first, e.g. `tokenizer.apply_chat_template(..., tokenize=False)`."
+                )
+            return records.map(
+                lambda row: encode_prompt_completion(tokenizer, row[prompt_column], row[completion_column], max_length),
+                remove_columns=records.column_names,
+            )
+    raise ValueError(
+        f"The {name} set has columns {columns}; expected tokenised examples (`input_ids`), raw documents (`text`) or "
+        "records with `prompt` + `completion` (or `question` + `answer`)."
+    )

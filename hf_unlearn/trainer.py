@@ -1,72 +1,115 @@
-"""`UnlearningTrainer`: the `transformers.Trainer` subclass every method builds on.
+"""`UnlearningTrainer`: the `transformers.Trainer` subclass every method is.
 
-It is a drop-in replacement: same constructor (plus two keyword-only arguments, `retain_dataset` and
-`ref_model`), same `TrainingArguments`, callbacks, logging, checkpoints and `push_to_hub`. The forget set is the
-`train_dataset`. A method subclass only says which loss terms it has (`unlearning_terms`); this base class turns
-them into one loss that does not depend on gradient accumulation or on the number of processes:
+It is a drop-in replacement: same constructor (plus keyword-only `retain_dataset`, `ref_model`, `peft_config`),
+same `TrainingArguments`, callbacks, logging, checkpoints and `push_to_hub`. The forget set is the
+`train_dataset`. A method is a forget objective plus a retain objective (`hf_unlearn.objectives`); the paper's
+methods are presets (`hf_unlearn.methods`), and `UnlearningConfig.forget_loss` / `retain_loss` compose others.
 
-    loss = sum_terms  weight * (sum of the term over the term's tokens in the *global* batch)
-                             / (number of those tokens in the global batch)
+One optimizer step's loss is
 
-The global batch is every micro-batch of one optimizer step on every process. Each process returns its share,
+    loss = sum_terms  weight * (sum of the term over the global batch) / (its normaliser's global count)
+
+where the global batch is every micro-batch of the step on every process, and a normaliser is a count such as the
+forget stream's target tokens or the retain stream's sequences. `get_batch_samples` counts every declared
+normaliser over the step's micro-batches and all-reduces them once; the counts travel to `compute_loss` as its
+`num_items_in_batch` argument, so nothing survives the step. Each process returns its share,
 `weight * local_sum / global_count * num_processes`, because DDP and DeepSpeed average gradients over processes.
+The result does not depend on gradient accumulation, the number of processes, or the padding side.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import logging
+import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+import transformers
+from packaging import version
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from .config import UnlearningConfig
+from .data import check_tokenizer, tokenize_if_raw
+from .forward import ForwardOutput, forward
 from .hub import HubMixin
-from .data import RETAIN_PREFIX, ForgetRetainDataset, UnlearningCollator, check_tokenizer
-from .losses import count_targets, nll_sum, substitute_nll_sums
+from .losses import count_sequences, count_targets, nll_sum
+from .objectives import NO_RETAIN, LossTerm, Objective, get_objective
+from .streams import FORGET, RETAIN, StreamDataset, UnlearningCollator, is_stream_example
+
+logger = logging.getLogger(__name__)
+
+# `Trainer.loss_is_scaled_for_ga` (a loss already divided for gradient accumulation is not divided again) is honoured
+# from this release on; before it, every unlearning loss would be divided by the accumulation steps a second time.
+MIN_TRANSFORMERS = "5.19.0"
 
 
-@dataclass
-class LossTerm:
-    """One term of an unlearning loss.
+def check_transformers_version(installed: str = transformers.__version__) -> None:
+    """Fail with the fix when transformers is older than `MIN_TRANSFORMERS`."""
+    if version.parse(installed) < version.parse(MIN_TRANSFORMERS):
+        raise ImportError(
+            f"hf_unlearn needs transformers>={MIN_TRANSFORMERS} (found {installed}): older releases divide the "
+            f"unlearning loss by the gradient-accumulation steps twice. Run `pip install -U 'transformers>={MIN_TRANSFORMERS}'`."
+        )
 
-    Attributes:
-        value: sum of the term over the valid tokens of this micro-batch (a scalar tensor).
-        count: number of those tokens in this micro-batch.
-        tokens: which global token count normalizes the term: "forget" or "retain".
-        weight: multiplier in the total loss; 0 means the term is only logged.
-    """
 
-    value: torch.Tensor
-    count: torch.Tensor
-    tokens: str
-    weight: float
+check_transformers_version()
+
+
+class StepCounts(dict):
+    """The normalisers' global counts for one optimizer step (name -> scalar tensor), passed as `num_items_in_batch`."""
+
+
+class _AdvanceStreams(TrainerCallback):
+    """Moves the forget/retain pairing on at every epoch (resumed runs included)."""
+
+    def __init__(self, trainer: UnlearningTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        dataset = self.trainer.train_dataset
+        if isinstance(dataset, StreamDataset):
+            dataset.set_epoch(math.floor(state.epoch + 1e-6))
 
 
 class UnlearningTrainer(HubMixin, Trainer):
     """Base class of the unlearning methods; see the module docstring.
 
     Args (beyond `transformers.Trainer`'s):
-        retain_dataset: examples to keep (methods that use retain data). Paired with the forget examples by
-            `ForgetRetainDataset` (seeded by `args.pairing_seed`).
-        ref_model: the frozen original model, for methods that need one: a loaded model (used as is, never
+        retain_dataset: examples to keep, for a retain objective (nll, kl). Paired with the forget examples by a
+            seeded permutation that advances every epoch (`args.pairing_seed`). Ignored, with a warning, when the
+            method has no retain objective.
+        ref_model: the frozen original model, for objectives that need one: a loaded model (used as is, never
             copied) or a path / Hub id. `None` loads it from the policy's own checkpoint (`model.name_or_path`),
             except for a PEFT model, whose base with the adapter disabled is the original model (no second copy).
-            Methods that do not need it never load it.
+            It is loaded only when an active objective needs it.
         peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`) to wrap `model` in an adapter, as trl does; or pass
             a `PeftModel` as `model` directly.
+
+    Datasets may be tokenised (`input_ids`, optional `attention_mask` / `labels`) or raw, as trl's trainers take
+    them: a `text` column (chunked into `max_length` tokens), `prompt` + `completion` or `question` + `answer`
+    (the prompt is masked); raw data needs `processing_class`.
     """
 
-    method_name: ClassVar[str] = "base"
+    method_name: ClassVar[str] = "custom"
     paper_name: ClassVar[str] = ""
     config_class: ClassVar[type[UnlearningConfig]] = UnlearningConfig
+    # The method's objectives (a config's forget_loss / retain_loss override them).
+    forget_loss: ClassVar[str] = "ga"
+    retain_loss: ClassVar[str] = NO_RETAIN
+    # compute_loss already divides by the normalisers of the whole accumulated batch.
+    loss_is_scaled_for_ga = True
+    # Derived from the objectives (with default weights) for listings and recipes; see __init_subclass__.
     needs_retain: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
-    target_columns: ClassVar[tuple[str, ...]] = ()
-    # compute_loss already divides by the token count of the whole accumulated batch.
-    loss_is_scaled_for_ga = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        retain = get_objective("retain", cls.retain_loss)
+        forget = get_objective("forget", cls.forget_loss)
+        cls.needs_retain = retain is not None
+        cls.needs_reference = forget.needs_reference or (retain is not None and retain.needs_reference)
 
     def __init__(
         self,
@@ -93,12 +136,22 @@ class UnlearningTrainer(HubMixin, Trainer):
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
-        self._check_inputs(train_dataset, retain_dataset, processing_class, compute_loss_func)
+        if compute_loss_func is not None:
+            raise ValueError(
+                f"`compute_loss_func` is not supported by {type(self).__name__}: the unlearning method defines the "
+                "loss. Register your own objective or method instead (see hf_unlearn.register_method)."
+            )
+        if processing_class is not None and hasattr(processing_class, "pad_token_id"):
+            check_tokenizer(processing_class)
+        forget_class = get_objective("forget", args.forget_loss or self.forget_loss)
+        retain_class = get_objective("retain", args.retain_loss or self.retain_loss)
+        self.pad_token_id = self._pad_token_id(processing_class, model, data_collator)
+        token_columns = forget_class.token_columns + (retain_class.token_columns if retain_class else ())
         collator = UnlearningCollator(
-            pad_token_id=self._pad_token_id(processing_class, model, data_collator),
+            pad_token_id=self.pad_token_id,
             base_collator=data_collator,
             padding_side=getattr(processing_class, "padding_side", "right") or "right",
-            target_columns=self.target_columns,
+            token_columns=token_columns,
         )
         super().__init__(
             model=model,
@@ -114,19 +167,33 @@ class UnlearningTrainer(HubMixin, Trainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
-        # The model must not normalize its own loss with num_items_in_batch: the terms are ours.
+        # The model must not normalise its own loss with num_items_in_batch: the terms are ours.
         self.model_accepts_loss_kwargs = False
-        self._global_token_counts: dict[str, torch.Tensor] | None = None
-        self._logged_terms: dict[str, torch.Tensor] = {}
+        self.forget_objective: Objective = forget_class(self)
+        self.retain_objective: Objective | None = retain_class(self) if retain_class else None
+        if self.retain_objective is not None and args.retain_weight == 0:
+            self.retain_objective = None  # weight 0: no retain forward pass, no reference for it
+        self.objectives = [o for o in (self.forget_objective, self.retain_objective) if o is not None]
+        self.term_names = [name for objective in self.objectives for name in objective.terms]
+        self.normaliser_names = list(dict.fromkeys(n for objective in self.objectives for n in objective.normalisers))
+        self._term_stats: torch.Tensor | None = None  # [terms, 2]: sums and counts since the last log
+        self._ref_source = ref_model
         self.ref_model = None
-        if self.needs_reference and not self.adapter_is_reference(ref_model):
+        if any(o.uses_reference_in_training() for o in self.objectives) and not self.adapter_is_reference(ref_model):
             self.ref_model = self.load_reference_model(ref_model)
-        self.train_dataset = self.forget_dataset = self.prepare_forget_dataset(self.train_dataset, ref_model)
+        if retain_dataset is not None and self.retain_objective is None:
+            logger.warning(
+                "retain_dataset is ignored: method %r has no active retain objective (retain_loss=%r, retain_weight=%s).",
+                self.method_name, args.retain_loss or self.retain_loss, args.retain_weight,
+            )
+            retain_dataset = None
         self.retain_dataset = retain_dataset
+        self.forget_dataset = None
         # Evaluation results by stage (e.g. {"before": {...}, "after": {...}}), written into the model card.
         self.evaluation_results: dict[str, dict[str, float]] = {}
-        if retain_dataset is not None:
-            self.train_dataset = ForgetRetainDataset(self.train_dataset, retain_dataset, args.pairing_seed)
+        self.add_callback(_AdvanceStreams(self))
+        if self.train_dataset is not None:
+            self.prepare_streams()
 
     # ------------------------------------------------------------------ set-up
 
@@ -135,31 +202,12 @@ class UnlearningTrainer(HubMixin, Trainer):
         config_class = self.config_class
         if args is None:
             return config_class(output_dir="outputs/unlearned")
-        if isinstance(args, config_class):
+        if isinstance(args, UnlearningConfig):
             return args
         values = {k: v for k, v in args.to_dict().items() if not k.startswith("_")}
         values["hub_token"] = args.hub_token  # to_dict() redacts it
-        known = set(config_class.__dataclass_fields__)
-        return config_class(**{k: v for k, v in values.items() if k in known and config_class.__dataclass_fields__[k].init})
-
-    def _check_inputs(self, train_dataset, retain_dataset, processing_class, compute_loss_func) -> None:
-        name = self.method_name
-        if train_dataset is None:
-            raise ValueError(f"{type(self).__name__} needs the forget set as `train_dataset`.")
-        if hasattr(train_dataset, "__len__") and len(train_dataset) == 0:
-            raise ValueError("The forget set (`train_dataset`) is empty; pass at least one example to unlearn.")
-        if self.needs_retain and retain_dataset is None:
-            raise ValueError(
-                f"Method {name!r} needs retain data: pass `retain_dataset=` (in-distribution or general text), "
-                "or choose a method without a retain term (ga, random_label, adversarial)."
-            )
-        if processing_class is not None and hasattr(processing_class, "pad_token_id"):
-            check_tokenizer(processing_class)
-        if compute_loss_func is not None:
-            raise ValueError(
-                f"`compute_loss_func` is not supported by {type(self).__name__}: the unlearning method defines the "
-                "loss. Register your own method instead (see hf_unlearn.register_method)."
-            )
+        fields = config_class.__dataclass_fields__
+        return config_class(**{k: v for k, v in values.items() if k in fields and fields[k].init})
 
     @staticmethod
     def _pad_token_id(processing_class, model, data_collator) -> int:
@@ -173,10 +221,49 @@ class UnlearningTrainer(HubMixin, Trainer):
             )
         return 0 if pad is None else pad
 
+    def prepare_streams(self) -> None:
+        """Tokenise raw data, let each objective add its precomputed columns, and pair the streams.
+
+        Runs at construction when a forget set is given, else when `train()` starts (evaluation-only use needs
+        no forget set).
+        """
+        if isinstance(self.train_dataset, StreamDataset):
+            return
+        if self.train_dataset is None:
+            raise ValueError(
+                f"{type(self).__name__}.train() needs the forget set: pass it as `train_dataset=` (tokenised, or raw "
+                "text / prompt-completion with `processing_class=`)."
+            )
+        if hasattr(self.train_dataset, "__len__") and len(self.train_dataset) == 0:
+            raise ValueError("The forget set (`train_dataset`) is empty; pass at least one example to unlearn.")
+        if self.retain_objective is not None and self.retain_dataset is None:
+            raise ValueError(
+                f"Method {self.method_name!r} has a retain objective ({self.retain_objective.name}) and needs retain "
+                "data: pass `retain_dataset=` (recipes: `retain_data:`), or choose a method without one "
+                "(ga, random_label, adversarial), or set retain_weight: 0."
+            )
+        with self.args.main_process_first(desc="tokenising the unlearning data"):
+            forget = tokenize_if_raw(self.train_dataset, self.processing_class, self.args.max_length, FORGET)
+            retain = None
+            if self.retain_dataset is not None:
+                retain = tokenize_if_raw(self.retain_dataset, self.processing_class, self.args.max_length, RETAIN)
+        streams = {FORGET: self.forget_objective.prepare(forget)}
+        if retain is not None:
+            streams[RETAIN] = self.retain_objective.prepare(retain)
+        columns = {o.stream: ("input_ids", "attention_mask", "labels") + o.token_columns for o in self.objectives}
+        self.forget_dataset, self.retain_dataset = streams[FORGET], streams.get(RETAIN)
+        self.train_dataset = StreamDataset(streams, columns, seed=self.args.pairing_seed)
+
+    def train(self, *args, **kwargs):
+        self.prepare_streams()
+        return super().train(*args, **kwargs)
+
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        base = list(self._signature_columns) + list(self.target_columns)
-        self._signature_columns = list(dict.fromkeys(base + [RETAIN_PREFIX + c for c in base]))
+        extra = ["labels", FORGET, RETAIN] + [c for o in self.objectives for c in o.token_columns]
+        self._signature_columns = list(dict.fromkeys(list(self._signature_columns) + extra))
+
+    # ------------------------------------------------------------------ models
 
     def load_reference_model(self, ref_model: PreTrainedModel | nn.Module | str | None) -> nn.Module:
         """The frozen original model, prepared like the policy (never a deep copy of it)."""
@@ -192,110 +279,108 @@ class UnlearningTrainer(HubMixin, Trainer):
             return False
         return ref_model is None and isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
 
+    def frozen_original_model(self) -> nn.Module | None:
+        """The original model for a one-off precomputation: the loaded reference, else None for a PEFT policy
+        (its adapter-free base), else freshly loaded (the caller releases it)."""
+        if self.ref_model is not None or self.adapter_is_reference(self._ref_source):
+            return self.ref_model
+        return self.load_reference_model(self._ref_source)
+
+    def unwrapped_original(self, model: nn.Module | None) -> nn.Module:
+        """The module whose weights are the original model (for fingerprints)."""
+        return self.accelerator.unwrap_model(model if model is not None else self.model)
+
     @torch.no_grad()
-    def reference_logits(self, batch: dict[str, torch.Tensor], ref_model: nn.Module | None = None) -> torch.Tensor:
-        """Logits of the original model: `ref_model`, else `self.ref_model`, else the policy without its adapter."""
+    def reference_forward(self, batch: dict[str, torch.Tensor], ref_model: nn.Module | None = None) -> ForwardOutput:
+        """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter."""
         ref_model = ref_model if ref_model is not None else self.ref_model
         if ref_model is not None:
-            return self.logits(ref_model, batch)
+            return forward(ref_model, batch)
         policy = self.accelerator.unwrap_model(self.model)
         with policy.disable_adapter():
-            return self.logits(policy, batch)
-
-    def prepare_forget_dataset(self, dataset, ref_model):
-        """Hook for methods that precompute per-example targets (random or adversarial labels)."""
-        return dataset
+            return forward(policy, batch)
 
     # ------------------------------------------------------------------ loss
 
-    def unlearning_terms(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
-        """The method's loss terms for one micro-batch; implemented by each method."""
-        raise NotImplementedError
+    def unlearning_terms(self, model: nn.Module, inputs: Mapping[str, dict[str, torch.Tensor]]) -> dict[str, LossTerm]:
+        """The loss terms of one micro-batch `{"forget": batch, "retain": batch, ...}`: every objective's terms."""
+        terms: dict[str, LossTerm] = {}
+        for objective in self.objectives:
+            terms.update(objective.loss_terms(model, inputs[objective.stream]))
+        return terms
 
-    @staticmethod
-    def split_inputs(inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Separate the forget part and the (prefix-stripped) retain part of a paired batch."""
-        forget = {k: v for k, v in inputs.items() if not k.startswith(RETAIN_PREFIX)}
-        retain = {k[len(RETAIN_PREFIX) :]: v for k, v in inputs.items() if k.startswith(RETAIN_PREFIX)}
-        return forget, retain
-
-    @staticmethod
-    def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Forward pass without labels (the loss is computed by the method)."""
-        return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-
-    @staticmethod
-    def token_counts(batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """[forget, retain] next-token target counts over a list of (paired) batches."""
-        key = RETAIN_PREFIX + "labels"
-        forget = sum(int(count_targets(b["labels"])) for b in batches)
-        retain = sum(int(count_targets(b[key])) for b in batches if key in b)
-        return torch.tensor([forget, retain])
-
-    def ascent_terms(self, model: nn.Module, forget: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
-        """Gradient ascent on the forget part, -NLL(f) (methods 1 and 4-7), plus `forget_nll` for the logs."""
-        total, count = nll_sum(self.logits(model, forget), forget["labels"])
-        return {
-            "forget_loss": LossTerm(-total, count, "forget", self.args.forget_weight),
-            "forget_nll": LossTerm(total.detach(), count, "forget", 0.0),
-        }
-
-    def target_terms(self, model: nn.Module, forget: dict[str, torch.Tensor], column: str) -> dict[str, LossTerm]:
-        """Descent towards substitute targets `forget[column]` (methods 2 and 3), plus the true `forget_nll`."""
-        logits = self.logits(model, forget)
-        total, count, true_total, true_count = substitute_nll_sums(logits, forget[column], forget["labels"])
-        return {
-            "forget_loss": LossTerm(total, count, "forget", self.args.forget_weight),
-            "forget_nll": LossTerm(true_total, true_count, "forget", 0.0),
-        }
+    def count_normalisers(self, batches: list[Mapping[str, dict[str, torch.Tensor]]]) -> torch.Tensor:
+        """Counts of every declared normaliser ("<stream>_tokens" / "<stream>_sequences") over `batches`."""
+        counts = []
+        for name in self.normaliser_names:
+            stream, _, unit = name.rpartition("_")
+            count = count_targets if unit == "tokens" else count_sequences
+            counts.append(sum(int(count(b[stream]["labels"], b[stream].get("attention_mask"))) for b in batches if stream in b))
+        return torch.tensor(counts, dtype=torch.float64)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Also count forget and retain target tokens over the whole global batch (all micro-batches, processes)."""
-        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        counts = self.token_counts(batch_samples).to(device)
+        """Also count every normaliser over the whole global batch (all micro-batches, all processes), once."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = self.count_normalisers(batch_samples).to(device)
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
-        self._global_token_counts = {"forget": counts[0], "retain": counts[1]}
-        return batch_samples, num_items_in_batch
+        return batch_samples, StepCounts(zip(self.normaliser_names, counts))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Unlearning loss while training; the ordinary language-modelling loss in evaluation."""
-        if not model.training or return_outputs:
-            # Evaluation: the plain language-modelling loss on the forget (or evaluation) tokens alone.
-            lm_inputs = {k: v for k, v in inputs.items() if k not in self.target_columns and not k.startswith(RETAIN_PREFIX)}
-            return super().compute_loss(model, lm_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        """The unlearning loss while training; the language-modelling loss on the forget tokens in evaluation."""
+        if not model.training or return_outputs or not is_stream_example(inputs):
+            return self.language_modelling_loss(model, inputs, return_outputs)
         terms = self.unlearning_terms(model, inputs)
-        if self._global_token_counts is not None:
-            counts, scale = self._global_token_counts, self.accelerator.num_processes
-        else:  # called outside the training loop: normalize by this micro-batch alone
-            local = self.token_counts([inputs])
-            counts, scale = {"forget": local[0], "retain": local[1]}, 1
+        if isinstance(num_items_in_batch, StepCounts):
+            counts, scale = num_items_in_batch, self.accelerator.num_processes
+        else:  # called outside the training loop: normalise by this micro-batch alone
+            counts, scale = StepCounts(zip(self.normaliser_names, self.count_normalisers([inputs]))), 1
         loss = None
         for term in terms.values():
             if term.weight == 0:
                 continue
-            part = term.weight * term.value / counts[term.tokens].to(term.value.device).clamp(min=1)
+            part = term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
             loss = part if loss is None else loss + part
         if loss is None:
             raise ValueError("Every loss term has weight 0; set forget_weight and/or retain_weight above 0.")
         self._record_terms(terms)
         return loss * scale
 
+    def language_modelling_loss(self, model, inputs, return_outputs=False):
+        """Mean next-token NLL of a flat batch (or of the forget stream of a paired one), padding-side independent."""
+        batch = inputs[FORGET] if is_stream_example(inputs) else inputs
+        output = forward(model, batch)
+        total, count = nll_sum(output.logits, batch["labels"], batch.get("attention_mask"))
+        loss = total / count.clamp(min=1)
+        return (loss, {"logits": output.logits}) if return_outputs else loss
+
     # ------------------------------------------------------------------ logging
 
     def _record_terms(self, terms: dict[str, LossTerm]) -> None:
-        for name, term in terms.items():
-            stat = torch.stack([term.value.detach().float(), term.count.float()])
-            self._logged_terms[name] = self._logged_terms.get(name, 0) + stat
+        """Add this micro-batch's term sums and counts to the running totals (same tensor shape on every rank)."""
+        if self._term_stats is None:
+            self._term_stats = torch.zeros(len(self.term_names), 2, dtype=torch.float64, device=self.args.device)
+        for index, name in enumerate(self.term_names):
+            if name in terms:
+                term = terms[name]
+                self._term_stats[index, 0] += term.value.detach().double().to(self._term_stats.device)
+                self._term_stats[index, 1] += term.count.double().to(self._term_stats.device)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add each loss term's token-weighted mean since the last log (over all processes) to training logs."""
-        if "loss" in logs and self._logged_terms:
-            names = sorted(self._logged_terms)
-            stats = torch.stack([self._logged_terms[n].to(self.args.device) for n in names])
+        """Add each loss term's weighted mean since the last log (over all processes) to the training logs."""
+        if "loss" in logs and self._term_stats is not None:
+            stats = self._term_stats
             if self.accelerator.num_processes > 1:
                 stats = self.accelerator.reduce(stats, reduction="sum")
-            for name, (total, count) in zip(names, stats.tolist()):
-                logs[name] = total / max(count, 1.0)
-            self._logged_terms = {}
+            for name, (total, count) in zip(self.term_names, stats.tolist()):
+                if count > 0:
+                    logs[name] = total / count
+            self._term_stats = None
         super().log(logs, start_time)
+
+    def _finalize_training(self, *args, **kwargs):
+        """Average the loss of the steps since the last log over processes before `train_loss` is computed from it
+        (transformers adds rank 0's local remainder, which is P x its share here)."""
+        if self.accelerator.num_processes > 1:
+            self._tr_loss = self.accelerator.reduce(self._tr_loss.detach().clone(), reduction="mean")
+        return super()._finalize_training(*args, **kwargs)

@@ -84,7 +84,7 @@ def unlearning_args(method: str, tmp_path, **overrides):
     values = dict(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-3,
         warmup_steps=0, lr_scheduler_type="constant", report_to="none", use_cpu=True, logging_steps=1,
-        save_strategy="no", seed=0, cache_dir=str(tmp_path / "cache"),
+        save_strategy="no", seed=0,
     )
     values.update(overrides)
     return get_method(method).config_class(**values)

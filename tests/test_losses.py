@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from hf_unlearn.losses import adversarial_targets, count_targets, kl_sum, nll_sum, random_targets, token_nll
+from hf_unlearn.losses import adversarial_targets, count_targets, kl_sum, nll_sum, random_targets
 
 
 def log_probs(*rows):
@@ -33,9 +33,6 @@ def test_nll_ignores_masked_labels():
     total, count = nll_sum(logits, labels)
     assert math.isclose(total.item(), math.log(2), rel_tol=1e-6)
     assert count.item() == 1 == count_targets(labels).item()
-    per_token, mask = token_nll(logits, labels)
-    assert mask.tolist() == [[True, False]]
-    assert math.isclose(per_token[0, 0].item(), math.log(2), rel_tol=1e-6) and per_token[0, 1].item() == 0.0
 
 
 def test_kl_sum_is_true_kl_and_masked():

@@ -108,10 +108,10 @@ def test_adversarial_golden(tmp_path):
     Policy (= W) NLL of those targets: -ln P(0|0) = ln 2 and -ln P(1|1) = ln 2; mean ln 2 = 0.693147.
     """
     loss, trainer = golden_loss("adversarial", tmp_path, ref_table=W)
-    assert trainer.train_dataset[0]["adversarial_labels"] == [-100, 0, 1]
+    assert trainer.forget_dataset[0]["adversarial_labels"] == [-100, 0, 1]
     assert math.isclose(loss, LN2, rel_tol=1e-6)
     # The logged forget_nll is the true-label NLL of f from the same pass: sum 2 ln 4 over 2 tokens.
-    total, count = trainer._logged_terms["forget_nll"].tolist()
+    total, count = trainer._term_stats[trainer.term_names.index("forget_nll")].tolist()
     assert math.isclose(total, 2 * LN4, rel_tol=1e-6) and count == 2
 
 
@@ -120,7 +120,7 @@ def test_random_label_golden(tmp_path):
     random draw, so the loss is ln 3."""
     loss, trainer = golden_loss("random_label", tmp_path, policy_table=torch.zeros(3, 3))
     assert math.isclose(loss, LN3, rel_tol=1e-6)
-    targets = trainer.train_dataset[0]["random_labels"]
+    targets = trainer.forget_dataset[0]["random_labels"]
     assert targets[0] == -100 and all(0 <= t < 3 for t in targets[1:])
 
 
@@ -141,12 +141,14 @@ def test_registry_rejects_duplicates_and_unknown_names():
 def test_outside_code_can_register_a_method(tmp_path):
     """A method defined outside the package: descent on the forget set (loss = +NLL(f) = ln 4)."""
     from hf_unlearn import LossTerm, UnlearningTrainer
+    from hf_unlearn.forward import forward
     from hf_unlearn.losses import nll_sum
 
     @register_method("test_descent")
     class DescentTrainer(UnlearningTrainer):
         def unlearning_terms(self, model, inputs):
-            total, count = nll_sum(self.logits(model, inputs), inputs["labels"])
+            forget = inputs["forget"]
+            total, count = nll_sum(forward(model, forget).logits, forget["labels"], forget["attention_mask"])
             return {"forget_loss": LossTerm(total, count, "forget", 1.0)}
 
     try:

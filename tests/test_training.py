@@ -127,31 +127,38 @@ def test_evaluation_uses_plain_language_modelling_loss(trained_model_dir, forget
     assert loss == pytest.approx(mean_nll(model, forget_data, batch_size=64), rel=1e-4)
 
 
-def test_retain_pairing_is_deterministic_and_covers_retain(forget_data, retain_data):
-    from hf_unlearn import ForgetRetainDataset
+def test_retain_pairing_advances_every_epoch_and_covers_retain(trained_model_dir, tokenizer, tmp_path):
+    """Defect 5: with 10 forget and 100 retain examples, 10 epochs of one step each must use all 100 retain
+    examples exactly once (the old pairing reused the same 10 in every epoch). Same seed, same pairs."""
+    import datasets
 
-    a = ForgetRetainDataset(forget_data, retain_data, pairing_seed=0)
-    b = ForgetRetainDataset(forget_data, retain_data, pairing_seed=0)
-    c = ForgetRetainDataset(forget_data, retain_data, pairing_seed=1)
-    assert a.order == b.order and a.order != c.order
-    assert sorted(a.order) == list(range(len(retain_data)))
-    item = a[3]
-    assert item["retain_input_ids"] == retain_data[a.order[3]]["input_ids"]
-    assert item["input_ids"] == forget_data[3]["input_ids"]
+    from hf_unlearn import StreamDataset
 
+    def rows(n, offset):
+        return datasets.Dataset.from_list(
+            [{"input_ids": [5 + (offset + i) % 250, 7, 9], "attention_mask": [1, 1, 1], "labels": [5 + (offset + i) % 250, 7, 9]} for i in range(n)]
+        )
 
-def test_adversarial_targets_are_cached(trained_model_dir, forget_data, tokenizer, tmp_path, monkeypatch):
-    """The second trainer on the same model and forget set reads the cache and never loads the original model."""
-    first, _ = build_trainer("adversarial", trained_model_dir, forget_data, None, tmp_path, tokenizer)
-    cached = first.train_dataset["adversarial_labels"]
+    forget, retain = rows(10, 0), rows(100, 0)
+    seen = []
+    cls = get_method("ga_descent")
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("the original model was loaded despite the cache")
+    class Recording(cls):
+        def unlearning_terms(self, model, inputs):
+            seen.extend(inputs["retain"]["input_ids"][:, 0].tolist())
+            return super().unlearning_terms(model, inputs)
 
-    monkeypatch.setattr(get_method("adversarial"), "load_reference_model", refuse)
-    second, _ = build_trainer("adversarial", trained_model_dir, forget_data, None, tmp_path, tokenizer)
-    assert second.train_dataset["adversarial_labels"] == cached
-    assert first.ref_model is None and second.ref_model is None  # released, not kept for training
+    model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
+    trainer = Recording(model=model, args=unlearning_args("ga_descent", tmp_path, per_device_train_batch_size=10,
+                                                          num_train_epochs=10, max_steps=-1),
+                        train_dataset=forget, retain_dataset=retain, processing_class=tokenizer)
+    trainer.train()
+    assert sorted(seen) == sorted(retain["input_ids"][i][0] for i in range(100))
+    assert isinstance(trainer.train_dataset, StreamDataset) and trainer.train_dataset.epoch == 9
+    again = StreamDataset({"forget": forget, "retain": retain}, seed=0)
+    other = StreamDataset({"forget": forget, "retain": retain}, seed=1)
+    assert [again[i]["retain"] for i in range(10)] == [StreamDataset({"forget": forget, "retain": retain}, seed=0)[i]["retain"] for i in range(10)]
+    assert [again[i]["retain"] for i in range(10)] != [other[i]["retain"] for i in range(10)]
 
 
 def test_methods_without_reference_do_not_load_it(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch):

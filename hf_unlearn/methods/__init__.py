@@ -1,6 +1,7 @@
-"""The paper's unlearning methods, one per file; importing this package registers them.
+"""The paper's methods as named presets of (forget objective, retain objective); importing this registers them.
 
-Imported in the paper's order (methods 1-7), which is the order `list_methods()` reports.
+Imported in the paper's order (methods 1-7), which is the order `list_methods()` reports. Methods 4/6 and 5/7
+differ only in the retain data (in-distribution or general), so they share a preset.
 """
 
 from .gradient_ascent import GradientAscentTrainer  # isort: skip

@@ -7,22 +7,12 @@ from a general corpus. The loss is the same: which one you run is the choice of 
 With `retain_weight=0` the retain forward pass is skipped.
 """
 
-from __future__ import annotations
-
-from ..losses import nll_sum
 from ..registry import register_method
-from ..trainer import LossTerm, UnlearningTrainer
+from ..trainer import UnlearningTrainer
 
 
 @register_method("ga_descent")
 class GradientAscentDescentTrainer(UnlearningTrainer):
     paper_name = "GA + descent on in-distribution (method 4) or general (method 6) data"
-    needs_retain = True
-
-    def unlearning_terms(self, model, inputs):
-        forget, retain = self.split_inputs(inputs)
-        terms = self.ascent_terms(model, forget)
-        if self.args.retain_weight > 0:
-            total, count = nll_sum(self.logits(model, retain), retain["labels"])
-            terms["retain_loss"] = LossTerm(total, count, "retain", self.args.retain_weight)
-        return terms
+    forget_loss = "ga"
+    retain_loss = "nll"

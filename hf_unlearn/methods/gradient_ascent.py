@@ -5,8 +5,6 @@
 NLL(f) is the token-weighted mean next-token negative log-likelihood of the forget chunks f over the global batch.
 """
 
-from __future__ import annotations
-
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
 
@@ -14,7 +12,5 @@ from ..trainer import UnlearningTrainer
 @register_method("ga")
 class GradientAscentTrainer(UnlearningTrainer):
     paper_name = "Gradient ascent"
-
-    def unlearning_terms(self, model, inputs):
-        forget, _ = self.split_inputs(inputs)
-        return self.ascent_terms(model, forget)
+    forget_loss = "ga"
+    retain_loss = "none"

@@ -1,0 +1,106 @@
+"""What an objective is: one part of an unlearning loss, reading one stream, returning named loss terms.
+
+A method is a forget objective plus a retain objective (`UnlearningConfig.forget_loss` / `retain_loss`), the way
+trl's `loss_type` picks a loss. Each objective declares up front what the trainer needs to know before training:
+
+- `stream`: which stream of the batch it reads ("forget", "retain", later "idk", ...);
+- `terms`: the names of the loss terms it returns (logged as token- or sequence-weighted means);
+- `normalisers`: the counts its terms are divided by ("<stream>_tokens" or "<stream>_sequences"), which the
+  trainer counts over the global batch (all micro-batches of an optimizer step, all processes);
+- `token_columns`: per-token columns it adds to its stream's examples (e.g. `random_labels`), padded by the
+  collator;
+- `needs_reference`: whether it runs the frozen original model during training.
+
+`prepare` may add those columns before training (precomputed once, see `hf_unlearn.precompute`); `loss_terms`
+computes the terms of one micro-batch from the stream's tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from ..trainer import UnlearningTrainer
+
+
+@dataclass
+class LossTerm:
+    """One term of an unlearning loss.
+
+    Attributes:
+        value: sum of the term over this micro-batch's units (tokens or sequences), a scalar tensor.
+        count: number of those units in this micro-batch (for the logged mean).
+        normaliser: the global count that divides the term in the loss, e.g. "forget_tokens" or "retain_sequences"
+            ("forget" and "retain" are accepted as short for "<stream>_tokens").
+        weight: multiplier in the total loss; 0 means the term is only logged.
+    """
+
+    value: torch.Tensor
+    count: torch.Tensor
+    normaliser: str
+    weight: float
+
+    def __post_init__(self):
+        if self.normaliser in ("forget", "retain"):
+            self.normaliser = f"{self.normaliser}_tokens"
+
+
+class Objective:
+    """Base class of forget and retain objectives; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""  # "forget" or "retain"
+    stream: ClassVar[str] = ""
+    terms: ClassVar[tuple[str, ...]] = ()
+    normalisers: ClassVar[tuple[str, ...]] = ()
+    token_columns: ClassVar[tuple[str, ...]] = ()
+    needs_reference: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    def __init__(self, trainer: UnlearningTrainer):
+        self.trainer = trainer
+        self.args = trainer.args
+
+    def prepare(self, dataset: Any) -> Any:
+        """Add this objective's precomputed columns to its stream's dataset (default: nothing to add)."""
+        return dataset
+
+    def loss_terms(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
+        raise NotImplementedError
+
+    def uses_reference_in_training(self) -> bool:
+        """Whether the frozen model runs during training (False when the objective's weight makes it inactive)."""
+        return self.needs_reference
+
+
+FORGET_OBJECTIVES: dict[str, type[Objective]] = {}
+RETAIN_OBJECTIVES: dict[str, type[Objective]] = {}
+NO_RETAIN = "none"
+
+
+def register_objective(name: str):
+    """Class decorator registering a forget or retain objective (by its `kind`) under `name`."""
+
+    def decorator(cls: type[Objective]) -> type[Objective]:
+        registry = {"forget": FORGET_OBJECTIVES, "retain": RETAIN_OBJECTIVES}[cls.kind]
+        if name in registry or name == NO_RETAIN:
+            raise ValueError(f"A {cls.kind} objective named {name!r} is already registered; choose another name.")
+        cls.name = name
+        registry[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_objective(kind: str, name: str) -> type[Objective] | None:
+    """The objective class of `kind` ("forget" / "retain") named `name`; None for retain "none"."""
+    registry = {"forget": FORGET_OBJECTIVES, "retain": RETAIN_OBJECTIVES}[kind]
+    if kind == "retain" and name == NO_RETAIN:
+        return None
+    if name not in registry:
+        choices = list(registry) + ([NO_RETAIN] if kind == "retain" else [])
+        raise ValueError(f"Unknown {kind}_loss {name!r}; choose one of {', '.join(choices)}.")
+    return registry[name]

@@ -1,0 +1,31 @@
+"""KL to the original model on the retain stream: the retain term of methods 5 and 7 of Yao et al. 2024.
+
+    retain_loss = KL(P_theta0 || P_theta)(r)
+
+summed over the vocabulary and averaged over the retain stream's real next-token positions; it is the true KL, so
+it is 0 at the start of training. theta0 is the frozen original model (`ref_model`, sharded like the policy, or the
+policy with its adapter disabled).
+"""
+
+from __future__ import annotations
+
+from ..forward import forward
+from ..losses import kl_sum
+from .base import LossTerm, Objective, register_objective
+
+
+@register_objective("kl")
+class RetainKL(Objective):
+    kind = stream = "retain"
+    terms = ("retain_loss",)
+    normalisers = ("retain_tokens",)
+    needs_reference = True
+    summary = "KL(original || model) on the retain tokens"
+
+    def uses_reference_in_training(self) -> bool:
+        return self.args.retain_weight > 0
+
+    def loss_terms(self, model, batch):
+        reference = self.trainer.reference_forward(batch).logits
+        total, count = kl_sum(reference, forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+        return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}

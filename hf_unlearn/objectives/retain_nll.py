@@ -1,0 +1,22 @@
+"""Gradient descent on the retain stream: the retain term of methods 4 and 6 of Yao et al. 2024.
+
+    retain_loss = NLL(r)     (token-weighted mean over the global batch's retain targets)
+"""
+
+from __future__ import annotations
+
+from ..forward import forward
+from ..losses import nll_sum
+from .base import LossTerm, Objective, register_objective
+
+
+@register_objective("nll")
+class RetainNLL(Objective):
+    kind = stream = "retain"
+    terms = ("retain_loss",)
+    normalisers = ("retain_tokens",)
+    summary = "descent: NLL of the retain tokens"
+
+    def loss_terms(self, model, batch):
+        total, count = nll_sum(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+        return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}
