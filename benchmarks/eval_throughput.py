@@ -38,7 +38,7 @@ import transformers  # noqa: E402
 
 from hf_unlearn.data import UnlearningCollator  # noqa: E402
 from hf_unlearn.evaluation.scores import score_examples  # noqa: E402
-from hf_unlearn.toy import build_llama  # noqa: E402
+from hf_unlearn.testing import build_llama  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

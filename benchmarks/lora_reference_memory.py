@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     with tempfile.TemporaryDirectory() as model_dir:
         model = build_llama(8192, hidden_size=args.hidden, layers=args.layers, heads=8)

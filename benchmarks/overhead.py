@@ -191,7 +191,7 @@ def setup(workdir: str, cfg: dict, quick: bool) -> dict:
     import datasets
 
     from hf_unlearn import chunk_documents
-    from hf_unlearn.toy import build_llama, build_tokenizer
+    from hf_unlearn.testing import build_llama, build_tokenizer
 
     texts, corpus = _corpus(quick)
     tokenizer = build_tokenizer(texts, vocab_size=cfg["vocab"])

@@ -29,7 +29,7 @@ def make_documents(n: int, seed: int, min_words: int = 20, max_words: int = 60) 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from hf_unlearn.toy import build_tokenizer
+    from hf_unlearn.testing import build_tokenizer
 
     return build_tokenizer(make_documents(200, seed=123), vocab_size=300)
 
@@ -50,7 +50,7 @@ def retain_data(tokenizer):
 
 @pytest.fixture
 def tiny_model(tokenizer):
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     return build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)
 
@@ -62,7 +62,7 @@ def trained_model_dir(tmp_path_factory, tokenizer, forget_data, retain_data):
     from transformers import Trainer, TrainingArguments
 
     from hf_unlearn.data import UnlearningCollator
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     path = str(tmp_path_factory.mktemp("trained"))
     model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)

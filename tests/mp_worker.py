@@ -1,7 +1,10 @@
-"""Worker for tests/test_multiprocess.py: unlearn with each method and write the log history as JSON.
+"""Worker for tests/test_multiprocess.py: what each method does on its first step, and train_loss, as files.
 
-Run as `python tests/mp_worker.py MODEL_DIR OUT.json PER_DEVICE_BATCH` (1 process) or under
-`torchrun --nproc_per_node 2` with half the per-device batch (the same global batch).
+Run as `python tests/mp_worker.py MODEL_DIR OUT_DIR PER_DEVICE_BATCH CACHE_DIR` (1 process) or under
+`torchrun --nproc_per_node 2` with half the per-device batch (the same global batch of 4). Writes
+`OUT_DIR/result.json` (first-step logs, train_loss of a 4-step run logged only at step 3) and
+`OUT_DIR/<method>.pt` (the parameters after one plain SGD step with lr 1, i.e. the initial weights minus the
+first gradient).
 """
 
 import json
@@ -17,31 +20,46 @@ from hf_unlearn import chunk_documents, get_method  # noqa: E402
 from hf_unlearn.distributed import finish_distributed  # noqa: E402
 from tests.conftest import make_documents  # noqa: E402
 
-METHODS = ("ga_descent", "ga_kl")
+METHODS = ("ga_descent", "ga_kl", "adversarial")
 
 
-def main(model_dir: str, out: str, batch: int) -> None:
+def make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir, **overrides):
+    cls = get_method(method)
+    values = dict(
+        output_dir=os.path.join(out, method), per_device_train_batch_size=batch, warmup_steps=0,
+        lr_scheduler_type="constant", report_to="none", use_cpu=True, logging_steps=1, save_strategy="no", seed=0,
+        dataloader_drop_last=True, optim="sgd", max_grad_norm=0.0, cache_dir=cache_dir,
+    )
+    values.update(overrides)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
+    trainer = cls(model=model, args=cls.config_class(**values), train_dataset=forget, processing_class=tokenizer, **kwargs)
+    return trainer, model
+
+
+def main(model_dir: str, out: str, batch: int, cache_dir: str) -> None:
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     forget = chunk_documents(make_documents(16, seed=11, min_words=3, max_words=30), tokenizer, max_length=32)
     retain = chunk_documents(make_documents(16, seed=12, min_words=3, max_words=30), tokenizer, max_length=32)
-    histories = {}
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    result = {"world_size": int(os.environ.get("WORLD_SIZE", "1")), "first_step": {}, "train_loss": {}}
     for method in METHODS:
-        cls = get_method(method)
-        args = cls.config_class(
-            output_dir=os.path.join(os.path.dirname(out), method), per_device_train_batch_size=batch, max_steps=4,
-            learning_rate=3e-3, warmup_steps=0, lr_scheduler_type="constant", report_to="none", use_cpu=True,
-            logging_steps=1, save_strategy="no", seed=0, dataloader_drop_last=True,
-        )
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-        trainer = cls(model=model, args=args, train_dataset=forget, retain_dataset=retain, processing_class=tokenizer)
+        trainer, model = make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir,
+                                      max_steps=1, learning_rate=1.0)
         trainer.train()
-        histories[method] = [h for h in trainer.state.log_history if "loss" in h]
-    if int(os.environ.get("RANK", "0")) == 0:
-        with open(out, "w") as handle:
-            json.dump({"world_size": int(os.environ.get("WORLD_SIZE", "1")), "histories": histories}, handle)
+        result["first_step"][method] = trainer.state.log_history[0]
+        if rank0:
+            torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, os.path.join(out, f"{method}.pt"))
+        # train_loss when the last step is not logged (logging_steps 3 of 4 steps); lr 0 keeps the model fixed.
+        trainer, _ = make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir,
+                                  max_steps=4, learning_rate=0.0, logging_steps=3)
+        result["train_loss"][method] = trainer.train().training_loss
+    if rank0:
+        with open(os.path.join(out, "result.json"), "w") as handle:
+            json.dump(result, handle)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
     finish_distributed()

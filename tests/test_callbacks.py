@@ -15,7 +15,7 @@ import pytest
 from hf_unlearn import get_method
 from hf_unlearn.callbacks import EvalRecord, StoppingCriteria, UnlearningEvalCallback
 from hf_unlearn.evaluation import mean_nll
-from hf_unlearn.toy import build_llama
+from hf_unlearn.testing import build_llama
 from tests.conftest import make_documents, unlearning_args
 
 START = EvalRecord(step=0, nll={"forget": 2.0, "approximate": 3.0, "retain": 2.0}, mia_auc=0.8)

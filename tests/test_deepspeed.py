@@ -40,7 +40,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def work_dir(tmp_path_factory) -> str:
     """A tiny Llama + tokenizer saved to disk (policy and reference load from it) and forget / retain JSONL files."""
-    from hf_unlearn.toy import build_llama, build_tokenizer
+    from hf_unlearn.testing import build_llama, build_tokenizer
 
     path = tmp_path_factory.mktemp("deepspeed")
     tokenizer = build_tokenizer(make_documents(200, seed=123), vocab_size=300)

@@ -421,7 +421,7 @@ def test_cuda_scores_match_cpu():
     """On a GPU (512 MB logit chunks instead of 1 MB), scores equal the CPU's in float32, with dense (document)
     and sparse (prompt-masked) labels; bfloat16 scoring stays within 2% of float32; generation runs."""
     from hf_unlearn.evaluation.generation import greedy_generate
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     model = build_llama(1000, hidden_size=64, layers=2, heads=4, seed=0)
     ids = torch.randint(3, 1000, (6, 40), generator=torch.Generator().manual_seed(0))

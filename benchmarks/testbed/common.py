@@ -365,7 +365,7 @@ def _pretrain(args: tuple) -> dict:
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
     from hf_unlearn.data import UnlearningCollator
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(root, "tokenizer"))
     train = datasets.load_from_disk(os.path.join(root, "train_chunks"))
@@ -413,7 +413,7 @@ def build(config: TestbedConfig, data_dir: str = DEFAULT_DATA_DIR, cache_dir: st
             meta = json.load(handle)
         log(f"testbed {config.version}: cached in {root}")
         return Testbed(config, root, meta)
-    from hf_unlearn.toy import build_tokenizer
+    from hf_unlearn.testing import build_tokenizer
 
     os.makedirs(root, exist_ok=True)
     start = time.perf_counter()

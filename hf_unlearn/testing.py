@@ -1,6 +1,5 @@
-"""Tiny, offline building blocks: a byte-level BPE tokenizer trained in seconds and a small Llama from a config.
-
-Used by the embedded default job (no Hub, no GPU) and by the tests. Nothing here is downloaded.
+"""Tiny, offline building blocks for tests and benchmarks: a byte-level BPE tokenizer trained in seconds and a
+small Llama built from a config. Nothing here is downloaded.
 """
 
 from __future__ import annotations
