@@ -561,26 +561,25 @@ class ComputeLog:
         return 6.0 * params * self.train_tokens + 2.0 * params * self.forward_tokens
 
 
-def _real_tokens(batch: dict, prefix: str = "") -> int:
-    mask = batch.get(prefix + "attention_mask")
-    return int(mask.sum()) if mask is not None else int(batch[prefix + "input_ids"].numel())
+def _real_tokens(batch: dict) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
 
 def counted_trainer_class(method: str, log: ComputeLog):
     """The registered trainer of `method`, counting the tokens of every training forward / backward pass."""
     from hf_unlearn import get_method
-    from hf_unlearn.data import RETAIN_PREFIX
 
     base = get_method(method)
 
     class Counted(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training and not return_outputs:
-                log.add("train", "forget", _real_tokens(inputs))
-                if RETAIN_PREFIX + "input_ids" in inputs and self.args.retain_weight > 0:
-                    log.add("train", "retain", _real_tokens(inputs, RETAIN_PREFIX))
-                    if self.needs_reference:
-                        log.add("forward", "reference_on_retain", _real_tokens(inputs, RETAIN_PREFIX))
+                log.add("train", "forget", _real_tokens(inputs["forget"]))
+                if "retain" in inputs and self.retain_objective is not None:
+                    log.add("train", "retain", _real_tokens(inputs["retain"]))
+                    if self.retain_objective.uses_reference_in_training():
+                        log.add("forward", "reference_on_retain", _real_tokens(inputs["retain"]))
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     Counted.__name__ = Counted.__qualname__ = "Counted" + base.__name__
