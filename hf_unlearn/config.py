@@ -48,14 +48,22 @@ class UnlearningConfig(TrainingArguments):
             cached across runs, keyed by the weights and the data. `None` (default) writes nothing: the values are
             derived from the forget set, so they stay in memory for the run. `hf-unlearn traces` lists entries.
         forget_loss (`str` or `None`, *optional*, defaults to `None`):
-            Forget objective: "ga", "random_label" or "adversarial" (`hf_unlearn.objectives`). `None`: the method's.
+            Forget objective (`hf_unlearn.objectives`): ga, random_label, adversarial, npo, simnpo, idk, idk_dpo,
+            wga, satimp, undial, rmu. `None`: the method's.
         retain_loss (`str` or `None`, *optional*, defaults to `None`):
-            Retain objective: "none", "nll" or "kl". `None`: the method's. The paper's methods are presets of these
-            two (e.g. ga_kl = ga + kl).
+            Retain objective: none, nll, kl, rmu_retain. `None`: the method's. Every method is a preset of these two
+            (e.g. ga_kl = ga + kl, npo = npo + nll).
+        npo_beta, simnpo_beta, simnpo_delta, dpo_beta, wga_beta, satimp_beta1, satimp_beta2, undial_beta (`float`):
+            The objectives' hyperparameters (defaults: open-unlearning's 0.1, 4.5, 0, 0.1, 1, 5, 1, 10).
+        idk_seed (`int`, defaults to `0`): seed of the refusal drawn for each forget question (idk, idk_dpo).
+        rmu_layer, rmu_steering_coeff, rmu_trainable_params, rmu_seed: RMU's layer (0-based), c, the parameters
+            that train (regular expression) and the seed of its random direction (defaults: WMDP's 7, 6.5,
+            layers 5-7 MLP down projections, 0).
         random_label_seed (`int`, *optional*, defaults to `0`):
             Seed of the random targets of the random_label objective (with each example's index).
-        adversarial_batch_size (`int`, *optional*, defaults to `8`):
-            Batch size of the original model's forward passes that compute adversarial targets.
+        precompute_batch_size (`int`, *optional*, defaults to `8`):
+            Batch size of the original model's forward passes that precompute per-example values (adversarial
+            targets, reference log-probabilities) before training.
     """
 
     method: str = field(
@@ -81,8 +89,27 @@ class UnlearningConfig(TrainingArguments):
         default=None, metadata={"help": "Retain objective: none, nll or kl; None = the method's."}
     )
     random_label_seed: int = field(default=0, metadata={"help": "Seed of the random_label objective's targets."})
-    adversarial_batch_size: int = field(
-        default=8, metadata={"help": "Batch size when computing adversarial targets with the original model."}
+    precompute_batch_size: int = field(
+        default=8, metadata={"help": "Batch size of the original model when precomputing per-example values."}
+    )
+    npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
+    simnpo_beta: float = field(default=4.5, metadata={"help": "SimNPO's beta (open-unlearning: 4.5)."})
+    simnpo_delta: float = field(default=0.0, metadata={"help": "SimNPO's margin delta (open-unlearning: 0)."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "IdkDPO's beta (open-unlearning: 0.1)."})
+    wga_beta: float = field(default=1.0, metadata={"help": "WGA's exponent of the token weight p^beta."})
+    satimp_beta1: float = field(default=5.0, metadata={"help": "SatImp's saturation exponent (p^beta1)."})
+    satimp_beta2: float = field(default=1.0, metadata={"help": "SatImp's importance exponent ((1-p)^beta2)."})
+    undial_beta: float = field(default=10.0, metadata={"help": "UNDIAL's logit adjustment of the true token."})
+    idk_seed: int = field(default=0, metadata={"help": "Seed of the refusal drawn for each forget question."})
+    rmu_layer: int = field(default=7, metadata={"help": "RMU: 0-based decoder layer whose output is steered."})
+    rmu_steering_coeff: float = field(default=6.5, metadata={"help": "RMU: length c of the steering vector c*u."})
+    rmu_trainable_params: str = field(
+        default=r"layers\.(5|6|7)\.mlp\.down_proj\.weight",
+        metadata={"help": "RMU: regular expression over parameter names; only matching parameters train."},
+    )
+    rmu_seed: int = field(default=0, metadata={"help": "RMU: seed of the random direction u."})
+    adversarial_batch_size: int | None = field(
+        default=None, metadata={"help": "Former name of precompute_batch_size (kept for existing configs)."}
     )
 
     # Paper defaults (released code): lr 2e-5, cosine, 3% warmup, no weight decay, one epoch.
@@ -109,7 +136,9 @@ class UnlearningConfig(TrainingArguments):
                 f"label_smoothing_factor={self.label_smoothing_factor}: the unlearning losses do not smooth labels (it "
                 "would change the objective silently); set it to 0."
             )
-        if self.adversarial_batch_size < 1:
-            raise ValueError(f"adversarial_batch_size={self.adversarial_batch_size} must be at least 1.")
+        if self.adversarial_batch_size is not None:
+            self.precompute_batch_size = self.adversarial_batch_size
+        if self.precompute_batch_size < 1:
+            raise ValueError(f"precompute_batch_size={self.precompute_batch_size} must be at least 1.")
         if self.max_length < 2:
             raise ValueError(f"max_length={self.max_length} is too small; a chunk needs at least 2 tokens.")

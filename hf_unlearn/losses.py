@@ -43,6 +43,14 @@ def count_sequences(labels: torch.Tensor, attention_mask: torch.Tensor | None = 
     return (next_token_targets(labels, attention_mask) != IGNORE_INDEX).any(dim=1).sum()
 
 
+def count_positions(labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Number of real positions that carry a label (labels != -100): the positions representation losses use."""
+    positions = labels != IGNORE_INDEX
+    if attention_mask is not None:
+        positions &= attention_mask.bool()
+    return positions.sum()
+
+
 def nll_sum(
     logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,3 +129,88 @@ def random_targets(
     valid = F.pad(next_token_targets(labels, attention_mask)[:, :-1] != IGNORE_INDEX, (1, 0), value=False)
     random = torch.randint(0, vocab_size, labels.shape, generator=generator, dtype=labels.dtype)
     return torch.where(valid, random, torch.full_like(labels, IGNORE_INDEX))
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position next-token NLL `[batch, seq]` (float32, 0 where there is no target) and the target mask."""
+    targets = next_token_targets(labels, attention_mask)
+    nll = F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(targets.shape)
+    return nll, targets != IGNORE_INDEX
+
+
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row sums of next-token NLL over valid targets, `[batch]`, and per-row target counts, `[batch]`."""
+    nll, valid = token_nll(logits, labels, attention_mask)
+    return nll.sum(dim=1), valid.sum(dim=1)
+
+
+def npo_sum(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float, rows: torch.Tensor) -> torch.Tensor:
+    """Sum over the `rows` (bool `[batch]`) of NPO's per-sequence loss (Zhang et al. 2024):
+
+        -(2 / beta) * log sigmoid(-beta * (log p_theta(s) - log p_ref(s)))
+
+    `logp` and `ref_logp` are summed target log-probabilities of each sequence.
+    """
+    per_row = -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp))
+    return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
+
+
+def simnpo_sum(nll: torch.Tensor, counts: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
+    """Sum over rows with targets of SimNPO's per-sequence loss (Fan et al. 2024), open-unlearning's form:
+
+        -(2 / beta) * log sigmoid(beta * (NLL(s) / |s| - delta))
+
+    (the paper's margin gamma is beta * delta). `nll` are per-row NLL sums, `counts` per-row target counts.
+    """
+    rows = counts > 0
+    mean = nll / counts.clamp(min=1)
+    per_row = -(2.0 / beta) * F.logsigmoid(beta * (mean - delta))
+    return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
+
+
+def dpo_sum(logp_chosen, ref_chosen, logp_rejected, ref_rejected, beta: float, rows: torch.Tensor) -> torch.Tensor:
+    """Sum over `rows` of DPO's per-pair loss: -(2 / beta) * log sigmoid(beta * (chosen log-ratio - rejected log-ratio))
+    (open-unlearning's 2 / beta scaling, which makes beta -> 0 a difference of log-ratios)."""
+    margin = (logp_chosen - ref_chosen) - (logp_rejected - ref_rejected)
+    per_row = -(2.0 / beta) * F.logsigmoid(beta * margin)
+    return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
+
+
+def weighted_ascent_sum(
+    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None, beta1: float, beta2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-weighted gradient ascent: -sum_t sg(p_t^beta1 * (1 - p_t)^beta2) * NLL_t over valid targets, and their
+    count, with p_t the model's probability of the true token (detached weight). beta2 = 0 is WGA (Wang et al. 2025),
+    beta1 = 5, beta2 = 1 is SatImp (Yang et al. 2025)."""
+    nll, valid = token_nll(logits, labels, attention_mask)
+    with torch.no_grad():
+        p = torch.exp(-nll)
+        weight = p.pow(beta1) * (1.0 - p).pow(beta2)
+    per_token = -(weight * nll)
+    return torch.where(valid, per_token, torch.zeros_like(per_token)).sum(), valid.sum()
+
+
+def undial_sum(
+    ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """UNDIAL (Dong et al. 2024): cross-entropy from the policy to softmax(z_ref - beta * onehot(y)) at every valid
+    target position (the reference's logits with the true token pushed down by beta), summed, and the count.
+    Positions without a target (prompt, padding) are excluded, not fed with a -100 label."""
+    targets = next_token_targets(labels, attention_mask)
+    valid = targets != IGNORE_INDEX
+    vocab = logits.size(-1)
+    with torch.no_grad():
+        adjusted = ref_logits.float().clone()
+        adjusted.scatter_add_(-1, targets.clamp(min=0).unsqueeze(-1), torch.full_like(adjusted[..., :1], -beta))
+        soft = F.softmax(adjusted, dim=-1)
+    cross = F.cross_entropy(logits.float().reshape(-1, vocab), soft.reshape(-1, vocab), reduction="none").view(valid.shape)
+    return torch.where(valid, cross, torch.zeros_like(cross)).sum(), valid.sum()
+
+
+def activation_mse_sum(hidden: torch.Tensor, target: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over the selected `positions` (bool `[batch, seq]`) of the mean over the hidden dimension of the squared
+    difference between `hidden` `[batch, seq, d]` and `target` (broadcastable), and the number of positions (RMU)."""
+    per_position = (hidden.float() - target.float()).pow(2).mean(dim=-1)
+    return torch.where(positions, per_position, torch.zeros_like(per_position)).sum(), positions.sum()

@@ -52,14 +52,25 @@ class StreamDataset(TorchDataset):
             "forget"; the others are paired with it.
         columns: stream name -> the columns to keep (defaults to `BASE_COLUMNS`).
         seed: seed of the pairing permutations.
+        aligned: streams built one-to-one from the forget set (e.g. "idk" answers to the forget questions): example
+            i of such a stream goes with forget example i.
     """
 
-    def __init__(self, streams: Mapping[str, Any], columns: Mapping[str, Sequence[str]] | None = None, seed: int = 0):
+    def __init__(
+        self,
+        streams: Mapping[str, Any],
+        columns: Mapping[str, Sequence[str]] | None = None,
+        seed: int = 0,
+        aligned: Sequence[str] = (),
+    ):
         if FORGET not in streams:
             raise ValueError(f"StreamDataset needs a {FORGET!r} stream; got {sorted(streams)}.")
         for name, dataset in streams.items():
             if len(dataset) == 0:
                 raise ValueError(f"The {name} set is empty; pass at least one example.")
+            if name in aligned and len(dataset) != len(streams[FORGET]):
+                raise ValueError(f"The {name} stream has {len(dataset)} examples, the forget set {len(streams[FORGET])}.")
+        self.aligned = tuple(aligned)
         self.streams = dict(streams)
         self.columns = {name: tuple((columns or {}).get(name, BASE_COLUMNS)) for name in self.streams}
         self.seed = seed
@@ -78,7 +89,9 @@ class StreamDataset(TorchDataset):
     def __getitem__(self, index: int) -> dict[str, dict[str, Any]]:
         item = {FORGET: self._select(FORGET, self.streams[FORGET][index])}
         for name, dataset in self.streams.items():
-            if name != FORGET:
+            if name in self.aligned:
+                item[name] = self._select(name, dataset[index])
+            elif name != FORGET:
                 paired = pair_index(index, self.epoch, len(dataset), len(self), self.seed)
                 item[name] = self._select(name, dataset[paired])
         return item
@@ -113,6 +126,7 @@ class UnlearningCollator:
         padding_side: "right" or "left" (the losses give the same result either way).
         token_columns: extra per-token label columns (e.g. `random_labels`), padded here with -100 to the length of
             `input_ids` on the same side, whatever the base collator does.
+        example_columns: per-example numbers (e.g. a reference log-probability), stacked into a float32 tensor.
     """
 
     def __init__(
@@ -121,6 +135,7 @@ class UnlearningCollator:
         base_collator: Callable | None = None,
         padding_side: str = "right",
         token_columns: Sequence[str] = (),
+        example_columns: Sequence[str] = (),
     ):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r}; use 'left' or 'right'.")
@@ -128,6 +143,7 @@ class UnlearningCollator:
         self.base_collator = base_collator
         self.padding_side = padding_side
         self.token_columns = tuple(token_columns)
+        self.example_columns = tuple(example_columns)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         if features and all(isinstance(value, Mapping) for value in features[0].values()):
@@ -137,6 +153,7 @@ class UnlearningCollator:
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Pad one stream's examples into a batch."""
         extra = {name: [f.pop(name) for f in features] for name in self.token_columns if name in features[0]}
+        numbers = {name: [f.pop(name) for f in features] for name in self.example_columns if name in features[0]}
         if self.base_collator is not None:
             batch = dict(self.base_collator(features))
         else:
@@ -153,4 +170,6 @@ class UnlearningCollator:
         side = "left" if bool((mask[:, 0] == 0).any()) else "right"  # the side the (user's) collator padded on
         for name, values in extra.items():
             batch[name] = pad_sequences(values, IGNORE_INDEX, side, length)
+        for name, values in numbers.items():
+            batch[name] = torch.tensor(values, dtype=torch.float32)
         return batch

@@ -34,7 +34,7 @@ from .config import UnlearningConfig
 from .data import check_tokenizer, tokenize_if_raw
 from .forward import ForwardOutput, forward
 from .hub import HubMixin
-from .losses import count_sequences, count_targets, nll_sum
+from .losses import count_positions, count_sequences, count_targets, nll_sum
 from .objectives import NO_RETAIN, LossTerm, Objective, get_objective
 from .streams import FORGET, RETAIN, StreamDataset, UnlearningCollator, is_stream_example
 
@@ -55,6 +55,11 @@ def check_transformers_version(installed: str = transformers.__version__) -> Non
 
 
 check_transformers_version()
+
+
+# How a normaliser "<stream>_<unit>" counts one stream's batch: next-token targets, sequences with at least one
+# target, or labelled real positions (representation losses).
+NORMALISER_UNITS = {"tokens": count_targets, "sequences": count_sequences, "positions": count_positions}
 
 
 class StepCounts(dict):
@@ -146,12 +151,13 @@ class UnlearningTrainer(HubMixin, Trainer):
         forget_class = get_objective("forget", args.forget_loss or self.forget_loss)
         retain_class = get_objective("retain", args.retain_loss or self.retain_loss)
         self.pad_token_id = self._pad_token_id(processing_class, model, data_collator)
-        token_columns = forget_class.token_columns + (retain_class.token_columns if retain_class else ())
+        classes = [c for c in (forget_class, retain_class) if c is not None]
         collator = UnlearningCollator(
             pad_token_id=self.pad_token_id,
             base_collator=data_collator,
             padding_side=getattr(processing_class, "padding_side", "right") or "right",
-            token_columns=token_columns,
+            token_columns=[column for c in classes for column in c.token_columns],
+            example_columns=[column for c in classes for column in c.example_columns],
         )
         super().__init__(
             model=model,
@@ -177,6 +183,8 @@ class UnlearningTrainer(HubMixin, Trainer):
         self.term_names = [name for objective in self.objectives for name in objective.terms]
         self.normaliser_names = list(dict.fromkeys(n for objective in self.objectives for n in objective.normalisers))
         self._term_stats: torch.Tensor | None = None  # [terms, 2]: sums and counts since the last log
+        for objective in self.objectives:
+            objective.configure_model(self.accelerator.unwrap_model(self.model))
         self._ref_source = ref_model
         self.ref_model = None
         if any(o.uses_reference_in_training() for o in self.objectives) and not self.adapter_is_reference(ref_model):
@@ -248,11 +256,19 @@ class UnlearningTrainer(HubMixin, Trainer):
             if self.retain_dataset is not None:
                 retain = tokenize_if_raw(self.retain_dataset, self.processing_class, self.args.max_length, RETAIN)
         streams = {FORGET: self.forget_objective.prepare(forget)}
+        aligned = self.forget_objective.aligned_streams(streams[FORGET])
+        streams.update(aligned)
         if retain is not None:
             streams[RETAIN] = self.retain_objective.prepare(retain)
-        columns = {o.stream: ("input_ids", "attention_mask", "labels") + o.token_columns for o in self.objectives}
+        columns: dict[str, tuple[str, ...]] = {}
+        for objective in self.objectives:
+            for stream in (objective.stream, *aligned):
+                columns[stream] = tuple(dict.fromkeys(
+                    columns.get(stream, ("input_ids", "attention_mask", "labels"))
+                    + objective.token_columns + objective.example_columns
+                ))
         self.forget_dataset, self.retain_dataset = streams[FORGET], streams.get(RETAIN)
-        self.train_dataset = StreamDataset(streams, columns, seed=self.args.pairing_seed)
+        self.train_dataset = StreamDataset(streams, columns, seed=self.args.pairing_seed, aligned=tuple(aligned))
 
     def train(self, *args, **kwargs):
         self.prepare_streams()
@@ -260,7 +276,7 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        extra = ["labels", FORGET, RETAIN] + [c for o in self.objectives for c in o.token_columns]
+        extra = ["labels", FORGET, RETAIN] + [c for o in self.objectives for c in o.aligned + o.token_columns + o.example_columns]
         self._signature_columns = list(dict.fromkeys(list(self._signature_columns) + extra))
 
     # ------------------------------------------------------------------ models
@@ -291,14 +307,16 @@ class UnlearningTrainer(HubMixin, Trainer):
         return self.accelerator.unwrap_model(model if model is not None else self.model)
 
     @torch.no_grad()
-    def reference_forward(self, batch: dict[str, torch.Tensor], ref_model: nn.Module | None = None) -> ForwardOutput:
+    def reference_forward(
+        self, batch: dict[str, torch.Tensor], ref_model: nn.Module | None = None, hidden_layer: int | None = None
+    ) -> ForwardOutput:
         """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter."""
         ref_model = ref_model if ref_model is not None else self.ref_model
         if ref_model is not None:
-            return forward(ref_model, batch)
+            return forward(ref_model, batch, hidden_layer)
         policy = self.accelerator.unwrap_model(self.model)
         with policy.disable_adapter():
-            return forward(policy, batch)
+            return forward(policy, batch, hidden_layer)
 
     # ------------------------------------------------------------------ loss
 
@@ -306,15 +324,15 @@ class UnlearningTrainer(HubMixin, Trainer):
         """The loss terms of one micro-batch `{"forget": batch, "retain": batch, ...}`: every objective's terms."""
         terms: dict[str, LossTerm] = {}
         for objective in self.objectives:
-            terms.update(objective.loss_terms(model, inputs[objective.stream]))
+            terms.update(objective.loss_terms(model, objective.select(inputs)))
         return terms
 
     def count_normalisers(self, batches: list[Mapping[str, dict[str, torch.Tensor]]]) -> torch.Tensor:
-        """Counts of every declared normaliser ("<stream>_tokens" / "<stream>_sequences") over `batches`."""
+        """Counts of every declared normaliser ("<stream>_<unit>", unit: tokens, sequences, positions) over `batches`."""
         counts = []
         for name in self.normaliser_names:
             stream, _, unit = name.rpartition("_")
-            count = count_targets if unit == "tokens" else count_sequences
+            count = NORMALISER_UNITS[unit]
             counts.append(sum(int(count(b[stream]["labels"], b[stream].get("attention_mask"))) for b in batches if stream in b))
         return torch.tensor(counts, dtype=torch.float64)
 

@@ -1,7 +1,7 @@
-"""The paper's methods as named presets of (forget objective, retain objective); importing this registers them.
+"""Methods as named presets of (forget objective, retain objective); importing this registers them.
 
-Imported in the paper's order (methods 1-7), which is the order `list_methods()` reports. Methods 4/6 and 5/7
-differ only in the retain data (in-distribution or general), so they share a preset.
+The paper's methods first, in its order (methods 1-7; 4/6 and 5/7 differ only in the retain data, so they share a
+preset), then the field's later methods. `list_methods()` reports this order.
 """
 
 from .gradient_ascent import GradientAscentTrainer  # isort: skip
@@ -9,6 +9,14 @@ from .random_label import RandomLabelConfig, RandomLabelTrainer  # isort: skip
 from .adversarial import AdversarialConfig, AdversarialTrainer  # isort: skip
 from .ga_descent import GradientAscentDescentTrainer  # isort: skip
 from .ga_kl import GradientAscentKLTrainer  # isort: skip
+from .npo import NPOTrainer  # isort: skip
+from .simnpo import SimNPOConfig, SimNPOTrainer  # isort: skip
+from .idk import IdkTrainer  # isort: skip
+from .idk_dpo import IdkDPOTrainer  # isort: skip
+from .rmu import RMUConfig, RMUTrainer  # isort: skip
+from .undial import UndialTrainer  # isort: skip
+from .wga import WGATrainer  # isort: skip
+from .satimp import SatImpTrainer  # isort: skip
 
 __all__ = [
     "AdversarialConfig",
@@ -16,6 +24,16 @@ __all__ = [
     "GradientAscentDescentTrainer",
     "GradientAscentKLTrainer",
     "GradientAscentTrainer",
+    "IdkDPOTrainer",
+    "IdkTrainer",
+    "NPOTrainer",
+    "RMUConfig",
+    "RMUTrainer",
+    "SatImpTrainer",
+    "SimNPOConfig",
+    "SimNPOTrainer",
+    "UndialTrainer",
+    "WGATrainer",
     "RandomLabelConfig",
     "RandomLabelTrainer",
 ]

@@ -2,8 +2,9 @@
 
 Importing this package registers the built-in objectives:
 
-- forget: `ga` (gradient ascent), `random_label`, `adversarial`;
-- retain: `none`, `nll` (descent), `kl` (KL to the original model).
+- forget: `ga` (gradient ascent), `random_label`, `adversarial` (Yao et al. 2024); `npo`, `simnpo`, `idk`,
+  `idk_dpo`, `wga`, `satimp`, `undial`, `rmu` (the field since);
+- retain: `none`, `nll` (descent), `kl` (KL to the original model), `rmu_retain` (RMU's activation matching).
 """
 
 from .base import (  # noqa: F401
@@ -18,5 +19,13 @@ from .base import (  # noqa: F401
 from .ga import GradientAscent  # noqa: F401  isort: skip
 from .random_label import RandomLabels  # noqa: F401  isort: skip
 from .adversarial import AdversarialTargets  # noqa: F401  isort: skip
+from .npo import NegativePreference  # noqa: F401  isort: skip
+from .simnpo import SimpleNegativePreference  # noqa: F401  isort: skip
+from .idk import IdkFineTuning  # noqa: F401  isort: skip
+from .idk_dpo import IdkPreference  # noqa: F401  isort: skip
+from .wga import WeightedGradientAscent  # noqa: F401  isort: skip
+from .satimp import SaturationImportance  # noqa: F401  isort: skip
+from .undial import AdjustedSelfDistillation  # noqa: F401  isort: skip
+from .rmu import RepresentationMisdirection, RepresentationRetain  # noqa: F401  isort: skip
 from .retain_nll import RetainNLL  # noqa: F401  isort: skip
 from .retain_kl import RetainKL  # noqa: F401  isort: skip

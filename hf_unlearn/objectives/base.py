@@ -7,8 +7,8 @@ trl's `loss_type` picks a loss. Each objective declares up front what the traine
 - `terms`: the names of the loss terms it returns (logged as token- or sequence-weighted means);
 - `normalisers`: the counts its terms are divided by ("<stream>_tokens" or "<stream>_sequences"), which the
   trainer counts over the global batch (all micro-batches of an optimizer step, all processes);
-- `token_columns`: per-token columns it adds to its stream's examples (e.g. `random_labels`), padded by the
-  collator;
+- `token_columns` / `example_columns`: per-token columns (e.g. `random_labels`, padded by the collator) and
+  per-example numbers (e.g. a reference log-probability) it adds to its stream's examples;
 - `needs_reference`: whether it runs the frozen original model during training.
 
 `prepare` may add those columns before training (precomputed once, see `hf_unlearn.precompute`); `loss_terms`
@@ -57,6 +57,8 @@ class Objective:
     terms: ClassVar[tuple[str, ...]] = ()
     normalisers: ClassVar[tuple[str, ...]] = ()
     token_columns: ClassVar[tuple[str, ...]] = ()
+    example_columns: ClassVar[tuple[str, ...]] = ()
+    aligned: ClassVar[tuple[str, ...]] = ()  # names of the streams `aligned_streams` builds
     needs_reference: ClassVar[bool] = False
     summary: ClassVar[str] = ""
 
@@ -68,7 +70,18 @@ class Objective:
         """Add this objective's precomputed columns to its stream's dataset (default: nothing to add)."""
         return dataset
 
-    def loss_terms(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
+    def aligned_streams(self, forget: Any) -> dict[str, Any]:
+        """Further streams built one-to-one from the (prepared) forget set, e.g. IDK answers (default: none)."""
+        return {}
+
+    def configure_model(self, model: torch.nn.Module) -> None:
+        """Change the model before the optimizer exists, e.g. freeze parameters (default: nothing)."""
+
+    def select(self, inputs: dict[str, dict[str, torch.Tensor]]) -> Any:
+        """What `loss_terms` receives from the micro-batch `{stream: batch}`: by default its own stream's batch."""
+        return inputs[self.stream]
+
+    def loss_terms(self, model: torch.nn.Module, batch: Any) -> dict[str, LossTerm]:
         raise NotImplementedError
 
     def uses_reference_in_training(self) -> bool:

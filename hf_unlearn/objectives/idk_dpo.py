@@ -1,0 +1,43 @@
+"""DPO with "I don't know" answers (TOFU's IdkDPO; Rafailov et al. 2023 with Maini et al. 2024's refusals):
+
+    forget_loss = -(2 / beta) * mean_pairs log sigmoid(beta * ((log p(idk) - log p_ref(idk)) - (log p(ans) - log p_ref(ans))))
+
+preferred = the refusal (the aligned "idk" stream), rejected = the true answer (the forget stream), each log p
+summed over the answer's tokens. Both reference log-probabilities are precomputed once (`objectives.frozen`), so
+no reference model is held during training (open-unlearning keeps one). Defaults: beta 0.1, retain NLL weight 1.
+"""
+
+from __future__ import annotations
+
+from ..data import as_hf_dataset
+from ..losses import dpo_sum
+from .base import LossTerm, register_objective
+from .idk import IDK, IdkStream
+from .npo import REF_LOGP, reference_logp_column, sequence_logp
+
+
+@register_objective("idk_dpo")
+class IdkPreference(IdkStream):
+    terms = ("forget_loss", "forget_nll")
+    normalisers = ("forget_sequences", "forget_tokens")
+    example_columns = (REF_LOGP,)
+    summary = "IdkDPO: DPO preferring refusals over the true answers; references precomputed"
+
+    def prepare(self, dataset):
+        dataset = as_hf_dataset(dataset)
+        return dataset.add_column(REF_LOGP, reference_logp_column(self.trainer, dataset, "sequence_logp"))
+
+    def prepare_idk(self, dataset):
+        return dataset.add_column(REF_LOGP, reference_logp_column(self.trainer, dataset, "sequence_logp"))
+
+    def loss_terms(self, model, inputs):
+        forget, idk = inputs["forget"], inputs[IDK]
+        logp_rejected, nll, counts = sequence_logp(model, forget)
+        logp_chosen, _, idk_counts = sequence_logp(model, idk)
+        rows = (counts > 0) & (idk_counts > 0)
+        total = dpo_sum(logp_chosen, idk[REF_LOGP].to(logp_chosen.device), logp_rejected,
+                        forget[REF_LOGP].to(logp_rejected.device), self.args.dpo_beta, rows)
+        return {
+            "forget_loss": LossTerm(total, rows.sum(), "forget_sequences", self.args.forget_weight),
+            "forget_nll": LossTerm(nll.detach().sum(), counts.sum(), "forget_tokens", 0.0),
+        }

@@ -1,0 +1,61 @@
+"""Negative Preference Optimization (NPO; Zhang et al. 2024, "Negative Preference Optimization: From Catastrophic
+Collapse to Effective Unlearning"), the forget term:
+
+    forget_loss = -(2 / beta) * mean_s log sigmoid(-beta * (log p_theta(s) - log p_ref(s)))
+
+s a forget sequence (its target tokens summed), the mean over sequences of the global batch (normaliser
+`forget_sequences`). The reference enters only as one number per sequence, log p_ref(s): it is precomputed once
+before training (`objectives.frozen`) and the original model is released, so NPO trains at gradient ascent's
+memory with no second model (open-unlearning keeps a full reference replica). Defaults: beta 0.1
+(open-unlearning's `NPO.yaml`), retain NLL with weight 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import as_hf_dataset
+from ..forward import forward
+from ..losses import npo_sum, sequence_nll
+from .base import LossTerm, Objective, register_objective
+from .frozen import precompute_with_original
+
+REF_LOGP = "ref_logp"
+
+
+def reference_logp_column(trainer, dataset, kind: str) -> list[float]:
+    """log p_ref(s) (summed over each example's targets) for every example, from the original model, once."""
+    values = precompute_with_original(
+        trainer, dataset, kind,
+        lambda output, batch: -sequence_nll(output.logits, batch["labels"], batch["attention_mask"])[0],
+        per_token=False,
+    )
+    return [float(v[0]) for v in values]
+
+
+def sequence_logp(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row summed target log-probabilities of `model` on `batch`, per-row NLL sums and target counts."""
+    nll, counts = sequence_nll(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+    return -nll, nll, counts
+
+
+@register_objective("npo")
+class NegativePreference(Objective):
+    kind = stream = "forget"
+    terms = ("forget_loss", "forget_nll")
+    normalisers = ("forget_sequences", "forget_tokens")
+    example_columns = (REF_LOGP,)
+    summary = "NPO: -(2/beta) log sigmoid(-beta (log p - log p_ref)) per forget sequence; reference precomputed"
+
+    def prepare(self, dataset):
+        dataset = as_hf_dataset(dataset)
+        return dataset.add_column(REF_LOGP, reference_logp_column(self.trainer, dataset, "sequence_logp"))
+
+    def loss_terms(self, model, batch):
+        logp, nll, counts = sequence_logp(model, batch)
+        rows = counts > 0
+        total = npo_sum(logp, batch[REF_LOGP].to(logp.device), self.args.npo_beta, rows)
+        return {
+            "forget_loss": LossTerm(total, rows.sum(), "forget_sequences", self.args.forget_weight),
+            "forget_nll": LossTerm(nll.detach().sum(), counts.sum(), "forget_tokens", 0.0),
+        }

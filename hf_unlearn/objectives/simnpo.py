@@ -1,0 +1,34 @@
+"""SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM
+Unlearning"), the forget term, in open-unlearning's parameterisation:
+
+    forget_loss = -(2 / beta) * mean_s log sigmoid(beta * (NLL(s) / |s| - delta))
+
+NLL(s) / |s| is the sequence's mean next-token NLL over its |s| targets; no reference model. Sign convention: the
+paper writes -(2/beta) log sigmoid(-(beta/|s|) log p(s) - gamma); since -log p(s) = NLL(s) this is the formula
+above with gamma = beta * delta. We follow open-unlearning (delta inside), so its configs carry over. Differences
+from open-unlearning: |s| counts the next-token targets exactly (open-unlearning counts labels != -100 before the
+shift, one more for document data whose first token is a label). Defaults: beta 4.5, delta 0, forget weight 0.125,
+retain NLL weight 1 (open-unlearning's `SimNPO.yaml`).
+"""
+
+from __future__ import annotations
+
+from ..losses import simnpo_sum
+from .base import LossTerm, Objective, register_objective
+from .npo import sequence_logp
+
+
+@register_objective("simnpo")
+class SimpleNegativePreference(Objective):
+    kind = stream = "forget"
+    terms = ("forget_loss", "forget_nll")
+    normalisers = ("forget_sequences", "forget_tokens")
+    summary = "SimNPO: -(2/beta) log sigmoid(beta (NLL/|s| - delta)) per forget sequence; no reference"
+
+    def loss_terms(self, model, batch):
+        _, nll, counts = sequence_logp(model, batch)
+        total = simnpo_sum(nll, counts, self.args.simnpo_beta, self.args.simnpo_delta)
+        return {
+            "forget_loss": LossTerm(total, (counts > 0).sum(), "forget_sequences", self.args.forget_weight),
+            "forget_nll": LossTerm(nll.detach().sum(), counts.sum(), "forget_tokens", 0.0),
+        }

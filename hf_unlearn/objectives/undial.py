@@ -1,0 +1,37 @@
+"""UNDIAL (Dong et al. 2024, "UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in Large
+Language Models"), the forget term:
+
+    forget_loss = mean_t CE( softmax(z_ref,t - beta * onehot(y_t)),  p_theta(. | w_<t) )
+
+descent towards the original model's distribution with the true token's logit lowered by beta. It needs the
+original model's full distribution at every position, so the reference runs during training (too large to
+precompute: vocabulary x tokens). Difference from open-unlearning: its UNDIAL applies the adjustment at every
+position, including prompt and padding positions whose -100 labels wrap to a real token id in the one-hot; here
+only real next-token targets count. Default beta 10, retain NLL weight 1.
+"""
+
+from __future__ import annotations
+
+from ..forward import forward
+from ..losses import nll_sum, undial_sum
+from .base import LossTerm, Objective, register_objective
+
+
+@register_objective("undial")
+class AdjustedSelfDistillation(Objective):
+    kind = stream = "forget"
+    terms = ("forget_loss", "forget_nll")
+    normalisers = ("forget_tokens",)
+    needs_reference = True
+    summary = "UNDIAL: CE to softmax(z_ref - beta onehot(y)) on forget tokens; reference in training"
+
+    def loss_terms(self, model, batch):
+        mask = batch.get("attention_mask")
+        reference = self.trainer.reference_forward(batch).logits
+        logits = forward(model, batch).logits
+        total, count = undial_sum(reference, logits, batch["labels"], mask, self.args.undial_beta)
+        nll = nll_sum(logits.detach(), batch["labels"], mask)[0]
+        return {
+            "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),
+            "forget_nll": LossTerm(nll, count, "forget_tokens", 0.0),
+        }

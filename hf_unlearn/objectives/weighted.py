@@ -1,0 +1,30 @@
+"""Shared by the token-weighted gradient-ascent objectives (WGA, SatImp): -mean_t sg(w_t) * NLL_t."""
+
+from __future__ import annotations
+
+from ..forward import forward
+from ..losses import weighted_ascent_sum
+from .base import LossTerm, Objective
+
+
+class WeightedAscent(Objective):
+    """forget_loss = -sum_t sg(p_t^beta1 (1 - p_t)^beta2) NLL_t / forget tokens; `forget_nll` logs the plain NLL."""
+
+    kind = stream = "forget"
+    terms = ("forget_loss", "forget_nll")
+    normalisers = ("forget_tokens",)
+
+    def exponents(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def loss_terms(self, model, batch):
+        from ..losses import token_nll
+
+        logits = forward(model, batch).logits
+        beta1, beta2 = self.exponents()
+        total, count = weighted_ascent_sum(logits, batch["labels"], batch.get("attention_mask"), beta1, beta2)
+        nll, valid = token_nll(logits.detach(), batch["labels"], batch.get("attention_mask"))
+        return {
+            "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),
+            "forget_nll": LossTerm(nll[valid].sum(), count, "forget_tokens", 0.0),
+        }
