@@ -20,7 +20,9 @@ from hf_unlearn import chunk_documents, get_method  # noqa: E402
 from hf_unlearn.distributed import finish_distributed  # noqa: E402
 from tests.conftest import make_documents  # noqa: E402
 
-METHODS = ("ga_descent", "ga_kl", "adversarial")
+METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
+# RMU on the 2-layer test model: steer layer 1, train both layers' MLP down projections.
+METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}}
 
 
 def make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir, **overrides):
@@ -30,6 +32,7 @@ def make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache
         lr_scheduler_type="constant", report_to="none", use_cpu=True, logging_steps=1, save_strategy="no", seed=0,
         dataloader_drop_last=True, optim="sgd", max_grad_norm=0.0, cache_dir=cache_dir,
     )
+    values.update(METHOD_CONFIG.get(method, {}))
     values.update(overrides)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     kwargs = {"retain_dataset": retain} if cls.needs_retain else {}

@@ -48,7 +48,7 @@ def test_two_processes_match_one(trained_model_dir, tmp_path):
             if key in logged:
                 assert other[key] == pytest.approx(logged[key], rel=2e-5), (method, key, logged[key], other[key])
         after_one, after_two = torch.load(one / f"{method}.pt"), torch.load(two / f"{method}.pt")
-        gradient = {n: initial[n].detach() - after_one[n] for n in after_one}
+        gradient = {n: initial[n].detach() - after_one[n] for n in after_one}  # zero where RMU freezes
         scale = max(g.abs().max().item() for g in gradient.values())
         assert scale > 0, method
         worst = max((after_one[n] - after_two[n]).abs().max().item() for n in after_one)
