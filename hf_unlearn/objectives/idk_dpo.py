@@ -9,11 +9,10 @@ no reference model is held during training (open-unlearning keeps one). Defaults
 
 from __future__ import annotations
 
-from ..data import as_hf_dataset
 from ..losses import dpo_sum
 from .base import LossTerm, register_objective
 from .idk import IDK, IdkStream
-from .npo import REF_LOGP, reference_logp_column, sequence_logp
+from .npo import REF_LOGP, add_reference_logp, sequence_logp
 
 
 @register_objective("idk_dpo")
@@ -24,11 +23,10 @@ class IdkPreference(IdkStream):
     summary = "IdkDPO: DPO preferring refusals over the true answers; references precomputed"
 
     def prepare(self, dataset):
-        dataset = as_hf_dataset(dataset)
-        return dataset.add_column(REF_LOGP, reference_logp_column(self.trainer, dataset, "sequence_logp"))
+        return add_reference_logp(self.trainer, dataset)
 
     def prepare_idk(self, dataset):
-        return dataset.add_column(REF_LOGP, reference_logp_column(self.trainer, dataset, "sequence_logp"))
+        return add_reference_logp(self.trainer, dataset)
 
     def loss_terms(self, model, inputs):
         forget, idk = inputs["forget"], inputs[IDK]

@@ -23,14 +23,16 @@ from .frozen import precompute_with_original
 REF_LOGP = "ref_logp"
 
 
-def reference_logp_column(trainer, dataset, kind: str) -> list[float]:
-    """log p_ref(s) (summed over each example's targets) for every example, from the original model, once."""
+def add_reference_logp(trainer, dataset):
+    """`dataset` with a `ref_logp` column: log p_ref(s), summed over each example's targets, from the original
+    model, computed once (`objectives.frozen`)."""
+    dataset = as_hf_dataset(dataset)
     values = precompute_with_original(
-        trainer, dataset, kind,
+        trainer, dataset, "sequence_logp",
         lambda output, batch: -sequence_nll(output.logits, batch["labels"], batch["attention_mask"])[0],
         per_token=False,
     )
-    return [float(v[0]) for v in values]
+    return dataset.add_column(REF_LOGP, [float(v[0]) for v in values])
 
 
 def sequence_logp(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,8 +50,7 @@ class NegativePreference(Objective):
     summary = "NPO: -(2/beta) log sigmoid(-beta (log p - log p_ref)) per forget sequence; reference precomputed"
 
     def prepare(self, dataset):
-        dataset = as_hf_dataset(dataset)
-        return dataset.add_column(REF_LOGP, reference_logp_column(self.trainer, dataset, "sequence_logp"))
+        return add_reference_logp(self.trainer, dataset)
 
     def loss_terms(self, model, batch):
         logp, nll, counts = sequence_logp(model, batch)
