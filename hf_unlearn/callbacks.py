@@ -11,10 +11,17 @@ them as `eval_forget_nll`, `eval_approximate_nll`, `eval_retain_nll`, `eval_mia_
 - the paper's rule (Yao et al. 2024, guidelines): stop when the forget NLL reaches the *target*, the approximate
   set's NLL measured on the original model at the start; or when the AUC is within `auc_tolerance` of 0.5;
 - a guard against gradient-ascent blow-up: stop when the forget NLL exceeds `max_forget_nll`, when the retain
-  NLL rises more than `max_retain_nll_increase` (relative) above its value at the start, or on nan / inf;
-- the best evaluation so far: among evaluations whose retain NLL is within that limit and whose forget NLL is
-  within `max_forget_nll`, the one whose forget NLL is closest to the target (earlier wins ties). With
-  `save_best=True` it is saved (`trainer.save_model`) to `<output_dir>/best`, with `selection.json`.
+  NLL rises more than `max_retain_nll_increase` (relative) above its value at the start, or on nan / inf (an NLL
+  or the AUC). Such a stop is a failure: `callback.failed` is True (a recipe can exit non-zero on it);
+- the best evaluation so far: among evaluations *after the start* whose retain NLL is within that limit and whose
+  forget NLL is within `max_forget_nll`, the one whose forget NLL is closest to the target (earlier wins ties).
+  The start (the model before any update) is never best: if no later evaluation qualifies, `best` is None and
+  nothing is saved. With `save_best=True` the best is saved to `<output_dir>/best` (never pushed to the Hub),
+  with `selection.json` (numbers and steps only).
+
+Examples without any target token (all labels -100, or a single token) have no NLL: they are left out of the
+AUC (and contribute nothing to the token-weighted mean NLLs); the callback counts them (`without_targets`) and
+warns once. `max_examples` evaluates a seeded random sample (`seed`) of each split, the same on every process.
 
 Multi-process design: the callback holds the trainer (`callback.attach(trainer)`), and evaluates with
 `trainer.model_wrapped` and `trainer.accelerator`: every process scores its shard of each split (padded so that
@@ -41,15 +48,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from .evaluation.membership import loss_auc
+from .evaluation.membership import loss_auc, scored_mask
 from .evaluation.scores import ExampleScores, score_examples
 
 logger = logging.get_logger(__name__)
 
 FORGET, APPROXIMATE, RETAIN = "forget", "approximate", "retain"
+# How the best evaluation is chosen, as written to selection.json (see the module docstring).
+BEST_CRITERION = "closest_forget_nll_to_target"
 
 
 @dataclass
@@ -65,6 +75,13 @@ class EvalRecord:
         if self.mia_auc is not None:
             logs[f"{prefix}_mia_auc"] = self.mia_auc
         return logs
+
+    def non_finite(self) -> dict[str, float]:
+        """The values of this record that are nan or inf (empty when all are finite), by name."""
+        values = {f"{split} NLL": value for split, value in self.nll.items()}
+        if self.mia_auc is not None:
+            values["MIA AUC"] = self.mia_auc
+        return {name: value for name, value in values.items() if not math.isfinite(value)}
 
 
 @dataclass(frozen=True)
@@ -105,20 +122,14 @@ class StoppingCriteria:
             return None
         return (1 + self.max_retain_nll_increase) * start.nll[RETAIN]
 
-    def within_limits(self, record: EvalRecord, start: EvalRecord) -> bool:
-        """Finite, forget NLL within `max_forget_nll` and retain NLL within its limit."""
-        if not all(math.isfinite(value) for value in record.nll.values()):
-            return False
-        if self.max_forget_nll is not None and record.nll[FORGET] > self.max_forget_nll:
-            return False
-        limit = self.retain_limit(start)
-        return limit is None or record.nll[RETAIN] <= limit
-
-    def stop_reason(self, record: EvalRecord, start: EvalRecord, target: float | None) -> str | None:
-        """Why training should stop after `record` (None: keep going). Guard first, then the target."""
+    def failure(self, record: EvalRecord, start: EvalRecord) -> str | None:
+        """Why `record` is a blow-up ("blow-up: ..."), or None: a non-finite value (an NLL or the AUC), the forget
+        NLL above `max_forget_nll`, or the retain NLL above its limit."""
+        non_finite = record.non_finite()
+        if non_finite:
+            values = ", ".join(f"{name} {value}" for name, value in non_finite.items())
+            return f"blow-up: non-finite values at step {record.step} ({values})"
         forget = record.nll[FORGET]
-        if not all(math.isfinite(value) for value in record.nll.values()):
-            return f"blow-up: a non-finite NLL at step {record.step} ({record.nll})"
         if self.max_forget_nll is not None and forget > self.max_forget_nll:
             return f"blow-up: forget NLL {forget:.4f} > max_forget_nll {self.max_forget_nll}"
         limit = self.retain_limit(start)
@@ -127,6 +138,18 @@ class StoppingCriteria:
                 f"blow-up: retain NLL {record.nll[RETAIN]:.4f} > {limit:.4f} "
                 f"(start {start.nll[RETAIN]:.4f} x (1 + {self.max_retain_nll_increase}))"
             )
+        return None
+
+    def within_limits(self, record: EvalRecord, start: EvalRecord) -> bool:
+        """Finite, forget NLL within `max_forget_nll` and retain NLL within its limit (no `failure`)."""
+        return self.failure(record, start) is None
+
+    def stop_reason(self, record: EvalRecord, start: EvalRecord, target: float | None) -> str | None:
+        """Why training should stop after `record` (None: keep going). Guard first (`failure`), then the target."""
+        failure = self.failure(record, start)
+        if failure is not None:
+            return failure
+        forget = record.nll[FORGET]
         if self.stop_at_target and target is not None and forget >= target:
             return f"target reached: forget NLL {forget:.4f} >= target {target:.4f}"
         if self.auc_tolerance is not None and record.mia_auc is not None and abs(record.mia_auc - 0.5) <= self.auc_tolerance:
@@ -134,17 +157,31 @@ class StoppingCriteria:
         return None
 
     def is_better(self, record: EvalRecord, best: EvalRecord | None, start: EvalRecord, target: float) -> bool:
-        """Whether `record` beats `best`: within the limits and strictly closer to the target forget NLL."""
-        if not self.within_limits(record, start):
+        """Whether `record` beats `best`: after the start, within the limits and strictly closer to the target
+        forget NLL. The start (the model before any update) is never better: saving it would ship the original."""
+        if record is start or record.step <= start.step or not self.within_limits(record, start):
             return False
         return best is None or abs(record.nll[FORGET] - target) < abs(best.nll[FORGET] - target)
 
 
-def _head(dataset, count: int | None):
-    """The first `count` examples of a datasets.Dataset or a list."""
-    if count is None or count >= len(dataset):
+def sample_indices(size: int, count: int, seed: int = 0) -> list[int]:
+    """`count` distinct indices of `range(size)` drawn uniformly without replacement (`numpy.random.default_rng(
+    seed)`), in increasing order; every index when `count >= size`. Deterministic: every process draws the same."""
+    if count < 1:
+        raise ValueError(f"max_examples={count} must be at least 1; pass None to evaluate every example.")
+    if count >= size:
+        return list(range(size))
+    return sorted(np.random.default_rng(seed).choice(size, size=count, replace=False).tolist())
+
+
+def sample_examples(dataset, count: int | None, seed: int = 0):
+    """A seeded random sample of `count` examples of a datasets.Dataset or a list (all of them for None).
+
+    Not the first `count`: consecutive chunks come from a few documents, which would not represent the split."""
+    if count is None:
         return dataset
-    return dataset.select(range(count)) if hasattr(dataset, "select") else dataset[:count]
+    indices = sample_indices(len(dataset), count, seed)
+    return dataset.select(indices) if hasattr(dataset, "select") else [dataset[i] for i in indices]
 
 
 class UnlearningEvalCallback(TrainerCallback):
@@ -161,8 +198,13 @@ class UnlearningEvalCallback(TrainerCallback):
         save_best: save the best evaluation's model (criterion above) to `best_dir`.
         best_dir: where; defaults to `<output_dir>/best`.
         batch_size: evaluation batch size per process.
-        max_examples: evaluate at most this many examples of each split (the first ones).
+        max_examples: evaluate at most this many examples of each split: a random sample drawn with `seed`.
+        seed: seed of that sample (the same sample on every process and at every evaluation).
         prefix: prefix of the logged names.
+
+    After training: `history` (every `EvalRecord`, `history[0]` the start), `target`, `best` (None when no
+    evaluation after the start qualified), `stop_reason` (None: the schedule ended) and `failed` (True when
+    training stopped for a blow-up, e.g. to exit non-zero).
     """
 
     def __init__(
@@ -174,6 +216,7 @@ class UnlearningEvalCallback(TrainerCallback):
         best_dir: str | None = None,
         batch_size: int = 8,
         max_examples: int | None = None,
+        seed: int = 0,
         prefix: str = "eval",
     ):
         if FORGET not in splits:
@@ -190,7 +233,7 @@ class UnlearningEvalCallback(TrainerCallback):
             raise ValueError("save_best=True needs `criteria` (the best evaluation is the one closest to its target).")
         if criteria is not None and criteria.max_retain_nll_increase is not None and RETAIN not in splits:
             raise ValueError("max_retain_nll_increase needs a 'retain' split to watch; pass one or set it to None.")
-        self.splits = {name: _head(dataset, max_examples) for name, dataset in splits.items()}
+        self.splits = {name: sample_examples(dataset, max_examples, seed) for name, dataset in splits.items()}
         self.eval_steps = eval_steps
         self.criteria = criteria
         self.save_best = save_best
@@ -203,6 +246,13 @@ class UnlearningEvalCallback(TrainerCallback):
         self.target: float | None = None
         self.best: EvalRecord | None = None
         self.stop_reason: str | None = None
+        self._failed = False
+        self.without_targets: dict[str, int] | None = None  # examples without target tokens, per split
+
+    @property
+    def failed(self) -> bool:
+        """True when training stopped for a blow-up (non-finite values, forget NLL or retain NLL over a limit)."""
+        return self._failed
 
     def attach(self, trainer) -> UnlearningEvalCallback:
         """Give the callback its trainer (for the wrapped model, the accelerator and the loggers); adds it to the
@@ -224,8 +274,21 @@ class UnlearningEvalCallback(TrainerCallback):
             name: score_examples(trainer.model_wrapped, dataset, pad, self.batch_size, accelerator=trainer.accelerator)
             for name, dataset in self.splits.items()
         }
+        if self.without_targets is None:
+            self._count_without_targets(scores)
         auc = loss_auc(scores[FORGET], scores[APPROXIMATE]) if APPROXIMATE in scores else None
         return EvalRecord(step=step, nll={name: s.mean_nll for name, s in scores.items()}, mia_auc=auc)
+
+    def _count_without_targets(self, scores: Mapping[str, ExampleScores]) -> None:
+        """Count (and warn once about) the examples without target tokens, which every metric leaves out."""
+        self.without_targets = {name: int((~scored_mask(split)).sum()) for name, split in scores.items()}
+        skipped = {name: count for name, count in self.without_targets.items() if count}
+        if skipped and self.trainer.is_world_process_zero():
+            logger.warning(
+                f"Examples without any target token (all labels -100, or a single token) are left out of the "
+                f"evaluation: {skipped} (of {({name: len(split) for name, split in scores.items()})}). Drop them from "
+                "the data or lengthen them."
+            )
 
     def _require_trainer(self) -> None:
         if self.trainer is None:
@@ -243,7 +306,7 @@ class UnlearningEvalCallback(TrainerCallback):
                 f"Training resumes at step {state.global_step}, so the model at the start is not the original one and "
                 "its approximate NLL is not the target. Pass StoppingCriteria(target_nll=<original approximate NLL>)."
             )
-        self.history, self.best, self.stop_reason = [], None, None
+        self.history, self.best, self.stop_reason, self._failed = [], None, None, False
         self.start = self.evaluate(state.global_step)
         if self.criteria is not None:
             self.target = self.criteria.target_nll
@@ -260,30 +323,41 @@ class UnlearningEvalCallback(TrainerCallback):
         logs = record.logs(self.prefix)
         if self.target is not None and record is self.start:
             logs[f"{self.prefix}_target_nll"] = self.target
-        self.trainer.log(logs)
-        if self.criteria is None:
-            return
+        self._log(logs, control)
+        if self.criteria is None or record is self.start:
+            return  # the start only sets the target: it never stops training and is never best
         if self.target is not None and self.criteria.is_better(record, self.best, self.start, self.target):
             self.best = record
             if self.save_best:
                 self._save_best(args)
         reason = self.criteria.stop_reason(record, self.start, self.target)
-        if reason is not None and record is not self.start:
+        if reason is not None:
             self.stop_reason = reason
+            self._failed = self.criteria.failure(record, self.start) is not None
             control.should_training_stop = True
             if state.is_world_process_zero:
                 logger.warning(f"Stopping unlearning at step {record.step}: {reason}.")
 
+    def _log(self, logs: dict[str, float], control: TrainerControl) -> None:
+        """`trainer.log(logs)` without swallowing the trainer's own log of this step.
+
+        `trainer.log` fires `on_log`, and transformers' `CallbackHandler.on_log` sets `control.should_log = False`;
+        called from `on_step_end`, that would cancel the training log (loss, grad_norm, learning_rate, the loss
+        terms) that `DefaultFlowCallback` has just requested for this step. The flag is restored afterwards."""
+        should_log = control.should_log
+        self.trainer.log(logs)
+        control.should_log = should_log
+
     def _save_best(self, args: TrainingArguments) -> None:
         path = self.best_dir or os.path.join(args.output_dir, "best")
-        self.trainer.save_model(path)  # collective under ZeRO-3: every rank calls it
+        # Collective under ZeRO-3 (every rank calls it). `_internal_call=True`: an intermediate save, never pushed
+        # to the Hub even with `push_to_hub=True` (the recipe decides what to push, once training is over).
+        self.trainer.save_model(path, _internal_call=True)
         if self.trainer.is_world_process_zero():
+            # Numbers, steps and split names only: nothing of the forget set's text or token ids.
             selection = {
                 "step": self.best.step,
-                "criterion": (
-                    "closest forget NLL to the target, among evaluations with finite NLLs, forget NLL <= "
-                    "max_forget_nll and retain NLL <= (1 + max_retain_nll_increase) x retain NLL at the start"
-                ),
+                "criterion": BEST_CRITERION,
                 "target_nll": self.target,
                 "record": asdict(self.best),
                 "criteria": asdict(self.criteria),
@@ -292,4 +366,4 @@ class UnlearningEvalCallback(TrainerCallback):
                 json.dump(selection, handle, indent=2)
 
 
-__all__ = ["EvalRecord", "StoppingCriteria", "UnlearningEvalCallback"]
+__all__ = ["EvalRecord", "StoppingCriteria", "UnlearningEvalCallback", "sample_examples", "sample_indices"]

@@ -437,3 +437,97 @@ def test_cuda_scores_match_cpu():
     assert half.mean_nll == pytest.approx(cpu.mean_nll, rel=0.02)
     continuations = greedy_generate(model, [row[:5] for row in ids.tolist()], 4, pad_token_id=0, batch_size=3)
     assert [len(c) for c in continuations] == [4] * 6
+
+
+# ---------------------------------------------------------------------------- regressions (issues 9 and 10)
+
+
+def test_tofu_model_utility_needs_all_nine_values():
+    """Defect 12: TOFU's model utility is the harmonic mean of 9 values (probability, ROUGE-L, truth ratio on
+    retain, real authors, world facts). One record per set, by hand:
+
+    - retain: answer NLL ln 2 -> probability 1/2; R = exp(1 - mean(2, 3)) = e^-1.5, score 1 - e^-1.5 = 0.77687;
+    - real authors and world facts: P(answer) = 1/2 against two perturbed answers of 1/4 -> 0.5; the truth
+      ratio compares the answer itself (NLL ln 2) with the perturbed (2 ln 2): R = 1/2, score 1 - 1/2 = 0.5.
+
+    Without generation (no ROUGE-L) only 6 values exist: `model_utility` is None, the missing values are named,
+    and the 6-value mean 6 / (5 x 2 + 1 / 0.77687) = 0.53156 is reported as `partial_model_utility` only.
+    With ROUGE-L recall 1/4 on each set: 9 / (5 x 2 + 1 / 0.77687 + 3 x 4) = 0.38648."""
+    from hf_unlearn.evaluation.tofu import TofuScores, tofu_metrics, tofu_splits
+
+    splits = tofu_splits("forget01")
+    retain_score = 1 - math.exp(-1.5)
+
+    def scores(rouge):
+        rouge = None if rouge is None else np.array([rouge])
+        return {
+            "retain": TofuScores(np.array([LN2]), np.array([1.0]), [np.array([2.0, 3.0])], rouge),
+            "real_authors": TofuScores(np.array([LN2]), np.array([LN2]), [np.array([2 * LN2, 2 * LN2])], rouge),
+            "world_facts": TofuScores(np.array([LN2]), np.array([LN2]), [np.array([2 * LN2, 2 * LN2])], rouge),
+        }
+
+    present = [split for split in splits if split.role != "forget"]
+    without = tofu_metrics(scores(None), present)
+    assert without["retain"]["truth_ratio"] == pytest.approx(retain_score)
+    assert without["model_utility"] is None
+    assert sorted(without["model_utility_missing"]) == ["real_authors/rouge_l", "retain/rouge_l", "world_facts/rouge_l"]
+    assert without["partial_model_utility"] == pytest.approx(6 / (10 + 1 / retain_score), rel=1e-9)
+    full = tofu_metrics(scores(0.25), present)
+    assert full["model_utility"] == pytest.approx(9 / (10 + 1 / retain_score + 12), rel=1e-9)
+    assert "partial_model_utility" not in full and "model_utility_missing" not in full
+    only_retain = tofu_metrics({"retain": scores(0.25)["retain"]}, present[:1])
+    assert only_retain["model_utility"] is None and "real_authors/probability" in only_retain["model_utility_missing"]
+
+
+def hand_scores(nll_sums, tokens):
+    return ExampleScores(
+        nll_sum=torch.tensor(nll_sums, dtype=torch.float64), tokens=torch.tensor(tokens), correct=torch.zeros(len(tokens))
+    )
+
+
+def test_examples_without_targets_are_excluded_from_membership_inference():
+    """Defect 12: an example with no target token (all labels -100, or a single token) has NLL 0 / 0, which the
+    old code scored as NLL 0: the strongest member. It must be left out, and counted.
+
+    Members: NLLs 1.0 and 3.0 (sums 2 and 6 over 2 tokens each) plus one example without targets;
+    non-members: 1.5, 2.5, 3.2, 3.5 (one token each).
+    LOSS AUC = P(member NLL < non-member NLL): 1.0 beats all 4, 3.0 beats 3.2 and 3.5 -> 6/8 = 0.75 (with the
+    empty example scored as NLL 0 it would be 10/12). TPR at FPR <= 25%: the threshold that admits one
+    non-member (1.5) admits the member 1.0 only -> 1/2 (2/3 with the empty example). The token-weighted mean
+    NLL is (2 + 6) / 4 = 2.0 either way."""
+    from hf_unlearn.evaluation import membership
+
+    members = hand_scores([2.0, 0.0, 6.0], [2, 0, 2])
+    nonmembers = hand_scores([1.5, 2.5, 3.2, 3.5], [1, 1, 1, 1])
+    assert membership.loss_auc(members, nonmembers) == pytest.approx(0.75)
+    assert membership.scored_mask(members).tolist() == [True, False, True]
+    attacks = {name: attack_scores(scores) for name, scores in (("m", members), ("n", nonmembers))}
+    assert attacks["m"]["loss"].tolist() == [-1.0, -3.0]
+    summary = summarize_attacks(attacks["m"], attacks["n"], fprs=(0.25,))["loss"]
+    assert summary["auc"] == pytest.approx(0.75) and summary["tpr@25%fpr"] == pytest.approx(0.5)
+    assert members.mean_nll == pytest.approx(2.0)
+
+
+def test_auc_and_tpr_are_nan_for_nan_scores_and_rank_infinities():
+    """Issue 10 item 6: a nan score (a model that blew up) makes the AUC and TPR undefined (nan), not an
+    exception; +-inf are ordered values: members [inf, 1] vs non-members [0, -inf] are perfectly separated
+    (AUC 1, TPR 1 at FPR 0 <= 50%)."""
+    assert math.isnan(metrics.roc_auc([math.nan, 1.0], [0.0, 0.5]))
+    assert math.isnan(metrics.tpr_at_fpr([math.nan, 1.0], [0.0, 0.5], 0.5))
+    assert metrics.roc_auc([math.inf, 1.0], [0.0, -math.inf]) == 1.0
+    assert metrics.tpr_at_fpr([math.inf, 1.0], [0.0, -math.inf], 0.5) == 1.0
+
+
+def test_nan_model_evaluates_to_nan_without_crashing(tiny_model, tokenizer, forget_data, retain_data):
+    """Issue 10 item 6: every weight nan. The evaluation reports nan NLLs and nan AUCs instead of crashing in the
+    AUC computation."""
+    from hf_unlearn.evaluation import evaluate_model
+
+    with torch.no_grad():
+        for parameter in tiny_model.parameters():
+            parameter.fill_(math.nan)
+    splits = {"forget": forget_data.select(range(4)), "approximate": retain_data.select(range(4))}
+    evaluation = evaluate_model(tiny_model, tokenizer, splits, min_k=(0.5,), verbatim_prefix_tokens=None)
+    assert math.isnan(evaluation.metrics["splits"]["forget"]["nll"])
+    attacks = evaluation.metrics["membership_inference"]["attacks"]
+    assert math.isnan(attacks["loss"]["auc"]) and math.isnan(attacks["min_k_50"]["auc"])

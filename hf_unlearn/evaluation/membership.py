@@ -13,6 +13,10 @@ Attacks (every score oriented so that higher = "more likely a member"):
 The paper's evaluation (Yao et al. 2024) uses Min-K% Prob with K from 10% to 100% and the forget set as
 members against the approximate (same-domain, never seen) set as non-members. An AUC of 0.5 means "looks like
 data never seen", which is the target of unlearning.
+
+An example without any target token (all labels -100, or a single token) has no NLL (0 / 0); scored as NLL 0 it
+would look like the most memorised member. Every attack leaves such examples out (`scored_mask`); count them
+with `(~scored_mask(scores)).sum()`. A nan score (a model that blew up) makes the AUC and TPR nan.
 """
 
 from __future__ import annotations
@@ -44,13 +48,19 @@ def target_texts(dataset, tokenizer) -> list[str]:
     return texts
 
 
+def scored_mask(scores: ExampleScores) -> np.ndarray:
+    """Which examples have at least one target token: only those have an NLL and take part in the attacks."""
+    return (scores.tokens > 0).numpy()
+
+
 def attack_scores(
     scores: ExampleScores,
     texts: Sequence[str] | None = None,
     reference: ExampleScores | None = None,
     min_k: Sequence[float] = DEFAULT_MIN_K,
 ) -> dict[str, np.ndarray]:
-    """Every attack's per-example score that the given inputs allow (see the module docstring for the keys).
+    """Every attack's per-example score that the given inputs allow (see the module docstring for the keys), for
+    the examples with at least one target token only (`scored_mask`; the others are left out, not scored).
 
     Args:
         scores: the target model's scores of the examples.
@@ -58,17 +68,25 @@ def attack_scores(
         reference: a reference model's scores of the same examples, for the reference attack.
         min_k: fractions K for Min-K% and Min-K%++ (needs `scores` computed with `token_scores=True`).
     """
-    example_nll = scores.example_nll.numpy()
+    keep = scored_mask(scores)
+    kept = np.flatnonzero(keep)
+    example_nll = scores.example_nll.numpy()[keep]
     out = {"loss": loss_score(example_nll)}
     if texts is not None:
-        out["zlib"] = zlib_score(example_nll, texts)
+        if len(texts) != len(keep):
+            raise ValueError(f"attack_scores got {len(keep)} examples but {len(texts)} texts; pass one text per example.")
+        out["zlib"] = zlib_score(example_nll, [texts[i] for i in kept])
     if scores.token_logprobs is not None:
-        logprobs = [values.numpy() for values in scores.token_logprobs]
-        zscores = [values.numpy() for values in scores.token_zscores]
+        logprobs = [scores.token_logprobs[i].numpy() for i in kept]
+        zscores = [scores.token_zscores[i].numpy() for i in kept]
         out.update({f"min_k_{percent_name(k)}": min_k_mean(logprobs, k) for k in min_k})
         out.update({f"min_k_plus_plus_{percent_name(k)}": min_k_mean(zscores, k) for k in min_k})
     if reference is not None:
-        out["reference"] = reference_score(example_nll, reference.example_nll.numpy())
+        if len(reference) != len(keep):
+            raise ValueError(
+                f"reference scores cover {len(reference)} examples but the target's cover {len(keep)}; score the same examples."
+            )
+        out["reference"] = reference_score(example_nll, reference.example_nll.numpy()[keep])
     return out
 
 
@@ -91,5 +109,15 @@ def summarize_attacks(
 
 
 def loss_auc(members: ExampleScores, nonmembers: ExampleScores) -> float:
-    """AUC of the LOSS attack, members against non-members (0.5 = indistinguishable from unseen data)."""
-    return roc_auc(loss_score(members.example_nll.numpy()), loss_score(nonmembers.example_nll.numpy()))
+    """AUC of the LOSS attack, members against non-members (0.5 = indistinguishable from unseen data), over the
+    examples with target tokens; nan when a score is nan (a model that blew up)."""
+    kept = {}
+    for name, scores in (("members", members), ("non-members", nonmembers)):
+        keep = scored_mask(scores)
+        if not keep.any():
+            raise ValueError(
+                f"None of the {len(keep)} {name} has a target token (every label -100, or single-token examples), so "
+                "the membership attack has nothing to score; pass examples with at least two tokens and labels."
+            )
+        kept[name] = loss_score(scores.example_nll.numpy()[keep])
+    return roc_auc(kept["members"], kept["non-members"])

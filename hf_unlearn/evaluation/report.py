@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from transformers.utils import logging
 
 from .generation import verbatim_memorization
-from .membership import DEFAULT_FPRS, DEFAULT_MIN_K, attack_scores, summarize_attacks, target_texts
+from .membership import DEFAULT_FPRS, DEFAULT_MIN_K, attack_scores, scored_mask, summarize_attacks, target_texts
 from .scores import ExampleScores, score_examples
+
+logger = logging.get_logger(__name__)
 
 MIA_ORIENTATION = (
     "Scores are oriented so that higher = more likely a member. AUC of members (forget) against non-members "
@@ -79,10 +82,17 @@ def evaluate_model(
             reference = score_examples(reference_model, splits[name], pad, batch_size, accelerator=accelerator)
         texts = target_texts(splits[name], tokenizer)
         evaluation.attack_scores[name] = attack_scores(scores[name], texts, reference, min_k)
+    without_targets = {name: int((~scored_mask(scores[name])).sum()) for name in (members, nonmembers)}
+    if any(without_targets.values()):
+        logger.warning(
+            f"Examples without any target token are left out of membership inference: {without_targets} "
+            "(all labels -100, or a single token; they have no NLL)."
+        )
     metrics["membership_inference"] = {
         "members": members,
         "nonmembers": nonmembers,
         "orientation": MIA_ORIENTATION,
+        "examples_without_targets": without_targets,
         "attacks": summarize_attacks(evaluation.attack_scores[members], evaluation.attack_scores[nonmembers], fprs),
     }
     if verbatim_prefix_tokens is not None:

@@ -12,7 +12,8 @@ Four evaluation sets, each a file / Hub config of question-answer records:
 Every NLL is the per-token mean NLL of an answer given the question, formatted with the same prompt template as
 training (`build_qa_dataset`); ROUGE-L is the recall of the greedy answer against the true answer.
 Model utility = harmonic mean of the 9 (probability, ROUGE-L, truth ratio) values of retain, real_authors and
-world_facts; forget quality = KS-test p-value of the forget-set truth ratios against those of a model trained on
+world_facts (reported only when all 9 exist: without generation there is no ROUGE-L, and the mean of the
+other 6 is reported as `partial_model_utility`, never as `model_utility`, see `utility_metrics`); forget quality = KS-test p-value of the forget-set truth ratios against those of a model trained on
 the retain set only (the "retain model"). These match github.com/locuslab/tofu (`aggregate_stat_eval.py`).
 """
 
@@ -39,6 +40,9 @@ from .metrics import (
 from .scores import score_examples
 
 TOFU_HUB_ID = "locuslab/TOFU"
+# TOFU's model utility: these three numbers on each of these three sets (9 values).
+UTILITY_ROLES = ("retain", "real_authors", "world_facts")
+UTILITY_METRICS = ("probability", "rouge_l", "truth_ratio")
 DEFAULT_PROMPT_TEMPLATE = "Question: {question}\nAnswer: "
 
 
@@ -158,15 +162,34 @@ def tofu_split_metrics(scores: TofuScores, split: TofuSplit) -> dict[str, float]
     return metrics
 
 
+def utility_metrics(per_set: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """TOFU model utility from per-set metrics (`tofu_split_metrics` by role), honest about missing values.
+
+    With all 9 values (probability, ROUGE-L, truth ratio of retain, real_authors and world_facts):
+    `{"model_utility": harmonic mean}`. Otherwise `model_utility` is None, `model_utility_missing` names the
+    absent values ("<role>/<metric>") and, if any value exists, `partial_model_utility` is the harmonic mean of
+    those present: a different number from TOFU's, under a different name.
+    """
+    present = {
+        f"{role}/{metric}": per_set[role][metric]
+        for role in UTILITY_ROLES for metric in UTILITY_METRICS if metric in per_set.get(role, {})
+    }
+    missing = [f"{role}/{metric}" for role in UTILITY_ROLES for metric in UTILITY_METRICS if f"{role}/{metric}" not in present]
+    if not missing:
+        return {"model_utility": model_utility(list(present.values()))}
+    out: dict[str, Any] = {"model_utility": None, "model_utility_missing": missing}
+    if present:
+        out["partial_model_utility"] = model_utility(list(present.values()))
+    return out
+
+
 def tofu_metrics(
     scores: Mapping[str, TofuScores], splits: Sequence[TofuSplit], retain_model_truth_ratios: Sequence[float] | None = None
 ) -> dict[str, Any]:
-    """Per-set metrics, model utility (from the non-forget sets present) and, given the retain model's forget-set
-    truth ratios, forget quality."""
+    """Per-set metrics, model utility (`utility_metrics`: None unless all 9 values exist) and, given the retain
+    model's forget-set truth ratios, forget quality."""
     result: dict[str, Any] = {split.role: tofu_split_metrics(scores[split.role], split) for split in splits}
-    utility_values = [value for split in splits if split.role != "forget" for value in result[split.role].values()]
-    if utility_values:
-        result["model_utility"] = model_utility(utility_values)
+    result.update(utility_metrics(result))
     if retain_model_truth_ratios is not None and "forget" in scores:
         result["forget_quality"] = forget_quality(scores["forget"].truth_ratios, retain_model_truth_ratios)
     return result
