@@ -243,9 +243,18 @@ def test_map_batches_keeps_order_when_sorting():
 
 
 def test_summaries_name_every_attack_and_fpr():
+    """Two non-members cannot resolve an FPR of 1% (needs 100) or 5% (needs 20): those TPRs are None, not the
+    TPR at FPR 0 under a misleading name; 50% (needs 2) is reported, with its interval."""
     scores = {"loss": np.array([1.0, 2.0])}
-    summary = summarize_attacks(scores, {"loss": np.array([0.0, 1.5])}, fprs=(0.01, 0.05))
-    assert set(summary["loss"]) == {"auc", "tpr@1%fpr", "tpr@5%fpr"}
+    summary = summarize_attacks(scores, {"loss": np.array([0.0, 1.5])}, fprs=(0.01, 0.05, 0.5))
+    assert set(summary["loss"]) == {
+        "auc", "auc_ci", "tpr@1%fpr", "tpr@1%fpr_ci", "tpr@5%fpr", "tpr@5%fpr_ci", "tpr@50%fpr", "tpr@50%fpr_ci"
+    }
+    assert summary["loss"]["tpr@1%fpr"] is None and summary["loss"]["tpr@5%fpr_ci"] is None
+    assert summary["loss"]["tpr@50%fpr"] == 1.0 and len(summary["loss"]["tpr@50%fpr_ci"]) == 2
+    assert set(summarize_attacks(scores, {"loss": np.array([0.0])}, fprs=(0.5,), n_resamples=0)["loss"]) == {
+        "auc", "tpr@50%fpr"
+    }
     assert percent_name(0.125) == "12.5"
 
 
@@ -336,8 +345,15 @@ def test_evaluate_model_report_and_plots(tmp_path, trained_model_dir, tokenizer,
     assert set(mia) == {"loss", "zlib", "min_k_20", "min_k_100", "min_k_plus_plus_20", "min_k_plus_plus_100"}
     assert mia["loss"]["auc"] == pytest.approx(mia["min_k_100"]["auc"])  # Min-100% is the LOSS attack
     assert mia["loss"]["auc"] > 0.6  # the fitted model has seen the forget set, not the unseen one
+    low, high = mia["loss"]["auc_ci"]
+    assert low <= mia["loss"]["auc"] <= high  # the percentile interval of a bootstrap holds its point estimate here
+    assert mia["loss"]["tpr@1%fpr"] is None  # 8 unseen documents cannot resolve a 1% FPR (needs 100)
+    assert "tpr@1%fpr" in evaluation.metrics["membership_inference"]["unresolved_tpr"]
+    nll_low, nll_high = evaluation.metrics["splits"]["forget"]["nll_ci"]
+    assert nll_low <= evaluation.metrics["splits"]["forget"]["nll"] <= nll_high
     report = markdown_report({"before": evaluation.metrics, "after": evaluation.metrics})
     assert "## Membership inference" in report and "| forget | before |" in report
+    assert "n/a: TPR at FPR 0.01 needs at least 100 non-members" in report
     history = [{"step": 0, "eval_forget_nll": 1.0}, {"step": 2, "eval_forget_nll": 2.0, "eval_retain_nll": 1.5}]
     for path in (plot_score_histograms({"m": evaluation}, str(tmp_path / "h.png")),
                  plot_roc_curves({"m": evaluation}, str(tmp_path / "r.png")),

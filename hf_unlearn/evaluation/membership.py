@@ -28,6 +28,14 @@ import numpy as np
 from ..losses import IGNORE_INDEX
 from .metrics import loss_score, min_k_mean, reference_score, roc_auc, tpr_at_fpr, zlib_score
 from .scores import ExampleScores
+from .uncertainty import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    bootstrap_auc,
+    bootstrap_tpr_at_fpr,
+    interval,
+    tpr_unresolved_reason,
+)
 
 # Paper: Min-K% Prob with k from 10% to 100%.
 DEFAULT_MIN_K = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -90,22 +98,59 @@ def attack_scores(
     return out
 
 
-def summarize_attacks(
-    members: Mapping[str, np.ndarray], nonmembers: Mapping[str, np.ndarray], fprs: Sequence[float] = DEFAULT_FPRS
-) -> dict[str, dict[str, float]]:
-    """AUC and TPR at each FPR of every attack present in both `members` and `nonmembers`.
+def tpr_key(fpr: float) -> str:
+    """0.01 -> "tpr@1%fpr"."""
+    return f"tpr@{percent_name(fpr)}%fpr"
 
-    Returns `{attack: {"auc": ..., "tpr@1%fpr": ..., "tpr@5%fpr": ...}}`.
+
+def unresolved_fprs(n_nonmembers: int, fprs: Sequence[float] = DEFAULT_FPRS) -> dict[str, str]:
+    """`{tpr_key(fpr): reason}` for every FPR that `n_nonmembers` non-members cannot resolve (see
+    `uncertainty.tpr_unresolved_reason`); their TPRs are reported as None."""
+    reasons = {tpr_key(fpr): tpr_unresolved_reason(n_nonmembers, fpr) for fpr in fprs}
+    return {key: reason for key, reason in reasons.items() if reason is not None}
+
+
+def summarize_attack(
+    members: np.ndarray,
+    nonmembers: np.ndarray,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, float | list[float] | None]:
+    """One attack's AUC and TPR at each FPR, each with its bootstrap interval (`<name>_ci`: [low, high]) unless
+    `n_resamples` is 0. A TPR at an FPR the non-members cannot resolve is None (see `unresolved_fprs`)."""
+    bootstrap = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
+    row: dict[str, float | list[float] | None] = {"auc": roc_auc(members, nonmembers)}
+    if n_resamples:
+        row["auc_ci"] = list(interval(bootstrap_auc, members, nonmembers, **bootstrap))
+    for fpr in fprs:
+        resolved = tpr_unresolved_reason(len(nonmembers), fpr) is None
+        row[tpr_key(fpr)] = tpr_at_fpr(members, nonmembers, fpr) if resolved else None
+        if n_resamples:
+            ci = interval(bootstrap_tpr_at_fpr, members, nonmembers, max_fpr=fpr, **bootstrap) if resolved else None
+            row[f"{tpr_key(fpr)}_ci"] = list(ci) if ci is not None else None
+    return row
+
+
+def summarize_attacks(
+    members: Mapping[str, np.ndarray],
+    nonmembers: Mapping[str, np.ndarray],
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, dict[str, float | list[float] | None]]:
+    """`summarize_attack` of every attack present in both `members` and `nonmembers`.
+
+    Returns `{attack: {"auc": ..., "auc_ci": [low, high], "tpr@1%fpr": ..., "tpr@1%fpr_ci": [...], ...}}`
+    (intervals from a seeded stratified bootstrap, see `uncertainty.py`; none with `n_resamples=0`).
     """
-    summary = {}
-    for name in members:
-        if name not in nonmembers:
-            continue
-        row = {"auc": roc_auc(members[name], nonmembers[name])}
-        for fpr in fprs:
-            row[f"tpr@{percent_name(fpr)}%fpr"] = tpr_at_fpr(members[name], nonmembers[name], fpr)
-        summary[name] = row
-    return summary
+    return {
+        name: summarize_attack(members[name], nonmembers[name], fprs, n_resamples, confidence, seed)
+        for name in members
+        if name in nonmembers
+    }
 
 
 def loss_auc(members: ExampleScores, nonmembers: ExampleScores) -> float:
