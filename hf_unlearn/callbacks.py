@@ -4,12 +4,18 @@
 original model): the mean NLL of the forget, approximate (unseen, same domain) and retain splits, and the AUC of
 the LOSS membership-inference attack, forget (members) against approximate (non-members). The numbers go
 through `trainer.log`, so every logger of the Trainer (TensorBoard, W&B, the console, `trainer_state.json`) gets
-them as `eval_forget_nll`, `eval_approximate_nll`, `eval_retain_nll`, `eval_mia_auc`.
+them as `eval_forget_nll`, `eval_approximate_nll`, `eval_retain_nll`, `eval_mia_auc`. With `attacks=` (or the
+worst-case rule) it also computes other attacks (Min-K%, Min-K%++) from the same single forward pass per split,
+each AUC with a seeded bootstrap interval (`record.attacks`), logged as `eval_mia_auc_<attack>`.
 
 `StoppingCriteria` then decides, from those numbers alone (pure functions, see its docstring):
 
 - the paper's rule (Yao et al. 2024, guidelines): stop when the forget NLL reaches the *target*, the approximate
-  set's NLL measured on the original model at the start; or when the AUC is within `auc_tolerance` of 0.5;
+  set's NLL measured on the original model at the start; or (`loss_auc_tolerance`) when the LOSS attack's AUC
+  is within a tolerance of 0.5. Both look at one attack only: a Min-K% attack may still separate the forget set;
+- the worst case over attacks (`worst_case_attacks=True`): stop once *every* configured attack's AUC interval
+  contains 0.5; an interval entirely below 0.5 stops as over-unlearning (the forget set now looks *less* likely
+  than unseen data, itself a detectable signal);
 - a guard against gradient-ascent blow-up: stop when the forget NLL exceeds `max_forget_nll`, when the retain
   NLL rises more than `max_retain_nll_increase` (relative) above its value at the start, or on nan / inf (an NLL
   or the AUC). Such a stop is a failure: `callback.failed` is True (a recipe can exit non-zero on it);
@@ -44,7 +50,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,7 +58,15 @@ import numpy as np
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from .evaluation.membership import loss_auc, scored_mask
+from .evaluation.membership import (
+    DEFAULT_MIN_K,
+    attack_scores,
+    loss_auc,
+    percent_name,
+    scored_mask,
+    summarize_attack,
+)
+from .evaluation.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from .evaluation.scores import ExampleScores, score_examples
 
 logger = logging.get_logger(__name__)
@@ -69,11 +83,15 @@ class EvalRecord:
     step: int
     nll: dict[str, float]
     mia_auc: float | None = None
+    # With several attacks: {attack: {"auc": ..., "auc_low": ..., "auc_high": ...}} (bootstrap interval bounds).
+    attacks: dict[str, dict[str, float]] | None = None
 
     def logs(self, prefix: str = "eval") -> dict[str, float]:
         logs = {f"{prefix}_{split}_nll": value for split, value in self.nll.items()}
         if self.mia_auc is not None:
             logs[f"{prefix}_mia_auc"] = self.mia_auc
+        for attack, values in (self.attacks or {}).items():
+            logs[f"{prefix}_mia_auc_{attack}"] = values["auc"]
         return logs
 
     def non_finite(self) -> dict[str, float]:
@@ -81,6 +99,7 @@ class EvalRecord:
         values = {f"{split} NLL": value for split, value in self.nll.items()}
         if self.mia_auc is not None:
             values["MIA AUC"] = self.mia_auc
+        values.update({f"{attack} AUC": summary["auc"] for attack, summary in (self.attacks or {}).items()})
         return {name: value for name, value in values.items() if not math.isfinite(value)}
 
 
@@ -95,8 +114,13 @@ class StoppingCriteria:
             evaluation), as the paper recommends ("as unseen data", not "as high as possible").
         stop_at_target (`bool`, defaults to `True`):
             Stop once the forget NLL is at or above the target.
-        auc_tolerance (`float` or `None`, defaults to `None`):
-            Also stop once |AUC - 0.5| <= auc_tolerance (LOSS attack, forget vs approximate).
+        loss_auc_tolerance (`float` or `None`, defaults to `None`):
+            Also stop once |AUC - 0.5| <= loss_auc_tolerance for the LOSS attack only (forget vs approximate): the
+            paper's single-attack view; another attack may still separate the forget set.
+        worst_case_attacks (`bool`, defaults to `False`):
+            Also stop once every attack of the callback (`attacks`; by default LOSS, Min-K% and Min-K%++ at
+            K = 10%..100%) has an AUC interval containing 0.5; stop as over-unlearning once an interval lies
+            entirely below 0.5. Combine with `stop_at_target=False` to stop on attacks only.
         max_forget_nll (`float` or `None`, defaults to `None`):
             Blow-up guard: stop once the forget NLL exceeds this (nats); also bounds the best evaluation.
         max_retain_nll_increase (`float` or `None`, defaults to `None`):
@@ -106,12 +130,13 @@ class StoppingCriteria:
 
     target_nll: float | None = None
     stop_at_target: bool = True
-    auc_tolerance: float | None = None
+    loss_auc_tolerance: float | None = None
+    worst_case_attacks: bool = False
     max_forget_nll: float | None = None
     max_retain_nll_increase: float | None = None
 
     def __post_init__(self):
-        for name in ("auc_tolerance", "max_retain_nll_increase"):
+        for name in ("loss_auc_tolerance", "max_retain_nll_increase"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name}={value} is negative; pass a value >= 0 or None to disable it.")
@@ -152,8 +177,11 @@ class StoppingCriteria:
         forget = record.nll[FORGET]
         if self.stop_at_target and target is not None and forget >= target:
             return f"target reached: forget NLL {forget:.4f} >= target {target:.4f}"
-        if self.auc_tolerance is not None and record.mia_auc is not None and abs(record.mia_auc - 0.5) <= self.auc_tolerance:
-            return f"target reached: MIA AUC {record.mia_auc:.4f} within {self.auc_tolerance} of 0.5"
+        tolerance = self.loss_auc_tolerance
+        if tolerance is not None and record.mia_auc is not None and abs(record.mia_auc - 0.5) <= tolerance:
+            return f"target reached (LOSS attack only): MIA AUC {record.mia_auc:.4f} within {tolerance} of 0.5"
+        if self.worst_case_attacks:
+            return worst_case_reason(record)
         return None
 
     def is_better(self, record: EvalRecord, best: EvalRecord | None, start: EvalRecord, target: float) -> bool:
@@ -162,6 +190,59 @@ class StoppingCriteria:
         if record is start or record.step <= start.step or not self.within_limits(record, start):
             return False
         return best is None or abs(record.nll[FORGET] - target) < abs(best.nll[FORGET] - target)
+
+
+def worst_case_reason(record: EvalRecord) -> str | None:
+    """The worst case over attacks: "over-unlearning: ..." when an attack's AUC interval lies entirely below 0.5,
+    "target reached (every attack): ..." when every interval contains 0.5, None while one still lies above."""
+    if not record.attacks:
+        raise ValueError(
+            f"The worst-case rule needs per-attack AUC intervals, but the record of step {record.step} has none: "
+            "evaluate with an approximate split and UnlearningEvalCallback(attacks=...)."
+        )
+    below = {name: v for name, v in record.attacks.items() if v["auc_high"] < 0.5}
+    if below:
+        worst = min(below, key=lambda name: below[name]["auc_high"])
+        return (
+            f"over-unlearning: {len(below)} attack(s) with an AUC interval below 0.5, e.g. {worst} "
+            f"[{below[worst]['auc_low']:.4f}, {below[worst]['auc_high']:.4f}] (the forget set looks less likely than unseen data)"
+        )
+    if all(v["auc_low"] <= 0.5 for v in record.attacks.values()):
+        return f"target reached (every attack): all {len(record.attacks)} AUC intervals contain 0.5"
+    return None
+
+
+def available_attacks(min_k: Sequence[float] = DEFAULT_MIN_K) -> list[str]:
+    """Attacks the callback can compute from its own scores: LOSS, Min-K% and Min-K%++ (zlib needs the texts and
+    the reference attack a second model; use `evaluation.evaluate_model` for those)."""
+    return ["loss", *(f"min_k_{percent_name(k)}" for k in min_k), *(f"min_k_plus_plus_{percent_name(k)}" for k in min_k)]
+
+
+def resolve_attacks(attacks: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """The attack names to compute ("all": every available one); a clear error for an unknown one."""
+    if attacks is None:
+        return None
+    available = available_attacks()
+    names = tuple(available) if attacks == "all" else tuple([attacks] if isinstance(attacks, str) else attacks)
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        raise ValueError(f"attacks={list(names)}: unknown {unknown or 'none given'}; pick from {available} or 'all'.")
+    return names
+
+
+def attack_intervals(
+    members: ExampleScores, nonmembers: ExampleScores, names: Sequence[str], n_resamples: int, confidence: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """`{attack: {"auc", "auc_low", "auc_high"}}` of each named attack, members against non-members, from scores
+    computed with `token_scores=True` (examples without targets left out)."""
+    member_scores, nonmember_scores = attack_scores(members), attack_scores(nonmembers)
+    out = {}
+    for name in names:
+        summary = summarize_attack(member_scores[name], nonmember_scores[name], (), n_resamples, confidence, seed)
+        low, high = summary["auc_ci"] if n_resamples else (math.nan, math.nan)
+        out[name] = {"auc": summary["auc"], "auc_low": low, "auc_high": high}
+    return out
 
 
 def sample_indices(size: int, count: int, seed: int = 0) -> list[int]:
@@ -199,7 +280,11 @@ class UnlearningEvalCallback(TrainerCallback):
         best_dir: where; defaults to `<output_dir>/best`.
         batch_size: evaluation batch size per process.
         max_examples: evaluate at most this many examples of each split: a random sample drawn with `seed`.
-        seed: seed of that sample (the same sample on every process and at every evaluation).
+        seed: seed of that sample and of the bootstrap intervals (the same on every process and evaluation).
+        attacks: membership-inference attacks to compute at every evaluation, with a bootstrap AUC interval
+            (names of `available_attacks()`, e.g. ("loss", "min_k_20"), or "all"), from the same forward pass
+            per split. None: the LOSS AUC only, or every available attack under `worst_case_attacks`.
+        n_resamples, confidence: the bootstrap of those intervals.
         prefix: prefix of the logged names.
 
     After training: `history` (every `EvalRecord`, `history[0]` the start), `target`, `best` (None when no
@@ -217,6 +302,9 @@ class UnlearningEvalCallback(TrainerCallback):
         batch_size: int = 8,
         max_examples: int | None = None,
         seed: int = 0,
+        attacks: Sequence[str] | str | None = None,
+        n_resamples: int = DEFAULT_RESAMPLES,
+        confidence: float = DEFAULT_CONFIDENCE,
         prefix: str = "eval",
     ):
         if FORGET not in splits:
@@ -233,6 +321,16 @@ class UnlearningEvalCallback(TrainerCallback):
             raise ValueError("save_best=True needs `criteria` (the best evaluation is the one closest to its target).")
         if criteria is not None and criteria.max_retain_nll_increase is not None and RETAIN not in splits:
             raise ValueError("max_retain_nll_increase needs a 'retain' split to watch; pass one or set it to None.")
+        if attacks is None and criteria is not None and criteria.worst_case_attacks:
+            attacks = "all"
+        self.attacks = resolve_attacks(attacks)
+        if criteria is not None and criteria.worst_case_attacks and n_resamples < 1:
+            raise ValueError(f"worst_case_attacks needs AUC intervals, so n_resamples={n_resamples} must be at least 1.")
+        if self.attacks is not None and APPROXIMATE not in splits:
+            raise ValueError(
+                f"attacks={list(self.attacks)} need an {APPROXIMATE!r} split (the non-members); pass one or attacks=None."
+            )
+        self.n_resamples, self.confidence, self.seed = n_resamples, confidence, seed
         self.splits = {name: sample_examples(dataset, max_examples, seed) for name, dataset in splits.items()}
         self.eval_steps = eval_steps
         self.criteria = criteria
@@ -271,13 +369,21 @@ class UnlearningEvalCallback(TrainerCallback):
         if pad is None:
             pad = getattr(trainer.processing_class, "pad_token_id", None) or 0
         scores: dict[str, ExampleScores] = {
-            name: score_examples(trainer.model_wrapped, dataset, pad, self.batch_size, accelerator=trainer.accelerator)
+            name: score_examples(
+                trainer.model_wrapped, dataset, pad, self.batch_size, accelerator=trainer.accelerator,
+                token_scores=self.attacks is not None and name in (FORGET, APPROXIMATE),  # same single forward pass
+            )
             for name, dataset in self.splits.items()
         }
         if self.without_targets is None:
             self._count_without_targets(scores)
         auc = loss_auc(scores[FORGET], scores[APPROXIMATE]) if APPROXIMATE in scores else None
-        return EvalRecord(step=step, nll={name: s.mean_nll for name, s in scores.items()}, mia_auc=auc)
+        attacks = None
+        if self.attacks is not None:
+            attacks = attack_intervals(
+                scores[FORGET], scores[APPROXIMATE], self.attacks, self.n_resamples, self.confidence, self.seed
+            )
+        return EvalRecord(step=step, nll={name: s.mean_nll for name, s in scores.items()}, mia_auc=auc, attacks=attacks)
 
     def _count_without_targets(self, scores: Mapping[str, ExampleScores]) -> None:
         """Count (and warn once about) the examples without target tokens, which every metric leaves out."""
@@ -366,4 +472,14 @@ class UnlearningEvalCallback(TrainerCallback):
                 json.dump(selection, handle, indent=2)
 
 
-__all__ = ["EvalRecord", "StoppingCriteria", "UnlearningEvalCallback", "sample_examples", "sample_indices"]
+__all__ = [
+    "EvalRecord",
+    "StoppingCriteria",
+    "UnlearningEvalCallback",
+    "attack_intervals",
+    "available_attacks",
+    "resolve_attacks",
+    "sample_examples",
+    "sample_indices",
+    "worst_case_reason",
+]

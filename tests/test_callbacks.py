@@ -38,9 +38,9 @@ def test_target_rule():
 
 def test_auc_rule():
     """|0.53 - 0.5| = 0.03 <= 0.05 stops; |0.6 - 0.5| = 0.1 does not."""
-    criteria = StoppingCriteria(stop_at_target=False, auc_tolerance=0.05)
+    criteria = StoppingCriteria(stop_at_target=False, loss_auc_tolerance=0.05)
     assert criteria.stop_reason(record(1, 2.5, auc=0.6), START, 3.0) is None
-    assert "MIA AUC 0.5300" in criteria.stop_reason(record(1, 2.5, auc=0.53), START, 3.0)
+    assert "(LOSS attack only): MIA AUC 0.5300" in criteria.stop_reason(record(1, 2.5, auc=0.53), START, 3.0)
 
 
 def test_blow_up_guard():
@@ -317,3 +317,76 @@ def test_saving_best_never_pushes_and_selection_holds_numbers_only(tokenizer, sp
     for leaf in leaves(selection):
         assert leaf is None or isinstance(leaf, (bool, int, float)) or leaf in allowed_strings, leaf
     assert not any(isinstance(value, list) for value in selection.values())
+
+
+# ---------------------------------------------------------------------------- worst case over attacks (issue 15)
+
+
+def attack_record(step, **intervals):
+    """A record whose attacks have the given (low, high) AUC intervals; the AUC is their midpoint and the LOSS
+    attack's AUC is also the record's `mia_auc`."""
+    attacks = {name: {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for name, (low, high) in intervals.items()}
+    return EvalRecord(step=step, nll={"forget": 2.5, "approximate": 3.0, "retain": 2.0},
+                      mia_auc=attacks["loss"]["auc"], attacks=attacks)
+
+
+def first_stop(criteria, records):
+    for candidate in records:
+        reason = criteria.stop_reason(candidate, START, target=None)
+        if reason is not None:
+            return candidate.step, reason
+    return None, None
+
+
+def test_worst_case_rule_stops_later_than_the_loss_rule():
+    """Step 1: LOSS AUC 0.52 (interval [0.44, 0.60]) looks forgotten, but Min-20% still separates ([0.70, 0.90]).
+    The LOSS rule (|0.52 - 0.5| <= 0.05) stops at step 1; the worst case over attacks keeps going until step 2,
+    where both intervals contain 0.5. At step 3 the Min-20% interval [0.20, 0.40] lies below 0.5: over-unlearning."""
+    records = [
+        attack_record(1, loss=(0.44, 0.60), min_k_20=(0.70, 0.90)),
+        attack_record(2, loss=(0.40, 0.60), min_k_20=(0.45, 0.65)),
+        attack_record(3, loss=(0.40, 0.60), min_k_20=(0.20, 0.40)),
+    ]
+    loss_rule = StoppingCriteria(stop_at_target=False, loss_auc_tolerance=0.05)
+    worst_case = StoppingCriteria(stop_at_target=False, worst_case_attacks=True)
+    assert first_stop(loss_rule, records)[0] == 1
+    step, reason = first_stop(worst_case, records)
+    assert step == 2 and reason.startswith("target reached (every attack)")
+    assert worst_case.stop_reason(records[2], START, None).startswith("over-unlearning: 1 attack(s)")
+    assert "min_k_20 [0.2000, 0.4000]" in worst_case.stop_reason(records[2], START, None)
+    with pytest.raises(ValueError, match="attacks=..."):
+        worst_case.stop_reason(record(1, 2.5), START, None)
+
+
+def test_callback_computes_every_attack_from_one_forward_pass_per_split(tokenizer, splits, tmp_path):
+    """With attacks="all" an evaluation runs exactly as many forward passes as the LOSS-only one: one per batch of
+    each split (ceil(n / 4) with batch size 4). The LOSS entry equals `mia_auc`, Min-100% is the LOSS attack, every
+    interval holds 2 ordered bounds within [0, 1], and the names are logged."""
+    model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2, seed=0)
+    trainer = get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), train_dataset=splits["forget"],
+                               processing_class=tokenizer)
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    expected_calls = sum(math.ceil(len(split) / 4) for split in splits.values())
+    records = {}
+    for attacks in (None, "all"):
+        callback = UnlearningEvalCallback(splits, batch_size=4, attacks=attacks, n_resamples=200).attach(trainer)
+        calls.clear()
+        records[attacks] = callback.evaluate(0)
+        assert len(calls) == expected_calls, attacks
+    assert records[None].attacks is None
+    attacks = records["all"].attacks
+    assert len(attacks) == 21 and attacks["loss"]["auc"] == records["all"].mia_auc == records[None].mia_auc
+    assert attacks["min_k_100"]["auc"] == pytest.approx(attacks["loss"]["auc"], abs=1e-12)
+    assert all(0 <= v["auc_low"] <= v["auc_high"] <= 1 for v in attacks.values())
+    assert "eval_mia_auc_min_k_plus_plus_20" in records["all"].logs()
+
+
+def test_attack_configuration_errors(forget_data):
+    with pytest.raises(ValueError, match="unknown \\['zlib'\\]"):
+        UnlearningEvalCallback({"forget": forget_data, "approximate": forget_data}, attacks=("loss", "zlib"))
+    with pytest.raises(ValueError, match="need an 'approximate' split"):
+        UnlearningEvalCallback({"forget": forget_data}, criteria=StoppingCriteria(target_nll=1.0, worst_case_attacks=True))
+    with pytest.raises(ValueError, match="n_resamples=0"):
+        UnlearningEvalCallback({"forget": forget_data, "approximate": forget_data}, n_resamples=0,
+                               criteria=StoppingCriteria(target_nll=1.0, worst_case_attacks=True))
