@@ -40,7 +40,7 @@ rank only would hang the others). Saving the best model is collective too (`save
         criteria=StoppingCriteria(max_retain_nll_increase=0.1), save_best=True,
     ).attach(trainer)
     trainer.train()
-    callback.stop_reason, callback.best  # why training stopped, the selected evaluation
+    callback.stop_reason, callback.failed, callback.best  # why training stopped, was it a blow-up, the selection
 
 Resuming from a checkpoint: the model at the start is then not the original one, so pass `target_nll`.
 """
