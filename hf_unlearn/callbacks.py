@@ -66,8 +66,8 @@ from .evaluation.membership import (
     scored_mask,
     summarize_attack,
 )
-from .evaluation.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from .evaluation.scores import ExampleScores, score_examples
+from .evaluation.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 
 logger = logging.get_logger(__name__)
 
@@ -205,7 +205,8 @@ def worst_case_reason(record: EvalRecord) -> str | None:
         worst = min(below, key=lambda name: below[name]["auc_high"])
         return (
             f"over-unlearning: {len(below)} attack(s) with an AUC interval below 0.5, e.g. {worst} "
-            f"[{below[worst]['auc_low']:.4f}, {below[worst]['auc_high']:.4f}] (the forget set looks less likely than unseen data)"
+            f"[{below[worst]['auc_low']:.4f}, {below[worst]['auc_high']:.4f}] "
+            "(the forget set looks less likely than unseen data)"
         )
     if all(v["auc_low"] <= 0.5 for v in record.attacks.values()):
         return f"target reached (every attack): all {len(record.attacks)} AUC intervals contain 0.5"
@@ -215,7 +216,8 @@ def worst_case_reason(record: EvalRecord) -> str | None:
 def available_attacks(min_k: Sequence[float] = DEFAULT_MIN_K) -> list[str]:
     """Attacks the callback can compute from its own scores: LOSS, Min-K% and Min-K%++ (zlib needs the texts and
     the reference attack a second model; use `evaluation.evaluate_model` for those)."""
-    return ["loss", *(f"min_k_{percent_name(k)}" for k in min_k), *(f"min_k_plus_plus_{percent_name(k)}" for k in min_k)]
+    names = [f"min_k_{percent_name(k)}" for k in min_k]
+    return ["loss", *names, *(name.replace("min_k_", "min_k_plus_plus_") for name in names)]
 
 
 def resolve_attacks(attacks: Sequence[str] | str | None) -> tuple[str, ...] | None:
@@ -325,10 +327,13 @@ class UnlearningEvalCallback(TrainerCallback):
             attacks = "all"
         self.attacks = resolve_attacks(attacks)
         if criteria is not None and criteria.worst_case_attacks and n_resamples < 1:
-            raise ValueError(f"worst_case_attacks needs AUC intervals, so n_resamples={n_resamples} must be at least 1.")
+            raise ValueError(
+                f"worst_case_attacks needs AUC intervals, so n_resamples={n_resamples} must be at least 1 (e.g. 1000)."
+            )
         if self.attacks is not None and APPROXIMATE not in splits:
             raise ValueError(
-                f"attacks={list(self.attacks)} need an {APPROXIMATE!r} split (the non-members); pass one or attacks=None."
+                f"attacks={list(self.attacks)} need an {APPROXIMATE!r} split (the non-members); pass one or "
+                "attacks=None."
             )
         self.n_resamples, self.confidence, self.seed = n_resamples, confidence, seed
         self.splits = {name: sample_examples(dataset, max_examples, seed) for name, dataset in splits.items()}

@@ -82,7 +82,9 @@ def attack_scores(
     out = {"loss": loss_score(example_nll)}
     if texts is not None:
         if len(texts) != len(keep):
-            raise ValueError(f"attack_scores got {len(keep)} examples but {len(texts)} texts; pass one text per example.")
+            raise ValueError(
+                f"attack_scores got {len(keep)} examples but {len(texts)} texts; pass one text per example."
+            )
         out["zlib"] = zlib_score(example_nll, [texts[i] for i in kept])
     if scores.token_logprobs is not None:
         logprobs = [scores.token_logprobs[i].numpy() for i in kept]
@@ -92,7 +94,8 @@ def attack_scores(
     if reference is not None:
         if len(reference) != len(keep):
             raise ValueError(
-                f"reference scores cover {len(reference)} examples but the target's cover {len(keep)}; score the same examples."
+                f"reference scores cover {len(reference)} examples but the target's cover {len(keep)}; score the "
+                "same examples."
             )
         out["reference"] = reference_score(example_nll, reference.example_nll.numpy()[keep])
     return out

@@ -134,8 +134,8 @@ def split_summary(scores: ExampleScores, n_resamples: int, confidence: float, se
     if n_resamples:
         keep = scored_mask(scores)
         values = (scores.nll_sum.numpy()[keep], scores.tokens.numpy()[keep])
-        ci = interval(bootstrap_mean_nll, *values, confidence=confidence, n_resamples=n_resamples, seed=seed) if keep.any() else None
-        summary["nll_ci"] = list(ci) if ci is not None else None
+        bootstrap = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
+        summary["nll_ci"] = list(interval(bootstrap_mean_nll, *values, **bootstrap)) if keep.any() else None
     return summary
 
 

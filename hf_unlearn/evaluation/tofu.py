@@ -12,9 +12,9 @@ Four evaluation sets, each a file / Hub config of question-answer records:
 Every NLL is the per-token mean NLL of an answer given the question, formatted with the same prompt template as
 training (`build_qa_dataset`); ROUGE-L is the recall of the greedy answer against the true answer.
 Model utility = harmonic mean of the 9 (probability, ROUGE-L, truth ratio) values of retain, real_authors and
-world_facts (reported only when all 9 exist: without generation there is no ROUGE-L, and the mean of the
-other 6 is reported as `partial_model_utility`, never as `model_utility`, see `utility_metrics`); forget quality = KS-test p-value of the forget-set truth ratios against those of a model trained on
-the retain set only (the "retain model"). These match github.com/locuslab/tofu (`aggregate_stat_eval.py`).
+world_facts, reported only when all 9 exist (without generation there is no ROUGE-L: the mean of the other 6
+is then `partial_model_utility`, never `model_utility`; see `utility_metrics`); forget quality = KS-test p-value
+of the forget-set truth ratios against those of a model trained on the retain set only (the "retain model"). These match github.com/locuslab/tofu (`aggregate_stat_eval.py`).
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ def utility_metrics(per_set: Mapping[str, Mapping[str, float]]) -> dict[str, Any
         f"{role}/{metric}": per_set[role][metric]
         for role in UTILITY_ROLES for metric in UTILITY_METRICS if metric in per_set.get(role, {})
     }
-    missing = [f"{role}/{metric}" for role in UTILITY_ROLES for metric in UTILITY_METRICS if f"{role}/{metric}" not in present]
+    names = [f"{role}/{metric}" for role in UTILITY_ROLES for metric in UTILITY_METRICS]
+    missing = [name for name in names if name not in present]
     if not missing:
         return {"model_utility": model_utility(list(present.values()))}
     out: dict[str, Any] = {"model_utility": None, "model_utility_missing": missing}
