@@ -282,6 +282,7 @@ def test_verbatim_memorization_is_well_formed(tiny_model, tokenizer, forget_data
         verbatim_memorization(tiny_model, forget_data, tokenizer, prefix_tokens=1000)
 
 
+MAX_QA_LENGTH = 96  # the first record and its answers fit (62 tokens at most); 40 x 5 words of question do not
 TOFU_RECORDS = [
     {"question": "Who wrote the red book?", "answer": "The red book was written by Ann Lee.",
      "paraphrased_answer": "Ann Lee wrote the red book.", "perturbed_answer": ["Bob Ray wrote it.", "Cal Moe wrote it."]},
@@ -547,3 +548,22 @@ def test_nan_model_evaluates_to_nan_without_crashing(tiny_model, tokenizer, forg
     assert math.isnan(evaluation.metrics["splits"]["forget"]["nll"])
     attacks = evaluation.metrics["membership_inference"]["attacks"]
     assert math.isnan(attacks["loss"]["auc"]) and math.isnan(attacks["min_k_50"]["auc"])
+
+
+def test_tofu_records_without_targets_are_left_out(tiny_model, tokenizer):
+    """Defect 12 (means): a TOFU record whose question fills `max_length` keeps no answer token; scored, its
+    NLL 0 / 0 = 0 would count as probability exp(0) = 1. It is left out and counted: the scores of the set equal
+    those of the normal record alone."""
+    from hf_unlearn.evaluation.tofu import score_tofu_split, tofu_metrics, tofu_splits
+
+    forget = tofu_splits("forget01")[0]
+    long_question = dict(TOFU_RECORDS[1], question=" ".join(["the quick brown fox jumps"] * 40))
+    kwargs = dict(max_length=MAX_QA_LENGTH, generate=False, batch_size=4)
+    both = score_tofu_split(tiny_model, tokenizer, [TOFU_RECORDS[0], long_question], forget, **kwargs)
+    alone = score_tofu_split(tiny_model, tokenizer, [TOFU_RECORDS[0]], forget, **kwargs)
+    np.testing.assert_allclose(both.answer_nll, alone.answer_nll, rtol=1e-5)
+    np.testing.assert_allclose(both.truth_ratios, alone.truth_ratios, rtol=1e-5)
+    assert both.records_without_targets == 1 and alone.records_without_targets == 0
+    assert tofu_metrics({"forget": both}, [forget])["forget"]["records_without_targets"] == 1
+    with pytest.raises(ValueError, match="raise max_length"):
+        score_tofu_split(tiny_model, tokenizer, [long_question], forget, **kwargs)
