@@ -117,23 +117,23 @@ class StoppingCriteria:
         loss_auc_tolerance (`float` or `None`, defaults to `None`):
             Also stop once |AUC - 0.5| <= loss_auc_tolerance for the LOSS attack only (forget vs approximate): the
             paper's single-attack view; another attack may still separate the forget set.
-        worst_case_attacks (`bool`, defaults to `False`):
-            Also stop once every attack of the callback (`attacks`; by default LOSS, Min-K% and Min-K%++ at
-            K = 10%..100%) has an AUC interval containing 0.5; stop as over-unlearning once an interval lies
-            entirely below 0.5. Combine with `stop_at_target=False` to stop on attacks only.
         max_forget_nll (`float` or `None`, defaults to `None`):
             Blow-up guard: stop once the forget NLL exceeds this (nats); also bounds the best evaluation.
         max_retain_nll_increase (`float` or `None`, defaults to `None`):
             Blow-up guard: stop once the retain NLL exceeds (1 + this) x its value at the start (0.1 = +10%);
             also bounds the best evaluation.
+        worst_case_attacks (`bool`, defaults to `False`):
+            Also stop once every attack of the callback (`attacks`; by default LOSS, Min-K% and Min-K%++ at
+            K = 10%..100%) has an AUC interval containing 0.5; stop as over-unlearning once an interval lies
+            entirely below 0.5. Combine with `stop_at_target=False` to stop on attacks only.
     """
 
     target_nll: float | None = None
     stop_at_target: bool = True
     loss_auc_tolerance: float | None = None
-    worst_case_attacks: bool = False
     max_forget_nll: float | None = None
     max_retain_nll_increase: float | None = None
+    worst_case_attacks: bool = False  # last: positional arguments keep their meaning
 
     def __post_init__(self):
         for name in ("loss_auc_tolerance", "max_retain_nll_increase"):
@@ -354,7 +354,9 @@ class UnlearningEvalCallback(TrainerCallback):
 
     @property
     def failed(self) -> bool:
-        """True when training stopped for a blow-up (non-finite values, forget NLL or retain NLL over a limit)."""
+        """True when training stopped for a blow-up (non-finite values, forget NLL or retain NLL over a limit).
+
+        False for a target reached, the end of the schedule and over-unlearning (`stop_reason` says which)."""
         return self._failed
 
     def attach(self, trainer) -> UnlearningEvalCallback:
