@@ -4,17 +4,30 @@
 original model): the mean NLL of the forget, approximate (unseen, same domain) and retain splits, and the AUC of
 the LOSS membership-inference attack, forget (members) against approximate (non-members). The numbers go
 through `trainer.log`, so every logger of the Trainer (TensorBoard, W&B, the console, `trainer_state.json`) gets
-them as `eval_forget_nll`, `eval_approximate_nll`, `eval_retain_nll`, `eval_mia_auc`.
+them as `eval_forget_nll`, `eval_approximate_nll`, `eval_retain_nll`, `eval_mia_auc`. With `attacks=` (or the
+worst-case rule) it also computes other attacks (Min-K%, Min-K%++) from the same single forward pass per split,
+each AUC with a seeded bootstrap interval (`record.attacks`), logged as `eval_mia_auc_<attack>`.
 
 `StoppingCriteria` then decides, from those numbers alone (pure functions, see its docstring):
 
 - the paper's rule (Yao et al. 2024, guidelines): stop when the forget NLL reaches the *target*, the approximate
-  set's NLL measured on the original model at the start; or when the AUC is within `auc_tolerance` of 0.5;
+  set's NLL measured on the original model at the start; or (`loss_auc_tolerance`) when the LOSS attack's AUC
+  is within a tolerance of 0.5. Both look at one attack only: a Min-K% attack may still separate the forget set;
+- the worst case over attacks (`worst_case_attacks=True`): stop once *every* configured attack's AUC interval
+  contains 0.5; an interval entirely below 0.5 stops as over-unlearning (the forget set now looks *less* likely
+  than unseen data, itself a detectable signal);
 - a guard against gradient-ascent blow-up: stop when the forget NLL exceeds `max_forget_nll`, when the retain
-  NLL rises more than `max_retain_nll_increase` (relative) above its value at the start, or on nan / inf;
-- the best evaluation so far: among evaluations whose retain NLL is within that limit and whose forget NLL is
-  within `max_forget_nll`, the one whose forget NLL is closest to the target (earlier wins ties). With
-  `save_best=True` it is saved (`trainer.save_model`) to `<output_dir>/best`, with `selection.json`.
+  NLL rises more than `max_retain_nll_increase` (relative) above its value at the start, or on nan / inf (an NLL
+  or the AUC). Such a stop is a failure: `callback.failed` is True (a recipe can exit non-zero on it);
+- the best evaluation so far: among evaluations *after the start* whose retain NLL is within that limit and whose
+  forget NLL is within `max_forget_nll`, the one whose forget NLL is closest to the target (earlier wins ties).
+  The start (the model before any update) is never best: if no later evaluation qualifies, `best` is None and
+  nothing is saved. With `save_best=True` the best is saved to `<output_dir>/best` (never pushed to the Hub),
+  with `selection.json` (numbers and steps only).
+
+Examples without any target token (all labels -100, or a single token) have no NLL: they are left out of the
+AUC (and contribute nothing to the token-weighted mean NLLs); the callback counts them (`without_targets`) and
+warns once. `max_examples` evaluates a seeded random sample (`seed`) of each split, the same on every process.
 
 Multi-process design: the callback holds the trainer (`callback.attach(trainer)`), and evaluates with
 `trainer.model_wrapped` and `trainer.accelerator`: every process scores its shard of each split (padded so that
@@ -27,7 +40,7 @@ rank only would hang the others). Saving the best model is collective too (`save
         criteria=StoppingCriteria(max_retain_nll_increase=0.1), save_best=True,
     ).attach(trainer)
     trainer.train()
-    callback.stop_reason, callback.best  # why training stopped, the selected evaluation
+    callback.stop_reason, callback.failed, callback.best  # why training stopped, was it a blow-up, the selection
 
 Resuming from a checkpoint: the model at the start is then not the original one, so pass `target_nll`.
 """
@@ -37,19 +50,30 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from .evaluation.membership import loss_auc
+from .evaluation.membership import (
+    DEFAULT_MIN_K,
+    attack_scores,
+    loss_auc,
+    percent_name,
+    scored_mask,
+    summarize_attack,
+)
 from .evaluation.scores import ExampleScores, score_examples
+from .evaluation.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 
 logger = logging.get_logger(__name__)
 
 FORGET, APPROXIMATE, RETAIN = "forget", "approximate", "retain"
+# How the best evaluation is chosen, as written to selection.json (see the module docstring).
+BEST_CRITERION = "closest_forget_nll_to_target"
 
 
 @dataclass
@@ -59,12 +83,24 @@ class EvalRecord:
     step: int
     nll: dict[str, float]
     mia_auc: float | None = None
+    # With several attacks: {attack: {"auc": ..., "auc_low": ..., "auc_high": ...}} (bootstrap interval bounds).
+    attacks: dict[str, dict[str, float]] | None = None
 
     def logs(self, prefix: str = "eval") -> dict[str, float]:
         logs = {f"{prefix}_{split}_nll": value for split, value in self.nll.items()}
         if self.mia_auc is not None:
             logs[f"{prefix}_mia_auc"] = self.mia_auc
+        for attack, values in (self.attacks or {}).items():
+            logs[f"{prefix}_mia_auc_{attack}"] = values["auc"]
         return logs
+
+    def non_finite(self) -> dict[str, float]:
+        """The values of this record that are nan or inf (empty when all are finite), by name."""
+        values = {f"{split} NLL": value for split, value in self.nll.items()}
+        if self.mia_auc is not None:
+            values["MIA AUC"] = self.mia_auc
+        values.update({f"{attack} AUC": summary["auc"] for attack, summary in (self.attacks or {}).items()})
+        return {name: value for name, value in values.items() if not math.isfinite(value)}
 
 
 @dataclass(frozen=True)
@@ -78,23 +114,29 @@ class StoppingCriteria:
             evaluation), as the paper recommends ("as unseen data", not "as high as possible").
         stop_at_target (`bool`, defaults to `True`):
             Stop once the forget NLL is at or above the target.
-        auc_tolerance (`float` or `None`, defaults to `None`):
-            Also stop once |AUC - 0.5| <= auc_tolerance (LOSS attack, forget vs approximate).
+        loss_auc_tolerance (`float` or `None`, defaults to `None`):
+            Also stop once |AUC - 0.5| <= loss_auc_tolerance for the LOSS attack only (forget vs approximate): the
+            paper's single-attack view; another attack may still separate the forget set.
         max_forget_nll (`float` or `None`, defaults to `None`):
             Blow-up guard: stop once the forget NLL exceeds this (nats); also bounds the best evaluation.
         max_retain_nll_increase (`float` or `None`, defaults to `None`):
             Blow-up guard: stop once the retain NLL exceeds (1 + this) x its value at the start (0.1 = +10%);
             also bounds the best evaluation.
+        worst_case_attacks (`bool`, defaults to `False`):
+            Also stop once every attack of the callback (`attacks`; by default LOSS, Min-K% and Min-K%++ at
+            K = 10%..100%) has an AUC interval containing 0.5; stop as over-unlearning once an interval lies
+            entirely below 0.5. Combine with `stop_at_target=False` to stop on attacks only.
     """
 
     target_nll: float | None = None
     stop_at_target: bool = True
-    auc_tolerance: float | None = None
+    loss_auc_tolerance: float | None = None
     max_forget_nll: float | None = None
     max_retain_nll_increase: float | None = None
+    worst_case_attacks: bool = False  # last: positional arguments keep their meaning
 
     def __post_init__(self):
-        for name in ("auc_tolerance", "max_retain_nll_increase"):
+        for name in ("loss_auc_tolerance", "max_retain_nll_increase"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name}={value} is negative; pass a value >= 0 or None to disable it.")
@@ -105,20 +147,14 @@ class StoppingCriteria:
             return None
         return (1 + self.max_retain_nll_increase) * start.nll[RETAIN]
 
-    def within_limits(self, record: EvalRecord, start: EvalRecord) -> bool:
-        """Finite, forget NLL within `max_forget_nll` and retain NLL within its limit."""
-        if not all(math.isfinite(value) for value in record.nll.values()):
-            return False
-        if self.max_forget_nll is not None and record.nll[FORGET] > self.max_forget_nll:
-            return False
-        limit = self.retain_limit(start)
-        return limit is None or record.nll[RETAIN] <= limit
-
-    def stop_reason(self, record: EvalRecord, start: EvalRecord, target: float | None) -> str | None:
-        """Why training should stop after `record` (None: keep going). Guard first, then the target."""
+    def failure(self, record: EvalRecord, start: EvalRecord) -> str | None:
+        """Why `record` is a blow-up ("blow-up: ..."), or None: a non-finite value (an NLL or the AUC), the forget
+        NLL above `max_forget_nll`, or the retain NLL above its limit."""
+        non_finite = record.non_finite()
+        if non_finite:
+            values = ", ".join(f"{name} {value}" for name, value in non_finite.items())
+            return f"blow-up: non-finite values at step {record.step} ({values})"
         forget = record.nll[FORGET]
-        if not all(math.isfinite(value) for value in record.nll.values()):
-            return f"blow-up: a non-finite NLL at step {record.step} ({record.nll})"
         if self.max_forget_nll is not None and forget > self.max_forget_nll:
             return f"blow-up: forget NLL {forget:.4f} > max_forget_nll {self.max_forget_nll}"
         limit = self.retain_limit(start)
@@ -127,24 +163,108 @@ class StoppingCriteria:
                 f"blow-up: retain NLL {record.nll[RETAIN]:.4f} > {limit:.4f} "
                 f"(start {start.nll[RETAIN]:.4f} x (1 + {self.max_retain_nll_increase}))"
             )
+        return None
+
+    def within_limits(self, record: EvalRecord, start: EvalRecord) -> bool:
+        """Finite, forget NLL within `max_forget_nll` and retain NLL within its limit (no `failure`)."""
+        return self.failure(record, start) is None
+
+    def stop_reason(self, record: EvalRecord, start: EvalRecord, target: float | None) -> str | None:
+        """Why training should stop after `record` (None: keep going). Guard first (`failure`), then the target."""
+        failure = self.failure(record, start)
+        if failure is not None:
+            return failure
+        forget = record.nll[FORGET]
         if self.stop_at_target and target is not None and forget >= target:
             return f"target reached: forget NLL {forget:.4f} >= target {target:.4f}"
-        if self.auc_tolerance is not None and record.mia_auc is not None and abs(record.mia_auc - 0.5) <= self.auc_tolerance:
-            return f"target reached: MIA AUC {record.mia_auc:.4f} within {self.auc_tolerance} of 0.5"
+        tolerance = self.loss_auc_tolerance
+        if tolerance is not None and record.mia_auc is not None and abs(record.mia_auc - 0.5) <= tolerance:
+            return f"target reached (LOSS attack only): MIA AUC {record.mia_auc:.4f} within {tolerance} of 0.5"
+        if self.worst_case_attacks:
+            return worst_case_reason(record)
         return None
 
     def is_better(self, record: EvalRecord, best: EvalRecord | None, start: EvalRecord, target: float) -> bool:
-        """Whether `record` beats `best`: within the limits and strictly closer to the target forget NLL."""
-        if not self.within_limits(record, start):
+        """Whether `record` beats `best`: after the start, within the limits and strictly closer to the target
+        forget NLL. The start (the model before any update) is never better: saving it would ship the original."""
+        if record is start or record.step <= start.step or not self.within_limits(record, start):
             return False
         return best is None or abs(record.nll[FORGET] - target) < abs(best.nll[FORGET] - target)
 
 
-def _head(dataset, count: int | None):
-    """The first `count` examples of a datasets.Dataset or a list."""
-    if count is None or count >= len(dataset):
+def worst_case_reason(record: EvalRecord) -> str | None:
+    """The worst case over attacks: "over-unlearning: ..." when an attack's AUC interval lies entirely below 0.5,
+    "target reached (every attack): ..." when every interval contains 0.5, None while one still lies above."""
+    if not record.attacks:
+        raise ValueError(
+            f"The worst-case rule needs per-attack AUC intervals, but the record of step {record.step} has none: "
+            "evaluate with an approximate split and UnlearningEvalCallback(attacks=...)."
+        )
+    below = {name: v for name, v in record.attacks.items() if v["auc_high"] < 0.5}
+    if below:
+        worst = min(below, key=lambda name: below[name]["auc_high"])
+        return (
+            f"over-unlearning: {len(below)} attack(s) with an AUC interval below 0.5, e.g. {worst} "
+            f"[{below[worst]['auc_low']:.4f}, {below[worst]['auc_high']:.4f}] "
+            "(the forget set looks less likely than unseen data)"
+        )
+    if all(v["auc_low"] <= 0.5 for v in record.attacks.values()):
+        return f"target reached (every attack): all {len(record.attacks)} AUC intervals contain 0.5"
+    return None
+
+
+def available_attacks(min_k: Sequence[float] = DEFAULT_MIN_K) -> list[str]:
+    """Attacks the callback can compute from its own scores: LOSS, Min-K% and Min-K%++ (zlib needs the texts and
+    the reference attack a second model; use `evaluation.evaluate_model` for those)."""
+    names = [f"min_k_{percent_name(k)}" for k in min_k]
+    return ["loss", *names, *(name.replace("min_k_", "min_k_plus_plus_") for name in names)]
+
+
+def resolve_attacks(attacks: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """The attack names to compute ("all": every available one); a clear error for an unknown one."""
+    if attacks is None:
+        return None
+    available = available_attacks()
+    names = tuple(available) if attacks == "all" else tuple([attacks] if isinstance(attacks, str) else attacks)
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        raise ValueError(f"attacks={list(names)}: unknown {unknown or 'none given'}; pick from {available} or 'all'.")
+    return names
+
+
+def attack_intervals(
+    members: ExampleScores, nonmembers: ExampleScores, names: Sequence[str], n_resamples: int, confidence: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """`{attack: {"auc", "auc_low", "auc_high"}}` of each named attack, members against non-members, from scores
+    computed with `token_scores=True` (examples without targets left out)."""
+    member_scores, nonmember_scores = attack_scores(members), attack_scores(nonmembers)
+    out = {}
+    for name in names:
+        summary = summarize_attack(member_scores[name], nonmember_scores[name], (), n_resamples, confidence, seed)
+        low, high = summary["auc_ci"] if n_resamples else (math.nan, math.nan)
+        out[name] = {"auc": summary["auc"], "auc_low": low, "auc_high": high}
+    return out
+
+
+def sample_indices(size: int, count: int, seed: int = 0) -> list[int]:
+    """`count` distinct indices of `range(size)` drawn uniformly without replacement (`numpy.random.default_rng(
+    seed)`), in increasing order; every index when `count >= size`. Deterministic: every process draws the same."""
+    if count < 1:
+        raise ValueError(f"max_examples={count} must be at least 1; pass None to evaluate every example.")
+    if count >= size:
+        return list(range(size))
+    return sorted(np.random.default_rng(seed).choice(size, size=count, replace=False).tolist())
+
+
+def sample_examples(dataset, count: int | None, seed: int = 0):
+    """A seeded random sample of `count` examples of a datasets.Dataset or a list (all of them for None).
+
+    Not the first `count`: consecutive chunks come from a few documents, which would not represent the split."""
+    if count is None:
         return dataset
-    return dataset.select(range(count)) if hasattr(dataset, "select") else dataset[:count]
+    indices = sample_indices(len(dataset), count, seed)
+    return dataset.select(indices) if hasattr(dataset, "select") else [dataset[i] for i in indices]
 
 
 class UnlearningEvalCallback(TrainerCallback):
@@ -161,8 +281,17 @@ class UnlearningEvalCallback(TrainerCallback):
         save_best: save the best evaluation's model (criterion above) to `best_dir`.
         best_dir: where; defaults to `<output_dir>/best`.
         batch_size: evaluation batch size per process.
-        max_examples: evaluate at most this many examples of each split (the first ones).
+        max_examples: evaluate at most this many examples of each split: a random sample drawn with `seed`.
+        seed: seed of that sample and of the bootstrap intervals (the same on every process and evaluation).
+        attacks: membership-inference attacks to compute at every evaluation, with a bootstrap AUC interval
+            (names of `available_attacks()`, e.g. ("loss", "min_k_20"), or "all"), from the same forward pass
+            per split. None: the LOSS AUC only, or every available attack under `worst_case_attacks`.
+        n_resamples, confidence: the bootstrap of those intervals.
         prefix: prefix of the logged names.
+
+    After training: `history` (every `EvalRecord`, `history[0]` the start), `target`, `best` (None when no
+    evaluation after the start qualified), `stop_reason` (None: the schedule ended) and `failed` (True when
+    training stopped for a blow-up, e.g. to exit non-zero).
     """
 
     def __init__(
@@ -174,6 +303,10 @@ class UnlearningEvalCallback(TrainerCallback):
         best_dir: str | None = None,
         batch_size: int = 8,
         max_examples: int | None = None,
+        seed: int = 0,
+        attacks: Sequence[str] | str | None = None,
+        n_resamples: int = DEFAULT_RESAMPLES,
+        confidence: float = DEFAULT_CONFIDENCE,
         prefix: str = "eval",
     ):
         if FORGET not in splits:
@@ -190,7 +323,20 @@ class UnlearningEvalCallback(TrainerCallback):
             raise ValueError("save_best=True needs `criteria` (the best evaluation is the one closest to its target).")
         if criteria is not None and criteria.max_retain_nll_increase is not None and RETAIN not in splits:
             raise ValueError("max_retain_nll_increase needs a 'retain' split to watch; pass one or set it to None.")
-        self.splits = {name: _head(dataset, max_examples) for name, dataset in splits.items()}
+        if attacks is None and criteria is not None and criteria.worst_case_attacks:
+            attacks = "all"
+        self.attacks = resolve_attacks(attacks)
+        if criteria is not None and criteria.worst_case_attacks and n_resamples < 1:
+            raise ValueError(
+                f"worst_case_attacks needs AUC intervals, so n_resamples={n_resamples} must be at least 1 (e.g. 1000)."
+            )
+        if self.attacks is not None and APPROXIMATE not in splits:
+            raise ValueError(
+                f"attacks={list(self.attacks)} need an {APPROXIMATE!r} split (the non-members); pass one or "
+                "attacks=None."
+            )
+        self.n_resamples, self.confidence, self.seed = n_resamples, confidence, seed
+        self.splits = {name: sample_examples(dataset, max_examples, seed) for name, dataset in splits.items()}
         self.eval_steps = eval_steps
         self.criteria = criteria
         self.save_best = save_best
@@ -203,6 +349,15 @@ class UnlearningEvalCallback(TrainerCallback):
         self.target: float | None = None
         self.best: EvalRecord | None = None
         self.stop_reason: str | None = None
+        self._failed = False
+        self.without_targets: dict[str, int] | None = None  # examples without target tokens, per split
+
+    @property
+    def failed(self) -> bool:
+        """True when training stopped for a blow-up (non-finite values, forget NLL or retain NLL over a limit).
+
+        False for a target reached, the end of the schedule and over-unlearning (`stop_reason` says which)."""
+        return self._failed
 
     def attach(self, trainer) -> UnlearningEvalCallback:
         """Give the callback its trainer (for the wrapped model, the accelerator and the loggers); adds it to the
@@ -221,11 +376,32 @@ class UnlearningEvalCallback(TrainerCallback):
         if pad is None:
             pad = getattr(trainer.processing_class, "pad_token_id", None) or 0
         scores: dict[str, ExampleScores] = {
-            name: score_examples(trainer.model_wrapped, dataset, pad, self.batch_size, accelerator=trainer.accelerator)
+            name: score_examples(
+                trainer.model_wrapped, dataset, pad, self.batch_size, accelerator=trainer.accelerator,
+                token_scores=self.attacks is not None and name in (FORGET, APPROXIMATE),  # same single forward pass
+            )
             for name, dataset in self.splits.items()
         }
+        if self.without_targets is None:
+            self._count_without_targets(scores)
         auc = loss_auc(scores[FORGET], scores[APPROXIMATE]) if APPROXIMATE in scores else None
-        return EvalRecord(step=step, nll={name: s.mean_nll for name, s in scores.items()}, mia_auc=auc)
+        attacks = None
+        if self.attacks is not None:
+            attacks = attack_intervals(
+                scores[FORGET], scores[APPROXIMATE], self.attacks, self.n_resamples, self.confidence, self.seed
+            )
+        return EvalRecord(step=step, nll={name: s.mean_nll for name, s in scores.items()}, mia_auc=auc, attacks=attacks)
+
+    def _count_without_targets(self, scores: Mapping[str, ExampleScores]) -> None:
+        """Count (and warn once about) the examples without target tokens, which every metric leaves out."""
+        self.without_targets = {name: int((~scored_mask(split)).sum()) for name, split in scores.items()}
+        skipped = {name: count for name, count in self.without_targets.items() if count}
+        if skipped and self.trainer.is_world_process_zero():
+            logger.warning(
+                f"Examples without any target token (all labels -100, or a single token) are left out of the "
+                f"evaluation: {skipped} (of {({name: len(split) for name, split in scores.items()})}). Drop them from "
+                "the data or lengthen them."
+            )
 
     def _require_trainer(self) -> None:
         if self.trainer is None:
@@ -243,7 +419,7 @@ class UnlearningEvalCallback(TrainerCallback):
                 f"Training resumes at step {state.global_step}, so the model at the start is not the original one and "
                 "its approximate NLL is not the target. Pass StoppingCriteria(target_nll=<original approximate NLL>)."
             )
-        self.history, self.best, self.stop_reason = [], None, None
+        self.history, self.best, self.stop_reason, self._failed = [], None, None, False
         self.start = self.evaluate(state.global_step)
         if self.criteria is not None:
             self.target = self.criteria.target_nll
@@ -260,30 +436,41 @@ class UnlearningEvalCallback(TrainerCallback):
         logs = record.logs(self.prefix)
         if self.target is not None and record is self.start:
             logs[f"{self.prefix}_target_nll"] = self.target
-        self.trainer.log(logs)
-        if self.criteria is None:
-            return
+        self._log(logs, control)
+        if self.criteria is None or record is self.start:
+            return  # the start only sets the target: it never stops training and is never best
         if self.target is not None and self.criteria.is_better(record, self.best, self.start, self.target):
             self.best = record
             if self.save_best:
                 self._save_best(args)
         reason = self.criteria.stop_reason(record, self.start, self.target)
-        if reason is not None and record is not self.start:
+        if reason is not None:
             self.stop_reason = reason
+            self._failed = self.criteria.failure(record, self.start) is not None
             control.should_training_stop = True
             if state.is_world_process_zero:
                 logger.warning(f"Stopping unlearning at step {record.step}: {reason}.")
 
+    def _log(self, logs: dict[str, float], control: TrainerControl) -> None:
+        """`trainer.log(logs)` without swallowing the trainer's own log of this step.
+
+        `trainer.log` fires `on_log`, and transformers' `CallbackHandler.on_log` sets `control.should_log = False`;
+        called from `on_step_end`, that would cancel the training log (loss, grad_norm, learning_rate, the loss
+        terms) that `DefaultFlowCallback` has just requested for this step. The flag is restored afterwards."""
+        should_log = control.should_log
+        self.trainer.log(logs)
+        control.should_log = should_log
+
     def _save_best(self, args: TrainingArguments) -> None:
         path = self.best_dir or os.path.join(args.output_dir, "best")
-        self.trainer.save_model(path)  # collective under ZeRO-3: every rank calls it
+        # Collective under ZeRO-3 (every rank calls it). `_internal_call=True`: an intermediate save, never pushed
+        # to the Hub even with `push_to_hub=True` (the recipe decides what to push, once training is over).
+        self.trainer.save_model(path, _internal_call=True)
         if self.trainer.is_world_process_zero():
+            # Numbers, steps and split names only: nothing of the forget set's text or token ids.
             selection = {
                 "step": self.best.step,
-                "criterion": (
-                    "closest forget NLL to the target, among evaluations with finite NLLs, forget NLL <= "
-                    "max_forget_nll and retain NLL <= (1 + max_retain_nll_increase) x retain NLL at the start"
-                ),
+                "criterion": BEST_CRITERION,
                 "target_nll": self.target,
                 "record": asdict(self.best),
                 "criteria": asdict(self.criteria),
@@ -292,4 +479,14 @@ class UnlearningEvalCallback(TrainerCallback):
                 json.dump(selection, handle, indent=2)
 
 
-__all__ = ["EvalRecord", "StoppingCriteria", "UnlearningEvalCallback"]
+__all__ = [
+    "EvalRecord",
+    "StoppingCriteria",
+    "UnlearningEvalCallback",
+    "attack_intervals",
+    "available_attacks",
+    "resolve_attacks",
+    "sample_examples",
+    "sample_indices",
+    "worst_case_reason",
+]

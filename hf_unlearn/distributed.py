@@ -24,8 +24,6 @@ import shlex
 import sys
 from typing import Any
 
-from transformers import TrainerCallback
-
 logger = logging.getLogger(__name__)
 
 # Environment variables set by torchrun, the deepspeed launcher, accelerate launch, or MPI launchers.
@@ -223,38 +221,6 @@ def setup_distributed(args) -> None:
     """`check_launch` then `init_deepspeed_comm`: call it right after parsing the arguments, before loading a model."""
     check_launch(args)
     init_deepspeed_comm(args)
-
-
-class _EvaluateAtTrainBegin(TrainerCallback):
-    """Evaluate once, when `train()` has wrapped the model for training (before the first step)."""
-
-    def __init__(self, trainer, eval_dataset, metric_key_prefix: str):
-        self.trainer, self.eval_dataset, self.metric_key_prefix = trainer, eval_dataset, metric_key_prefix
-        self.metrics: dict | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.metrics is None:
-            self.metrics = self.trainer.evaluate(eval_dataset=self.eval_dataset, metric_key_prefix=self.metric_key_prefix)
-        return control
-
-
-def train_with_evaluation(trainer, eval_dataset, **train_kwargs) -> tuple[dict, dict]:
-    """Evaluate `eval_dataset` before and after `trainer.train(**train_kwargs)`; returns (before, after) metrics.
-
-    The "before" evaluation runs at the start of `train()`, once the model is wrapped for training, because
-    transformers cannot train a DeepSpeed model that an earlier `evaluate()` wrapped for inference (ZeRO-3: the first
-    backward fails with `'NoneType' object has no attribute 'backward'`; ZeRO-1/2: `evaluate()` refuses to run before
-    training). The model, data and step are the same, so the numbers are those of evaluating first. Metric names
-    are prefixed "before_" and "after_".
-    """
-    callback = _EvaluateAtTrainBegin(trainer, eval_dataset, "before")
-    trainer.add_callback(callback)
-    try:
-        trainer.train(**train_kwargs)
-    finally:
-        trainer.remove_callback(callback)
-    after = trainer.evaluate(eval_dataset=eval_dataset, metric_key_prefix="after")
-    return callback.metrics or {}, after
 
 
 def finish_distributed() -> None:

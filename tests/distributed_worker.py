@@ -6,9 +6,12 @@ DIR holds `model/` (a tiny Llama and its tokenizer, also the reference model) an
 `retain.jsonl` (written by the test). The worker
 
 1. trains `--max-steps` optimizer steps, saving a checkpoint every `--save-steps`, and saves the final model
-   (under ZeRO-3 the 16-bit weights gathered by `save_model`) to `DIR/<backend>/final`;
+   (under ZeRO-3 the 16-bit weights gathered by `save_model`) to `DIR/<backend>/final`; `UnlearningEvalCallback`
+   (as recipes/unlearn.py uses it) evaluates the forget set at the start (`history[0]`, the model before any
+   update) and at the last step (`history[-1]`);
 2. resumes from the first checkpoint in a new trainer and trains to the same last step;
-3. writes `DIR/<backend>/result.json` (rank 0): both loss histories and how the reference model is held.
+3. writes `DIR/<backend>/result.json` (rank 0): both loss histories, the evaluations and how the reference
+   model is held.
 
 Batch arithmetic: 2 per device x 2 accumulation x 2 processes = 8 forget chunks (x 32 tokens) per step, the same
 for every backend, so the trajectories must agree.
@@ -25,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from hf_unlearn.distributed import finish_distributed, setup_distributed, train_with_evaluation  # noqa: E402
+from hf_unlearn.callbacks import UnlearningEvalCallback  # noqa: E402
+from hf_unlearn.distributed import finish_distributed, setup_distributed  # noqa: E402
 
 BACKENDS = ("ddp", "zero2", "zero3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,13 +115,17 @@ def main() -> None:
     out = os.path.join(options.work_dir, options.backend)
     full = build_trainer(options.work_dir, options.backend, os.path.join(out, "full"), options.max_steps, options.save_steps)
     layout = reference_layout(full.ref_model)
-    before, after = train_with_evaluation(full, {"forget": full.eval_dataset})  # as recipes/unlearn.py does
+    # Evaluated at the start (inside train(), once the model is wrapped: DeepSpeed cannot train a model that an
+    # earlier evaluate() wrapped for inference) and at the last step, as recipes/unlearn.py does.
+    monitor = UnlearningEvalCallback({"forget": full.eval_dataset}, eval_steps=options.max_steps, batch_size=3).attach(full)
+    full.train()
     full.save_model(os.path.join(out, "final"))
     result = {
         "world_size": full.accelerator.num_processes,
         "reference": layout,
-        "forget_nll_before": before["before_forget_loss"],
-        "forget_nll_after": after["after_forget_loss"],
+        "evaluation_steps": [record.step for record in monitor.history],
+        "forget_nll_before": monitor.history[0].nll["forget"],
+        "forget_nll_after": monitor.history[-1].nll["forget"],
         "full": losses(full),
     }
     del full

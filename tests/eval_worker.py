@@ -8,6 +8,7 @@ The splits have odd sizes, so the 2-process shards are padded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -30,6 +31,8 @@ def run(model_dir: str, out: str | None, per_device_batch: int) -> dict:
     forget = chunk_documents(make_documents(5, seed=21, min_words=3, max_words=30), tokenizer, max_length=32)
     approximate = chunk_documents(make_documents(5, seed=22, min_words=3, max_words=30), tokenizer, max_length=32)
     train = chunk_documents(make_documents(8, seed=23, min_words=20, max_words=30), tokenizer, max_length=32)
+    if len(forget) % 2 == 0:  # an odd number, so that one of the 2 shards is padded (whatever the chunking gives)
+        forget = forget.select(range(len(forget) - 1))
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     scores = score_examples(model, forget, tokenizer.pad_token_id, batch_size=3, accelerator=state, token_scores=True)
@@ -37,7 +40,8 @@ def run(model_dir: str, out: str | None, per_device_batch: int) -> dict:
     generated = greedy_generate(model, prompts, 5, tokenizer.pad_token_id, None, batch_size=2, accelerator=state)
 
     callback = UnlearningEvalCallback(
-        {"forget": forget, "approximate": approximate}, eval_steps=1, criteria=StoppingCriteria(stop_at_target=False)
+        {"forget": forget, "approximate": approximate}, eval_steps=1, criteria=StoppingCriteria(stop_at_target=False),
+        attacks=("loss", "min_k_20"), n_resamples=100,
     )
     args = get_method("ga").config_class(
         output_dir=os.path.join(os.path.dirname(out or model_dir), "ga"), per_device_train_batch_size=per_device_batch,
@@ -56,8 +60,11 @@ def run(model_dir: str, out: str | None, per_device_batch: int) -> dict:
         "correct": scores.correct.tolist(),
         "token_logprobs": [values.tolist() for values in scores.token_logprobs],
         "token_zscores": [values.tolist() for values in scores.token_zscores],
-        "generated": generated,
-        "history": [{"step": r.step, **r.nll, "auc": r.mia_auc} for r in callback.history],
+        # A digest, not the token ids: continuations of forget-set prefixes are never written out.
+        "generated_sha256": hashlib.sha256(json.dumps(generated).encode()).hexdigest(),
+        "history": [
+            {"step": r.step, **r.nll, "auc": r.mia_auc, "min_k_20": r.attacks["min_k_20"]["auc"]} for r in callback.history
+        ],
         "target": callback.target,
     }
     if out is not None and state.is_main_process:

@@ -108,6 +108,27 @@ def test_resume_continues_the_trajectory(results, backend):
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluation_before_and_after(results, work_dir, backend):
+    """`UnlearningEvalCallback` under each backend evaluates at step 0 and at the last step. The "before" record is
+    the original model: its forget NLL equals a single-process score of the saved model (token-weighted mean
+    over the same chunks; rtol 1e-4 as above, since sharding and padding change only the reduction order). The
+    "after" record agrees with DDP (same trajectory) and is higher than "before" (GA + KL raised it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_unlearn import chunk_documents
+    from hf_unlearn.evaluation import mean_nll
+
+    result = results[backend]
+    assert result["evaluation_steps"] == [0, MAX_STEPS]
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(work_dir, "model"))
+    forget = chunk_documents(os.path.join(work_dir, "forget.jsonl"), tokenizer, max_length=32)
+    original = mean_nll(AutoModelForCausalLM.from_pretrained(os.path.join(work_dir, "model")), forget, tokenizer.pad_token_id)
+    assert result["forget_nll_before"] == pytest.approx(original, rel=RTOL)
+    assert result["forget_nll_after"] == pytest.approx(results["ddp"]["forget_nll_after"], rel=RTOL)
+    assert result["forget_nll_after"] > result["forget_nll_before"]
+
+
 def test_saved_models_reload_and_agree(results, work_dir):
     """The final save of every backend (ZeRO-3: gathered 16-bit weights) loads with from_pretrained."""
     from transformers import AutoModelForCausalLM

@@ -243,9 +243,18 @@ def test_map_batches_keeps_order_when_sorting():
 
 
 def test_summaries_name_every_attack_and_fpr():
+    """Two non-members cannot resolve an FPR of 1% (needs 100) or 5% (needs 20): those TPRs are None, not the
+    TPR at FPR 0 under a misleading name; 50% (needs 2) is reported, with its interval."""
     scores = {"loss": np.array([1.0, 2.0])}
-    summary = summarize_attacks(scores, {"loss": np.array([0.0, 1.5])}, fprs=(0.01, 0.05))
-    assert set(summary["loss"]) == {"auc", "tpr@1%fpr", "tpr@5%fpr"}
+    summary = summarize_attacks(scores, {"loss": np.array([0.0, 1.5])}, fprs=(0.01, 0.05, 0.5))
+    assert set(summary["loss"]) == {
+        "auc", "auc_ci", "tpr@1%fpr", "tpr@1%fpr_ci", "tpr@5%fpr", "tpr@5%fpr_ci", "tpr@50%fpr", "tpr@50%fpr_ci"
+    }
+    assert summary["loss"]["tpr@1%fpr"] is None and summary["loss"]["tpr@5%fpr_ci"] is None
+    assert summary["loss"]["tpr@50%fpr"] == 1.0 and len(summary["loss"]["tpr@50%fpr_ci"]) == 2
+    assert set(summarize_attacks(scores, {"loss": np.array([0.0])}, fprs=(0.5,), n_resamples=0)["loss"]) == {
+        "auc", "tpr@50%fpr"
+    }
     assert percent_name(0.125) == "12.5"
 
 
@@ -273,6 +282,7 @@ def test_verbatim_memorization_is_well_formed(tiny_model, tokenizer, forget_data
         verbatim_memorization(tiny_model, forget_data, tokenizer, prefix_tokens=1000)
 
 
+MAX_QA_LENGTH = 96  # the first record and its answers fit (62 tokens at most); 40 x 5 words of question do not
 TOFU_RECORDS = [
     {"question": "Who wrote the red book?", "answer": "The red book was written by Ann Lee.",
      "paraphrased_answer": "Ann Lee wrote the red book.", "perturbed_answer": ["Bob Ray wrote it.", "Cal Moe wrote it."]},
@@ -336,8 +346,15 @@ def test_evaluate_model_report_and_plots(tmp_path, trained_model_dir, tokenizer,
     assert set(mia) == {"loss", "zlib", "min_k_20", "min_k_100", "min_k_plus_plus_20", "min_k_plus_plus_100"}
     assert mia["loss"]["auc"] == pytest.approx(mia["min_k_100"]["auc"])  # Min-100% is the LOSS attack
     assert mia["loss"]["auc"] > 0.6  # the fitted model has seen the forget set, not the unseen one
+    low, high = mia["loss"]["auc_ci"]
+    assert low <= mia["loss"]["auc"] <= high  # the percentile interval of a bootstrap holds its point estimate here
+    assert mia["loss"]["tpr@1%fpr"] is None  # 8 unseen documents cannot resolve a 1% FPR (needs 100)
+    assert "tpr@1%fpr" in evaluation.metrics["membership_inference"]["unresolved_tpr"]
+    nll_low, nll_high = evaluation.metrics["splits"]["forget"]["nll_ci"]
+    assert nll_low <= evaluation.metrics["splits"]["forget"]["nll"] <= nll_high
     report = markdown_report({"before": evaluation.metrics, "after": evaluation.metrics})
     assert "## Membership inference" in report and "| forget | before |" in report
+    assert "n/a: TPR at FPR 0.01 needs at least 100 non-members" in report
     history = [{"step": 0, "eval_forget_nll": 1.0}, {"step": 2, "eval_forget_nll": 2.0, "eval_retain_nll": 1.5}]
     for path in (plot_score_histograms({"m": evaluation}, str(tmp_path / "h.png")),
                  plot_roc_curves({"m": evaluation}, str(tmp_path / "r.png")),
@@ -405,10 +422,10 @@ def test_two_processes_match_one(trained_model_dir, tmp_path):
     for key in ("token_logprobs", "token_zscores"):
         for a, b in zip(double[key], single[key], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-    assert double["generated"] == single["generated"]
+    assert double["generated_sha256"] == single["generated_sha256"]
     assert [h["step"] for h in double["history"]] == [0, 1, 2, 3]
     for a, b in zip(double["history"], single["history"], strict=True):
-        for key in ("forget", "approximate", "auc"):
+        for key in ("forget", "approximate", "auc", "min_k_20"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
     assert len({round(h["forget"], 6) for h in single["history"]}) == 4  # the model did change between evaluations
 
@@ -437,3 +454,116 @@ def test_cuda_scores_match_cpu():
     assert half.mean_nll == pytest.approx(cpu.mean_nll, rel=0.02)
     continuations = greedy_generate(model, [row[:5] for row in ids.tolist()], 4, pad_token_id=0, batch_size=3)
     assert [len(c) for c in continuations] == [4] * 6
+
+
+# ---------------------------------------------------------------------------- regressions (issues 9 and 10)
+
+
+def test_tofu_model_utility_needs_all_nine_values():
+    """Defect 12: TOFU's model utility is the harmonic mean of 9 values (probability, ROUGE-L, truth ratio on
+    retain, real authors, world facts). One record per set, by hand:
+
+    - retain: answer NLL ln 2 -> probability 1/2; R = exp(1 - mean(2, 3)) = e^-1.5, score 1 - e^-1.5 = 0.77687;
+    - real authors and world facts: P(answer) = 1/2 against two perturbed answers of 1/4 -> 0.5; the truth
+      ratio compares the answer itself (NLL ln 2) with the perturbed (2 ln 2): R = 1/2, score 1 - 1/2 = 0.5.
+
+    Without generation (no ROUGE-L) only 6 values exist: `model_utility` is None, the missing values are named,
+    and the 6-value mean 6 / (5 x 2 + 1 / 0.77687) = 0.53156 is reported as `partial_model_utility` only.
+    With ROUGE-L recall 1/4 on each set: 9 / (5 x 2 + 1 / 0.77687 + 3 x 4) = 0.38648."""
+    from hf_unlearn.evaluation.tofu import TofuScores, tofu_metrics, tofu_splits
+
+    splits = tofu_splits("forget01")
+    retain_score = 1 - math.exp(-1.5)
+
+    def scores(rouge):
+        rouge = None if rouge is None else np.array([rouge])
+        return {
+            "retain": TofuScores(np.array([LN2]), np.array([1.0]), [np.array([2.0, 3.0])], rouge),
+            "real_authors": TofuScores(np.array([LN2]), np.array([LN2]), [np.array([2 * LN2, 2 * LN2])], rouge),
+            "world_facts": TofuScores(np.array([LN2]), np.array([LN2]), [np.array([2 * LN2, 2 * LN2])], rouge),
+        }
+
+    present = [split for split in splits if split.role != "forget"]
+    without = tofu_metrics(scores(None), present)
+    assert without["retain"]["truth_ratio"] == pytest.approx(retain_score)
+    assert without["model_utility"] is None
+    assert sorted(without["model_utility_missing"]) == ["real_authors/rouge_l", "retain/rouge_l", "world_facts/rouge_l"]
+    assert without["partial_model_utility"] == pytest.approx(6 / (10 + 1 / retain_score), rel=1e-9)
+    full = tofu_metrics(scores(0.25), present)
+    assert full["model_utility"] == pytest.approx(9 / (10 + 1 / retain_score + 12), rel=1e-9)
+    assert "partial_model_utility" not in full and "model_utility_missing" not in full
+    only_retain = tofu_metrics({"retain": scores(0.25)["retain"]}, present[:1])
+    assert only_retain["model_utility"] is None and "real_authors/probability" in only_retain["model_utility_missing"]
+
+
+def hand_scores(nll_sums, tokens):
+    return ExampleScores(
+        nll_sum=torch.tensor(nll_sums, dtype=torch.float64), tokens=torch.tensor(tokens), correct=torch.zeros(len(tokens))
+    )
+
+
+def test_examples_without_targets_are_excluded_from_membership_inference():
+    """Defect 12: an example with no target token (all labels -100, or a single token) has NLL 0 / 0, which the
+    old code scored as NLL 0: the strongest member. It must be left out, and counted.
+
+    Members: NLLs 1.0 and 3.0 (sums 2 and 6 over 2 tokens each) plus one example without targets;
+    non-members: 1.5, 2.5, 3.2, 3.5 (one token each).
+    LOSS AUC = P(member NLL < non-member NLL): 1.0 beats all 4, 3.0 beats 3.2 and 3.5 -> 6/8 = 0.75 (with the
+    empty example scored as NLL 0 it would be 10/12). TPR at FPR <= 25%: the threshold that admits one
+    non-member (1.5) admits the member 1.0 only -> 1/2 (2/3 with the empty example). The token-weighted mean
+    NLL is (2 + 6) / 4 = 2.0 either way."""
+    from hf_unlearn.evaluation import membership
+
+    members = hand_scores([2.0, 0.0, 6.0], [2, 0, 2])
+    nonmembers = hand_scores([1.5, 2.5, 3.2, 3.5], [1, 1, 1, 1])
+    assert membership.loss_auc(members, nonmembers) == pytest.approx(0.75)
+    assert membership.scored_mask(members).tolist() == [True, False, True]
+    attacks = {name: attack_scores(scores) for name, scores in (("m", members), ("n", nonmembers))}
+    assert attacks["m"]["loss"].tolist() == [-1.0, -3.0]
+    summary = summarize_attacks(attacks["m"], attacks["n"], fprs=(0.25,))["loss"]
+    assert summary["auc"] == pytest.approx(0.75) and summary["tpr@25%fpr"] == pytest.approx(0.5)
+    assert members.mean_nll == pytest.approx(2.0)
+
+
+def test_auc_and_tpr_are_nan_for_nan_scores_and_rank_infinities():
+    """Issue 10 item 6: a nan score (a model that blew up) makes the AUC and TPR undefined (nan), not an
+    exception; +-inf are ordered values: members [inf, 1] vs non-members [0, -inf] are perfectly separated
+    (AUC 1, TPR 1 at FPR 0 <= 50%)."""
+    assert math.isnan(metrics.roc_auc([math.nan, 1.0], [0.0, 0.5]))
+    assert math.isnan(metrics.tpr_at_fpr([math.nan, 1.0], [0.0, 0.5], 0.5))
+    assert metrics.roc_auc([math.inf, 1.0], [0.0, -math.inf]) == 1.0
+    assert metrics.tpr_at_fpr([math.inf, 1.0], [0.0, -math.inf], 0.5) == 1.0
+
+
+def test_nan_model_evaluates_to_nan_without_crashing(tiny_model, tokenizer, forget_data, retain_data):
+    """Issue 10 item 6: every weight nan. The evaluation reports nan NLLs and nan AUCs instead of crashing in the
+    AUC computation."""
+    from hf_unlearn.evaluation import evaluate_model
+
+    with torch.no_grad():
+        for parameter in tiny_model.parameters():
+            parameter.fill_(math.nan)
+    splits = {"forget": forget_data.select(range(4)), "approximate": retain_data.select(range(4))}
+    evaluation = evaluate_model(tiny_model, tokenizer, splits, min_k=(0.5,), verbatim_prefix_tokens=None)
+    assert math.isnan(evaluation.metrics["splits"]["forget"]["nll"])
+    attacks = evaluation.metrics["membership_inference"]["attacks"]
+    assert math.isnan(attacks["loss"]["auc"]) and math.isnan(attacks["min_k_50"]["auc"])
+
+
+def test_tofu_records_without_targets_are_left_out(tiny_model, tokenizer):
+    """Defect 12 (means): a TOFU record whose question fills `max_length` keeps no answer token; scored, its
+    NLL 0 / 0 = 0 would count as probability exp(0) = 1. It is left out and counted: the scores of the set equal
+    those of the normal record alone."""
+    from hf_unlearn.evaluation.tofu import score_tofu_split, tofu_metrics, tofu_splits
+
+    forget = tofu_splits("forget01")[0]
+    long_question = dict(TOFU_RECORDS[1], question=" ".join(["the quick brown fox jumps"] * 40))
+    kwargs = dict(max_length=MAX_QA_LENGTH, generate=False, batch_size=4)
+    both = score_tofu_split(tiny_model, tokenizer, [TOFU_RECORDS[0], long_question], forget, **kwargs)
+    alone = score_tofu_split(tiny_model, tokenizer, [TOFU_RECORDS[0]], forget, **kwargs)
+    np.testing.assert_allclose(both.answer_nll, alone.answer_nll, rtol=1e-5)
+    np.testing.assert_allclose(both.truth_ratios, alone.truth_ratios, rtol=1e-5)
+    assert both.records_without_targets == 1 and alone.records_without_targets == 0
+    assert tofu_metrics({"forget": both}, [forget])["forget"]["records_without_targets"] == 1
+    with pytest.raises(ValueError, match="raise max_length"):
+        score_tofu_split(tiny_model, tokenizer, [long_question], forget, **kwargs)

@@ -135,7 +135,11 @@ def reference_score(example_nll: ArrayLike, reference_nll: ArrayLike) -> np.ndar
 # ---------------------------------------------------------------------------- membership-inference summaries
 
 
-def _labelled(members: ArrayLike, nonmembers: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(members: ArrayLike, nonmembers: ArrayLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, scores) for sklearn: 1 for members, 0 for non-members; None when a score is nan (undefined).
+
+    +-inf are ordered values (e.g. an infinite NLL): they are replaced by their dense rank among all scores, which
+    keeps every order and tie, so the ROC curve and its area do not change."""
     members, nonmembers = _as_array(members, "members"), _as_array(nonmembers, "nonmembers")
     if members.size == 0 or nonmembers.size == 0:
         raise ValueError(
@@ -143,8 +147,10 @@ def _labelled(members: ArrayLike, nonmembers: ArrayLike) -> tuple[np.ndarray, np
             "Pass a forget set (members) and an approximate/unseen set (non-members)."
         )
     scores = np.concatenate([members, nonmembers])
-    if not np.isfinite(scores).all():
-        raise ValueError("Membership scores contain nan or inf (an example without target tokens?); drop those examples.")
+    if np.isnan(scores).any():
+        return None
+    if np.isinf(scores).any():
+        scores = np.unique(scores, return_inverse=True)[1].astype(np.float64)
     labels = np.concatenate([np.ones(members.size), np.zeros(nonmembers.size)])
     return labels, scores
 
@@ -154,30 +160,40 @@ def roc_auc(members: ArrayLike, nonmembers: ArrayLike) -> float:
 
     0.5: indistinguishable from unseen data (the unlearning target); 1.0: every member scores above every
     non-member (not forgotten); below 0.5: members now look *less* likely than unseen data (over-unlearning).
+    nan when a score is nan (a model that blew up): the AUC is then undefined, and reported as such.
     """
     from sklearn.metrics import roc_auc_score
 
-    labels, scores = _labelled(members, nonmembers)
-    return float(roc_auc_score(labels, scores))
+    labelled = _labelled(members, nonmembers)
+    if labelled is None:
+        return math.nan
+    return float(roc_auc_score(*labelled))
 
 
 def roc_points(members: ArrayLike, nonmembers: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rates, true positive rates) of every threshold (`sklearn.metrics.roc_curve`, all points kept)."""
+    """(false positive rates, true positive rates) of every threshold (`sklearn.metrics.roc_curve`, all points kept).
+
+    A nan score gives the single point (nan, nan)."""
     from sklearn.metrics import roc_curve
 
-    labels, scores = _labelled(members, nonmembers)
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    labelled = _labelled(members, nonmembers)
+    if labelled is None:
+        return np.array([math.nan]), np.array([math.nan])
+    fpr, tpr, _ = roc_curve(*labelled, drop_intermediate=False)
     return fpr, tpr
 
 
 def tpr_at_fpr(members: ArrayLike, nonmembers: ArrayLike, max_fpr: float) -> float:
-    """Highest true positive rate of a threshold whose false positive rate is at most `max_fpr`.
+    """Highest true positive rate of a threshold whose false positive rate is at most `max_fpr` (nan when a score
+    is nan).
 
     The low-FPR regime is what matters for privacy (Carlini et al. 2022): can an attacker confidently pick out
     *some* members? All ROC points are kept, so no threshold is lost to interpolation.
     """
     _check_fraction(max_fpr, "max_fpr")
     fpr, tpr = roc_points(members, nonmembers)
+    if np.isnan(fpr).any():
+        return math.nan
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 

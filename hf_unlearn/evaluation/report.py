@@ -13,10 +13,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from transformers.utils import logging
 
 from .generation import verbatim_memorization
-from .membership import DEFAULT_FPRS, DEFAULT_MIN_K, attack_scores, summarize_attacks, target_texts
+from .membership import (
+    DEFAULT_FPRS,
+    DEFAULT_MIN_K,
+    attack_scores,
+    scored_mask,
+    summarize_attacks,
+    target_texts,
+    unresolved_fprs,
+)
 from .scores import ExampleScores, score_examples
+from .uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_nll, interval
+
+logger = logging.get_logger(__name__)
 
 MIA_ORIENTATION = (
     "Scores are oriented so that higher = more likely a member. AUC of members (forget) against non-members "
@@ -48,6 +60,9 @@ def evaluate_model(
     verbatim_max_examples: int | None = 64,
     accelerator: Any | None = None,
     progress: bool = False,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
 ) -> ModelEvaluation:
     """Language-modelling metrics of every split, membership inference and verbatim memorization.
 
@@ -59,6 +74,8 @@ def evaluate_model(
         verbatim_prefix_tokens: prefix length of the verbatim-memorization test on members and non-members;
             None skips it.
         accelerator: shards every forward pass over processes; every process gets the same result.
+        n_resamples, confidence, seed: seeded bootstrap intervals (`nll_ci` of every split, `auc_ci` and
+            `tpr@...%fpr_ci` of every attack; see `uncertainty.py`); `n_resamples=0` leaves them out.
     """
     pad = tokenizer.pad_token_id
     mia = members in splits and nonmembers in splits
@@ -68,7 +85,8 @@ def evaluate_model(
         scores[name] = score_examples(
             model, dataset, pad, batch_size, progress, accelerator=accelerator, token_scores=wants_tokens
         )
-    metrics: dict[str, Any] = {"splits": {name: split_scores.summary() for name, split_scores in scores.items()}}
+    bootstrap = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
+    metrics: dict[str, Any] = {"splits": {name: split_summary(split, **bootstrap) for name, split in scores.items()}}
     evaluation = ModelEvaluation(metrics)
     if not mia:
         return evaluation
@@ -79,12 +97,25 @@ def evaluate_model(
             reference = score_examples(reference_model, splits[name], pad, batch_size, accelerator=accelerator)
         texts = target_texts(splits[name], tokenizer)
         evaluation.attack_scores[name] = attack_scores(scores[name], texts, reference, min_k)
+    without_targets = {name: int((~scored_mask(scores[name])).sum()) for name in (members, nonmembers)}
+    if any(without_targets.values()):
+        logger.warning(
+            f"Examples without any target token are left out of membership inference: {without_targets} "
+            "(all labels -100, or a single token; they have no NLL)."
+        )
     metrics["membership_inference"] = {
         "members": members,
         "nonmembers": nonmembers,
         "orientation": MIA_ORIENTATION,
-        "attacks": summarize_attacks(evaluation.attack_scores[members], evaluation.attack_scores[nonmembers], fprs),
+        "examples_without_targets": without_targets,
+        "confidence": confidence,
+        "attacks": summarize_attacks(
+            evaluation.attack_scores[members], evaluation.attack_scores[nonmembers], fprs, **bootstrap
+        ),
     }
+    unresolved = unresolved_fprs(len(evaluation.attack_scores[nonmembers]["loss"]), fprs)
+    if unresolved:
+        metrics["membership_inference"]["unresolved_tpr"] = unresolved
     if verbatim_prefix_tokens is not None:
         metrics["verbatim_memorization"] = {
             name: verbatim_memorization(
@@ -96,6 +127,18 @@ def evaluate_model(
     return evaluation
 
 
+def split_summary(scores: ExampleScores, n_resamples: int, confidence: float, seed: int) -> dict[str, Any]:
+    """`scores.summary()` plus, with `n_resamples`, the bootstrap interval of the mean NLL (`nll_ci`) over the
+    examples with target tokens."""
+    summary: dict[str, Any] = scores.summary()
+    if n_resamples:
+        keep = scored_mask(scores)
+        values = (scores.nll_sum.numpy()[keep], scores.tokens.numpy()[keep])
+        bootstrap = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
+        summary["nll_ci"] = list(interval(bootstrap_mean_nll, *values, **bootstrap)) if keep.any() else None
+    return summary
+
+
 # ---------------------------------------------------------------------------- Markdown
 
 
@@ -103,6 +146,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(cell(item) for item in value) + "]"
+        if value is None:
+            return "n/a"
         return str(value)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -126,13 +173,16 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Unle
 
     split_names = list(dict.fromkeys(name for metrics in results.values() for name in metrics.get("splits", {})))
     if split_names:
-        parts += ["## Language modelling", "", "Mean next-token NLL (nats), perplexity and next-token accuracy.", ""]
+        parts += [
+            "## Language modelling", "",
+            "Mean next-token NLL (nats, with its bootstrap interval), perplexity and next-token accuracy.", "",
+        ]
+        columns = ("nll", "nll_ci", "perplexity", "accuracy", "examples")
         rows = [
-            [name, label, _get(results[label], "splits", name, "nll"), _get(results[label], "splits", name, "perplexity"),
-             _get(results[label], "splits", name, "accuracy"), _get(results[label], "splits", name, "examples")]
+            [name, label, *(_get(results[label], "splits", name, column) for column in columns)]
             for name in split_names for label in labels
         ]
-        parts += [_table(["split", "model", "NLL", "perplexity", "accuracy", "examples"], rows), ""]
+        parts += [_table(["split", "model", "NLL", "NLL interval", "perplexity", "accuracy", "examples"], rows), ""]
 
     mia = [label for label in labels if "membership_inference" in results[label]]
     if mia:
@@ -150,6 +200,12 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Unle
             for attack in attacks for label in mia
         ]
         parts += [_table(["attack", "model", *measures], rows), ""]
+        if "confidence" in info:
+            parts += [f"`_ci` columns: {100 * info['confidence']:g}% seeded bootstrap intervals (members and "
+                      "non-members resampled separately).", ""]
+        notes = dict.fromkeys(note for label in mia for note in results[label]["membership_inference"].get(
+            "unresolved_tpr", {}).values())
+        parts += [*(f"- n/a: {note}" for note in notes), *([""] if notes else [])]
 
     verbatim = [label for label in labels if "verbatim_memorization" in results[label]]
     if verbatim:

@@ -12,8 +12,9 @@ Four evaluation sets, each a file / Hub config of question-answer records:
 Every NLL is the per-token mean NLL of an answer given the question, formatted with the same prompt template as
 training (`build_qa_dataset`); ROUGE-L is the recall of the greedy answer against the true answer.
 Model utility = harmonic mean of the 9 (probability, ROUGE-L, truth ratio) values of retain, real_authors and
-world_facts; forget quality = KS-test p-value of the forget-set truth ratios against those of a model trained on
-the retain set only (the "retain model"). These match github.com/locuslab/tofu (`aggregate_stat_eval.py`).
+world_facts, reported only when all 9 exist (without generation there is no ROUGE-L: the mean of the other 6
+is then `partial_model_utility`, never `model_utility`; see `utility_metrics`); forget quality = KS-test p-value
+of the forget-set truth ratios against those of a model trained on the retain set only (the "retain model"). These match github.com/locuslab/tofu (`aggregate_stat_eval.py`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from transformers.utils import logging
 
 from ..data import build_qa_dataset
 from .generation import generate_answers
+from .membership import scored_mask
 from .metrics import (
     answer_probability,
     forget_quality,
@@ -38,7 +41,12 @@ from .metrics import (
 )
 from .scores import score_examples
 
+logger = logging.get_logger(__name__)
+
 TOFU_HUB_ID = "locuslab/TOFU"
+# TOFU's model utility: these three numbers on each of these three sets (9 values).
+UTILITY_ROLES = ("retain", "real_authors", "world_facts")
+UTILITY_METRICS = ("probability", "rouge_l", "truth_ratio")
 DEFAULT_PROMPT_TEMPLATE = "Question: {question}\nAnswer: "
 
 
@@ -98,12 +106,15 @@ class TofuScores:
         paraphrased_nll: the same for the answer the truth ratio compares with, [num_records].
         perturbed_nll: for each record, the per-token mean NLL of each perturbed (wrong) answer.
         rouge_recall: ROUGE-L recall of the greedy answer against the true answer (None without generation).
+        records_without_targets: records left out because one of their answers kept no target token (cut off
+            by `max_length`): its NLL would be 0 / 0, i.e. a probability of 1.
     """
 
     answer_nll: np.ndarray
     paraphrased_nll: np.ndarray
     perturbed_nll: list[np.ndarray]
     rouge_recall: np.ndarray | None = None
+    records_without_targets: int = 0
 
     @property
     def truth_ratios(self) -> np.ndarray:
@@ -122,26 +133,43 @@ def score_tofu_split(
     max_new_tokens: int = 64,
     accelerator: Any | None = None,
 ) -> TofuScores:
-    """Score the true, paraphrased and perturbed answers of `records` (one sharded pass) and optionally generate."""
+    """Score the true, paraphrased and perturbed answers of `records` (one sharded pass) and optionally generate.
+
+    A record with an answer that keeps no target token within `max_length` is left out (counted in
+    `records_without_targets`, with a warning)."""
     pairs, owners = [], []  # every (question, answer) to score, and which record / slot it belongs to
     for i, record in enumerate(records):
         answers = [record["answer"], record[split.paraphrased_column], *record["perturbed_answer"]]
         pairs += [{"question": record["question"], "answer": answer} for answer in answers]
         owners.append(len(answers))
     examples = build_qa_dataset(pairs, tokenizer, max_length=max_length, prompt_template=prompt_template)
-    nll = score_examples(model, examples, tokenizer.pad_token_id, batch_size, accelerator=accelerator).example_nll.numpy()
-    offsets = np.cumsum([0, *owners])
-    per_record = [nll[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+    scores = score_examples(model, examples, tokenizer.pad_token_id, batch_size, accelerator=accelerator)
+    nll, scored = scores.example_nll.numpy(), scored_mask(scores)
+    bounds = list(zip(np.cumsum([0, *owners])[:-1], np.cumsum(owners)))
+    kept = [i for i, (start, end) in enumerate(bounds) if scored[start:end].all()]
+    dropped = len(records) - len(kept)
+    if not kept:
+        raise ValueError(
+            f"No TOFU {split.role} record keeps a target token for every answer within max_length={max_length}; "
+            "raise max_length."
+        )
+    if dropped:
+        logger.warning(
+            f"TOFU {split.role}: {dropped} of {len(records)} records have an answer with no target token within "
+            f"max_length={max_length}; they are left out of every metric. Raise max_length to keep them."
+        )
+    per_record = [nll[bounds[i][0] : bounds[i][1]] for i in kept]
     rouge = None
     if generate:
-        questions = [record["question"] for record in records]
+        questions = [records[i]["question"] for i in kept]
         answers = generate_answers(model, tokenizer, questions, prompt_template, max_new_tokens, batch_size, accelerator)
-        rouge = rouge_l(answers, [record["answer"] for record in records], measure="recall")
+        rouge = rouge_l(answers, [records[i]["answer"] for i in kept], measure="recall")
     return TofuScores(
         answer_nll=np.array([values[0] for values in per_record]),
         paraphrased_nll=np.array([values[1] for values in per_record]),
         perturbed_nll=[values[2:] for values in per_record],
         rouge_recall=rouge,
+        records_without_targets=dropped,
     )
 
 
@@ -155,18 +183,40 @@ def tofu_split_metrics(scores: TofuScores, split: TofuSplit) -> dict[str, float]
     if scores.rouge_recall is not None:
         metrics["rouge_l"] = float(np.mean(scores.rouge_recall))
     metrics["truth_ratio"] = truth_ratio_score(scores.truth_ratios, forget=split.role == "forget")
+    if scores.records_without_targets:
+        metrics["records_without_targets"] = scores.records_without_targets
     return metrics
+
+
+def utility_metrics(per_set: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """TOFU model utility from per-set metrics (`tofu_split_metrics` by role), honest about missing values.
+
+    With all 9 values (probability, ROUGE-L, truth ratio of retain, real_authors and world_facts):
+    `{"model_utility": harmonic mean}`. Otherwise `model_utility` is None, `model_utility_missing` names the
+    absent values ("<role>/<metric>") and, if any value exists, `partial_model_utility` is the harmonic mean of
+    those present: a different number from TOFU's, under a different name.
+    """
+    present = {
+        f"{role}/{metric}": per_set[role][metric]
+        for role in UTILITY_ROLES for metric in UTILITY_METRICS if metric in per_set.get(role, {})
+    }
+    names = [f"{role}/{metric}" for role in UTILITY_ROLES for metric in UTILITY_METRICS]
+    missing = [name for name in names if name not in present]
+    if not missing:
+        return {"model_utility": model_utility(list(present.values()))}
+    out: dict[str, Any] = {"model_utility": None, "model_utility_missing": missing}
+    if present:
+        out["partial_model_utility"] = model_utility(list(present.values()))
+    return out
 
 
 def tofu_metrics(
     scores: Mapping[str, TofuScores], splits: Sequence[TofuSplit], retain_model_truth_ratios: Sequence[float] | None = None
 ) -> dict[str, Any]:
-    """Per-set metrics, model utility (from the non-forget sets present) and, given the retain model's forget-set
-    truth ratios, forget quality."""
+    """Per-set metrics, model utility (`utility_metrics`: None unless all 9 values exist) and, given the retain
+    model's forget-set truth ratios, forget quality."""
     result: dict[str, Any] = {split.role: tofu_split_metrics(scores[split.role], split) for split in splits}
-    utility_values = [value for split in splits if split.role != "forget" for value in result[split.role].values()]
-    if utility_values:
-        result["model_utility"] = model_utility(utility_values)
+    result.update(utility_metrics(result))
     if retain_model_truth_ratios is not None and "forget" in scores:
         result["forget_quality"] = forget_quality(scores["forget"].truth_ratios, retain_model_truth_ratios)
     return result
