@@ -32,13 +32,14 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-@lru_cache(maxsize=64)
-def _accepts_position_ids(forward_type: type) -> bool:
+@lru_cache(maxsize=128)
+def _accepts(forward_type: type, argument: str) -> bool:
+    """Whether `forward_type.forward` takes `argument` (by name or through **kwargs)."""
     try:
         parameters = inspect.signature(forward_type.forward).parameters
     except (TypeError, ValueError):
         return True
-    return "position_ids" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    return argument in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _innermost(model: nn.Module) -> nn.Module:
@@ -53,11 +54,14 @@ def _innermost(model: nn.Module) -> nn.Module:
 
 def forward(model: nn.Module, batch: dict[str, torch.Tensor], hidden_layer: int | None = None) -> ForwardOutput:
     """Run `model` on `batch` (`input_ids`, optional `attention_mask`) without labels or a cache."""
-    kwargs = {"input_ids": batch["input_ids"], "use_cache": False}
+    inner = type(_innermost(model))
+    kwargs = {"input_ids": batch["input_ids"]}
+    if _accepts(inner, "use_cache"):
+        kwargs["use_cache"] = False
     mask = batch.get("attention_mask")
     if mask is not None:
         kwargs["attention_mask"] = mask
-        if _accepts_position_ids(type(_innermost(model))):
+        if _accepts(inner, "position_ids"):
             kwargs["position_ids"] = position_ids_from_mask(mask)
     if hidden_layer is not None:
         kwargs["output_hidden_states"] = True

@@ -166,12 +166,11 @@ def _distribution_moments(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of a (possibly DDP / DeepSpeed / PEFT wrapped) causal LM, without a KV cache."""
-    kwargs: dict[str, Any] = {}
-    config = getattr(getattr(model, "module", model), "config", None)
-    if getattr(config, "use_cache", None) is not None:
-        kwargs["use_cache"] = False  # no KV cache to allocate: a single forward pass reads no past
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).logits
+    """Logits of a (possibly DDP / DeepSpeed / PEFT wrapped) causal LM: the library's one forward pass
+    (`hf_unlearn.forward`: no KV cache, position ids from the mask)."""
+    from ..forward import forward
+
+    return forward(model, batch).logits
 
 
 def model_device(model, accelerator: Any | None = None) -> torch.device:
