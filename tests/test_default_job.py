@@ -3,7 +3,7 @@
 import os
 
 from hf_unlearn.callbacks import EvalRecord
-from hf_unlearn.default_job import FORGET_MODULES, RETAIN_MODULES, default_splits, own_source_texts, summary_table
+from hf_unlearn.scripts.demo import FORGET_MODULES, RETAIN_MODULES, default_splits, own_source_texts, summary_table
 
 
 def test_default_splits_are_full_chunks_of_disjoint_sources(tokenizer):
@@ -26,3 +26,17 @@ def test_summary_table_reports_every_number():
     text = summary_table(before, after, "target reached", sample, {**sample, "generated": " x", "exact_match_tokens": 0})
     for expected in ("2.500", "3.100", "0.750", "0.450", "stopped at step 6: target reached", "3 tokens exact", "0 tokens exact"):
         assert expected in text, expected
+    # Without samples (show_forget_samples=False, the default) no forget text is shown.
+    private = summary_table(before, after, "target reached")
+    assert "2.500" in private and "heappush" not in private and "verbatim" not in private
+
+
+def test_embedded_default_config_ships_in_the_package_and_may_show_samples():
+    """The default job's YAML is package data (works after pip install); its public stdlib data may be shown."""
+    from hf_unlearn.scripts.args import DEFAULT_CONFIG, parse_args
+
+    assert DEFAULT_CONFIG.startswith(os.path.dirname(__import__("hf_unlearn").__file__)) and os.path.isfile(DEFAULT_CONFIG)
+    args, script = parse_args(["--config", DEFAULT_CONFIG])
+    assert script.show_forget_samples and script.model_name_or_path is None and args.method == "ga_descent"
+    _, default = parse_args(["--output_dir", "x"])
+    assert not default.show_forget_samples  # private by default

@@ -7,7 +7,7 @@ import pytest
 
 from hf_unlearn import GradientAscentDescentTrainer, GradientAscentTrainer, build_qa_dataset, chunk_documents, get_method
 from hf_unlearn.config import UnlearningConfig
-from hf_unlearn.script_args import parse_args
+from hf_unlearn.scripts.args import parse_args
 from tests.conftest import make_documents, unlearning_args
 
 
@@ -15,15 +15,15 @@ from tests.conftest import make_documents, unlearning_args
 
 
 def test_chunking_cuts_each_document_and_drops_tiny_chunks(tokenizer):
-    """A document of n tokens + EOS becomes ceil((n+1)/L) chunks; a last chunk under 5 tokens is dropped."""
+    """A document of n tokens + EOS becomes ceil((n+1)/L) chunks; a last chunk under 2 tokens (no target) is dropped."""
     text = make_documents(1, seed=5, min_words=60, max_words=60)[0]
     n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + EOS
     chunks = chunk_documents([text], tokenizer, max_length=16)
     full, rest = divmod(n, 16)
-    assert len(chunks) == full + (1 if rest >= 5 else 0)
+    assert len(chunks) == full + (1 if rest >= 2 else 0)
     assert all(len(ids) == 16 for ids in chunks["input_ids"][:full])
     assert chunks[0]["labels"] == chunks[0]["input_ids"]
-    if rest >= 5:  # the kept short chunk is the document's end
+    if rest >= 2:  # the kept short chunk is the document's end
         assert chunks["input_ids"][-1][-1] == tokenizer.eos_token_id and len(chunks["input_ids"][-1]) == rest
 
 
@@ -53,10 +53,13 @@ def test_documents_from_every_source(fmt, tokenizer, tmp_path):
 def test_qa_records_mask_the_prompt(tokenizer):
     records = [{"question": "who is the old man", "answer": "a quick fox"}]
     example = build_qa_dataset(records, tokenizer)[0]
-    prompt_len = len(tokenizer("Question: who is the old man\nAnswer: ", add_special_tokens=False)["input_ids"])
+    from hf_unlearn.data import encode_prompt
+
+    # The prompt's trailing space belongs to the answer's first token (joint tokenisation, see encode_prompt_completion).
+    prompt_len = len(encode_prompt(tokenizer, "Question: who is the old man\nAnswer: "))
     assert example["labels"][:prompt_len] == [-100] * prompt_len
     assert example["labels"][prompt_len:] == example["input_ids"][prompt_len:]
-    assert tokenizer.decode(example["input_ids"][prompt_len:-1]) == "a quick fox"
+    assert tokenizer.decode(example["input_ids"][prompt_len:-1]).strip() == "a quick fox"
 
 
 # ------------------------------------------------------------------ errors
