@@ -309,7 +309,7 @@ def run(argv: list[str]) -> dict:
     # Save (16-bit weights are gathered under ZeRO-3 by save_model; the model card records the results). With
     # push_to_hub, save_model also pushes the final model, once.
     trainer.save_model(args.output_dir)
-    return {"before": before, "after": after, "stop_reason": monitor.stop_reason}
+    return {"before": before, "after": after, "stop_reason": monitor.stop_reason, "history": list(monitor.history)}
 
 
 def _drop_unlearned_best(monitor, args, script) -> None:
