@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ Issue 10 items 6-9 and issue 14 item 8. Each run is a tiny Llama on a few JSONL 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 

@@ -215,9 +215,3 @@ def parse_args(args: list[str] | None = None) -> tuple[UnlearningConfig, ScriptA
     check_single_values(training_args)  # e.g. `--forget_weight nan` from the command line
     return training_args, script_args
 
-
-def help_parser(method: str | None = None):
-    """The argument parser of the unlearning script, for `--help` (the default method's options)."""
-    from trl import TrlParser
-
-    return TrlParser((get_method(method or UnlearningConfig.method).config_class, ScriptArguments))
