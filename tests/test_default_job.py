@@ -40,3 +40,21 @@ def test_embedded_default_config_ships_in_the_package_and_may_show_samples():
     assert script.show_forget_samples and script.model_name_or_path is None and args.method == "ga_descent"
     _, default = parse_args(["--output_dir", "x"])
     assert not default.show_forget_samples  # private by default
+
+
+def test_default_job_runs_from_the_packaged_config(tokenizer, tmp_path, monkeypatch, capsys):
+    """`hf-unlearn train` without arguments: the packaged YAML, the stdlib splits, the verbatim sample (public data).
+    A tiny model stands in for SmolLM2 (the download itself is exercised by `make demo`)."""
+    from hf_unlearn.scripts import demo
+    from hf_unlearn.scripts.unlearn import main
+    from hf_unlearn.toy import build_llama
+
+    model_dir = tmp_path / "tiny"
+    build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    monkeypatch.setattr(demo, "default_model_dir", lambda cache_dir=None: str(model_dir))
+    monkeypatch.chdir(tmp_path)  # from any folder
+    result = main(["--max_steps", "1", "--output_dir", str(tmp_path / "out"), "--eval_max_examples", "4"])
+    out = capsys.readouterr().out
+    assert "forget NLL (to unlearn)" in out and "verbatim continuation of a forget chunk" in out
+    assert result["after"].step == 1 and (tmp_path / "out" / "model.safetensors").exists()

@@ -211,3 +211,13 @@ def test_yaml_list_for_forget_data_is_refused(trained_model_dir, data, tmp_path,
     err = capfd.readouterr().err
     assert "forget_data in" in err and "is a list" in err and "single value" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_script_missing_model_folder_is_one_line_exit_2(data, tmp_path, capfd):
+    from hf_unlearn.scripts.evaluate import main
+
+    missing = str(tmp_path / "no" / "such" / "model")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", missing, "--forget_data", data["forget"], "--output_dir", str(tmp_path / "eval")])
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 2 and "does not exist" in err and "Traceback" not in err
