@@ -73,3 +73,35 @@ def test_train_runs_the_packaged_script_not_a_recipes_file(monkeypatch):
     monkeypatch.setattr(cli, "RECIPES", "/nonexistent")
     assert cli.main(["train", "--config", "x.yaml"]) == 0
     assert calls == [["--config", "x.yaml"]]
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_scripts_and_the_default_config(tmp_path):
+    """A wheel built from the repository holds hf_unlearn.scripts and the default job's YAML; installed elsewhere, the
+    scripts run from an unrelated folder without recipes/ (issue 14 item 6)."""
+    import shutil
+
+    source = tmp_path / "source"  # a copy: building in the repository would leave build/ and *.egg-info there
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "outputs",
+                                                                 "__pycache__", ".pytest_cache", "benchmarks", "docs"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
+                            "-w", str(tmp_path / "wheel")], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "wheel").glob("hf_unlearn-*.whl"))
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    check = (
+        "import os, hf_unlearn; from hf_unlearn.scripts.args import DEFAULT_CONFIG, parse_args\n"
+        f"assert hf_unlearn.__file__.startswith({str(site)!r}), hf_unlearn.__file__\n"
+        "assert os.path.isfile(DEFAULT_CONFIG); args, script = parse_args(['--config', DEFAULT_CONFIG])\n"
+        "assert args.method == 'ga_descent' and script.show_forget_samples\n"
+        "from hf_unlearn import cli; assert cli.main(['methods']) == 0; assert cli.main(['train', '--help']) == 0\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-c", check], cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(site)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--forget_data" in result.stdout and "ga_kl" in result.stdout
