@@ -1,30 +1,34 @@
 """`hf-unlearn`: a small command line in the manner of the `trl` CLI.
 
     hf-unlearn methods                                   list the registered methods
-    hf-unlearn train --config recipes/configs/x.yaml     run recipes/unlearn.py (in this process)
+    hf-unlearn train --config my.yaml                    run hf_unlearn.scripts.unlearn (in this process)
     hf-unlearn train --accelerate_config zero3 --num_processes 8 --config ...
-                                                         the same under `accelerate launch` with a bundled config
-    hf-unlearn eval ...                                  run recipes/evaluate.py
+                                                         the same under `accelerate launch -m`
+    hf-unlearn eval ...                                  run hf_unlearn.scripts.evaluate
+    hf-unlearn traces [--output_dir DIR] [--remove]      list (or remove) what runs left that can hold forget data
+    hf-unlearn accelerate-configs                        list the bundled accelerate configs
 
-Everything after the sub-command (except the two launcher options) goes to the recipe unchanged. The recipes and
-the bundled accelerate configs live in the repository's `recipes/` folder, so install hf_unlearn from a clone
-(`pip install -e .`) to use `train` and `eval`.
+Everything after `train` / `eval` (except the two launcher options) goes to the script unchanged;
+`hf-unlearn train --help` lists the script's options (`--method NAME --help`: with that method's fields). The
+scripts ship inside the package (`hf_unlearn.scripts`), so they work from any folder after `pip install`. The
+accelerate configs are in the repository's `recipes/accelerate/` (a clone); elsewhere pass a file path.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import runpy
 import subprocess
 import sys
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
-SCRIPTS = {"train": "unlearn.py", "eval": "evaluate.py"}
+SCRIPTS = {"train": "hf_unlearn.scripts.unlearn", "eval": "hf_unlearn.scripts.evaluate"}
+COMMANDS = ("methods", "train", "eval", "traces", "accelerate-configs")
 
 
 def accelerate_configs() -> dict[str, str]:
-    """Bundled accelerate configs by name (file name without .yaml)."""
+    """Bundled accelerate configs by name (file name without .yaml), from a repository clone's recipes/."""
     folder = os.path.join(RECIPES, "accelerate")
     if not os.path.isdir(folder):
         return {}
@@ -38,18 +42,9 @@ def resolve_accelerate_config(name_or_path: str) -> str:
     if name_or_path not in configs:
         raise SystemExit(
             f"hf-unlearn: unknown accelerate config {name_or_path!r}; use a file path or one of: "
-            f"{', '.join(configs) or '(none found in ' + RECIPES + ')'}."
+            f"{', '.join(configs) or '(none: the bundled configs are in a clone of the repository, recipes/accelerate)'}."
         )
     return configs[name_or_path]
-
-
-def recipe_path(command: str) -> str:
-    path = os.path.join(RECIPES, SCRIPTS[command])
-    if not os.path.isfile(path):
-        raise SystemExit(
-            f"hf-unlearn: {path} not found. The recipes ship with the repository: clone it and `pip install -e .`."
-        )
-    return path
 
 
 def list_methods_table() -> str:
@@ -63,33 +58,64 @@ def list_methods_table() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["methods", "train", "eval", "accelerate-configs"])
+    parser.add_argument("command", choices=COMMANDS)
+    return parser
+
+
+def _launcher_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"hf-unlearn {command}", add_help=False)
     parser.add_argument("--accelerate_config", help="bundled accelerate config name (see accelerate-configs) or a path")
     parser.add_argument("--num_processes", type=int, help="processes for accelerate launch")
-    known, rest = parser.parse_known_args(argv)
+    return parser
 
-    if known.command == "methods":
-        print(list_methods_table())
-        return 0
-    if known.command == "accelerate-configs":
-        for name, path in accelerate_configs().items():
-            print(f"{name:<16} {path}")
-        return 0
 
-    script = recipe_path(known.command)
+def run_script(command: str, argv: list[str]) -> int:
+    """Run `hf-unlearn train|eval` in this process (its exit status: 0, or the script's SystemExit code)."""
+    launcher = _launcher_parser(command)
+    known, rest = launcher.parse_known_args(argv)
+    if any(arg in ("-h", "--help") for arg in rest):
+        print(f"usage: hf-unlearn {command} [--accelerate_config NAME_OR_PATH] [--num_processes N] [script options]\n")
+        print(f"Launcher options:\n{launcher.format_help().split(chr(10), 1)[1]}")
+        print(f"Script options ({SCRIPTS[command]}):")
+        sys.stdout.flush()
+    module = SCRIPTS[command]
     if known.accelerate_config is None and known.num_processes is None:
-        namespace = runpy.run_path(script, run_name="hf_unlearn_cli")
-        namespace["main"](rest)
+        try:
+            importlib.import_module(module).main(rest)
+        except SystemExit as exit_:
+            code = exit_.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
         return 0
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
     if known.accelerate_config is not None:
         launch += ["--config_file", resolve_accelerate_config(known.accelerate_config)]
     if known.num_processes is not None:
         launch += ["--num_processes", str(known.num_processes)]
-    return subprocess.call(launch + [script] + rest)
+    return subprocess.call(launch + ["-m", module] + rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _parser().parse_args(argv[:1] or ["--help"])  # prints the help (exit 0) or the choices (exit 2)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command in SCRIPTS:
+        return run_script(command, rest)
+    if command == "traces":
+        from .traces import main as traces_main
+
+        return traces_main(rest)
+    descriptions = {"methods": "List the registered unlearning methods.", "accelerate-configs": "List the bundled accelerate configs."}
+    argparse.ArgumentParser(prog=f"hf-unlearn {command}", description=descriptions[command]).parse_args(rest)
+    if command == "methods":
+        print(list_methods_table())
+        return 0
+    for name, path in accelerate_configs().items():  # accelerate-configs
+        print(f"{name:<16} {path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,15 +2,93 @@
 
 Everything that leaves the training process as files lives here: what `save_model` writes beside the weights,
 the model card, and what `push_to_hub` uploads.
+
+What is uploaded, and when (the forget set must not travel with the model):
+
+- `push_to_hub()` uploads exactly the unlearned model: weights, config(s), generation config, tokenizer files
+  and the model card, staged in a fresh folder (`save_model(..., _internal_call=True)` into it, plus the card)
+  and uploaded in one commit. Never the output folder as it stands: no TensorBoard runs, no `best/`, no
+  checkpoints, no `training_args.bin`, no stale files of earlier runs.
+- `save_model()` with `push_to_hub=True` pushes once, and only when it saves the final model into `output_dir`
+  (as `Trainer` does); saving anywhere else (e.g. `<output_dir>/best`) never pushes.
+- Intermediate checkpoints are never pushed, whatever `hub_strategy` says.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
+
+logger = logging.getLogger(__name__)
+
+# Files of a saved model that the push never uploads (a pickled TrainingArguments says nothing about the model).
+NOT_UPLOADED = ("training_args.bin",)
 
 
 class HubMixin:
     """`Trainer` overrides for saving and pushing; mixed into `UnlearningTrainer` before `transformers.Trainer`."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save as `Trainer` does. With `push_to_hub=True`, push once (see `push_to_hub`) when the final model is
+        saved into `args.output_dir` by a user call; a save elsewhere (e.g. `best/`) or an internal save never
+        pushes."""
+        super().save_model(output_dir, _internal_call=True)
+        if not self.args.push_to_hub or _internal_call:
+            return
+        if output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir):
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+        else:
+            logger.info("Saved to %s without pushing: only the final model in output_dir is pushed.", output_dir)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
+                    revision: str | None = None, private: bool | None = None, **kwargs):
+        """Upload the unlearned model, its tokenizer, config(s), generation config and model card, in one commit.
+
+        The files are staged in a fresh temporary folder (removed afterwards, also on failure) by
+        `save_model(staging, _internal_call=True)` plus the card, so nothing else from `output_dir` (TensorBoard
+        runs, `best/`, checkpoints, files of earlier runs) can be uploaded. Collective like `save_model` (every
+        process calls it; process zero uploads). `kwargs` are accepted for `Trainer` compatibility; `model_name`
+        names the card's title.
+        """
+        from huggingface_hub import HfApi
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        model_name = kwargs.pop("model_name", None)
+        if model_name is None:
+            model_name = (self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))).split("/")[-1]
+        token = token if token is not None else self.args.hub_token
+        if getattr(self, "hub_model_id", None) is None:
+            self.init_hf_repo(token=token, private=private)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        # Staged beside the output (same disk, as large as the model); "_"-prefixed, and listed by `hf-unlearn
+        # traces` should a killed process leave it behind.
+        with tempfile.TemporaryDirectory(prefix="_push-staging-", dir=self.args.output_dir) as staging:
+            self.save_model(staging, _internal_call=True)  # collective under ZeRO-3 / FSDP
+            if not self.is_world_process_zero():
+                return None
+            self.write_model_card(staging, model_name=model_name)
+            for name in NOT_UPLOADED:
+                path = os.path.join(staging, name)
+                if os.path.exists(path):
+                    os.remove(path)
+            self._finish_current_push()
+            return HfApi().upload_folder(
+                repo_id=self.hub_model_id,
+                folder_path=staging,
+                commit_message=commit_message,
+                token=token,
+                revision=revision if revision is not None else self.args.hub_revision,
+            )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Do nothing: intermediate checkpoints are never pushed (whatever `hub_strategy` says).
+
+        A checkpoint is a partly unlearned model (it can still reproduce the forget set) with its optimizer state;
+        `Trainer` would upload it, and the whole output folder, into the repository's history at every save. Only
+        the final model is pushed, once, by `push_to_hub` / `save_model`.
+        """
+        return None
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Save as `Trainer` does, plus a model card (README.md) describing the unlearning."""
@@ -28,6 +106,7 @@ class HubMixin:
         policy = self.accelerator.unwrap_model(self.model)
         base = getattr(getattr(policy, "peft_config", {}).get("default"), "base_model_name_or_path", None)
         values = {name: getattr(self.args, name) for name in CARD_HYPERPARAMETERS if hasattr(self.args, name)}
+        # Methods that ignore retain data keep `retain_dataset` None, so no unused retain set is listed.
         card = build_model_card(
             method=self.method_name,
             paper_name=self.paper_name or self.method_name,

@@ -1,14 +1,14 @@
 """Model cards for unlearned models (huggingface_hub's ModelCard).
 
-The card records what was done without revealing what was forgotten: base model, method (paper name and
-citation), hyperparameters, the number of forget / retain examples and tokens with a SHA-256 of their token ids
-(so a reader can check which set was used if they hold it, but cannot recover it), evaluation results when
-available, and the hf_unlearn version. It never contains text from the data.
+The card records what was done without revealing what was forgotten: base model (a Hub id only, never a local
+path), method (paper name and citation), hyperparameters, the number of forget / retain examples and tokens,
+evaluation results when available, and the hf_unlearn version. It never contains text from the data, nor anything
+computed from its content: an unsalted hash of the forget token ids let anyone confirm a guessed secret (a short
+phone number was recovered from the card alone in 174 guesses), so there is none. Counts only.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,24 +32,16 @@ CARD_HYPERPARAMETERS = (
 
 @dataclass
 class DataSummary:
-    """Size and fingerprint of a dataset of token ids: never its content."""
+    """Size of a dataset of token ids: counts only, nothing derived from its content."""
 
     examples: int
     tokens: int
-    sha256: str
 
 
 def summarize_dataset(dataset) -> DataSummary:
-    """Count examples and tokens and hash the token ids (in order) of a dataset with `input_ids`."""
-    digest = hashlib.sha256()
-    tokens = 0
+    """Count the examples and tokens of a dataset with `input_ids`."""
     column = dataset["input_ids"] if hasattr(dataset, "column_names") else [row["input_ids"] for row in dataset]
-    for ids in column:
-        array = np.asarray(ids, dtype=np.int64)
-        digest.update(array.tobytes())
-        digest.update(b"|")
-        tokens += array.size
-    return DataSummary(examples=len(column), tokens=tokens, sha256=digest.hexdigest())
+    return DataSummary(examples=len(column), tokens=sum(int(np.asarray(ids).size) for ids in column))
 
 
 def build_model_card(
@@ -67,16 +59,17 @@ def build_model_card(
     """A `huggingface_hub.ModelCard` for an unlearned model."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    hub_id = base_model if base_model and _is_hub_id(base_model) else None
     data = ModelCardData(
-        base_model=base_model if base_model and "/" in base_model and not base_model.startswith(("/", ".")) else None,
+        base_model=hub_id,
         library_name="transformers",
         tags=["unlearning", "hf_unlearn", method],
         pipeline_tag="text-generation",
     )
     rows = [f"| {key} | {value} |" for key, value in hyperparameters.items()]
-    data_rows = [f"| forget | {forget.examples} | {forget.tokens} | `{forget.sha256}` |"]
+    data_rows = [f"| forget | {forget.examples} | {forget.tokens} |"]
     if retain is not None:
-        data_rows.append(f"| retain | {retain.examples} | {retain.tokens} | `{retain.sha256}` |")
+        data_rows.append(f"| retain | {retain.examples} | {retain.tokens} |")
     sections = [
         "---",
         data.to_yaml(),
@@ -84,7 +77,7 @@ def build_model_card(
         "",
         f"# {model_name or 'Unlearned model'}",
         "",
-        f"This model is `{base_model or 'a local model'}` after machine unlearning with **{paper_name}** "
+        f"This model is {f'`{hub_id}`' if hub_id else 'a local model'} after machine unlearning with **{paper_name}** "
         f"(`method: {method}`) using [hf_unlearn](https://github.com/) {version}, following Yao et al., "
         "*Machine Unlearning of Pre-trained Large Language Models* (ACL 2024).",
         "",
@@ -93,11 +86,11 @@ def build_model_card(
         "",
         "## Data",
         "",
-        "The forgotten text is not reproduced here. Counts are of chunks / tokens after tokenization; the hash is "
-        "SHA-256 over the token ids in order.",
+        "The forgotten text is not reproduced here, nor anything computed from it. Counts are of chunks / tokens "
+        "after tokenization.",
         "",
-        "| set | examples | tokens | sha256 of token ids |",
-        "|---|---|---|---|",
+        "| set | examples | tokens |",
+        "|---|---|---|",
         *data_rows,
         "",
         "## Hyperparameters",
@@ -118,6 +111,13 @@ def build_model_card(
         "",
     ]
     return ModelCard("\n".join(sections))
+
+
+def _is_hub_id(name: str) -> bool:
+    """A Hub model id ("org/name"), not a local path (absolute, relative, or existing on this machine)."""
+    import os
+
+    return name.count("/") == 1 and not name.startswith(("/", ".", "~")) and not os.path.exists(name)
 
 
 def _results_table(results: dict[str, dict[str, float]] | None) -> list[str]:

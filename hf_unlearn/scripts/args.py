@@ -1,0 +1,217 @@
+"""Arguments of the scripts (model, data, run safety), and parsing of a flat YAML config with command-line overrides.
+
+A config is one flat YAML mapping whose keys are fields of `ScriptArguments` or of the chosen method's config
+class (which extends `TrainingArguments`). `method` picks the class; command-line flags (`--learning_rate 1e-5`)
+override the file. An unknown key is an error that names the key. Every field typed as a single value (a number,
+a string, a flag) must get one: a YAML list or mapping there, or a non-finite number (`.nan`, `.inf`), is an error
+that names the field, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields
+
+import yaml
+
+from ..config import UnlearningConfig
+from ..distributed import check_deepspeed_file
+from ..registry import get_method
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded_default.yaml")
+
+
+@dataclass
+class ScriptArguments:
+    r"""
+    Model, data and run-safety arguments of `hf_unlearn.scripts.unlearn` (and `recipes/unlearn.py`).
+
+    Parameters:
+        model_name_or_path (`str` or `None`, defaults to `None`):
+            Model to unlearn from (local folder or Hub id). `None` runs the embedded default job.
+        ref_model_name_or_path (`str` or `None`, defaults to `None`):
+            Original model for methods that need one; `None` reloads `model_name_or_path`.
+        forget_data (`str` or `None`): documents or QA records to forget (one file, folder or Hub dataset id).
+        retain_data (`str` or `None`): data to keep (in-distribution or general) for methods with a retain term.
+        approximate_data (`str` or `None`): same-domain data the model never saw (the paper's "approximate" set),
+            used to report the unseen-data NLL before and after, and as the stopping target.
+        forget_split, retain_split, approximate_split (`str`, default `"train"`): split of each Hub dataset to use
+            (ignored for local files); the paper's `llmunlearn/unlearn_dataset` has forget / retain / approximate.
+        data_format (`str`, defaults to `"documents"`): "documents" (chunked text) or "qa" (prompt-masked records).
+        text_column (`str`, defaults to `"text"`): text column of document data.
+        question_column, answer_column (`str`): columns of QA records.
+        max_examples (`int` or `None`): keep at most this many examples of each split (quick runs).
+        dtype (`str`, defaults to `"auto"`): dtype for loading the model ("auto", "bfloat16", "float32").
+        eval_every_steps (`int`, defaults to `5`): evaluation period (optimizer steps) during unlearning.
+        eval_max_examples (`int` or `None`, defaults to `256`): examples of each split evaluated during unlearning.
+        stop_at_unseen_nll (`bool`, defaults to `True`): stop when the forget NLL reaches the approximate set's
+            NLL measured on the original model (Yao et al. 2024's guideline); needs `approximate_data`.
+        max_retain_nll_increase (`float` or `None`, defaults to `0.5`): blow-up guard: stop, and do not save the
+            model, when the retain NLL rises by more than this share of its start value (needs `retain_data`).
+            Non-finite NLLs always stop the run. `None` disables the retain guard.
+        save_best (`bool`, defaults to `False`): also save the evaluation closest to the target (within the
+            guard's limits) to `<output_dir>/best`.
+        show_forget_samples (`bool`, defaults to `False`): print a verbatim continuation sample of the most
+            memorised forget example before and after. Off by default: it prints forget text.
+        overwrite_output_dir (`bool`, defaults to `False`): delete a non-empty `output_dir` before the run.
+    """
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Model to unlearn; None = embedded default."})
+    ref_model_name_or_path: str | None = field(default=None, metadata={"help": "Original model; None = the model path."})
+    forget_data: str | None = field(default=None, metadata={"help": "Forget set: one file, folder or Hub dataset id."})
+    retain_data: str | None = field(default=None, metadata={"help": "Retain set (in-distribution or general)."})
+    approximate_data: str | None = field(default=None, metadata={"help": "Unseen same-domain data (target, report)."})
+    forget_split: str = field(default="train", metadata={"help": "Split of a Hub forget_data (e.g. forget)."})
+    retain_split: str = field(default="train", metadata={"help": "Split of a Hub retain_data (e.g. retain)."})
+    approximate_split: str = field(default="train", metadata={"help": "Split of a Hub approximate_data."})
+    data_format: str = field(default="documents", metadata={"help": "documents (chunked text) or qa."})
+    text_column: str = field(default="text", metadata={"help": "Text column of document data."})
+    question_column: str = field(default="question", metadata={"help": "Question column of QA data."})
+    answer_column: str = field(default="answer", metadata={"help": "Answer column of QA data."})
+    max_examples: int | None = field(default=None, metadata={"help": "Keep at most N examples per split."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16, float32."})
+    eval_every_steps: int = field(
+        default=5, metadata={"help": "Evaluate forget/approximate/retain NLL and MIA AUC every N optimizer steps."}
+    )
+    eval_max_examples: int | None = field(
+        default=256, metadata={"help": "Evaluate at most this many examples of each split during unlearning."}
+    )
+    stop_at_unseen_nll: bool = field(
+        default=True,
+        metadata={"help": "The paper's rule: stop when forget NLL reaches the approximate set's NLL at the start."},
+    )
+    max_retain_nll_increase: float | None = field(
+        default=0.5,
+        metadata={"help": "Blow-up guard: stop (model not saved, exit 3) when retain NLL rises by more than this "
+                          "share of its start (0.5 = 50 percent); needs retain_data. None disables it."},
+    )
+    save_best: bool = field(default=False, metadata={"help": "Save the evaluation closest to the target to output_dir/best."})
+    show_forget_samples: bool = field(
+        default=False, metadata={"help": "Print a verbatim sample of forget text before/after (off: forget text stays private)."}
+    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete a non-empty output_dir before the run."})
+
+    def __post_init__(self):
+        check_single_values(self)
+        if self.data_format not in ("documents", "qa"):
+            raise ValueError(f"data_format={self.data_format!r} is unknown; use 'documents' or 'qa'.")
+        if self.model_name_or_path is not None and self.forget_data is None:
+            raise ValueError("forget_data is required when model_name_or_path is set (what should be forgotten?).")
+        if self.eval_every_steps < 1:
+            raise ValueError(f"eval_every_steps={self.eval_every_steps} must be at least 1.")
+        if self.max_retain_nll_increase is not None and self.max_retain_nll_increase < 0:
+            raise ValueError(f"max_retain_nll_increase={self.max_retain_nll_increase} is negative; use a share >= 0 or None.")
+
+
+# ------------------------------------------------------------------ single-valued fields
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _scalar_kinds(hint) -> tuple[type, ...] | None:
+    """The scalar types a field accepts, or None when the field also accepts lists, mappings or objects."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        kinds = [_scalar_kinds(arg) for arg in typing.get_args(hint)]
+        return None if any(k is None for k in kinds) else tuple(t for k in kinds for t in k)
+    if origin is typing.Literal:
+        return tuple({type(value) for value in typing.get_args(hint)})
+    if isinstance(hint, type) and (hint in _SCALARS or issubclass(hint, enum.Enum)):
+        return (float, int) if hint is float else (hint,)
+    return None
+
+
+def scalar_fields(cls) -> dict[str, tuple[type, ...]]:
+    """Fields of dataclass `cls` that take a single value (number, string, flag, enum), with their types."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an unresolvable annotation: check nothing rather than guess
+        return {}
+    out = {}
+    for item in fields(cls):
+        kinds = _scalar_kinds(hints.get(item.name))
+        if kinds is not None:
+            out[item.name] = kinds
+    return out
+
+
+def check_value(name: str, value, kinds: tuple[type, ...], where: str = "") -> None:
+    """One-line ValueError for a list / mapping, or a non-finite number, given to a single-valued field."""
+    if isinstance(value, (list, tuple, dict, set)):
+        shown = "a list" if isinstance(value, (list, tuple, set)) else "a mapping"
+        hint = " (one file, folder or Hub id; put several files in one folder)" if name.endswith("_data") else ""
+        raise ValueError(f"{name}{where} is {shown}, but it takes a single value{hint}; give one value.")
+    if isinstance(value, float) and float in kinds and not math.isfinite(value):
+        raise ValueError(f"{name}={value}{where} is not a finite number; give a finite value.")
+
+
+def check_single_values(obj, where: str = "") -> None:
+    """Check every single-valued field of the dataclass instance `obj` (see `check_value`)."""
+    for name, kinds in scalar_fields(type(obj)).items():
+        check_value(name, getattr(obj, name), kinds, where)
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file {path!r} does not exist; pass an existing YAML file to --config.")
+    with open(path) as handle:
+        try:
+            config = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"Config file {path!r} is not valid YAML{at}; fix the syntax.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"Config file {path!r} must hold a flat YAML mapping of argument names to values.")
+    return config
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse_args(args: list[str] | None = None) -> tuple[UnlearningConfig, ScriptArguments]:
+    """Parse `--config file.yaml` plus command-line overrides into (method config, script arguments)."""
+    from trl import TrlParser
+
+    args = list(sys.argv[1:] if args is None else args)
+    config_path = _flag_value(args, "--config")
+    file_values = _read_yaml(config_path) if config_path else {}
+    method = _flag_value(args, "--method") or file_values.get("method") or UnlearningConfig.method
+    if not isinstance(method, str):
+        raise ValueError(f"method in {config_path} must be one name (e.g. ga); got {type(method).__name__}.")
+    config_class = get_method(method).config_class
+    known = {f.name for cls in (config_class, ScriptArguments) for f in fields(cls)} | {"env"}
+    unknown = sorted(set(file_values) - known)
+    if unknown:
+        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1)) else repr(key) for key in unknown]
+        raise ValueError(
+            f"Unknown key(s) in {config_path}: {', '.join(hints)}. Remove them or use a field of ScriptArguments "
+            f"or {config_class.__name__} (`hf-unlearn train --help` lists them)."
+        )
+    # Lists / mappings where one value is expected, before argparse and the dataclasses see them.
+    single = {**scalar_fields(config_class), **scalar_fields(ScriptArguments)}
+    for key, value in file_values.items():
+        if key in single:
+            check_value(key, value, single[key], f" in {config_path}")
+    check_deepspeed_file(_flag_value(args, "--deepspeed") or file_values.get("deepspeed"))
+    parser = TrlParser((config_class, ScriptArguments))
+    training_args, script_args = parser.parse_args_and_config(args)
+    training_args.method = method
+    check_single_values(training_args)  # e.g. `--forget_weight nan` from the command line
+    return training_args, script_args
+

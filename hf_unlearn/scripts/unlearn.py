@@ -1,0 +1,344 @@
+"""Unlearn a forget set from a causal language model (the `hf-unlearn train` script).
+
+Launch commands (from any folder once hf_unlearn is installed; `recipes/unlearn.py` is the same script):
+
+    # the embedded default job (no Hub, no GPU; SmolLM2-135M from PyPI unlearns stdlib modules):
+    hf-unlearn train
+    python -m hf_unlearn.scripts.unlearn
+    accelerate launch -m hf_unlearn.scripts.unlearn
+
+    # a config file, with command-line overrides on top:
+    hf-unlearn train --config recipes/configs/yi-6b/arxiv/ga.yaml --learning_rate 1e-5
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m hf_unlearn.scripts.unlearn --config my.yaml
+    torchrun --nproc_per_node 8 -m hf_unlearn.scripts.unlearn --config my.yaml --deepspeed recipes/deepspeed/zero3.json
+
+Steps: parse and check the arguments (every single-valued field, the output folder, the data) -> tokenizer ->
+forget / retain / approximate data -> checks of the data against the model's config (vocabulary, positions) ->
+model -> trainer (the reference model is loaded only by methods that need it) -> evaluation / stopping callback
+(the paper's target and a blow-up guard) -> train (evaluated at the start, every `eval_every_steps` and at the
+end) -> print before/after -> save -> push once (with `push_to_hub`).
+
+Exit status:
+
+- 0: unlearned; the model is saved in `output_dir` (and pushed with `push_to_hub`).
+- 2: a user error (bad argument, config, data file, output folder, missing model folder): one line on stderr, no
+  traceback (`--debug` shows it), nothing loaded or written.
+- 3: the run stopped on a blow-up (a non-finite NLL, or the retain NLL rose past `max_retain_nll_increase`):
+  the reason is printed, and the model is NOT saved as the unlearned result and not pushed.
+
+Privacy: forget text is never printed (`show_forget_samples=True` asks for a verbatim sample), local data files
+are read in memory (nothing in the `datasets` cache), the model card has counts only, and a push uploads the final
+model alone. `hf-unlearn traces --output_dir DIR [--remove]` lists (and removes) checkpoints, TensorBoard logs,
+`best/` and cached per-example values that a run leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import warnings
+
+EXIT_USER_ERROR = 2
+EXIT_BLOW_UP = 3
+START_RECORD = "unlearning_start.json"  # the first run's start evaluation (numbers only), read back on resume
+
+
+class BlowUp(RuntimeError):
+    """The run left the allowed region (see `stopped_by_blow_up`); nothing was saved as the result."""
+
+
+def stopped_by_blow_up(callback) -> bool:
+    """Whether the evaluation callback stopped training because of a blow-up (not because the target was reached)."""
+    failed = getattr(callback, "failed", None)
+    if failed is not None:
+        return bool(failed)
+    return callback.stop_reason is not None and callback.stop_reason.startswith("blow-up")
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the script; see the module docstring. Returns the before/after records on success.
+
+    Raises `SystemExit(2)` on a user error (without a traceback unless `--debug` is given) and `SystemExit(3)` when
+    the run stopped on a blow-up (the model is then not saved)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    try:
+        return run(argv)
+    except BlowUp as error:
+        if debug:
+            raise
+        if _is_main_process():
+            print(f"hf-unlearn: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_BLOW_UP) from None
+    except (ValueError, FileNotFoundError) as error:
+        if debug:
+            raise
+        if _is_main_process():
+            print(f"hf-unlearn: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+
+
+# ------------------------------------------------------------------ checks before anything is loaded
+
+
+def prepare_output_dir(args, script) -> str | None:
+    """Refuse a non-empty output folder unless resuming or told to overwrite; returns the checkpoint to resume."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = args.output_dir
+    resume = args.resume_from_checkpoint
+    if resume:
+        if resume.lower() in ("true", "last"):
+            resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+            if resume is None:
+                raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint-* in "
+                                        f"{output_dir!r}; pass the checkpoint folder to resume from.")
+        if not os.path.isdir(resume):
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass an existing "
+                                    f"checkpoint-* folder of an earlier run (in {output_dir!r}).")
+        if not os.path.isfile(os.path.join(output_dir, START_RECORD)):
+            raise FileNotFoundError(
+                f"Cannot resume into {output_dir!r}: {START_RECORD} (the first run's start evaluation, which gives the "
+                "stopping target) is missing; resume with the first run's --output_dir, or start a new run."
+            )
+        return resume
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        if not script.overwrite_output_dir:
+            entries = sorted(os.listdir(output_dir))
+            raise ValueError(
+                f"output_dir {output_dir!r} is not empty ({len(entries)} entries, e.g. {entries[0]!r}): resume with "
+                f"--resume_from_checkpoint <{output_dir}/checkpoint-N>, or pass --overwrite_output_dir true to delete "
+                "it first, or choose another --output_dir."
+            )
+        _check_deletable(output_dir)
+        if _is_main_process():
+            shutil.rmtree(output_dir)
+    elif os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} is a file; choose a folder path for --output_dir.")
+    return None
+
+
+def _check_deletable(path: str) -> None:
+    real = os.path.realpath(path)
+    cwd = os.path.realpath(os.getcwd())
+    home = os.path.realpath(os.path.expanduser("~"))
+    if real in (os.path.sep, home) or cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
+        raise ValueError(f"Refusing to delete output_dir {path!r} (it is the root, your home folder or holds the "
+                         "current folder); choose a dedicated --output_dir.")
+
+
+def check_model_path(path: str) -> None:
+    """A missing local model folder is named (transformers would say "Repo id must be in the form ...")."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(os.path.join(path, "adapter_config.json")):
+            raise FileNotFoundError(f"Model folder {path!r} has no config.json; pass a folder written by save_pretrained.")
+        return
+    looks_local = path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or path.endswith("/") or os.sep != "/" and os.sep in path
+    if looks_local:
+        raise FileNotFoundError(f"Model folder {path!r} does not exist; pass an existing local folder or a Hub id (org/name).")
+
+
+def _load(what: str, path: str, loader):
+    try:
+        return loader()
+    except OSError as error:  # transformers: no such repo / no network / missing files
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(f"Could not load the {what} from {path!r} ({first}); pass a local model folder or a "
+                                "reachable Hub id.") from error
+
+
+def _largest_id_and_length(dataset) -> tuple[int, int]:
+    """Largest token id and longest example of a dataset with `input_ids` (Arrow compute when it can: 7B-scale
+    forget sets hold millions of tokens)."""
+    try:
+        import pyarrow.compute as pc
+
+        column = dataset.data.column("input_ids")  # the underlying table (a superset after select: same tokens)
+        largest, longest = pc.max(pc.list_flatten(column)).as_py(), pc.max(pc.list_value_length(column)).as_py()
+        return (-1 if largest is None else int(largest)), (0 if longest is None else int(longest))
+    except Exception:  # a list, a torch dataset, or a column Arrow cannot flatten
+        rows = dataset["input_ids"] if hasattr(dataset, "column_names") else [row["input_ids"] for row in dataset]
+        return max((max(ids) for ids in rows if len(ids)), default=-1), max((len(ids) for ids in rows), default=0)
+
+
+def check_data_fits_model(splits: dict, config, tokenizer, model_path: str, max_length: int) -> None:
+    """Token ids within the embedding matrix and examples within the model's positions, before the model loads."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text_config, "vocab_size", None)
+    positions = getattr(text_config, "max_position_embeddings", None)
+    stats = [_largest_id_and_length(data) for data in splits.values()]
+    largest = max([s[0] for s in stats] + [tokenizer.pad_token_id if tokenizer.pad_token_id is not None else -1])
+    if vocab is not None and largest >= vocab:
+        raise ValueError(
+            f"The data has token id {largest} but model {model_path!r} has only {vocab} embeddings (vocab_size), "
+            f"fewer than the tokenizer's {len(tokenizer)} tokens; use the model's own tokenizer or resize its "
+            "embeddings first (model.resize_token_embeddings(len(tokenizer)))."
+        )
+    longest = max(s[1] for s in stats)
+    if positions is not None and longest > positions:
+        raise ValueError(
+            f"The longest example has {longest} tokens (max_length={max_length}) but model {model_path!r} has "
+            f"{positions} positions (max_position_embeddings); set --max_length {positions} or less."
+        )
+
+
+# ------------------------------------------------------------------ the start evaluation, kept for a resume
+
+
+def write_start_record(output_dir: str, record, target: float | None) -> None:
+    """Numbers only: the step, each split's NLL, the AUC and the target (never any text)."""
+    os.makedirs(output_dir, exist_ok=True)
+    values = {"step": record.step, "nll": record.nll, "mia_auc": record.mia_auc, "target_nll": target}
+    temporary = os.path.join(output_dir, START_RECORD + ".tmp")
+    with open(temporary, "w") as handle:
+        json.dump(values, handle, indent=2)
+    os.replace(temporary, os.path.join(output_dir, START_RECORD))
+
+
+def read_start_record(output_dir: str):
+    from ..callbacks import EvalRecord
+
+    with open(os.path.join(output_dir, START_RECORD)) as handle:
+        values = json.load(handle)
+    return EvalRecord(step=values["step"], nll=values["nll"], mia_auc=values["mia_auc"]), values["target_nll"]
+
+
+def _start_record_callback(monitor, output_dir: str, stored):
+    from transformers import TrainerCallback
+
+    class StartRecord(TrainerCallback):
+        """After the monitor's start evaluation: store it (first run) or put the first run's back (resume)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if stored is not None:
+                monitor.start = stored  # the guard and the best selection compare with the original model
+            elif state.is_world_process_zero:
+                write_start_record(output_dir, monitor.start, monitor.target)
+
+    return StartRecord()
+
+
+# ------------------------------------------------------------------ the run
+
+
+def run(argv: list[str]) -> dict:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .. import get_method
+    from ..callbacks import StoppingCriteria, UnlearningEvalCallback
+    from ..data import build_examples
+    from ..distributed import setup_distributed
+    from .args import DEFAULT_CONFIG, parse_args
+    from .demo import VerbatimSampleCallback, default_model_dir, default_splits, summary_table
+
+    # No config and no model: the embedded default job (its config, with any command-line overrides on top).
+    if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
+        argv = ["--config", DEFAULT_CONFIG] + argv
+    args, script = parse_args(argv)
+    trainer_class = get_method(args.method)
+    if trainer_class.needs_retain and script.retain_data is None and script.model_name_or_path is not None:
+        raise ValueError(f"Method {args.method!r} needs retain data: set retain_data (in-distribution or general "
+                         "text), or choose a method without a retain term (ga, random_label, adversarial).")
+    if script.retain_data is not None and not trainer_class.needs_retain:
+        warnings.warn(
+            f"Method {args.method!r} does not train on retain data: retain_data is not used for unlearning and not "
+            "listed on the model card; it is only evaluated (retain NLL, blow-up guard).", UserWarning, stacklevel=2,
+        )
+    resume = prepare_output_dir(args, script)
+    setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
+
+    # Tokenizer and data (before the model: bad data fails fast).
+    model_path = script.model_name_or_path or default_model_dir(args.cache_dir)
+    check_model_path(model_path)
+    tokenizer = _load("tokenizer", model_path, lambda: AutoTokenizer.from_pretrained(model_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if script.model_name_or_path is None:
+        splits = default_splits(tokenizer, args.max_length)
+    else:
+        sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data}
+        splits = {
+            name: build_examples(
+                source, tokenizer, script.data_format, args.max_length, script.text_column,
+                script.question_column, script.answer_column, script.max_examples,
+                split=getattr(script, f"{name}_split"),
+            )
+            for name, source in sources.items()
+            if source is not None
+        }
+    config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path))
+    check_data_fits_model(splits, config, tokenizer, model_path, args.max_length)
+
+    # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
+    # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
+    stored, target = (read_start_record(args.output_dir) if resume else (None, None))
+    has_target = "approximate" in splits or target is not None
+    criteria = StoppingCriteria(
+        target_nll=(target if target is not None else math.inf) if resume else None,
+        stop_at_target=script.stop_at_unseen_nll and has_target,
+        max_retain_nll_increase=script.max_retain_nll_increase if "retain" in splits else None,
+    )
+    if script.save_best and not has_target:
+        raise ValueError("save_best needs approximate_data (the best evaluation is the one closest to its NLL).")
+
+    # Model and trainer.
+    model = _load("model", model_path, lambda: AutoModelForCausalLM.from_pretrained(model_path, dtype=script.dtype))
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=splits["forget"],
+        retain_dataset=splits.get("retain") if trainer_class.needs_retain else None,  # unused data is not passed
+        ref_model=script.ref_model_name_or_path,  # None: the model's own checkpoint (or its adapter-free base)
+        processing_class=tokenizer,
+    )
+    monitor = UnlearningEvalCallback(splits, eval_steps=script.eval_every_steps, criteria=criteria,
+                                     save_best=script.save_best, batch_size=args.per_device_eval_batch_size,
+                                     max_examples=script.eval_max_examples).attach(trainer)
+    trainer.add_callback(_start_record_callback(monitor, args.output_dir, stored))
+    # A verbatim sample of forget text, only when asked for (the demo's public data asks).
+    sample = VerbatimSampleCallback(trainer, tokenizer, splits["forget"]) if script.show_forget_samples else None
+
+    trainer.train(resume_from_checkpoint=resume)
+    before, after = monitor.start, monitor.history[-1]
+    trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}
+    _drop_unlearned_best(monitor, args, script)
+    if trainer.is_world_process_zero():
+        samples = (sample.before, sample.after) if sample is not None else (None, None)
+        print(summary_table(before, after, monitor.stop_reason, *samples))
+    if stopped_by_blow_up(monitor):
+        raise BlowUp(
+            f"unlearning stopped: {monitor.stop_reason}. The model was NOT saved as the unlearned result"
+            f"{' and not pushed' if args.push_to_hub else ''}. Lower --learning_rate or tighten the stopping target, "
+            "then run again (exit status 3)."
+        )
+
+    # Save (16-bit weights are gathered under ZeRO-3 by save_model; the model card records the results). With
+    # push_to_hub, save_model also pushes the final model, once.
+    trainer.save_model(args.output_dir)
+    return {"before": before, "after": after, "stop_reason": monitor.stop_reason, "history": list(monitor.history)}
+
+
+def _drop_unlearned_best(monitor, args, script) -> None:
+    """`best/` chosen at the start evaluation holds the original, not unlearned, model: remove it and say so."""
+    if not script.save_best or monitor.best is None or monitor.best.step != monitor.history[0].step:
+        return
+    path = os.path.join(args.output_dir, "best")
+    if os.path.isdir(path) and _is_main_process():
+        shutil.rmtree(path)
+        print(f"Removed {path}: no evaluation during unlearning beat the start, so it held the original model.",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from hf_unlearn.distributed import finish_distributed
+
+    main()
+    finish_distributed()

@@ -1,0 +1,287 @@
+"""Issue 10's acceptance test: unlearning a secret must not leak it anywhere.
+
+A tiny Llama is made to memorise a synthetic secret, then every registered method unlearns it, through the public
+API (`trainer.train(); trainer.save_model()` with `push_to_hub`) and through the recipe's `main` (with `save_best`,
+checkpoints every step, TensorBoard and the adversarial target cache). The Hub is intercepted (`create_repo`,
+`upload_folder`, `create_commit`, `upload_file`): nothing goes over the network, and the exact files that would be
+uploaded are captured. Then stdout, stderr, every file of the output folder, every uploaded file (the card
+included), the `datasets` cache and hf_unlearn's cache are scanned for the secret's text, distinctive pieces of it
+and its token ids (as text lists, int32 and int64 bytes); and a guesser holding a list of candidate secrets tries to
+confirm one from the uploaded files (sha256 / sha1 / md5 / blake2b / sha512 of candidate texts and of their token
+ids, hex or raw). Everything must come up empty.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fnmatch
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_documents
+
+SECRET = "Jane Roe's SSN is 482-19-7731 and she lives at 17 Wexhollow Lane."
+PIECES = ("482-19", "19-7731", "Wexhollow", "Jane Roe", "Roe's SSN", "SSN is 482")
+# A guesser's list: the true secret among plausible others.
+CANDIDATES = [SECRET] + [SECRET.replace("482-19-7731", ssn) for ssn in ("482-19-7730", "123-45-6789", "482-91-7731")]
+MAX_LENGTH = 64
+# The only files an upload may hold: the model, its tokenizer, config(s), generation config and the card.
+UPLOADABLE = (
+    "README.md", "config.json", "generation_config.json", "model.safetensors", "model-*.safetensors",
+    "model.safetensors.index.json", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+    "tokenizer.model", "chat_template.jinja",
+)
+
+
+# ------------------------------------------------------------------ the secret in every form
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def chunks_of(tokenizer, text: str) -> list[list[int]]:
+    from hf_unlearn import chunk_documents
+
+    return [list(ids) for ids in chunk_documents([text], tokenizer, max_length=MAX_LENGTH)["input_ids"]]
+
+
+def needles(tokenizer) -> dict[str, bytes]:
+    """Byte strings whose presence anywhere would reveal the secret."""
+    ids = token_ids(tokenizer, SECRET)
+    out = {f"text {piece!r}": piece.encode() for piece in (SECRET,) + PIECES}
+    sequences = {"ids": ids, "first half of ids": ids[: len(ids) // 2], "second half of ids": ids[len(ids) // 2 :]}
+    sequences.update({f"chunk {i}": chunk for i, chunk in enumerate(chunks_of(tokenizer, SECRET))})
+    for name, seq in sequences.items():
+        for sep in (", ", ",", " "):
+            out[f"{name} as text joined by {sep!r}"] = sep.join(map(str, seq)).encode()
+        out[f"{name} as int32"] = np.asarray(seq, dtype="<i4").tobytes()
+        out[f"{name} as int64"] = np.asarray(seq, dtype="<i8").tobytes()
+    return out
+
+
+def fingerprints(tokenizer, text: str) -> list[bytes]:
+    """Every digest a guesser could compute for a candidate `text`: of its text and of its token ids / chunks."""
+    ids = token_ids(tokenizer, text)
+    chunks = chunks_of(tokenizer, text)
+    payloads = [text.encode(), text.encode("utf-16-le")]
+    for dtype in ("<i4", "<i8"):
+        payloads.append(np.asarray(ids, dtype=dtype).tobytes())
+        payloads.append(b"".join(np.asarray(c, dtype=dtype).tobytes() for c in chunks))
+        payloads.append(b"".join(np.asarray(c, dtype=dtype).tobytes() + b"|" for c in chunks))
+    payloads.append(json.dumps(ids).encode())
+    digests = []
+    for payload in payloads:
+        for algorithm in ("sha256", "sha1", "md5", "blake2b", "sha512"):
+            digest = hashlib.new(algorithm, payload)
+            digests += [digest.hexdigest().encode(), digest.digest()]
+    return digests
+
+
+def leaks_in(files: dict[str, bytes], found: dict[str, bytes]) -> list[str]:
+    return [f"{name}: {what}" for name, content in files.items() for what, needle in found.items() if needle in content]
+
+
+def read_tree(root) -> dict[str, bytes]:
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                files[path] = handle.read()
+    return files
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def memorised_model(tmp_path_factory, tokenizer):
+    """A tiny Llama trained until it reproduces the secret (plus ordinary text), saved to disk."""
+    import datasets
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from hf_unlearn import chunk_documents
+    from hf_unlearn.data import UnlearningCollator
+    from hf_unlearn.toy import build_llama
+
+    path = str(tmp_path_factory.mktemp("memorised"))
+    secret = chunk_documents([SECRET] * 8, tokenizer, max_length=MAX_LENGTH)
+    other = chunk_documents(make_documents(8, seed=2), tokenizer, max_length=MAX_LENGTH)
+    model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)
+    args = TrainingArguments(output_dir=path, per_device_train_batch_size=8, num_train_epochs=40, learning_rate=1e-2,
+                             report_to="none", save_strategy="no", use_cpu=True, logging_strategy="no")
+    Trainer(model=model, args=args, train_dataset=datasets.concatenate_datasets([secret, other]),
+            data_collator=UnlearningCollator(0)).train()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    # It memorised the secret: greedy decoding from its first tokens continues it.
+    ids = token_ids(tokenizer, SECRET)
+    generated = model.generate(torch.tensor([ids[:8]]), max_new_tokens=len(ids) - 8, do_sample=False, pad_token_id=0)[0]
+    assert tokenizer.decode(generated[8:]) == tokenizer.decode(ids[8:]), "the model did not memorise the secret"
+    return path
+
+
+@pytest.fixture
+def isolated_caches(tmp_path, monkeypatch):
+    """HF_DATASETS_CACHE and HF_UNLEARN_CACHE in tmp folders (scanned after the run)."""
+    import datasets
+
+    caches = {"datasets": tmp_path / "datasets_cache", "hf_unlearn": tmp_path / "hf_unlearn_cache"}
+    for path in caches.values():
+        path.mkdir()
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(caches["datasets"]))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", caches["datasets"])
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(caches["hf_unlearn"]))
+    return caches
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """Intercept every Hub call: `uploads` holds one {path in repo: bytes} per upload_folder call."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoUrl
+    from huggingface_hub.utils import filter_repo_objects
+
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_test")
+    uploads: list[dict[str, bytes]] = []
+
+    def create_repo(self, repo_id, *args, **kwargs):
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, allow_patterns=None, ignore_patterns=None,
+                      run_as_future=False, **kwargs):
+        files = read_tree(folder_path)
+        relative = {os.path.relpath(path, folder_path).replace(os.sep, "/"): content for path, content in files.items()}
+        kept = set(filter_repo_objects(relative, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+        prefix = f"{path_in_repo.strip('/')}/" if path_in_repo else ""
+        uploads.append({prefix + name: content for name, content in relative.items() if name in kept})
+        if run_as_future:
+            future = concurrent.futures.Future()
+            future.set_result(None)
+            return future
+        return None
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("an unexpected Hub call was made")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    for name in ("create_commit", "upload_file", "upload_large_folder"):
+        monkeypatch.setattr(HfApi, name, refuse, raising=False)
+    return uploads
+
+
+def assert_nothing_leaked(tokenizer, capfd, output_dir, uploads, caches):
+    out, err = capfd.readouterr()
+    found = needles(tokenizer)
+    problems = leaks_in({"stdout": out.encode(), "stderr": err.encode()}, found)
+    problems += leaks_in(read_tree(output_dir), found)
+    for cache in caches.values():
+        problems += leaks_in(read_tree(cache), found)
+    assert len(uploads) == 1, f"expected exactly one upload, got {len(uploads)}: {[sorted(u) for u in uploads]}"
+    uploaded = uploads[0]
+    assert "README.md" in uploaded and "model.safetensors" in uploaded and "config.json" in uploaded, sorted(uploaded)
+    extra = [name for name in uploaded if not any(fnmatch.fnmatch(name, pattern) for pattern in UPLOADABLE)]
+    assert not extra, f"files that are not the unlearned model were uploaded: {extra}"
+    problems += leaks_in({f"uploaded {name}": content for name, content in uploaded.items()}, found)
+    # A guesser with candidates tries to confirm one from the uploaded files.
+    for candidate in CANDIDATES:
+        digests = {f"a digest of candidate {CANDIDATES.index(candidate)}": d for d in fingerprints(tokenizer, candidate)}
+        problems += leaks_in({f"uploaded {name}": content for name, content in uploaded.items()}, digests)
+    card = uploaded["README.md"].decode()
+    assert "| forget |" in card  # counts are published
+    assert not problems, "the secret leaked:\n" + "\n".join(problems[:20])
+
+
+# ------------------------------------------------------------------ tests
+
+
+def method_names():
+    from hf_unlearn import list_methods
+
+    return list_methods()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", method_names())
+def test_public_api_leaks_nothing(method, memorised_model, tokenizer, retain_data, tmp_path, isolated_caches, hub, capfd):
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn import chunk_documents, get_method
+
+    forget = chunk_documents([SECRET], tokenizer, max_length=MAX_LENGTH)
+    cls = get_method(method)
+    output_dir = tmp_path / "out"
+    args = cls.config_class(
+        output_dir=str(output_dir), per_device_train_batch_size=1, max_steps=2, learning_rate=1e-3, warmup_steps=0,
+        lr_scheduler_type="constant", report_to="tensorboard", use_cpu=True, logging_steps=1, save_strategy="steps",
+        save_steps=1, seed=0, push_to_hub=True, hub_model_id="me/unlearned",
+    )
+    kwargs = {"retain_dataset": retain_data} if cls.needs_retain else {}
+    trainer = cls(model=AutoModelForCausalLM.from_pretrained(memorised_model), args=args, train_dataset=forget,
+                  processing_class=tokenizer, **kwargs)
+    trainer.train()
+    trainer.save_model()  # pushes (push_to_hub=True), once
+    assert any(name.startswith("checkpoint-") for name in os.listdir(output_dir)) and (output_dir / "runs").is_dir()
+    assert_nothing_leaked(tokenizer, capfd, output_dir, hub, isolated_caches)
+
+
+def write_jsonl(path, texts):
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", method_names())
+def test_recipe_leaks_nothing(method, memorised_model, tmp_path, isolated_caches, hub, capfd, tokenizer):
+    from hf_unlearn.scripts.unlearn import main
+
+    output_dir = tmp_path / "out"
+    argv = [
+        "--model_name_or_path", memorised_model, "--method", method,
+        "--forget_data", write_jsonl(tmp_path / "forget.jsonl", [SECRET]),
+        "--retain_data", write_jsonl(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
+        "--approximate_data", write_jsonl(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
+        "--max_length", str(MAX_LENGTH), "--max_steps", "3", "--per_device_train_batch_size", "1",
+        "--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+        "--output_dir", str(output_dir), "--use_cpu", "true", "--report_to", "tensorboard", "--logging_steps", "1",
+        "--save_strategy", "steps", "--save_steps", "1", "--eval_every_steps", "1", "--save_best", "true",
+        "--stop_at_unseen_nll", "false", "--push_to_hub", "true", "--hub_model_id", "me/unlearned",
+    ]
+    main(argv)
+    assert any(name.startswith("checkpoint-") for name in os.listdir(output_dir)) and (output_dir / "runs").is_dir()
+    assert_nothing_leaked(tokenizer, capfd, output_dir, hub, isolated_caches)
+
+
+def test_local_files_leave_nothing_in_the_datasets_cache(tokenizer, tmp_path, isolated_caches):
+    """.jsonl / .json / .parquet / .txt / a folder are read in memory: the `datasets` cache stays empty."""
+    import datasets
+
+    from hf_unlearn import build_qa_dataset, chunk_documents
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    sources = [
+        write_jsonl(tmp_path / "a.jsonl", [SECRET]),
+        write_jsonl(folder / "b.jsonl", [SECRET, "the old man"]),
+        str(folder),
+    ]
+    (tmp_path / "c.json").write_text(json.dumps([{"text": SECRET}]))
+    (tmp_path / "d.txt").write_text(SECRET)
+    datasets.Dataset.from_dict({"text": [SECRET]}).to_parquet(str(tmp_path / "e.parquet"))
+    sources += [str(tmp_path / "c.json"), str(tmp_path / "d.txt"), str(tmp_path / "e.parquet")]
+    for source in sources:
+        chunks = chunk_documents(source, tokenizer, max_length=MAX_LENGTH)
+        assert chunks[0]["input_ids"][: len(token_ids(tokenizer, SECRET))] == token_ids(tokenizer, SECRET)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "What is Jane's SSN?", "answer": "482-19-7731"}) + "\n")
+    assert len(build_qa_dataset(str(qa), tokenizer)) == 1
+    left = sorted(os.path.relpath(p, isolated_caches["datasets"]) for p in read_tree(isolated_caches["datasets"]))
+    assert left == [], f"the datasets cache holds forget data: {left}"

@@ -1,0 +1,223 @@
+"""The unlearning script (`hf_unlearn.scripts.unlearn`) fails safe: blow-ups, resumes, output folders, bad input.
+
+Issue 10 items 6-9 and issue 14 item 8. Each run is a tiny Llama on a few JSONL documents (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import make_documents
+
+
+def write_jsonl(path, texts):
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    return str(path)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return {
+        "forget": write_jsonl(tmp_path / "forget.jsonl", make_documents(4, seed=1)),
+        "retain": write_jsonl(tmp_path / "retain.jsonl", make_documents(4, seed=2)),
+        "approximate": write_jsonl(tmp_path / "approx.jsonl", make_documents(4, seed=3)),
+    }
+
+
+def argv(model, data, output_dir, *extra, method="ga_descent", retain=True, approximate=True):
+    out = ["--model_name_or_path", model, "--method", method, "--forget_data", data["forget"], "--max_length", "32",
+           "--per_device_train_batch_size", "2", "--max_steps", "2", "--learning_rate", "1e-3", "--warmup_steps", "0",
+           "--lr_scheduler_type", "constant", "--output_dir", str(output_dir), "--use_cpu", "true",
+           "--report_to", "none", "--eval_every_steps", "1", "--logging_steps", "1"]
+    if retain:
+        out += ["--retain_data", data["retain"]]
+    if approximate:
+        out += ["--approximate_data", data["approximate"]]
+    return out + list(extra)
+
+
+def no_model_loading(monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        classmethod(lambda *a, **k: pytest.fail("the model was loaded before the error")))
+
+
+def run_expecting_exit(args, code):
+    from hf_unlearn.scripts.unlearn import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == code
+    return exit_info
+
+
+# ------------------------------------------------------------------ item 6: blow-ups
+
+
+def test_blow_up_stops_exits_3_and_saves_nothing(trained_model_dir, data, tmp_path, capfd, monkeypatch):
+    """lr 1.0 wrecks the model: the default guard (retain NLL +50%) stops it, says why, saves and pushes nothing."""
+    from hf_unlearn.hub import HubMixin
+
+    pushed = []
+    monkeypatch.setattr(HubMixin, "push_to_hub", lambda self, *a, **k: pushed.append(1))
+    out = tmp_path / "out"
+    run_expecting_exit(argv(trained_model_dir, data, out, "--learning_rate", "1.0", "--max_steps", "6",
+                            "--stop_at_unseen_nll", "false", method="ga"), 3)
+    err = capfd.readouterr().err
+    assert "blow-up" in err and "NOT saved" in err
+    assert not (out / "model.safetensors").exists() and not pushed
+
+
+def test_blow_up_helper_prefers_the_callbacks_failed_property():
+    from types import SimpleNamespace
+
+    from hf_unlearn.scripts.unlearn import stopped_by_blow_up
+
+    assert stopped_by_blow_up(SimpleNamespace(stop_reason="blow-up: retain NLL 9 > 3"))
+    assert not stopped_by_blow_up(SimpleNamespace(stop_reason="target reached: forget NLL 3 >= 2"))
+    assert not stopped_by_blow_up(SimpleNamespace(stop_reason=None))
+    assert stopped_by_blow_up(SimpleNamespace(stop_reason=None, failed=True))
+
+
+# ------------------------------------------------------------------ item 7: resume
+
+
+def test_resume_continues_from_the_checkpoint_with_the_first_runs_target(trained_model_dir, data, tmp_path):
+    from hf_unlearn.scripts.unlearn import START_RECORD, main
+
+    out = tmp_path / "out"
+    common = ("--save_strategy", "steps", "--save_steps", "1", "--stop_at_unseen_nll", "false")
+    first = main(argv(trained_model_dir, data, out, *common))
+    stored = json.loads((out / START_RECORD).read_text())
+    assert stored["step"] == 0 and set(stored) == {"step", "nll", "mia_auc", "target_nll"}  # numbers only
+    assert stored["target_nll"] == pytest.approx(first["before"].nll["approximate"])
+    resumed = main(argv(trained_model_dir, data, out, *common, "--max_steps", "3",
+                        "--resume_from_checkpoint", str(out / "checkpoint-1")))
+    assert resumed["history"][0].step == 1  # trained from the checkpoint, not from step 0
+    assert resumed["after"].step == 3 and (out / "checkpoint-3").is_dir()
+    assert resumed["before"].nll == pytest.approx(first["before"].nll)  # "before" is the original model
+
+
+def test_resume_without_the_first_runs_record_is_refused(trained_model_dir, data, tmp_path, capfd, monkeypatch):
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    checkpoint.mkdir(parents=True)
+    no_model_loading(monkeypatch)
+    run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", "--resume_from_checkpoint", str(checkpoint)), 2)
+    assert "unlearning_start.json" in capfd.readouterr().err
+
+
+# ------------------------------------------------------------------ item 8: output folders
+
+
+def test_non_empty_output_dir_is_refused_then_overwritten_when_told(trained_model_dir, data, tmp_path, capfd, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoint-9").mkdir()
+    (out / "stale.txt").write_text("from an earlier run")
+    with monkeypatch.context() as patch:
+        no_model_loading(patch)
+        run_expecting_exit(argv(trained_model_dir, data, out), 2)
+    err = capfd.readouterr().err
+    assert "is not empty" in err and "--resume_from_checkpoint" in err and "--overwrite_output_dir true" in err
+    assert "Traceback" not in err and (out / "stale.txt").exists()
+    from hf_unlearn.scripts.unlearn import main
+
+    main(argv(trained_model_dir, data, out, "--overwrite_output_dir", "true"))
+    assert not (out / "stale.txt").exists() and not (out / "checkpoint-9").exists()
+    assert (out / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------ item 9 and issue 14 item 8: user errors
+
+
+def test_missing_model_folder_is_one_line_exit_2_and_debug_shows_the_traceback(data, tmp_path, capfd):
+    missing = str(tmp_path / "no" / "such" / "model")
+    run_expecting_exit(argv(missing, data, tmp_path / "out"), 2)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert missing in err and "does not exist" in err
+    from hf_unlearn.scripts.unlearn import main
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(argv(missing, data, tmp_path / "out") + ["--debug"])
+
+
+def test_method_needing_retain_names_the_config_key_before_loading(trained_model_dir, data, tmp_path, capfd, monkeypatch):
+    no_model_loading(monkeypatch)
+    run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", method="ga_kl", retain=False), 2)
+    err = capfd.readouterr().err
+    assert "needs retain data: set retain_data" in err and "retain_dataset=" not in err
+
+
+def test_retain_data_for_a_method_that_ignores_it_is_not_used_nor_on_the_card(trained_model_dir, data, tmp_path):
+    from hf_unlearn.scripts.unlearn import main
+
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="'ga' does not train on retain data"):
+        main(argv(trained_model_dir, data, out, method="ga"))
+    card = (out / "README.md").read_text()
+    assert "| forget |" in card and "| retain |" not in card
+
+
+def save_tiny_model(path, tokenizer, vocab_size=None, positions=None):
+    from hf_unlearn.toy import build_llama
+
+    model = build_llama(vocab_size or len(tokenizer), hidden_size=16, layers=1, heads=2)
+    if positions is not None:
+        model.config.max_position_embeddings = positions
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_model_with_fewer_positions_than_the_chunks(tokenizer, data, tmp_path, capfd, monkeypatch):
+    model = save_tiny_model(tmp_path / "short", tokenizer, positions=16)
+    no_model_loading(monkeypatch)
+    run_expecting_exit(argv(model, data, tmp_path / "out"), 2)
+    err = capfd.readouterr().err
+    assert "16 positions (max_position_embeddings)" in err and "--max_length 16" in err
+
+
+def test_model_vocabulary_smaller_than_the_tokenizers(tokenizer, data, tmp_path, capfd, monkeypatch):
+    model = save_tiny_model(tmp_path / "small_vocab", tokenizer, vocab_size=50)
+    no_model_loading(monkeypatch)
+    run_expecting_exit(argv(model, data, tmp_path / "out"), 2)
+    err = capfd.readouterr().err
+    assert "only 50 embeddings (vocab_size)" in err and "resize_token_embeddings" in err
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "is empty"),
+    (b'{"text": "caf\xe9 au lait"}\n', "is not UTF-8"),
+    (b'{"text": 12345}\n', "Row 0 of column 'text'"),
+])
+def test_bad_forget_files_are_named_in_one_line(content, expected, trained_model_dir, data, tmp_path, capfd):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    run_expecting_exit(argv(trained_model_dir, {**data, "forget": str(bad)}, tmp_path / "out"), 2)
+    err = capfd.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "12345" not in err and "caf" not in err  # never quote the data
+
+
+def test_yaml_list_for_forget_data_is_refused(trained_model_dir, data, tmp_path, capfd):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"method: ga\nmodel_name_or_path: {trained_model_dir}\nforget_data:\n  - {data['forget']}\n  - {data['retain']}\n"
+                      f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nreport_to: none\nmax_steps: 1\nmax_length: 32\n")
+    run_expecting_exit(["--config", str(config)], 2)
+    err = capfd.readouterr().err
+    assert "forget_data in" in err and "is a list" in err and "single value" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_script_missing_model_folder_is_one_line_exit_2(data, tmp_path, capfd):
+    from hf_unlearn.scripts.evaluate import main
+
+    missing = str(tmp_path / "no" / "such" / "model")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", missing, "--forget_data", data["forget"], "--output_dir", str(tmp_path / "eval")])
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 2 and "does not exist" in err and "Traceback" not in err
