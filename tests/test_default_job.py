@@ -47,7 +47,7 @@ def test_default_job_runs_from_the_packaged_config(tokenizer, tmp_path, monkeypa
     A tiny model stands in for SmolLM2 (the download itself is exercised by `make demo`)."""
     from hf_unlearn.scripts import demo
     from hf_unlearn.scripts.unlearn import main
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     model_dir = tmp_path / "tiny"
     build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2).save_pretrained(model_dir)

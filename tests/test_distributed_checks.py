@@ -1,4 +1,4 @@
-"""Bad launches fail early with a message that names the problem and the fix (hf_unlearn.distributed, script_args)."""
+"""Bad launches fail early with a message that names the problem and the fix (hf_unlearn.distributed, hf_unlearn.scripts.args)."""
 
 from __future__ import annotations
 
@@ -58,14 +58,14 @@ def write_json(tmp_path, config: dict) -> str:
 
 
 def test_missing_config_file_is_named():
-    from hf_unlearn.script_args import parse_args
+    from hf_unlearn.scripts.args import parse_args
 
     with pytest.raises(FileNotFoundError, match="missing.yaml.*does not exist.*--config"):
         parse_args(["--config", "missing.yaml"])
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):
-    from hf_unlearn.script_args import parse_args
+    from hf_unlearn.scripts.args import parse_args
 
     config = tmp_path / "typo.yaml"
     config.write_text("method: ga\nlearning_rat: 1.0e-5\n")
@@ -74,7 +74,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path):
 
 
 def test_missing_deepspeed_json_is_named(tmp_path):
-    from hf_unlearn.script_args import parse_args
+    from hf_unlearn.scripts.args import parse_args
 
     config = tmp_path / "c.yaml"
     config.write_text("method: ga\nuse_cpu: true\ndeepspeed: recipes/deepspeed/zero4.json\n")
@@ -192,7 +192,7 @@ def test_recipe_refuses_deepspeed_under_plain_python(no_launcher, monkeypatch, c
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr(recipe, "default_model_dir", lambda *a: pytest.fail("the model must not be loaded"))
+    monkeypatch.setattr("hf_unlearn.scripts.demo.default_model_dir", lambda *a: pytest.fail("the model must not be loaded"))
     with pytest.raises(RuntimeError, match="without a launcher"):
         recipe.main(["--config", "recipes/configs/small/ga_kl_zero3_cpu.yaml"])
 

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_unlearn import get_method
+from hf_unlearn.forward import forward
 from tests.conftest import unlearning_args
 from tests.test_privacy import UPLOADABLE, hub  # noqa: F401  (the Hub-intercepting fixture)
 
@@ -105,8 +106,8 @@ def test_lora_reference_equals_the_original_model(trained_model_dir, forget_data
     batch = trainer.data_collator([forget_data[i] for i in range(2)])
     with torch.no_grad():
         expected = original(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    assert torch.allclose(trainer.reference_logits(batch), expected, atol=1e-5)
-    assert not torch.allclose(trainer.logits(trainer.model, batch), expected, atol=1e-3)  # the policy moved
+    assert torch.allclose(trainer.reference_forward(batch).logits, expected, atol=1e-5)
+    assert not torch.allclose(forward(trainer.model, batch).logits, expected, atol=1e-3)  # the policy moved
 
 
 def test_merge_and_save(trained_model_dir, forget_data, tokenizer, tmp_path):
@@ -117,7 +118,7 @@ def test_merge_and_save(trained_model_dir, forget_data, tokenizer, tmp_path):
                                train_dataset=forget_data, processing_class=tokenizer, peft_config=lora_config())
     trainer.train()
     batch = trainer.data_collator([forget_data[i] for i in range(2)])
-    expected = trainer.logits(trainer.model.eval(), batch).detach()
+    expected = forward(trainer.model.eval(), batch).logits.detach()
     path = str(tmp_path / "merged")
     merge_and_save(trainer, path)
     merged = AutoModelForCausalLM.from_pretrained(path)

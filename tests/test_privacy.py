@@ -109,7 +109,7 @@ def memorised_model(tmp_path_factory, tokenizer):
 
     from hf_unlearn import chunk_documents
     from hf_unlearn.data import UnlearningCollator
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     path = str(tmp_path_factory.mktemp("memorised"))
     secret = chunk_documents([SECRET] * 8, tokenizer, max_length=MAX_LENGTH)

@@ -71,17 +71,6 @@ def test_blow_up_stops_exits_3_and_saves_nothing(trained_model_dir, data, tmp_pa
     assert not (out / "model.safetensors").exists() and not pushed
 
 
-def test_blow_up_helper_prefers_the_callbacks_failed_property():
-    from types import SimpleNamespace
-
-    from hf_unlearn.scripts.unlearn import stopped_by_blow_up
-
-    assert stopped_by_blow_up(SimpleNamespace(stop_reason="blow-up: retain NLL 9 > 3"))
-    assert not stopped_by_blow_up(SimpleNamespace(stop_reason="target reached: forget NLL 3 >= 2"))
-    assert not stopped_by_blow_up(SimpleNamespace(stop_reason=None))
-    assert stopped_by_blow_up(SimpleNamespace(stop_reason=None, failed=True))
-
-
 # ------------------------------------------------------------------ item 7: resume
 
 
@@ -163,7 +152,7 @@ def test_retain_data_for_a_method_that_ignores_it_is_not_used_nor_on_the_card(tr
 
 
 def save_tiny_model(path, tokenizer, vocab_size=None, positions=None):
-    from hf_unlearn.toy import build_llama
+    from hf_unlearn.testing import build_llama
 
     model = build_llama(vocab_size or len(tokenizer), hidden_size=16, layers=1, heads=2)
     if positions is not None:

@@ -47,15 +47,8 @@ START_RECORD = "unlearning_start.json"  # the first run's start evaluation (numb
 
 
 class BlowUp(RuntimeError):
-    """The run left the allowed region (see `stopped_by_blow_up`); nothing was saved as the result."""
+    """The run left the allowed region (`UnlearningEvalCallback.failed`); nothing was saved as the result."""
 
-
-def stopped_by_blow_up(callback) -> bool:
-    """Whether the evaluation callback stopped training because of a blow-up (not because the target was reached)."""
-    failed = getattr(callback, "failed", None)
-    if failed is not None:
-        return bool(failed)
-    return callback.stop_reason is not None and callback.stop_reason.startswith("blow-up")
 
 
 def _is_main_process() -> bool:
@@ -309,11 +302,10 @@ def run(argv: list[str]) -> dict:
     trainer.train(resume_from_checkpoint=resume)
     before, after = monitor.start, monitor.history[-1]
     trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}
-    _drop_unlearned_best(monitor, args, script)
     if trainer.is_world_process_zero():
         samples = (sample.before, sample.after) if sample is not None else (None, None)
         print(summary_table(before, after, monitor.stop_reason, *samples))
-    if stopped_by_blow_up(monitor):
+    if monitor.failed:
         raise BlowUp(
             f"unlearning stopped: {monitor.stop_reason}. The model was NOT saved as the unlearned result"
             f"{' and not pushed' if args.push_to_hub else ''}. Lower --learning_rate or tighten the stopping target, "
@@ -324,17 +316,6 @@ def run(argv: list[str]) -> dict:
     # push_to_hub, save_model also pushes the final model, once.
     trainer.save_model(args.output_dir)
     return {"before": before, "after": after, "stop_reason": monitor.stop_reason, "history": list(monitor.history)}
-
-
-def _drop_unlearned_best(monitor, args, script) -> None:
-    """`best/` chosen at the start evaluation holds the original, not unlearned, model: remove it and say so."""
-    if not script.save_best or monitor.best is None or monitor.best.step != monitor.history[0].step:
-        return
-    path = os.path.join(args.output_dir, "best")
-    if os.path.isdir(path) and _is_main_process():
-        shutil.rmtree(path)
-        print(f"Removed {path}: no evaluation during unlearning beat the start, so it held the original model.",
-              file=sys.stderr)
 
 
 if __name__ == "__main__":
