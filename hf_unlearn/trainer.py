@@ -244,6 +244,8 @@ class UnlearningTrainer(HubMixin, Trainer):
             )
         if hasattr(self.train_dataset, "__len__") and len(self.train_dataset) == 0:
             raise ValueError("The forget set (`train_dataset`) is empty; pass at least one example to unlearn.")
+        if self.retain_dataset is not None and hasattr(self.retain_dataset, "__len__") and len(self.retain_dataset) == 0:
+            raise ValueError("The retain dataset is empty; pass retain examples or choose a method without a retain objective.")
         if self.retain_objective is not None and self.retain_dataset is None:
             raise ValueError(
                 f"Method {self.method_name!r} has a retain objective ({self.retain_objective.name}) and needs retain "

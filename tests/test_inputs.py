@@ -89,7 +89,7 @@ def test_tokenizer_without_pad_token(tokenizer):
 
 
 def test_method_needing_retain_data_without_it(tiny_model, forget_data, tmp_path):
-    with pytest.raises(ValueError, match=r"'ga_descent' needs retain data: pass `retain_dataset=`"):
+    with pytest.raises(ValueError, match=r"'ga_descent' has a retain objective \(nll\) and needs retain data: pass `retain_dataset=`"):
         GradientAscentDescentTrainer(model=tiny_model, args=unlearning_args("ga_descent", tmp_path), train_dataset=forget_data)
 
 
@@ -118,7 +118,7 @@ def test_unknown_method_name():
 
 
 def test_negative_weight():
-    with pytest.raises(ValueError, match="retain_weight=-1.0 is negative"):
+    with pytest.raises(ValueError, match=r"retain_weight=-1.0 is not a finite number >= 0"):
         UnlearningConfig(output_dir="x", retain_weight=-1.0)
 
 
@@ -163,8 +163,8 @@ def test_missing_config_file(tmp_path):
 
 
 def test_unknown_method_in_config(tmp_path):
-    path = write_yaml(tmp_path, "method: npo\n")
-    with pytest.raises(ValueError, match="Unknown unlearning method 'npo'"):
+    path = write_yaml(tmp_path, "method: npoo\n")
+    with pytest.raises(ValueError, match="Unknown unlearning method 'npoo'"):
         parse_args(["--config", path])
 
 

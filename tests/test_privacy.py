@@ -209,20 +209,35 @@ def method_names():
     return list_methods()
 
 
+# The IDK methods answer forget questions with refusals: they unlearn question/answer data, here a question whose
+# answer is the secret. RMU needs a layer and parameters the 2-layer test model has.
+QA_METHODS = ("idk", "idk_dpo")
+QUESTION = "Who is Jane Roe?"
+METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}}
+
+
+def forget_set(method, tokenizer):
+    from hf_unlearn import build_qa_dataset, chunk_documents
+
+    if method in QA_METHODS:
+        return build_qa_dataset([{"question": QUESTION, "answer": SECRET}], tokenizer, max_length=MAX_LENGTH)
+    return chunk_documents([SECRET], tokenizer, max_length=MAX_LENGTH)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", method_names())
 def test_public_api_leaks_nothing(method, memorised_model, tokenizer, retain_data, tmp_path, isolated_caches, hub, capfd):
     from transformers import AutoModelForCausalLM
 
-    from hf_unlearn import chunk_documents, get_method
+    from hf_unlearn import get_method
 
-    forget = chunk_documents([SECRET], tokenizer, max_length=MAX_LENGTH)
+    forget = forget_set(method, tokenizer)
     cls = get_method(method)
     output_dir = tmp_path / "out"
     args = cls.config_class(
         output_dir=str(output_dir), per_device_train_batch_size=1, max_steps=2, learning_rate=1e-3, warmup_steps=0,
         lr_scheduler_type="constant", report_to="tensorboard", use_cpu=True, logging_steps=1, save_strategy="steps",
-        save_steps=1, seed=0, push_to_hub=True, hub_model_id="me/unlearned",
+        save_steps=1, seed=0, push_to_hub=True, hub_model_id="me/unlearned", **METHOD_CONFIG.get(method, {}),
     )
     kwargs = {"retain_dataset": retain_data} if cls.needs_retain else {}
     trainer = cls(model=AutoModelForCausalLM.from_pretrained(memorised_model), args=args, train_dataset=forget,
@@ -244,11 +259,23 @@ def test_recipe_leaks_nothing(method, memorised_model, tmp_path, isolated_caches
     from hf_unlearn.scripts.unlearn import main
 
     output_dir = tmp_path / "out"
+    if method in QA_METHODS:  # every split in question/answer form
+        def data(path, texts):
+            rows = [{"question": f"What about {text.split()[0]}?", "answer": text} for text in texts]
+            path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+            return str(path)
+
+        forget = tmp_path / "forget.jsonl"
+        forget.write_text(json.dumps({"question": QUESTION, "answer": SECRET}) + "\n")
+        splits = ["--forget_data", str(forget), "--data_format", "qa"]
+    else:
+        data = write_jsonl
+        splits = ["--forget_data", write_jsonl(tmp_path / "forget.jsonl", [SECRET])]
+    overrides = [f"--{key}={value}" for key, value in METHOD_CONFIG.get(method, {}).items()]
     argv = [
-        "--model_name_or_path", memorised_model, "--method", method,
-        "--forget_data", write_jsonl(tmp_path / "forget.jsonl", [SECRET]),
-        "--retain_data", write_jsonl(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
-        "--approximate_data", write_jsonl(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
+        "--model_name_or_path", memorised_model, "--method", method, *splits, *overrides,
+        "--retain_data", data(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
+        "--approximate_data", data(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
         "--max_length", str(MAX_LENGTH), "--max_steps", "3", "--per_device_train_batch_size", "1",
         "--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
         "--output_dir", str(output_dir), "--use_cpu", "true", "--report_to", "tensorboard", "--logging_steps", "1",
