@@ -59,12 +59,16 @@ def reference_layout(ref_model) -> dict:
     }
 
 
-def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, save_steps: int):
+# Method-specific settings for the 2-layer test model (RMU: steer layer 1, train both MLP down projections).
+METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}}
+
+
+def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, save_steps: int, method: str = "ga_kl"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_unlearn import chunk_documents, get_method
 
-    cls = get_method("ga_kl")
+    cls = get_method(method)
     # The arguments come first: with a ZeRO-3 config they make from_pretrained partition the model while loading.
     args = cls.config_class(
         output_dir=output_dir,
@@ -82,6 +86,7 @@ def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, 
         deepspeed=deepspeed_config(backend),
         use_cpu=not torch.cuda.is_available(),  # DeepSpeed on CPU counts processes only with use_cpu
         dataloader_drop_last=True,
+        **METHOD_CONFIG.get(method, {}),
     )
     setup_distributed(args)
     model_dir = os.path.join(work_dir, "model")
@@ -109,8 +114,13 @@ def main() -> None:
     parser.add_argument("--work-dir", required=True)
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--save-steps", type=int, default=2)
+    parser.add_argument("--methods", nargs="*", default=None,
+                        help="instead of the ga_kl run: train each of these methods (no resume) and write methods.json")
     options = parser.parse_args()
     torch.set_num_threads(1)  # two processes on two cores
+    if options.methods:
+        train_methods(options)
+        return
 
     out = os.path.join(options.work_dir, options.backend)
     full = build_trainer(options.work_dir, options.backend, os.path.join(out, "full"), options.max_steps, options.save_steps)
@@ -138,6 +148,22 @@ def main() -> None:
     result["resumed"] = losses(resumed)
     if resumed.is_world_process_zero():
         with open(os.path.join(out, "result.json"), "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+def train_methods(options) -> None:
+    """Train each method of `--methods` for `--max-steps` steps; rank 0 writes their losses to methods.json."""
+    out = os.path.join(options.work_dir, options.backend)
+    result = {}
+    for method in options.methods:
+        trainer = build_trainer(options.work_dir, options.backend, os.path.join(out, method), options.max_steps,
+                                options.max_steps + 1, method)
+        trainer.train()
+        result[method] = [{k: h[k] for k in ("step", "loss", "forget_loss", "retain_loss") if k in h}
+                          for h in trainer.state.log_history if "loss" in h]
+        del trainer
+    if int(os.environ.get("RANK", "0")) == 0:
+        with open(os.path.join(out, "methods.json"), "w") as handle:
             json.dump(result, handle, indent=1)
 
 
