@@ -21,7 +21,7 @@ Inherent cost ("budget") of each method, in terms measured in the same invocatio
     rmu                                              2 fwd/bwd + 1 no-grad fwd (the reference's forward on
                                                      retain data for its hidden states). An upper bound: only
                                                      two MLP projections train, so the backward passes stop at
-                                                     layer 1 and skip the LM head, and AdamW updates 0.2M
+                                                     layer 1 and skip the LM head, and AdamW updates 0.8M
                                                      instead of 17M parameters.
 
     Configurations that are not a registered method as-is (VARIANTS): "npo_forget_only" is the npo preset with
