@@ -1,4 +1,6 @@
-"""Keeps benchmarks/overhead.py from rotting: its --quick smoke run must produce a result for every method."""
+"""Keeps benchmarks/overhead.py from rotting: its --quick smoke run must produce a result for every method that runs on
+document data (idk and idk_dpo need question/answer data and are listed as not measured), for the npo_forget_only
+variant and its NPO-vs-GA comparison, and for both precomputations."""
 
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_overhead_benchmark_quick(tmp_path):
     from hf_unlearn import list_methods
 
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import overhead
+    finally:
+        sys.path.pop(0)
+    configs = [m for m in list_methods() if m not in overhead.SKIPPED] + list(overhead.VARIANTS)
+    assert set(overhead.SKIPPED) <= {"idk", "idk_dpo"}
+    assert set(configs) <= set(overhead.INHERENT)  # every measured configuration has a stated budget
+
     out = tmp_path / "results"
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     proc = subprocess.run(
@@ -32,12 +43,21 @@ def test_overhead_benchmark_quick(tmp_path):
     plain = summary["plain"]
     assert plain["step_s"] > 0 and plain["fwd_bwd_s"] > 0 and plain["nograd_forward_s"] > 0
     assert plain["peak_over_baseline_mb"] > 0
-    for method in list_methods():
+    for method in configs:
         entry = summary[method]
         assert entry["step_s"] > 0 and entry["budget_s"] > 0 and entry["peak_over_baseline_mb"] > 0
         assert isinstance(entry["time_within_target"], bool)
         assert report["runs"][method][0]["steps_run"] == report["settings"]["warmup"] + report["settings"]["steps"]
-    assert summary["adversarial"]["precompute_s"] > 0
+    assert summary["adversarial"]["precompute_s"] > 0 and summary["npo"]["precompute_s"] > 0
+    assert summary["npo_forget_only"]["precompute"] == "npo_precompute"
+    assert summary["rmu"]["trainable_parameters"] < report["setup"]["parameters"]
+    assert set(report["skipped"]) == set(overhead.SKIPPED) & set(list_methods())
+    comparison = {(c["config"], c["reference"]): c for c in report["comparisons"]}[("npo_forget_only", "ga")]
+    assert comparison["memory_ratio"] > 0 and comparison["time_ratio"] > 0
+    assert isinstance(comparison["memory_within_target"], bool)
     table = (out / "overhead.md").read_text()
-    for method in list_methods():
+    for method in configs:
         assert f"| {method} |" in table
+    assert "| npo_forget_only vs ga |" in table and "npo_precompute" in table
+    for method in report["skipped"]:
+        assert f"{method}: it needs" in table
