@@ -50,11 +50,11 @@ def resolve_accelerate_config(name_or_path: str) -> str:
 def list_methods_table() -> str:
     from . import get_method, list_methods
 
-    lines = [f"{'name':<14} {'retain':<7} {'reference':<10} paper name"]
+    lines = [f"{'name':<14} {'forget_loss':<13} {'retain_loss':<12} {'reference':<10} paper name"]
     for name in list_methods():
         cls = get_method(name)
-        reference = "yes" if cls.needs_reference else ("once" if name == "adversarial" else "no")
-        lines.append(f"{name:<14} {'yes' if cls.needs_retain else 'no':<7} {reference:<10} {cls.paper_name}")
+        reference = "yes" if cls.needs_reference else ("once" if cls.precomputes_reference else "no")
+        lines.append(f"{name:<14} {cls.forget_loss:<13} {cls.retain_loss:<12} {reference:<10} {cls.paper_name}")
     return "\n".join(lines)
 
 

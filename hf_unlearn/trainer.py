@@ -108,6 +108,7 @@ class UnlearningTrainer(HubMixin, Trainer):
     # Derived from the objectives (with default weights) for listings and recipes; see __init_subclass__.
     needs_retain: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
+    precomputes_reference: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -115,6 +116,7 @@ class UnlearningTrainer(HubMixin, Trainer):
         forget = get_objective("forget", cls.forget_loss)
         cls.needs_retain = retain is not None
         cls.needs_reference = forget.needs_reference or (retain is not None and retain.needs_reference)
+        cls.precomputes_reference = forget.precomputes
 
     def __init__(
         self,

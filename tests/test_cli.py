@@ -15,6 +15,8 @@ def test_methods_lists_every_method_in_paper_order(capsys):
     names = [line.split()[0] for line in out.splitlines()[1:]]
     assert names[:5] == ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"]
     assert "GA + KL" in out
+    rows = {line.split()[0]: line.split()[1:4] for line in out.splitlines()[1:]}
+    assert rows["ga_kl"] == ["ga", "kl", "yes"] and rows["npo"] == ["npo", "nll", "once"]  # NPO holds no reference
 
 
 def test_unknown_accelerate_config_names_the_choices():

@@ -19,6 +19,7 @@ from .substitute import SubstituteTargets
 
 @register_objective("adversarial")
 class AdversarialTargets(SubstituteTargets):
+    precomputes = True
     token_columns = ("adversarial_labels",)
     summary = "descent towards the original model's most likely wrong token"
 

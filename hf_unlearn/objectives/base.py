@@ -60,6 +60,7 @@ class Objective:
     example_columns: ClassVar[tuple[str, ...]] = ()
     aligned: ClassVar[tuple[str, ...]] = ()  # names of the streams `aligned_streams` builds
     needs_reference: ClassVar[bool] = False
+    precomputes: ClassVar[bool] = False  # runs the original model once before training (then releases it)
     summary: ClassVar[str] = ""
 
     def __init__(self, trainer: UnlearningTrainer):

@@ -17,6 +17,7 @@ from .npo import REF_LOGP, add_reference_logp, sequence_logp
 
 @register_objective("idk_dpo")
 class IdkPreference(IdkStream):
+    precomputes = True
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")
     example_columns = (REF_LOGP,)

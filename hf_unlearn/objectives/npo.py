@@ -43,6 +43,7 @@ def sequence_logp(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 @register_objective("npo")
 class NegativePreference(Objective):
+    precomputes = True
     kind = stream = "forget"
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")
