@@ -179,8 +179,6 @@ class UnlearningTrainer(HubMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self.forget_objective: Objective = forget_class(self)
         self.retain_objective: Objective | None = retain_class(self) if retain_class else None
-        if self.retain_objective is not None and args.retain_weight == 0:
-            self.retain_objective = None  # weight 0: no retain forward pass, no reference for it
         self.objectives = [o for o in (self.forget_objective, self.retain_objective) if o is not None]
         self.term_names = [name for objective in self.objectives for name in objective.terms]
         self.normaliser_names = list(dict.fromkeys(n for objective in self.objectives for n in objective.normalisers))
@@ -189,12 +187,16 @@ class UnlearningTrainer(HubMixin, Trainer):
             objective.configure_model(self.accelerator.unwrap_model(self.model))
         self._ref_source = ref_model
         self.ref_model = None
-        if any(o.uses_reference_in_training() for o in self.objectives) and not self.adapter_is_reference(ref_model):
+        # The reference is loaded when an objective runs it in training with a weight > 0 (ga_kl with retain_weight 0
+        # loads none), or when it is handed over as a model (nothing to load; a later weight change can use it).
+        needed = any(o.uses_reference_in_training() for o in self.objectives)
+        handed = isinstance(ref_model, nn.Module) and any(o.needs_reference for o in self.objectives)
+        if (needed or handed) and not self.adapter_is_reference(ref_model):
             self.ref_model = self.load_reference_model(ref_model)
         if retain_dataset is not None and self.retain_objective is None:
             logger.warning(
-                "retain_dataset is ignored: method %r has no active retain objective (retain_loss=%r, retain_weight=%s).",
-                self.method_name, args.retain_loss or self.retain_loss, args.retain_weight,
+                "retain_dataset is ignored: method %r has no retain objective (retain_loss=%r).",
+                self.method_name, args.retain_loss or self.retain_loss,
             )
             retain_dataset = None
         self.retain_dataset = retain_dataset
@@ -248,7 +250,7 @@ class UnlearningTrainer(HubMixin, Trainer):
             raise ValueError("The forget set (`train_dataset`) is empty; pass at least one example to unlearn.")
         if self.retain_dataset is not None and hasattr(self.retain_dataset, "__len__") and len(self.retain_dataset) == 0:
             raise ValueError("The retain dataset is empty; pass retain examples or choose a method without a retain objective.")
-        if self.retain_objective is not None and self.retain_dataset is None:
+        if self.retain_objective is not None and self.retain_dataset is None and self.args.retain_weight > 0:
             raise ValueError(
                 f"Method {self.method_name!r} has a retain objective ({self.retain_objective.name}) and needs retain "
                 "data: pass `retain_dataset=` (recipes: `retain_data:`), or choose a method without one "
@@ -316,6 +318,9 @@ class UnlearningTrainer(HubMixin, Trainer):
     ) -> ForwardOutput:
         """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter."""
         ref_model = ref_model if ref_model is not None else self.ref_model
+        if ref_model is None and not self.adapter_is_reference(self._ref_source):
+            # An objective became active during training (its weight was raised from 0): load the reference now.
+            ref_model = self.ref_model = self.load_reference_model(self._ref_source)
         if ref_model is not None:
             return forward(ref_model, batch, hidden_layer)
         policy = self.accelerator.unwrap_model(self.model)
@@ -325,10 +330,12 @@ class UnlearningTrainer(HubMixin, Trainer):
     # ------------------------------------------------------------------ loss
 
     def unlearning_terms(self, model: nn.Module, inputs: Mapping[str, dict[str, torch.Tensor]]) -> dict[str, LossTerm]:
-        """The loss terms of one micro-batch `{"forget": batch, "retain": batch, ...}`: every objective's terms."""
+        """The loss terms of one micro-batch `{"forget": batch, "retain": batch, ...}`: every active objective's terms
+        (a retain objective with retain_weight 0, or without retain data, runs no forward pass)."""
         terms: dict[str, LossTerm] = {}
         for objective in self.objectives:
-            terms.update(objective.loss_terms(model, objective.select(inputs)))
+            if objective.active() and objective.stream in inputs:
+                terms.update(objective.loss_terms(model, objective.select(inputs)))
         return terms
 
     def count_normalisers(self, batches: list[Mapping[str, dict[str, torch.Tensor]]]) -> torch.Tensor:

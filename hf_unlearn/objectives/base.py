@@ -85,9 +85,14 @@ class Objective:
     def loss_terms(self, model: torch.nn.Module, batch: Any) -> dict[str, LossTerm]:
         raise NotImplementedError
 
+    def active(self) -> bool:
+        """Whether the objective runs this step: a retain objective with retain_weight 0 does not (forget objectives
+        always run: their logged terms show what happens to the forget set even at forget_weight 0)."""
+        return self.kind == "forget" or self.args.retain_weight > 0
+
     def uses_reference_in_training(self) -> bool:
-        """Whether the frozen model runs during training (False when the objective's weight makes it inactive)."""
-        return self.needs_reference
+        """Whether the frozen model runs during training (not when the objective is inactive)."""
+        return self.needs_reference and self.active()
 
 
 FORGET_OBJECTIVES: dict[str, type[Objective]] = {}

@@ -22,9 +22,6 @@ class RetainKL(Objective):
     needs_reference = True
     summary = "KL(original || model) on the retain tokens"
 
-    def uses_reference_in_training(self) -> bool:
-        return self.args.retain_weight > 0
-
     def loss_terms(self, model, batch):
         reference = self.trainer.reference_forward(batch).logits
         total, count = kl_sum(reference, forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))

@@ -84,9 +84,6 @@ class RepresentationRetain(Objective):
     needs_reference = True
     summary = "RMU retain: keep layer-l activations on retain data equal to the original model's"
 
-    def uses_reference_in_training(self) -> bool:
-        return self.args.retain_weight > 0
-
     def loss_terms(self, model, batch):
         layer = self.args.rmu_layer + 1  # hidden_states[0] is the embedding output
         target = self.trainer.reference_forward(batch, hidden_layer=layer).hidden
