@@ -260,8 +260,8 @@ def summary_table(before, after, stop_reason: str | None, sample_before: dict | 
         label = f"strongest: {strongest} AUC"
         lines.append(f"{label:<34}{_interval(before.attacks[strongest]):>{width}}"
                      f"{_interval(after.attacks[strongest]):>{width}}")
-        lines.append(f"  (AUC forget vs unseen, 0.5 = indistinguishable; [95 percent bootstrap interval]; strongest of "
-                     f"{len(after.attacks)} attacks after unlearning)".replace(" percent", "%"))
+        lines.append(f"  (AUC forget vs unseen, 0.5 = indistinguishable, [bootstrap 95% interval]; strongest = largest "
+                     f"|AUC - 0.5| of {len(after.attacks)} attacks after unlearning)")
     elif before.mia_auc is not None:
         lines.append(f"{'MIA AUC forget vs unseen (0.5 =':<34}{before.mia_auc:>{width}.3f}{after.mia_auc:>{width}.3f}")
         lines.append("  indistinguishable from unseen data)")
