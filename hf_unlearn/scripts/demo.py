@@ -13,7 +13,8 @@ Data (all of it on every machine that runs this code):
   pre-training data was collected (it was released in November 2024), and never published before that.
 
 The member / non-member gap is measured on the original model before unlearning and reported (mean NLL of both
-sets and the LOSS-attack AUC). Style differs between the two sets as well as membership, so the AUC is an upper
+sets, the LOSS attack's AUC and the strongest attack's, each with a bootstrap 95% interval; a warning when the
+LOSS interval contains 0.5, i.e. the gap is not established on 16 chunks per split). Style differs between the two sets as well as membership, so the AUC is an upper
 bound on what membership alone explains; the paper's approximate sets have the same limitation.
 """
 
