@@ -81,7 +81,8 @@ def test_resume_continues_from_the_checkpoint_with_the_first_runs_target(trained
     common = ("--save_strategy", "steps", "--save_steps", "1", "--stop_at_unseen_nll", "false")
     first = main(argv(trained_model_dir, data, out, *common))
     stored = json.loads((out / START_RECORD).read_text())
-    assert stored["step"] == 0 and set(stored) == {"step", "nll", "mia_auc", "target_nll"}  # numbers only
+    assert stored["step"] == 0 and set(stored) == {"step", "nll", "mia_auc", "attacks", "target_nll"}  # numbers only
+    assert all(set(v) == {"auc", "auc_low", "auc_high"} for v in stored["attacks"].values())
     assert stored["target_nll"] == pytest.approx(first["before"].nll["approximate"])
     resumed = main(argv(trained_model_dir, data, out, *common, "--max_steps", "3",
                         "--resume_from_checkpoint", str(out / "checkpoint-1")))
@@ -96,6 +97,62 @@ def test_resume_without_the_first_runs_record_is_refused(trained_model_dir, data
     no_model_loading(monkeypatch)
     run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", "--resume_from_checkpoint", str(checkpoint)), 2)
     assert "unlearning_start.json" in capfd.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 15: attacks and the stopping rule
+
+
+def recording_callback(monkeypatch):
+    """Replace the script's UnlearningEvalCallback by a subclass that keeps every instance (to read its criteria)."""
+    import hf_unlearn.callbacks as callbacks
+
+    made = []
+
+    class Recording(callbacks.UnlearningEvalCallback):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(callbacks, "UnlearningEvalCallback", Recording)
+    return made
+
+
+def test_worst_case_stopping_rule_reaches_the_stopping_criteria(trained_model_dir, data, tmp_path, monkeypatch):
+    from hf_unlearn.scripts.unlearn import main
+
+    made = recording_callback(monkeypatch)
+    result = main(argv(trained_model_dir, data, tmp_path / "worst", "--stopping_rule", "worst_case",
+                       "--mia_attacks", "loss,min_k_20", "--mia_resamples", "50"))
+    monitor = made[-1]
+    assert monitor.criteria.worst_case_attacks and not monitor.criteria.stop_at_target  # the attacks alone decide
+    assert monitor.attacks == ("loss", "min_k_20") and monitor.n_resamples == 50
+    assert set(result["before"].attacks) == {"loss", "min_k_20"}
+    # The default: the paper's rule, every attack evaluated (and reported), none of them deciding.
+    main(argv(trained_model_dir, data, tmp_path / "paper"))
+    monitor = made[-1]
+    assert not monitor.criteria.worst_case_attacks and monitor.criteria.stop_at_target
+    from hf_unlearn.callbacks import available_attacks
+
+    assert monitor.attacks == tuple(available_attacks()) and monitor.n_resamples == 1000
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (("--stopping_rule", "strongest"), "stopping_rule='strongest' is unknown"),
+    (("--mia_attacks", "loss,min_k_15"), "unknown ['min_k_15']"),
+    (("--stopping_rule", "worst_case", "--mia_resamples", "0"), "needs AUC intervals"),
+])
+def test_bad_attack_or_rule_arguments_exit_2_before_loading(extra, expected, trained_model_dir, data, tmp_path, capfd,
+                                                            monkeypatch):
+    no_model_loading(monkeypatch)
+    run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", *extra), 2)
+    assert expected in capfd.readouterr().err
+
+
+def test_worst_case_rule_without_unseen_data_is_refused(trained_model_dir, data, tmp_path, capfd, monkeypatch):
+    no_model_loading(monkeypatch)
+    run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", "--stopping_rule", "worst_case",
+                            approximate=False), 2)
+    assert "stopping_rule=worst_case needs approximate_data" in capfd.readouterr().err
 
 
 # ------------------------------------------------------------------ item 8: output folders

@@ -24,6 +24,7 @@ from ..config import UnlearningConfig
 from ..distributed import check_deepspeed_file
 from ..registry import get_method
 
+STOPPING_RULES = ("paper", "worst_case")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded_default.yaml")
 
 
@@ -51,7 +52,17 @@ class ScriptArguments:
         eval_every_steps (`int`, defaults to `5`): evaluation period (optimizer steps) during unlearning.
         eval_max_examples (`int` or `None`, defaults to `256`): examples of each split evaluated during unlearning.
         stop_at_unseen_nll (`bool`, defaults to `True`): stop when the forget NLL reaches the approximate set's
-            NLL measured on the original model (Yao et al. 2024's guideline); needs `approximate_data`.
+            NLL measured on the original model (Yao et al. 2024's guideline); needs `approximate_data`. Used by
+            `stopping_rule="paper"`.
+        mia_attacks (`str`, defaults to `"all"`): membership-inference attacks (forget vs approximate) evaluated at
+            every evaluation, each AUC with a bootstrap interval, all from one forward pass per split: "all" (LOSS,
+            Min-K% and Min-K%++ at K = 10..100), "loss" (the paper's single attack), or a comma-separated list of
+            names of `hf_unlearn.callbacks.available_attacks()` (e.g. "loss,min_k_20"). Needs `approximate_data`.
+        mia_resamples (`int`, defaults to `1000`): bootstrap resamples of each AUC interval (95 percent).
+        stopping_rule (`str`, defaults to `"paper"`): "paper": stop when the forget NLL reaches the unseen NLL
+            (`stop_at_unseen_nll`); "worst_case": stop once every attack of `mia_attacks` has an AUC interval
+            containing 0.5 (forgotten by the strongest attack, not only LOSS), or as over-unlearning once an
+            interval lies entirely below 0.5. Both keep the blow-up guard.
         max_retain_nll_increase (`float` or `None`, defaults to `0.5`): blow-up guard: stop, and do not save the
             model, when the retain NLL rises by more than this share of its start value (needs `retain_data`).
             Non-finite NLLs always stop the run. `None` disables the retain guard.
@@ -86,6 +97,18 @@ class ScriptArguments:
         default=True,
         metadata={"help": "The paper's rule: stop when forget NLL reaches the approximate set's NLL at the start."},
     )
+    mia_attacks: str = field(
+        default="all",
+        metadata={"help": "Membership attacks evaluated during unlearning (AUC with a bootstrap interval each, one "
+                          "forward pass per split): all, loss (the paper's single attack) or a comma-separated list "
+                          "such as loss,min_k_20. Needs approximate_data."},
+    )
+    mia_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples of each attack's AUC interval."})
+    stopping_rule: str = field(
+        default="paper",
+        metadata={"help": "paper: stop when forget NLL reaches the unseen NLL of the original model. worst_case: stop "
+                          "when every attack's AUC interval contains 0.5 (or one lies below: over-unlearning)."},
+    )
     max_retain_nll_increase: float | None = field(
         default=0.5,
         metadata={"help": "Blow-up guard: stop (model not saved, exit 3) when retain NLL rises by more than this "
@@ -105,8 +128,23 @@ class ScriptArguments:
             raise ValueError("forget_data is required when model_name_or_path is set (what should be forgotten?).")
         if self.eval_every_steps < 1:
             raise ValueError(f"eval_every_steps={self.eval_every_steps} must be at least 1.")
+        if self.stopping_rule not in STOPPING_RULES:
+            raise ValueError(f"stopping_rule={self.stopping_rule!r} is unknown; use one of {list(STOPPING_RULES)}.")
+        if self.mia_resamples < 0:
+            raise ValueError(f"mia_resamples={self.mia_resamples} is negative; use 0 (no intervals) or e.g. 1000.")
+        if self.stopping_rule == "worst_case" and self.mia_resamples < 1:
+            raise ValueError("stopping_rule=worst_case needs AUC intervals: set mia_resamples to at least 1 (e.g. 1000).")
+        from ..callbacks import resolve_attacks
+
+        resolve_attacks(self.attack_names())  # an unknown attack name fails here, before anything is loaded
         if self.max_retain_nll_increase is not None and self.max_retain_nll_increase < 0:
             raise ValueError(f"max_retain_nll_increase={self.max_retain_nll_increase} is negative; use a share >= 0 or None.")
+
+    def attack_names(self) -> str | list[str]:
+        """`mia_attacks` as `UnlearningEvalCallback(attacks=...)` takes it: "all" or a list of names."""
+        if self.mia_attacks.strip() == "all":
+            return "all"
+        return [name.strip() for name in self.mia_attacks.split(",") if name.strip()]
 
 
 # ------------------------------------------------------------------ single-valued fields

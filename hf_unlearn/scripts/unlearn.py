@@ -15,7 +15,8 @@ Launch commands (from any folder once hf_unlearn is installed; `recipes/unlearn.
 Steps: parse and check the arguments (every single-valued field, the output folder, the data) -> tokenizer ->
 forget / retain / approximate data -> checks of the data against the model's config (vocabulary, positions) ->
 model -> trainer (the reference model is loaded only by methods that need it) -> evaluation / stopping callback
-(the paper's target and a blow-up guard) -> train (evaluated at the start, every `eval_every_steps` and at the
+(`stopping_rule`: the paper's target, or every membership attack's AUC interval containing 0.5; a blow-up
+guard) -> train (evaluated at the start, every `eval_every_steps` and at the
 end) -> print before/after -> save -> push once (with `push_to_hub`).
 
 Exit status:
@@ -189,7 +190,8 @@ def check_data_fits_model(splits: dict, config, tokenizer, model_path: str, max_
 def write_start_record(output_dir: str, record, target: float | None) -> None:
     """Numbers only: the step, each split's NLL, the AUC and the target (never any text)."""
     os.makedirs(output_dir, exist_ok=True)
-    values = {"step": record.step, "nll": record.nll, "mia_auc": record.mia_auc, "target_nll": target}
+    values = {"step": record.step, "nll": record.nll, "mia_auc": record.mia_auc, "attacks": record.attacks,
+              "target_nll": target}
     temporary = os.path.join(output_dir, START_RECORD + ".tmp")
     with open(temporary, "w") as handle:
         json.dump(values, handle, indent=2)
@@ -201,7 +203,18 @@ def read_start_record(output_dir: str):
 
     with open(os.path.join(output_dir, START_RECORD)) as handle:
         values = json.load(handle)
-    return EvalRecord(step=values["step"], nll=values["nll"], mia_auc=values["mia_auc"]), values["target_nll"]
+    record = EvalRecord(step=values["step"], nll=values["nll"], mia_auc=values["mia_auc"], attacks=values.get("attacks"))
+    return record, values["target_nll"]
+
+
+def result_values(record, prefix: str = "eval") -> dict[str, float]:
+    """The model card's numbers of one evaluation: each split's NLL, the LOSS AUC, and every attack's AUC with its
+    bootstrap interval (`<prefix>_mia_auc_<attack>`, `..._low`, `..._high`). Numbers only, never any text."""
+    values = record.logs(prefix)
+    for attack, summary in (record.attacks or {}).items():
+        values[f"{prefix}_mia_auc_{attack}_low"] = summary["auc_low"]
+        values[f"{prefix}_mia_auc_{attack}_high"] = summary["auc_high"]
+    return values
 
 
 def _start_record_callback(monitor, output_dir: str, stored):
@@ -274,11 +287,19 @@ def run(argv: list[str]) -> dict:
     # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
     stored, target = (read_start_record(args.output_dir) if resume else (None, None))
     has_target = "approximate" in splits or target is not None
+    # The worst-case rule stops on the attacks alone (every AUC interval contains 0.5, or one lies below it).
+    worst_case = script.stopping_rule == "worst_case"
+    if worst_case and "approximate" not in splits:
+        raise ValueError("stopping_rule=worst_case needs approximate_data (the non-members of every attack); pass it "
+                         "or use stopping_rule=paper.")
     criteria = StoppingCriteria(
         target_nll=(target if target is not None else math.inf) if resume else None,
-        stop_at_target=script.stop_at_unseen_nll and has_target,
+        stop_at_target=script.stop_at_unseen_nll and has_target and not worst_case,
         max_retain_nll_increase=script.max_retain_nll_increase if "retain" in splits else None,
+        worst_case_attacks=worst_case,
     )
+    # Every configured attack from the same forward pass per split (none without non-members to compare with).
+    attacks = script.attack_names() if "approximate" in splits else None
     if script.save_best and not has_target:
         raise ValueError("save_best needs approximate_data (the best evaluation is the one closest to its NLL).")
 
@@ -294,14 +315,15 @@ def run(argv: list[str]) -> dict:
     )
     monitor = UnlearningEvalCallback(splits, eval_steps=script.eval_every_steps, criteria=criteria,
                                      save_best=script.save_best, batch_size=args.per_device_eval_batch_size,
-                                     max_examples=script.eval_max_examples).attach(trainer)
+                                     max_examples=script.eval_max_examples, attacks=attacks,
+                                     n_resamples=script.mia_resamples).attach(trainer)
     trainer.add_callback(_start_record_callback(monitor, args.output_dir, stored))
     # A verbatim sample of forget text, only when asked for (the demo's public data asks).
     sample = VerbatimSampleCallback(trainer, tokenizer, splits["forget"]) if script.show_forget_samples else None
 
     trainer.train(resume_from_checkpoint=resume)
     before, after = monitor.start, monitor.history[-1]
-    trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}
+    trainer.evaluation_results = {"before": result_values(before), "after": result_values(after)}
     if trainer.is_world_process_zero():
         samples = (sample.before, sample.after) if sample is not None else (None, None)
         print(summary_table(before, after, monitor.stop_reason, *samples))
