@@ -267,19 +267,21 @@ def run(argv: list[str]) -> dict:
     tokenizer = _load("tokenizer", model_path, lambda: AutoTokenizer.from_pretrained(model_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if script.model_name_or_path is None:
-        splits = default_splits(tokenizer, args.max_length)
-    else:
-        sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data}
-        splits = {
-            name: build_examples(
-                source, tokenizer, script.data_format, args.max_length, script.text_column,
-                script.question_column, script.answer_column, script.max_examples,
-                split=getattr(script, f"{name}_split"),
-            )
-            for name, source in sources.items()
-            if source is not None
-        }
+    # The main process first: a Hub dataset is downloaded once, the other ranks then read it from the cache.
+    with args.main_process_first(desc="loading and tokenising the data"):
+        if script.model_name_or_path is None:
+            splits = default_splits(tokenizer, args.max_length)
+        else:
+            sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data}
+            splits = {
+                name: build_examples(
+                    source, tokenizer, script.data_format, args.max_length, script.text_column,
+                    script.question_column, script.answer_column, script.max_examples,
+                    split=getattr(script, f"{name}_split"),
+                )
+                for name, source in sources.items()
+                if source is not None
+            }
     config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path))
     check_data_fits_model(splits, config, tokenizer, model_path, args.max_length)
 
