@@ -90,8 +90,10 @@ class EvalRecord:
         logs = {f"{prefix}_{split}_nll": value for split, value in self.nll.items()}
         if self.mia_auc is not None:
             logs[f"{prefix}_mia_auc"] = self.mia_auc
-        for attack, values in (self.attacks or {}).items():
+        for attack, values in (self.attacks or {}).items():  # each AUC with its bootstrap interval
             logs[f"{prefix}_mia_auc_{attack}"] = values["auc"]
+            logs[f"{prefix}_mia_auc_{attack}_low"] = values["auc_low"]
+            logs[f"{prefix}_mia_auc_{attack}_high"] = values["auc_high"]
         return logs
 
     def non_finite(self) -> dict[str, float]:

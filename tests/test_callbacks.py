@@ -379,7 +379,9 @@ def test_callback_computes_every_attack_from_one_forward_pass_per_split(tokenize
     assert len(attacks) == 21 and attacks["loss"]["auc"] == records["all"].mia_auc == records[None].mia_auc
     assert attacks["min_k_100"]["auc"] == pytest.approx(attacks["loss"]["auc"], abs=1e-12)
     assert all(0 <= v["auc_low"] <= v["auc_high"] <= 1 for v in attacks.values())
-    assert "eval_mia_auc_min_k_plus_plus_20" in records["all"].logs()
+    logs = records["all"].logs()
+    assert "eval_mia_auc_min_k_plus_plus_20" in logs  # each AUC reaches the training logs with its interval
+    assert logs["eval_mia_auc_loss_low"] == attacks["loss"]["auc_low"] and logs["eval_mia_auc_loss_high"] == attacks["loss"]["auc_high"]
 
 
 def test_attack_configuration_errors(forget_data):

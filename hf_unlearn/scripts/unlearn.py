@@ -207,16 +207,6 @@ def read_start_record(output_dir: str):
     return record, values["target_nll"]
 
 
-def result_values(record, prefix: str = "eval") -> dict[str, float]:
-    """The model card's numbers of one evaluation: each split's NLL, the LOSS AUC, and every attack's AUC with its
-    bootstrap interval (`<prefix>_mia_auc_<attack>`, `..._low`, `..._high`). Numbers only, never any text."""
-    values = record.logs(prefix)
-    for attack, summary in (record.attacks or {}).items():
-        values[f"{prefix}_mia_auc_{attack}_low"] = summary["auc_low"]
-        values[f"{prefix}_mia_auc_{attack}_high"] = summary["auc_high"]
-    return values
-
-
 def _start_record_callback(monitor, output_dir: str, stored):
     from transformers import TrainerCallback
 
@@ -325,7 +315,7 @@ def run(argv: list[str]) -> dict:
 
     trainer.train(resume_from_checkpoint=resume)
     before, after = monitor.start, monitor.history[-1]
-    trainer.evaluation_results = {"before": result_values(before), "after": result_values(after)}
+    trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}  # numbers only
     if trainer.is_world_process_zero():
         samples = (sample.before, sample.after) if sample is not None else (None, None)
         print(summary_table(before, after, monitor.stop_reason, *samples))
