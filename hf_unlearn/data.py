@@ -243,3 +243,39 @@ def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "for
         f"The {name} set has columns {columns}; expected tokenised examples (`input_ids`), raw documents (`text`) or "
         "records with `prompt` + `completion` (or `question` + `answer`)."
     )
+
+
+def _largest_id_and_length(dataset) -> tuple[int, int]:
+    """Largest token id and longest example of a dataset with `input_ids` (Arrow compute when it can: 7B-scale
+    forget sets hold millions of tokens)."""
+    try:
+        import pyarrow.compute as pc
+
+        column = dataset.data.column("input_ids")  # the underlying table (a superset after select: same tokens)
+        largest, longest = pc.max(pc.list_flatten(column)).as_py(), pc.max(pc.list_value_length(column)).as_py()
+        return (-1 if largest is None else int(largest)), (0 if longest is None else int(longest))
+    except Exception:  # a list, a torch dataset, or a column Arrow cannot flatten
+        rows = dataset["input_ids"] if hasattr(dataset, "column_names") else [row["input_ids"] for row in dataset]
+        return max((max(ids) for ids in rows if len(ids)), default=-1), max((len(ids) for ids in rows), default=0)
+
+
+def check_examples_fit_model(datasets, config, pad_token_id: int | None, model_name: str | None = None) -> None:
+    """Token ids within the model's embedding matrix and examples within its positions (`max_position_embeddings`),
+    checked from the model's config, so a mismatch fails with the fix instead of an IndexError or silent training."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text_config, "vocab_size", None)
+    positions = getattr(text_config, "max_position_embeddings", None)
+    stats = [_largest_id_and_length(data) for data in datasets]
+    largest = max([s[0] for s in stats] + [pad_token_id if pad_token_id is not None else -1])
+    name = f"model {model_name!r}" if model_name else "the model"
+    if vocab is not None and largest >= vocab:
+        raise ValueError(
+            f"The data has token id {largest} but {name} has only {vocab} embeddings (vocab_size); use the model's "
+            "own tokenizer or resize its embeddings first (model.resize_token_embeddings(len(tokenizer)))."
+        )
+    longest = max((s[1] for s in stats), default=0)
+    if positions is not None and longest > positions:
+        raise ValueError(
+            f"The longest example has {longest} tokens but {name} has {positions} positions "
+            f"(max_position_embeddings); set max_length to {positions} or less."
+        )

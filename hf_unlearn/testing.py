@@ -33,7 +33,7 @@ def build_llama(vocab_size: int, hidden_size: int = 64, layers: int = 2, heads: 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
+    values = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 4,
@@ -45,7 +45,7 @@ def build_llama(vocab_size: int, hidden_size: int = 64, layers: int = 2, heads: 
         bos_token_id=1,
         eos_token_id=2,
         tie_word_embeddings=False,
-        **overrides,
     )
+    config = LlamaConfig(**{**values, **overrides})
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)

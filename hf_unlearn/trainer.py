@@ -31,7 +31,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from .config import UnlearningConfig
-from .data import check_tokenizer, tokenize_if_raw
+from .data import check_examples_fit_model, check_tokenizer, tokenize_if_raw
 from .forward import ForwardOutput, forward
 from .hub import HubMixin
 from .losses import count_positions, count_sequences, count_targets, nll_sum
@@ -273,6 +273,9 @@ class UnlearningTrainer(HubMixin, Trainer):
                     columns.get(stream, ("input_ids", "attention_mask", "labels"))
                     + objective.token_columns + objective.example_columns
                 ))
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        if config is not None:
+            check_examples_fit_model(streams.values(), config, self.pad_token_id)
         self.forget_dataset, self.retain_dataset = streams[FORGET], streams.get(RETAIN)
         self.train_dataset = StreamDataset(streams, columns, seed=self.args.pairing_seed, aligned=tuple(aligned))
 

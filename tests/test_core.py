@@ -356,3 +356,13 @@ def test_evaluation_only_use_needs_no_forget_set(trained_model_dir, forget_data,
     assert trainer.evaluate()["eval_loss"] > 0
     with pytest.raises(ValueError, match="needs the forget set"):
         trainer.train()
+
+
+def test_examples_longer_than_the_models_positions_are_refused(tokenizer, forget_data, tmp_path):
+    """Issue 10 item 9, through the public API too: a Llama with 16 positions and 32-token chunks trained silently."""
+    from hf_unlearn.testing import build_llama
+
+    model = build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2, max_position_embeddings=16)
+    with pytest.raises(ValueError, match=r"has 16 positions \(max_position_embeddings\); set max_length to 16"):
+        get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), train_dataset=forget_data,
+                         processing_class=tokenizer)

@@ -224,7 +224,7 @@ def test_model_with_fewer_positions_than_the_chunks(tokenizer, data, tmp_path, c
     no_model_loading(monkeypatch)
     run_expecting_exit(argv(model, data, tmp_path / "out"), 2)
     err = capfd.readouterr().err
-    assert "16 positions (max_position_embeddings)" in err and "--max_length 16" in err
+    assert "16 positions (max_position_embeddings)" in err and "max_length to 16 or less" in err
 
 
 def test_model_vocabulary_smaller_than_the_tokenizers(tokenizer, data, tmp_path, capfd, monkeypatch):

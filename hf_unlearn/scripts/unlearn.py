@@ -149,41 +149,6 @@ def _load(what: str, path: str, loader):
                                 "reachable Hub id.") from error
 
 
-def _largest_id_and_length(dataset) -> tuple[int, int]:
-    """Largest token id and longest example of a dataset with `input_ids` (Arrow compute when it can: 7B-scale
-    forget sets hold millions of tokens)."""
-    try:
-        import pyarrow.compute as pc
-
-        column = dataset.data.column("input_ids")  # the underlying table (a superset after select: same tokens)
-        largest, longest = pc.max(pc.list_flatten(column)).as_py(), pc.max(pc.list_value_length(column)).as_py()
-        return (-1 if largest is None else int(largest)), (0 if longest is None else int(longest))
-    except Exception:  # a list, a torch dataset, or a column Arrow cannot flatten
-        rows = dataset["input_ids"] if hasattr(dataset, "column_names") else [row["input_ids"] for row in dataset]
-        return max((max(ids) for ids in rows if len(ids)), default=-1), max((len(ids) for ids in rows), default=0)
-
-
-def check_data_fits_model(splits: dict, config, tokenizer, model_path: str, max_length: int) -> None:
-    """Token ids within the embedding matrix and examples within the model's positions, before the model loads."""
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    vocab = getattr(text_config, "vocab_size", None)
-    positions = getattr(text_config, "max_position_embeddings", None)
-    stats = [_largest_id_and_length(data) for data in splits.values()]
-    largest = max([s[0] for s in stats] + [tokenizer.pad_token_id if tokenizer.pad_token_id is not None else -1])
-    if vocab is not None and largest >= vocab:
-        raise ValueError(
-            f"The data has token id {largest} but model {model_path!r} has only {vocab} embeddings (vocab_size), "
-            f"fewer than the tokenizer's {len(tokenizer)} tokens; use the model's own tokenizer or resize its "
-            "embeddings first (model.resize_token_embeddings(len(tokenizer)))."
-        )
-    longest = max(s[1] for s in stats)
-    if positions is not None and longest > positions:
-        raise ValueError(
-            f"The longest example has {longest} tokens (max_length={max_length}) but model {model_path!r} has "
-            f"{positions} positions (max_position_embeddings); set --max_length {positions} or less."
-        )
-
-
 # ------------------------------------------------------------------ the start evaluation, kept for a resume
 
 
@@ -230,7 +195,7 @@ def run(argv: list[str]) -> dict:
 
     from .. import get_method
     from ..callbacks import StoppingCriteria, UnlearningEvalCallback
-    from ..data import build_examples
+    from ..data import build_examples, check_examples_fit_model
     from ..distributed import setup_distributed
     from .args import DEFAULT_CONFIG, parse_args
     from .demo import VerbatimSampleCallback, default_model_dir, default_splits, summary_table
@@ -273,7 +238,7 @@ def run(argv: list[str]) -> dict:
                 if source is not None
             }
     config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path))
-    check_data_fits_model(splits, config, tokenizer, model_path, args.max_length)
+    check_examples_fit_model(splits.values(), config, tokenizer.pad_token_id, model_path)
 
     # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
     # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
