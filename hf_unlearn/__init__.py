@@ -14,11 +14,21 @@ from .methods import (
     GradientAscentDescentTrainer,
     GradientAscentKLTrainer,
     GradientAscentTrainer,
+    IdkDPOTrainer,
+    IdkTrainer,
+    NPOTrainer,
     RandomLabelConfig,
     RandomLabelTrainer,
+    RMUConfig,
+    RMUTrainer,
+    SatImpTrainer,
+    SimNPOConfig,
+    SimNPOTrainer,
+    UndialTrainer,
+    WGATrainer,
 )
-from .registry import get_method, list_methods, register_method
 from .objectives import LossTerm, Objective, register_objective
+from .registry import get_method, list_methods, register_method
 from .streams import StreamDataset, UnlearningCollator
 from .trainer import UnlearningTrainer
 
@@ -28,6 +38,16 @@ __all__ = [
     "GradientAscentDescentTrainer",
     "GradientAscentKLTrainer",
     "GradientAscentTrainer",
+    "IdkDPOTrainer",
+    "IdkTrainer",
+    "NPOTrainer",
+    "RMUConfig",
+    "RMUTrainer",
+    "SatImpTrainer",
+    "SimNPOConfig",
+    "SimNPOTrainer",
+    "UndialTrainer",
+    "WGATrainer",
     "LossTerm",
     "Objective",
     "RandomLabelConfig",
