@@ -7,7 +7,9 @@
 - `uncertainty`: seeded bootstrap intervals (AUC, TPR@FPR, mean NLL) and which FPRs the non-members can resolve;
 - `generation`: greedy continuations (verbatim memorization) and answers;
 - `tofu`: the TOFU benchmark; `harness`: lm-evaluation-harness on an in-memory model;
-- `report` / `plots`: one model's full evaluation, Markdown tables, PNG plots.
+- `report` / `plots`: one model's full evaluation, Markdown tables, PNG plots;
+- `metrics_modules`: these metrics as `evaluate` modules, loaded offline by path:
+  `evaluate.load(metric_path("mia_auc"))` (also "tofu_truth_ratio", "verbatim_rouge").
 
 Heavy optional dependencies (scikit-learn, scipy, rouge-score, matplotlib, lm-eval) are imported inside the
 functions that use them.
@@ -24,6 +26,7 @@ from .membership import (
     target_texts,
 )
 from .metrics import roc_auc, tpr_at_fpr
+from .metrics_modules import METRIC_MODULES, metric_path
 from .report import ModelEvaluation, evaluate_model, markdown_report
 from .scores import ExampleScores, mean_nll, score_examples
 from .tofu import evaluate_tofu
@@ -34,6 +37,7 @@ __all__ = [
     "DEFAULT_MIN_K",
     "EXAMPLE_TASK",
     "ExampleScores",
+    "METRIC_MODULES",
     "ModelEvaluation",
     "attack_scores",
     "bootstrap_auc",
@@ -45,6 +49,7 @@ __all__ = [
     "loss_auc",
     "markdown_report",
     "mean_nll",
+    "metric_path",
     "roc_auc",
     "run_lm_eval",
     "score_examples",
