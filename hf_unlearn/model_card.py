@@ -118,7 +118,9 @@ def build_model_card(
 
     hub_id = base_model if base_model and _is_hub_id(base_model) else None
     all_tags = list(dict.fromkeys(["unlearning", "hf_unlearn", method] + [t for t in _as_list(tags) if _safe_tag(t)]))
-    dataset_names = _as_list(datasets)
+    dataset_names = [name for name in _as_list(datasets) if _safe_tag(name)]
+    if model_name and _looks_local(model_name):
+        model_name = model_name.rstrip("/\\").replace("\\", "/").split("/")[-1]
     data = ModelCardData(
         base_model=hub_id,
         library_name=library_name,
@@ -191,11 +193,20 @@ def _is_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith(("/", ".", "~")) and not os.path.exists(name)
 
 
+def _looks_local(name: str) -> bool:
+    """A local path (absolute, relative, home-relative, Windows, or existing here) rather than a name or Hub id."""
+    import os
+
+    return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+            or ("/" in name and os.path.exists(name)))
+
+
 def _safe_tag(tag: str) -> bool:
-    """A tag that names no local path (peft's `base_model:adapter:<path>` does when loaded from a folder)."""
+    """A tag (or dataset name) that names no local path (peft's `base_model:adapter:<path>` does when the base
+    was loaded from a folder)."""
     if tag.startswith("base_model:"):
         return _is_hub_id(tag.rsplit(":", 1)[-1])
-    return not tag.startswith(("/", ".", "~")) and "\\" not in tag and tag.count("/") <= 1
+    return not _looks_local(tag)
 
 
 def _results_table(results: dict[str, dict[str, float]] | None) -> list[str]:

@@ -52,7 +52,8 @@ def test_no_license_is_said_and_no_dataset_names_unless_given(tiny_model, forget
 def test_a_local_finetuned_from_stays_out_of_the_card(trained_model_dir, forget_data, tokenizer, tmp_path):
     trainer = make_trainer(tmp_path, AutoModelForCausalLM.from_pretrained(trained_model_dir), forget_data, tokenizer)
     local = str(tmp_path / "models" / "my-base")
-    trainer.create_model_card(finetuned_from=local, tags=[local])
+    trainer.create_model_card(finetuned_from=local, tags=[local], dataset=[str(tmp_path / "forget.jsonl")],
+                              model_name=local)
     text = open(os.path.join(trainer.args.output_dir, "README.md")).read()
     assert local not in text and trained_model_dir not in text and str(tmp_path) not in text
     assert read_card(trainer.args.output_dir).data.base_model is None
