@@ -5,6 +5,12 @@ path), method (paper name and citation), hyperparameters, the number of forget /
 evaluation results when available, and the hf_unlearn version. It never contains text from the data, nor anything
 computed from its content: an unsalted hash of the forget token ids let anyone confirm a guessed secret (a short
 phone number was recovered from the card alone in 174 guesses), so there is none. Counts only.
+
+It follows `Trainer.create_model_card`'s conventions: `license`, `tags`, `language`, `finetuned_from` (as
+`base_model`, when a Hub id) and dataset names (only those the user passes) go into the metadata, `Trainer.evaluate`
+results into the evaluation table, hyperparameters are printed by value (`linear`, not `SchedulerType.LINEAR`),
+`max_length` only when the data was cut at it (the longest example is always listed), and an adapter's card keeps
+peft's metadata (`library_name: peft`, its tags, the PEFT version). No local path reaches the card.
 """
 
 from __future__ import annotations
@@ -130,7 +136,7 @@ def build_model_card(
         tags=all_tags,
         pipeline_tag="text-generation",
     )
-    rows = [f"| {key} | {_format(readable(value))} |" for key, value in hyperparameters.items()]
+    rows = [f"| {key} | {readable(value)} |" for key, value in hyperparameters.items()]  # exact, not rounded
     data_rows = [f"| forget | {forget.examples} | {forget.tokens} | {forget.longest} |"]
     if retain is not None:
         data_rows.append(f"| retain | {retain.examples} | {retain.tokens} | {retain.longest} |")
