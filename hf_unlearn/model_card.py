@@ -80,7 +80,7 @@ def card_hyperparameters(args, forget: DataSummary, retain: DataSummary | None =
 
 def numeric_results(metrics: dict[str, Any] | None) -> dict[str, float]:
     """The numbers of a metrics dict (as `Trainer.evaluate` returns), without timing entries."""
-    skip = ("_runtime", "_samples_per_second", "_steps_per_second")
+    skip = ("_runtime", "_samples_per_second", "_steps_per_second", "_preparation_time")
     out = {}
     for name, value in (metrics or {}).items():
         if isinstance(value, bool) or not isinstance(value, numbers.Number) or name.endswith(skip) or name == "epoch":
