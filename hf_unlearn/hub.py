@@ -48,13 +48,15 @@ class HubMixin:
         The files are staged in a fresh temporary folder (removed afterwards, also on failure) by
         `save_model(staging, _internal_call=True)` plus the card, so nothing else from `output_dir` (TensorBoard
         runs, `best/`, checkpoints, files of earlier runs) can be uploaded. Collective like `save_model` (every
-        process calls it; process zero uploads). `kwargs` are accepted for `Trainer` compatibility; `model_name`
-        names the card's title.
+        process calls it; process zero uploads). `kwargs` are those of `create_model_card` (`license`, `tags`,
+        `language`, `finetuned_from`, `dataset`, `dataset_tags`, ...), kept for later saves; `model_name` names
+        the card's title.
         """
         from huggingface_hub import HfApi
 
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         model_name = kwargs.pop("model_name", None)
+        self._remember_card_metadata(kwargs)
         if model_name is None:
             model_name = (self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))).split("/")[-1]
         token = token if token is not None else self.args.hub_token
@@ -95,35 +97,88 @@ class HubMixin:
         super()._save(output_dir, state_dict)
         self.write_model_card(output_dir or self.args.output_dir)
 
-    def write_model_card(self, output_dir: str, model_name: str | None = None) -> None:
-        """Write README.md (see `hf_unlearn.model_card`) into `output_dir` on the main process."""
+    # Metadata of `create_model_card` / `push_to_hub` that the card keeps (plain `Trainer` takes the same).
+    CARD_METADATA = ("language", "license", "tags", "finetuned_from", "tasks", "dataset_tags", "dataset", "dataset_args")
+
+    def _remember_card_metadata(self, kwargs: dict) -> None:
+        """Keep the card metadata given to `create_model_card` / `push_to_hub`, so every later card has it too."""
+        stored = self.__dict__.setdefault("_card_metadata", {})
+        for name in self.CARD_METADATA:
+            if kwargs.get(name) is not None:
+                stored[name] = kwargs[name]
+
+    def evaluate(self, *args, **kwargs):
+        """`Trainer.evaluate`, its numbers kept for the model card (column `evaluate`, or the metric prefix)."""
+        metrics = super().evaluate(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[2] if len(args) > 2 else "eval")
+        self.__dict__.setdefault("_evaluate_metrics", {})["evaluate" if prefix == "eval" else prefix] = dict(metrics or {})
+        return metrics
+
+    def write_model_card(self, output_dir: str, model_name: str | None = None, **metadata) -> None:
+        """Write README.md (see `hf_unlearn.model_card`) into `output_dir` on the main process.
+
+        `metadata`: as `create_model_card` takes it (added to what earlier calls gave). A PEFT model's card keeps
+        peft's metadata (`library_name: peft`, its tags, the PEFT version; the base model when it is a Hub id).
+        """
         if not self.args.should_save:
             return
         from . import __version__
-        from .model_card import CARD_HYPERPARAMETERS, build_model_card, summarize_dataset
+        from .model_card import _is_hub_id, build_model_card, card_hyperparameters, numeric_results, summarize_dataset
         from .reference import policy_checkpoint
 
+        self._remember_card_metadata(metadata)
+        given = dict(self.__dict__.get("_card_metadata", {}))
         policy = self.accelerator.unwrap_model(self.model)
+        is_peft = hasattr(policy, "peft_config") and hasattr(policy, "get_base_model")
         base = getattr(getattr(policy, "peft_config", {}).get("default"), "base_model_name_or_path", None)
-        values = {name: getattr(self.args, name) for name in CARD_HYPERPARAMETERS if hasattr(self.args, name)}
+        tags = list(getattr(policy, "model_tags", None) or [])
+        tags += [given["tags"]] if isinstance(given.get("tags"), str) else list(given.get("tags") or [])
+        versions = None
+        if is_peft:
+            import peft
+
+            try:
+                tags += list(policy._get_peft_specific_model_tags())
+            except Exception:  # an older / newer peft without it: the library name still says peft
+                pass
+            versions = {"PEFT": peft.__version__}
+        forget = summarize_dataset(self.forget_dataset)
         # Methods that ignore retain data keep `retain_dataset` None, so no unused retain set is listed.
+        retain = summarize_dataset(self.retain_dataset) if self.retain_dataset is not None else None
+        results = dict(self.evaluation_results or {})
+        for stage, metrics in self.__dict__.get("_evaluate_metrics", {}).items():
+            numbers = numeric_results(metrics)
+            if numbers:
+                results.setdefault(stage, numbers)
+        results = {stage: numeric_results(values) for stage, values in results.items()}
+        datasets = [*_listed(given.get("dataset_tags")), *_listed(given.get("dataset"))]
         card = build_model_card(
             method=self.method_name,
             paper_name=self.paper_name or self.method_name,
-            base_model=base or policy_checkpoint(policy),
-            hyperparameters=values,
-            forget=summarize_dataset(self.forget_dataset),
-            retain=summarize_dataset(self.retain_dataset) if self.retain_dataset is not None else None,
-            results=self.evaluation_results,
+            # The first Hub id among: what the user named, the adapter's base, the checkpoint loaded from.
+            base_model=next((name for name in (given.get("finetuned_from"), base, policy_checkpoint(policy))
+                             if isinstance(name, str) and _is_hub_id(name)), None),
+            hyperparameters=card_hyperparameters(self.args, forget, retain),
+            forget=forget,
+            retain=retain,
+            results={stage: values for stage, values in results.items() if values},
             version=__version__,
             model_name=model_name,
+            license=given.get("license"),
+            tags=tags,
+            language=given.get("language"),
+            datasets=list(dict.fromkeys(datasets)),
+            library_name="peft" if is_peft else "transformers",
+            framework_versions=versions,
         )
         os.makedirs(output_dir, exist_ok=True)
         card.save(os.path.join(output_dir, "README.md"))
 
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
-        """Called by `push_to_hub`: the unlearning card instead of the generic Trainer card."""
-        self.write_model_card(self.args.output_dir, model_name=model_name)
+        """The unlearning card instead of the generic Trainer card, into `output_dir`. Takes what
+        `Trainer.create_model_card` takes (`language`, `license`, `tags`, `finetuned_from`, `dataset_tags`,
+        `dataset`, ...); `finetuned_from` is written only when it is a Hub id (never a local path)."""
+        self.write_model_card(self.args.output_dir, model_name=model_name, **kwargs)
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Create the Hub repository, failing early with the fix when no token is set or the Hub is unreachable."""
@@ -144,3 +199,9 @@ class HubMixin:
                 "or train with push_to_hub=False and upload the saved folder later with "
                 "`hf upload <repo_id> <output_dir>`."
             ) from error
+
+
+def _listed(value) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(item) for item in value]
