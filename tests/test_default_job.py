@@ -3,7 +3,7 @@
 import os
 
 from hf_unlearn.callbacks import EvalRecord
-from hf_unlearn.scripts.demo import FORGET_MODULES, RETAIN_MODULES, default_splits, own_source_texts, summary_table
+from hf_unlearn.scripts.demo import FORGET_MODULES, RETAIN_MODULES, default_splits, summary_table, unseen_texts
 
 
 def test_default_splits_are_full_chunks_of_disjoint_sources(tokenizer):
@@ -13,10 +13,27 @@ def test_default_splits_are_full_chunks_of_disjoint_sources(tokenizer):
         assert len(data) == 16, name
         assert all(len(ids) == 32 for ids in data["input_ids"]), name
     assert not set(FORGET_MODULES) & set(RETAIN_MODULES)
-    # The unseen set is this package's own source code.
-    import hf_unlearn
+    # The unseen set is a frozen, checksummed snapshot of this package's November 2026 source (issue 14 item 7: the
+    # live source made the demo's numbers drift with every code change).
+    texts = unseen_texts()
+    assert len(texts) == 72 and any("class UnlearningTrainer" in text for text in texts)
 
-    assert len(own_source_texts()) == len([f for _, _, fs in os.walk(os.path.dirname(hf_unlearn.__file__)) for f in fs if f.endswith(".py")])
+
+def test_unseen_snapshot_is_verified(tmp_path, monkeypatch):
+    """A snapshot that is not the demo's fixed set is refused rather than silently changing the numbers."""
+    import gzip
+    import json
+
+    import pytest
+
+    from hf_unlearn.scripts import demo
+
+    other = tmp_path / "other.jsonl.gz"
+    with gzip.open(other, "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps({"path": "x.py", "text": "print(1)"}) + "\n")
+    monkeypatch.setattr(demo, "UNSEEN_SNAPSHOT", str(other))
+    with pytest.raises(RuntimeError, match="does not hold the demo's fixed non-member set"):
+        demo.unseen_texts()
 
 
 def test_summary_table_reports_every_number():

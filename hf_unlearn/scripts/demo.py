@@ -9,8 +9,10 @@ Data (all of it on every machine that runs this code):
 - forget: Python standard-library modules. CPython's standard library is among the most copied code on GitHub,
   so it is in the Stack-derived code that SmolLM2 was pre-trained on (members).
 - retain (in-distribution): other standard-library modules (members the model must keep).
-- approximate (non-members, same domain): this package's own source code, written in 2026, long after SmolLM2's
-  pre-training data was collected (it was released in November 2024), and never published before that.
+- approximate (non-members, same domain): a frozen snapshot of this package's own Python source as of November
+  2026 (`unseen_code_2026_11.jsonl.gz`, shipped with the package; 72 files), written long after SmolLM2's
+  pre-training data was collected (it was released in November 2024) and never published before that. It is a
+  fixed file, not the live source, so later code changes do not move the demo's numbers (they did before).
 
 The member / non-member gap is measured on the original model before unlearning and reported (mean NLL of both
 sets, the LOSS attack's AUC and the strongest attack's, each with a bootstrap 95% interval; a warning when the
@@ -20,7 +22,9 @@ bound on what membership alone explains; the paper's approximate sets have the s
 
 from __future__ import annotations
 
-import glob
+import gzip
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -47,13 +51,17 @@ def stdlib_texts(names: tuple[str, ...]) -> list[str]:
     return texts
 
 
-def own_source_texts() -> list[str]:
-    """This package's Python source (the non-member set), sorted by path."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the hf_unlearn package
-    texts = []
-    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
-        with open(path, encoding="utf-8") as handle:
-            texts.append(handle.read())
+UNSEEN_SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unseen_code_2026_11.jsonl.gz")
+# SHA-256 of the snapshot's texts, concatenated in order: the demo's non-member set is exactly this.
+UNSEEN_SNAPSHOT_SHA256 = "f2c0728eaef6bc0e1e77f614b51fed246d6b0758b0a1befbf137c68b8792406c"
+
+
+def unseen_texts() -> list[str]:
+    """The non-member set: the frozen snapshot of this package's November 2026 source (one text per file)."""
+    with gzip.open(UNSEEN_SNAPSHOT, "rt", encoding="utf-8") as handle:
+        texts = [json.loads(line)["text"] for line in handle]
+    if hashlib.sha256("".join(texts).encode()).hexdigest() != UNSEEN_SNAPSHOT_SHA256:
+        raise RuntimeError(f"{UNSEEN_SNAPSHOT} does not hold the demo's fixed non-member set; reinstall hf_unlearn.")
     return texts
 
 
@@ -119,7 +127,7 @@ def default_splits(tokenizer, max_length: int = 128) -> dict:
     sources = {
         "forget": stdlib_texts(FORGET_MODULES),
         "retain": stdlib_texts(RETAIN_MODULES),
-        "approximate": own_source_texts(),
+        "approximate": unseen_texts(),
     }
     splits = {}
     for split, texts in sources.items():
