@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not multiprocess and not gpu" $(ARGS)
+	$(PY) -m pytest -q -m "not slow and not multiprocess and not gpu and not demo" $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
