@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from hf_unlearn.callbacks import UnlearningEvalCallback  # noqa: E402
-from hf_unlearn.distributed import finish_distributed, setup_distributed  # noqa: E402
+from hf_unlearn.distributed import setup_distributed  # noqa: E402
+from tests.conftest import exit_worker  # noqa: E402
 
 BACKENDS = ("ddp", "zero2", "zero3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +65,7 @@ METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\
 
 
 def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, save_steps: int, method: str = "ga_kl"):
+    """The trainer of one run; `save_steps` 0 saves no checkpoints."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_unlearn import chunk_documents, get_method
@@ -80,8 +82,8 @@ def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, 
         lr_scheduler_type="constant",
         report_to="none",
         logging_steps=1,
-        save_strategy="steps",
-        save_steps=save_steps,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
         seed=0,
         deepspeed=deepspeed_config(backend),
         use_cpu=not torch.cuda.is_available(),  # DeepSpeed on CPU counts processes only with use_cpu
@@ -157,7 +159,7 @@ def train_methods(options) -> None:
     result = {}
     for method in options.methods:
         trainer = build_trainer(options.work_dir, options.backend, os.path.join(out, method), options.max_steps,
-                                options.max_steps + 1, method)
+                                save_steps=0, method=method)  # nothing to resume here: no checkpoints
         trainer.train()
         result[method] = [{k: h[k] for k in ("step", "loss", "forget_loss", "retain_loss") if k in h}
                           for h in trainer.state.log_history if "loss" in h]
@@ -169,4 +171,4 @@ def train_methods(options) -> None:
 
 if __name__ == "__main__":
     main()
-    finish_distributed()
+    exit_worker()

@@ -74,7 +74,7 @@ def run(model_dir: str, out: str | None, per_device_batch: int) -> dict:
 
 
 if __name__ == "__main__":
-    from hf_unlearn.distributed import finish_distributed
+    from tests.conftest import exit_worker
 
     run(sys.argv[1], sys.argv[2], int(sys.argv[3]))
-    finish_distributed()
+    exit_worker()

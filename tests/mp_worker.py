@@ -17,8 +17,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hf_unlearn import chunk_documents, get_method  # noqa: E402
-from hf_unlearn.distributed import finish_distributed  # noqa: E402
-from tests.conftest import make_documents  # noqa: E402
+from tests.conftest import exit_worker, make_documents  # noqa: E402
 
 METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
 # RMU on the 2-layer test model: steer layer 1, train both layers' MLP down projections.
@@ -65,4 +64,4 @@ def main(model_dir: str, out: str, batch: int, cache_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
-    finish_distributed()
+    exit_worker()
