@@ -1,10 +1,11 @@
 """Turning forget / retain data into training examples.
 
 - Documents (the paper's setting: arXiv papers, books, code) become fixed-length chunks of `max_length` tokens
-  (4096 in the paper); the last chunk of a document is kept shorter (the collator pads it) and chunks under
-  `min_chunk_tokens` (5 in the released data) are dropped. Labels equal the inputs.
-- Question/answer records (TOFU style) become one example each whose labels mask the question (-100), so that
-  only the answer is learned or unlearned.
+  (4096 in the paper), starting with the tokenizer's own start token; the last chunk of a document is kept shorter
+  (the collator pads it) down to `min_chunk_tokens` (default 2: short texts are what people unlearn; the paper's
+  released data dropped chunks under 5). Labels equal the inputs.
+- Question/answer records (TOFU style) become one example each, tokenised as one string, whose labels mask the
+  question (-100), so that only the answer is learned or unlearned.
 - Pairing forget examples with retain (and other) examples and padding them: `hf_unlearn.streams`.
 """
 
