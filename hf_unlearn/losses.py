@@ -178,35 +178,38 @@ def dpo_sum(logp_chosen, ref_chosen, logp_rejected, ref_rejected, beta: float, r
     return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
 
 
-def weighted_ascent_sum(
-    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None, beta1: float, beta2: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-weighted gradient ascent: -sum_t sg(p_t^beta1 * (1 - p_t)^beta2) * NLL_t over valid targets, and their
-    count, with p_t the model's probability of the true token (detached weight). beta2 = 0 is WGA (Wang et al. 2025),
-    beta1 = 5, beta2 = 1 is SatImp (Yang et al. 2025)."""
-    nll, valid = token_nll(logits, labels, attention_mask)
+def weighted_ascent_sum(nll: torch.Tensor, valid: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
+    """Token-weighted gradient ascent from per-position NLLs and their target mask (`token_nll`):
+    -sum_t sg(p_t^beta1 * (1 - p_t)^beta2) * NLL_t over valid targets, with p_t = exp(-NLL_t) the model's
+    probability of the true token (a detached weight). beta2 = 0 is WGA (Wang et al. 2025), beta1 = 5, beta2 = 1 is
+    SatImp (Yang et al. 2025)."""
     with torch.no_grad():
         p = torch.exp(-nll)
         weight = p.pow(beta1) * (1.0 - p).pow(beta2)
     per_token = -(weight * nll)
-    return torch.where(valid, per_token, torch.zeros_like(per_token)).sum(), valid.sum()
+    return torch.where(valid, per_token, torch.zeros_like(per_token)).sum()
 
 
-def undial_sum(
+def undial_sums(
     ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None, beta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """UNDIAL (Dong et al. 2024): cross-entropy from the policy to softmax(z_ref - beta * onehot(y)) at every valid
-    target position (the reference's logits with the true token pushed down by beta), summed, and the count.
-    Positions without a target (prompt, padding) are excluded, not fed with a -100 label."""
+    target position (the reference's logits with the true token pushed down by beta), summed; the count; and, for
+    logging, the true-label NLL sum (detached), from the same log-softmax. Positions without a target (prompt,
+    padding) are excluded, not fed with a -100 label."""
     targets = next_token_targets(labels, attention_mask)
     valid = targets != IGNORE_INDEX
-    vocab = logits.size(-1)
     with torch.no_grad():
         adjusted = ref_logits.float().clone()
         adjusted.scatter_add_(-1, targets.clamp(min=0).unsqueeze(-1), torch.full_like(adjusted[..., :1], -beta))
         soft = F.softmax(adjusted, dim=-1)
-    cross = F.cross_entropy(logits.float().reshape(-1, vocab), soft.reshape(-1, vocab), reduction="none").view(valid.shape)
-    return torch.where(valid, cross, torch.zeros_like(cross)).sum(), valid.sum()
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    cross = -(soft * log_probs).sum(-1)
+    total = torch.where(valid, cross, torch.zeros_like(cross)).sum()
+    with torch.no_grad():
+        true = -log_probs.detach().gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        true_total = torch.where(valid, true, torch.zeros_like(true)).sum()
+    return total, valid.sum(), true_total
 
 
 def activation_mse_sum(hidden: torch.Tensor, target: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

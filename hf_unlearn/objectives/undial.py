@@ -13,7 +13,7 @@ only real next-token targets count. Default beta 10, retain NLL weight 1.
 from __future__ import annotations
 
 from ..forward import forward
-from ..losses import nll_sum, undial_sum
+from ..losses import undial_sums
 from .base import LossTerm, Objective, register_objective
 
 
@@ -23,14 +23,12 @@ class AdjustedSelfDistillation(Objective):
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_tokens",)
     needs_reference = True
-    summary = "UNDIAL: CE to softmax(z_ref - beta onehot(y)) on forget tokens; reference in training"
 
     def loss_terms(self, model, batch):
         mask = batch.get("attention_mask")
         reference = self.trainer.reference_forward(batch).logits
         logits = forward(model, batch).logits
-        total, count = undial_sum(reference, logits, batch["labels"], mask, self.args.undial_beta)
-        nll = nll_sum(logits.detach(), batch["labels"], mask)[0]
+        total, count, nll = undial_sums(reference, logits, batch["labels"], mask, self.args.undial_beta)
         return {
             "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),
             "forget_nll": LossTerm(nll, count, "forget_tokens", 0.0),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..forward import forward
-from ..losses import weighted_ascent_sum
+from ..losses import token_nll, weighted_ascent_sum
 from .base import LossTerm, Objective
 
 
@@ -18,13 +18,10 @@ class WeightedAscent(Objective):
         raise NotImplementedError
 
     def loss_terms(self, model, batch):
-        from ..losses import token_nll
-
-        logits = forward(model, batch).logits
+        nll, valid = token_nll(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
         beta1, beta2 = self.exponents()
-        total, count = weighted_ascent_sum(logits, batch["labels"], batch.get("attention_mask"), beta1, beta2)
-        nll, valid = token_nll(logits.detach(), batch["labels"], batch.get("attention_mask"))
+        count = valid.sum()
         return {
-            "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),
-            "forget_nll": LossTerm(nll[valid].sum(), count, "forget_tokens", 0.0),
+            "forget_loss": LossTerm(weighted_ascent_sum(nll, valid, beta1, beta2), count, "forget_tokens", self.args.forget_weight),
+            "forget_nll": LossTerm(nll.detach()[valid].sum(), count, "forget_tokens", 0.0),
         }
