@@ -215,8 +215,8 @@ def _column_names(dataset) -> list[str]:
 
 def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "forget"):
     """`dataset` as training examples: returned as is when tokenised (`input_ids`), else tokenised as trl's trainers
-    do: a `text` column is chunked (`chunk_documents`), `prompt` + `completion` or `question` + `answer` records are
-    encoded with the prompt masked (`encode_prompt_completion`)."""
+    do: a `text` column is chunked (`chunk_documents`), `prompt` + `completion` records are encoded with the prompt
+    masked (`encode_prompt_completion`), `question` + `answer` records as `build_qa_dataset` builds them."""
     columns = _column_names(dataset)
     if "input_ids" in columns:
         return dataset
@@ -228,18 +228,19 @@ def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "for
     records = as_hf_dataset(dataset)
     if "text" in columns:
         return chunk_documents(records, tokenizer, max_length=max_length)
-    for prompt_column, completion_column in (("prompt", "completion"), ("question", "answer")):
-        if prompt_column in columns and completion_column in columns:
-            first = records[0]
-            if not isinstance(first[prompt_column], str) or not isinstance(first[completion_column], str):
-                raise ValueError(
-                    f"The {name} set's {prompt_column!r}/{completion_column!r} values are not strings (conversational "
-                    "data?): apply the chat template first, e.g. `tokenizer.apply_chat_template(..., tokenize=False)`."
-                )
-            return records.map(
-                lambda row: encode_prompt_completion(tokenizer, row[prompt_column], row[completion_column], max_length),
-                remove_columns=records.column_names,
+    if "prompt" in columns and "completion" in columns:
+        first = records[0]
+        if not isinstance(first["prompt"], str) or not isinstance(first["completion"], str):
+            raise ValueError(
+                f"The {name} set's 'prompt'/'completion' values are not strings (conversational data?): apply the "
+                "chat template first, e.g. `tokenizer.apply_chat_template(..., tokenize=False)`."
             )
+        return records.map(
+            lambda row: encode_prompt_completion(tokenizer, row["prompt"], row["completion"], max_length),
+            remove_columns=records.column_names,
+        )
+    if "question" in columns and "answer" in columns:  # as `data_format: qa` builds them (its prompt template)
+        return build_qa_dataset(records, tokenizer, max_length=max_length)
     raise ValueError(
         f"The {name} set has columns {columns}; expected tokenised examples (`input_ids`), raw documents (`text`) or "
         "records with `prompt` + `completion` (or `question` + `answer`)."

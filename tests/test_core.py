@@ -366,3 +366,19 @@ def test_examples_longer_than_the_models_positions_are_refused(tokenizer, forget
     with pytest.raises(ValueError, match=r"has 16 positions \(max_position_embeddings\); set max_length to 16"):
         get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), train_dataset=forget_data,
                          processing_class=tokenizer)
+
+
+def test_raw_question_answer_records_are_built_like_data_format_qa(trained_model_dir, tokenizer, tmp_path):
+    """Raw `question`/`answer` records given to the trainer become exactly `build_qa_dataset`'s examples (its prompt
+    template), as the recipe's `data_format: qa` builds them."""
+    import datasets
+
+    from hf_unlearn import build_qa_dataset
+
+    records = [{"question": "who sleeps near the fire", "answer": "the small cat."}] * 3
+    model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
+    trainer = get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), processing_class=tokenizer,
+                               train_dataset=datasets.Dataset.from_list(records))
+    expected = build_qa_dataset(records, tokenizer, max_length=trainer.args.max_length)
+    assert trainer.forget_dataset["input_ids"] == expected["input_ids"]
+    assert trainer.forget_dataset["labels"] == expected["labels"]
