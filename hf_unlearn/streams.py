@@ -110,9 +110,10 @@ def pad_sequences(sequences: Sequence[Sequence[int]], value: int, side: str = "r
     return out
 
 
-def is_stream_example(example: Mapping[str, Any], streams: Sequence[str] = (FORGET,)) -> bool:
-    """Whether `example` is a stream-structured item (`{"forget": {...}, ...}`) rather than a flat example."""
-    return any(isinstance(example.get(name), Mapping) for name in streams)
+def is_stream_example(example: Mapping[str, Any]) -> bool:
+    """Whether `example` (an item or a collated batch) is stream-structured (`{"forget": {...}, ...}`) rather than
+    a flat example: every stream item has a forget part."""
+    return isinstance(example.get(FORGET), Mapping)
 
 
 class UnlearningCollator:
@@ -146,7 +147,7 @@ class UnlearningCollator:
         self.example_columns = tuple(example_columns)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        if features and all(isinstance(value, Mapping) for value in features[0].values()):
+        if features and is_stream_example(features[0]):
             return {name: self.collate([dict(f[name]) for f in features]) for name in features[0]}
         return self.collate([dict(f) for f in features])
 

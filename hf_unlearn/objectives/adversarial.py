@@ -21,7 +21,6 @@ from .substitute import SubstituteTargets
 class AdversarialTargets(SubstituteTargets):
     precomputes = True
     token_columns = ("adversarial_labels",)
-    summary = "descent towards the original model's most likely wrong token"
 
     def prepare(self, dataset):
         dataset = as_hf_dataset(dataset)

@@ -61,7 +61,6 @@ class Objective:
     aligned: ClassVar[tuple[str, ...]] = ()  # names of the streams `aligned_streams` builds
     needs_reference: ClassVar[bool] = False
     precomputes: ClassVar[bool] = False  # runs the original model once before training (then releases it)
-    summary: ClassVar[str] = ""
 
     def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer

@@ -17,7 +17,6 @@ class GradientAscent(Objective):
     kind = stream = "forget"
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_tokens",)
-    summary = "gradient ascent: -NLL of the forget tokens"
 
     def loss_terms(self, model, batch):
         total, count = nll_sum(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))

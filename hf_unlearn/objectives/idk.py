@@ -85,7 +85,6 @@ class IdkStream(Objective):
 class IdkFineTuning(IdkStream):
     terms = ("forget_loss",)
     normalisers = ("idk_tokens",)
-    summary = "IDK fine-tuning: descent on refusals to the forget questions"
 
     def loss_terms(self, model, inputs):
         idk = inputs[IDK]

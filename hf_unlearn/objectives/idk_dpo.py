@@ -21,7 +21,6 @@ class IdkPreference(IdkStream):
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")
     example_columns = (REF_LOGP,)
-    summary = "IdkDPO: DPO preferring refusals over the true answers; references precomputed"
 
     def prepare(self, dataset):
         return add_reference_logp(self.trainer, dataset)

@@ -48,7 +48,6 @@ class NegativePreference(Objective):
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")
     example_columns = (REF_LOGP,)
-    summary = "NPO: -(2/beta) log sigmoid(-beta (log p - log p_ref)) per forget sequence; reference precomputed"
 
     def prepare(self, dataset):
         return add_reference_logp(self.trainer, dataset)

@@ -28,7 +28,6 @@ def draw_random_labels(labels: list[int], vocab_size: int, seed: int, index: int
 @register_objective("random_label")
 class RandomLabels(SubstituteTargets):
     token_columns = ("random_labels",)
-    summary = "descent towards uniformly random target tokens"
 
     def prepare(self, dataset):
         vocab_size = self.trainer.accelerator.unwrap_model(self.trainer.model).config.get_text_config().vocab_size

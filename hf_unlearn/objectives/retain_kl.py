@@ -20,7 +20,6 @@ class RetainKL(Objective):
     terms = ("retain_loss",)
     normalisers = ("retain_tokens",)
     needs_reference = True
-    summary = "KL(original || model) on the retain tokens"
 
     def loss_terms(self, model, batch):
         reference = self.trainer.reference_forward(batch).logits

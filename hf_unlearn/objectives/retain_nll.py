@@ -15,7 +15,6 @@ class RetainNLL(Objective):
     kind = stream = "retain"
     terms = ("retain_loss",)
     normalisers = ("retain_tokens",)
-    summary = "descent: NLL of the retain tokens"
 
     def loss_terms(self, model, batch):
         total, count = nll_sum(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))

@@ -53,7 +53,6 @@ class RepresentationMisdirection(Objective):
     kind = stream = "forget"
     terms = ("forget_loss",)
     normalisers = ("forget_positions",)
-    summary = "RMU: steer layer-l activations on forget data to c*u; only chosen parameters train"
 
     def __init__(self, trainer):
         super().__init__(trainer)
@@ -82,7 +81,6 @@ class RepresentationRetain(Objective):
     terms = ("retain_loss",)
     normalisers = ("retain_positions",)
     needs_reference = True
-    summary = "RMU retain: keep layer-l activations on retain data equal to the original model's"
 
     def loss_terms(self, model, batch):
         layer = self.args.rmu_layer + 1  # hidden_states[0] is the embedding output

@@ -14,7 +14,6 @@ from .weighted import WeightedAscent
 
 @register_objective("satimp")
 class SaturationImportance(WeightedAscent):
-    summary = "SatImp: -mean sg(p)^b1 sg(1-p)^b2 * NLL over forget tokens"
 
     def exponents(self):
         return self.args.satimp_beta1, self.args.satimp_beta2

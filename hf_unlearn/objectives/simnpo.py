@@ -23,7 +23,6 @@ class SimpleNegativePreference(Objective):
     kind = stream = "forget"
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")
-    summary = "SimNPO: -(2/beta) log sigmoid(beta (NLL/|s| - delta)) per forget sequence; no reference"
 
     def loss_terms(self, model, batch):
         _, nll, counts = sequence_logp(model, batch)

@@ -15,7 +15,6 @@ from .weighted import WeightedAscent
 
 @register_objective("wga")
 class WeightedGradientAscent(WeightedAscent):
-    summary = "WGA: -mean sg(p)^beta * NLL over forget tokens"
 
     def exponents(self):
         return self.args.wga_beta, 0.0
