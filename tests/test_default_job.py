@@ -3,12 +3,20 @@
 import os
 
 from hf_unlearn.callbacks import EvalRecord
-from hf_unlearn.scripts.demo import FORGET_MODULES, RETAIN_MODULES, default_splits, summary_table, unseen_texts
+from hf_unlearn.scripts.demo import (
+    DESCENT_RETAIN,
+    FORGET_MODULES,
+    RETAIN_MODULES,
+    default_splits,
+    retain_selection,
+    summary_table,
+    unseen_texts,
+)
 
 
 def test_default_splits_are_full_chunks_of_disjoint_sources(tokenizer):
     splits = default_splits(tokenizer, max_length=32)
-    assert set(splits) == {"forget", "retain", "approximate"}
+    assert set(splits) == {"forget", "retain", "approximate", DESCENT_RETAIN}
     for name, data in splits.items():
         assert len(data) == 16, name
         assert all(len(ids) == 32 for ids in data["input_ids"]), name
@@ -17,6 +25,52 @@ def test_default_splits_are_full_chunks_of_disjoint_sources(tokenizer):
     # live source made the demo's numbers drift with every code change).
     texts = unseen_texts()
     assert len(texts) == 72 and any("class UnlearningTrainer" in text for text in texts)
+
+
+def test_held_out_retain_chunks_are_disjoint_from_the_descent_chunks(tokenizer):
+    """Issue 14 item 7: the reported retain NLL is measured on retain chunks the job does not descend on (same
+    modules, a fixed seeded selection), not on its training data."""
+    descent, heldout = retain_selection(100, 16, 16)
+    assert len(descent) == len(heldout) == 16 and not set(descent) & set(heldout)
+    assert (descent, heldout) == retain_selection(100, 16, 16)  # fixed: the same selection on every run
+    few_descent, few_heldout = retain_selection(20, 16, 16)
+    assert len(few_descent) == 16 and len(few_heldout) == 4 and not set(few_descent) & set(few_heldout)
+    # On the job's own data: no held-out chunk is a descent chunk (compared by content), both from the retain modules.
+    splits = default_splits(tokenizer, max_length=32)
+    descent_chunks = {tuple(ids) for ids in splits[DESCENT_RETAIN]["input_ids"]}
+    heldout_chunks = {tuple(ids) for ids in splits["retain"]["input_ids"]}
+    assert len(descent_chunks) == len(heldout_chunks) == 16
+    assert not descent_chunks & heldout_chunks
+    forget_chunks = {tuple(ids) for ids in splits["forget"]["input_ids"]}
+    assert not forget_chunks & (descent_chunks | heldout_chunks)
+
+
+def test_default_job_trains_on_descent_chunks_and_reports_held_out_retain(tokenizer, tmp_path, monkeypatch, capsys):
+    """The trainer's retain data is the descent selection; the evaluated (and printed) retain split is the held-out one."""
+    from hf_unlearn.scripts import demo
+    from hf_unlearn.scripts.unlearn import main
+    from hf_unlearn.testing import build_llama
+    from hf_unlearn.trainer import UnlearningTrainer
+
+    model_dir = tmp_path / "tiny"
+    build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    monkeypatch.setattr(demo, "default_model_dir", lambda cache_dir=None: str(model_dir))
+    seen = {}
+    original = UnlearningTrainer.__init__
+
+    def spy(self, *args, **kwargs):
+        seen["retain"] = kwargs.get("retain_dataset")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(UnlearningTrainer, "__init__", spy)
+    main(["--max_steps", "1", "--output_dir", str(tmp_path / "out"), "--eval_max_examples", "4",
+          "--show_forget_samples", "false", "--mia_attacks", "loss"])
+    out = capsys.readouterr().out
+    assert "retain NLL (held-out, to keep)" in out
+    expected = default_splits(tokenizer, max_length=128)
+    assert seen["retain"]["input_ids"] == expected[DESCENT_RETAIN]["input_ids"]
+    assert seen["retain"]["input_ids"] != expected["retain"]["input_ids"]
 
 
 def test_unseen_snapshot_is_verified(tmp_path, monkeypatch):

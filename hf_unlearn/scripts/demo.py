@@ -8,7 +8,9 @@ converted once to a Hugging Face folder in the cache (`smollm2_dir` below).
 Data (all of it on every machine that runs this code):
 - forget: Python standard-library modules. CPython's standard library is among the most copied code on GitHub,
   so it is in the Stack-derived code that SmolLM2 was pre-trained on (members).
-- retain (in-distribution): other standard-library modules (members the model must keep).
+- retain (in-distribution): other standard-library modules (members the model must keep). The job descends on 16
+  chunks of them and reports the retain NLL on 16 other, held-out chunks of the same modules (a seeded, disjoint
+  selection, `retain_selection`), not on the data it trained on.
 - approximate (non-members, same domain): a frozen snapshot of this package's own Python source as of November
   2026 (`unseen_code_2026_11.jsonl.gz`, shipped with the package; 72 files), written long after SmolLM2's
   pre-training data was collected (it was released in November 2024) and never published before that. It is a
@@ -120,19 +122,36 @@ def _convert(gguf_path: str, out: str) -> None:
 # ------------------------------------------------------------------ data
 
 
+# The retain chunks the job descends on (GA + descent's retain term). The evaluated "retain" split is a disjoint,
+# held-out selection of chunks of the same modules, so the reported retain NLL is not measured on training data.
+DESCENT_RETAIN = "retain_descent"
+SELECTION_SEED = 0
+
+
+def retain_selection(n_chunks: int, n_descent: int, n_heldout: int, seed: int = SELECTION_SEED) -> tuple[list[int], list[int]]:
+    """Indices of the descent and held-out retain chunks among `n_chunks`: one seeded permutation, descent first,
+    held-out next, so the two never share a chunk. The held-out part is shorter when there are too few chunks."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(n_chunks).tolist()
+    descent = order[: min(n_descent, n_chunks)]
+    return descent, order[len(descent) : len(descent) + n_heldout]
+
+
 def default_splits(tokenizer, max_length: int = 128) -> dict:
-    """forget / retain / approximate chunk datasets of the embedded default job (a fixed, seeded selection)."""
+    """Chunk datasets of the embedded default job (a fixed, seeded selection): "forget", "approximate", "retain"
+    (held-out retain chunks: evaluated only) and `DESCENT_RETAIN` (the retain chunks trained on; disjoint from
+    "retain", chunks of the same modules). Every split has `CHUNKS_PER_SPLIT` chunks of `max_length` tokens."""
     from ..data import chunk_documents
 
-    sources = {
-        "forget": stdlib_texts(FORGET_MODULES),
-        "retain": stdlib_texts(RETAIN_MODULES),
-        "approximate": unseen_texts(),
-    }
     splits = {}
-    for split, texts in sources.items():
+    for split, texts in (("forget", stdlib_texts(FORGET_MODULES)), ("approximate", unseen_texts())):
         chunks = chunk_documents(texts, tokenizer, max_length=max_length, min_chunk_tokens=max_length)
-        splits[split] = chunks.shuffle(seed=0).select(range(min(CHUNKS_PER_SPLIT[split], len(chunks))))
+        splits[split] = chunks.shuffle(seed=SELECTION_SEED).select(range(min(CHUNKS_PER_SPLIT[split], len(chunks))))
+    retain = chunk_documents(stdlib_texts(RETAIN_MODULES), tokenizer, max_length=max_length, min_chunk_tokens=max_length)
+    descent, heldout = retain_selection(len(retain), CHUNKS_PER_SPLIT["retain"], CHUNKS_PER_SPLIT["retain"])
+    splits["retain"] = retain.select(heldout)
+    splits[DESCENT_RETAIN] = retain.select(descent)
     return splits
 
 
@@ -251,15 +270,16 @@ def verdict(after) -> str | None:
 
 
 def summary_table(before, after, stop_reason: str | None, sample_before: dict | None = None,
-                  sample_after: dict | None = None) -> str:
+                  sample_after: dict | None = None, held_out_retain: bool = False) -> str:
     """Before/after table of two `EvalRecord`s and the stopping reason: each split's NLL, the LOSS attack's AUC and
     the strongest attack's (largest |AUC - 0.5| after unlearning) with their bootstrap 95 percent intervals, a
     warning when the starting gap is not established, and the verdict of the attacks (over-unlearning included).
     The verbatim continuation samples (forget text) are shown only when given, which the script does only with
-    `show_forget_samples=True`."""
+    `show_forget_samples=True`. `held_out_retain`: the "retain" split is held-out chunks, not the descent data
+    (the embedded default job), and its row says so."""
     width = 22
     lines = ["", f"{'':<34}{'before':>{width}}{'after':>{width}}"]
-    labels = {"forget": "forget NLL (to unlearn)", "approximate": "unseen NLL (approximate set)", "retain": "retain NLL (to keep)"}
+    labels = {"forget": "forget NLL (to unlearn)", "approximate": "unseen NLL (approximate set)", "retain": "retain NLL (held-out, to keep)" if held_out_retain else "retain NLL (to keep)"}
     for split, value in before.nll.items():
         lines.append(f"{labels.get(split, split + ' NLL'):<34}{value:>{width}.3f}{after.nll[split]:>{width}.3f}")
     strongest = strongest_attack(after)

@@ -198,7 +198,7 @@ def run(argv: list[str]) -> dict:
     from ..data import build_examples, check_examples_fit_model
     from ..distributed import setup_distributed
     from .args import DEFAULT_CONFIG, parse_args
-    from .demo import VerbatimSampleCallback, default_model_dir, default_splits, summary_table
+    from .demo import DESCENT_RETAIN, VerbatimSampleCallback, default_model_dir, default_splits, summary_table
 
     # No config and no model: the embedded default job (its config, with any command-line overrides on top).
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
@@ -239,6 +239,8 @@ def run(argv: list[str]) -> dict:
             }
     config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path))
     check_examples_fit_model(splits.values(), config, tokenizer.pad_token_id, model_path)
+    # The default job trains on these retain chunks and evaluates "retain" on held-out ones (None: the same data).
+    descent_retain = splits.pop(DESCENT_RETAIN, None)
 
     # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
     # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
@@ -266,7 +268,8 @@ def run(argv: list[str]) -> dict:
         model=model,
         args=args,
         train_dataset=splits["forget"],
-        retain_dataset=splits.get("retain") if trainer_class.needs_retain else None,  # unused data is not passed
+        retain_dataset=(splits.get("retain") if descent_retain is None else descent_retain)
+        if trainer_class.needs_retain else None,  # unused data is not passed
         ref_model=script.ref_model_name_or_path,  # None: the model's own checkpoint (or its adapter-free base)
         processing_class=tokenizer,
     )
@@ -283,7 +286,7 @@ def run(argv: list[str]) -> dict:
     trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}  # numbers only
     if trainer.is_world_process_zero():
         samples = (sample.before, sample.after) if sample is not None else (None, None)
-        print(summary_table(before, after, monitor.stop_reason, *samples))
+        print(summary_table(before, after, monitor.stop_reason, *samples, held_out_retain=descent_retain is not None))
     if monitor.failed:
         raise BlowUp(
             f"unlearning stopped: {monitor.stop_reason}. The model was NOT saved as the unlearned result"
