@@ -68,6 +68,9 @@ class ScriptArguments:
             Non-finite NLLs always stop the run. `None` disables the retain guard.
         save_best (`bool`, defaults to `False`): also save the evaluation closest to the target (within the
             guard's limits) to `<output_dir>/best`.
+        demo_model (`str`, defaults to `"smollm2-135m"`): the embedded default job's model (used only without
+            `model_name_or_path`): "smollm2-135m" (SmolLM2-135M-Instruct) or "gemma3-270m" (Gemma-3-270M base,
+            Gemma Terms of Use); see `hf_unlearn.scripts.demo.DEMO_MODELS`.
         show_forget_samples (`bool`, defaults to `False`): print a verbatim continuation sample of the most
             memorised forget example before and after. Off by default: it prints forget text.
         overwrite_output_dir (`bool`, defaults to `False`): delete a non-empty `output_dir` before the run.
@@ -115,6 +118,9 @@ class ScriptArguments:
                           "share of its start (0.5 = 50 percent); needs retain_data. None disables it."},
     )
     save_best: bool = field(default=False, metadata={"help": "Save the evaluation closest to the target to output_dir/best."})
+    demo_model: str = field(
+        default="smollm2-135m", metadata={"help": "Embedded default job's model: smollm2-135m or gemma3-270m."}
+    )
     show_forget_samples: bool = field(
         default=False, metadata={"help": "Print a verbatim sample of forget text before/after (off: forget text stays private)."}
     )
@@ -134,6 +140,9 @@ class ScriptArguments:
             raise ValueError(f"mia_resamples={self.mia_resamples} is negative; use 0 (no intervals) or e.g. 1000.")
         if self.stopping_rule == "worst_case" and self.mia_resamples < 1:
             raise ValueError("stopping_rule=worst_case needs AUC intervals: set mia_resamples to at least 1 (e.g. 1000).")
+        from .demo import demo_model
+
+        demo_model(self.demo_model)  # an unknown demo model fails here, before anything is loaded
         from ..callbacks import resolve_attacks
 
         resolve_attacks(self.attack_names())  # an unknown attack name fails here, before anything is loaded

