@@ -45,6 +45,21 @@ def test_held_out_retain_chunks_are_disjoint_from_the_descent_chunks(tokenizer):
     assert not forget_chunks & (descent_chunks | heldout_chunks)
 
 
+def test_gemma_chunks_all_start_with_bos(tokenizer):
+    """Gemma-3's NLL doubles on a chunk without BOS: with demo_model gemma3-270m every chunk starts with it, is as
+    long as before, and the selections stay disjoint. The default (SmolLM2) chunks are left as chunk_documents cuts them."""
+    splits = default_splits(tokenizer, max_length=32, model="gemma3-270m")
+    plain = default_splits(tokenizer, max_length=32)
+    bos = tokenizer.bos_token_id
+    assert bos is not None
+    for name, data in splits.items():
+        assert all(ids[0] == bos and len(ids) == 32 for ids in data["input_ids"]), name
+        assert data["labels"] == data["input_ids"], name
+    assert any(ids[0] != bos for ids in plain["forget"]["input_ids"])
+    heldout = {tuple(ids) for ids in splits["retain"]["input_ids"]}
+    assert not heldout & {tuple(ids) for ids in splits[DESCENT_RETAIN]["input_ids"]}
+
+
 def test_default_job_trains_on_descent_chunks_and_reports_held_out_retain(tokenizer, tmp_path, monkeypatch, capsys):
     """The trainer's retain data is the descent selection; the evaluated (and printed) retain split is the held-out one."""
     from hf_unlearn.scripts import demo
@@ -55,7 +70,7 @@ def test_default_job_trains_on_descent_chunks_and_reports_held_out_retain(tokeni
     model_dir = tmp_path / "tiny"
     build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    monkeypatch.setattr(demo, "default_model_dir", lambda cache_dir=None: str(model_dir))
+    monkeypatch.setattr(demo, "default_model_dir", lambda cache_dir=None, model=None: str(model_dir))
     seen = {}
     original = UnlearningTrainer.__init__
 
@@ -166,7 +181,7 @@ def test_default_job_runs_from_the_packaged_config(tokenizer, tmp_path, monkeypa
     model_dir = tmp_path / "tiny"
     build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    monkeypatch.setattr(demo, "default_model_dir", lambda cache_dir=None: str(model_dir))
+    monkeypatch.setattr(demo, "default_model_dir", lambda cache_dir=None, model=None: str(model_dir))
     monkeypatch.chdir(tmp_path)  # from any folder
     result = main(["--max_steps", "1", "--output_dir", str(tmp_path / "out"), "--eval_max_examples", "4"])
     out = capsys.readouterr().out

