@@ -21,6 +21,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPACE = "\u2581"  # "▁", SentencePiece's space
 # llama.cpp's token types (gguf.TokenType): the ones the tokenizer treats differently.
@@ -89,7 +94,7 @@ def derive_merges(tokens: list[str], scores: list[float], token_types: list[int]
     return [(left, right) for _, _, _, left, right in ranked]
 
 
-def build_sentencepiece_bpe(vocabulary: GGUFVocabulary):
+def build_sentencepiece_bpe(vocabulary: GGUFVocabulary) -> Tokenizer:
     """A `tokenizers.Tokenizer` for a SentencePiece-style (`tokenizer.ggml.model = "llama"`) GGUF vocabulary."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
 
@@ -125,7 +130,7 @@ def build_sentencepiece_bpe(vocabulary: GGUFVocabulary):
     return tokenizer
 
 
-def sentencepiece_tokenizer_from_gguf(path: str):
+def sentencepiece_tokenizer_from_gguf(path: str) -> PreTrainedTokenizerFast:
     """The GGUF file's tokenizer as a `transformers` fast tokenizer (bos / eos / unk / pad from the file; pad falls
     back to eos). Saved with `save_pretrained`, it reloads with `AutoTokenizer.from_pretrained`."""
     from transformers import PreTrainedTokenizerFast
@@ -136,7 +141,7 @@ def sentencepiece_tokenizer_from_gguf(path: str):
     return PreTrainedTokenizerFast(tokenizer_object=build_sentencepiece_bpe(vocabulary), **named)
 
 
-def gguf_to_hf_folder(gguf_path: str, out: str, tokenizer=None) -> None:
+def gguf_to_hf_folder(gguf_path: str, out: str, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
     """De-quantize the GGUF model and save it as a plain `...ForCausalLM` folder of its architecture (the class
     `AutoModelForCausalLM` picks for the config, e.g. Llama or Gemma3; GGUF-loaded models refuse saving), without
     `quantization_config`, with `tokenizer` (default: transformers' own conversion of the file's tokenizer)."""
