@@ -62,8 +62,10 @@ def test_recipe_config_parses(path, in_repo):
     argv = ["--config", path]
     if values.get("bf16") and not torch.cuda.is_available():
         argv += ["--use_cpu", "true"]  # GPU configs: TrainingArguments refuses bf16 on CPU unless use_cpu
-    args, script = parse_args(argv)
+    args, script, model_args = parse_args(argv)
     assert args.method == values["method"]
+    assert model_args.model_name_or_path == values.get("model_name_or_path")  # trl's ModelConfig reads the model keys
+    assert model_args.dtype == values.get("dtype", "auto")
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "learning_rate"):
         if key in values:
             assert getattr(args, key) == values[key]
@@ -162,7 +164,7 @@ def test_config_splits_reach_the_hub_loader(monkeypatch, tokenizer):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     path = os.path.join(REPO, "recipes", "configs", "yi-6b", "github", "ga_kl_general.yaml")
-    _, script = parse_args(["--config", path, "--use_cpu", "true"])
+    _, script, _ = parse_args(["--config", path, "--use_cpu", "true"])
     for name in ("forget", "retain", "approximate"):
         build_examples(getattr(script, f"{name}_data"), tokenizer, max_length=8, split=getattr(script, f"{name}_split"))
     assert calls == [

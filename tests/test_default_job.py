@@ -164,10 +164,10 @@ def test_embedded_default_config_ships_in_the_package_and_may_show_samples():
     from hf_unlearn.scripts.args import DEFAULT_CONFIG, parse_args
 
     assert DEFAULT_CONFIG.startswith(os.path.dirname(__import__("hf_unlearn").__file__)) and os.path.isfile(DEFAULT_CONFIG)
-    args, script = parse_args(["--config", DEFAULT_CONFIG])
-    assert script.show_forget_samples and script.model_name_or_path is None and args.method == "ga_descent"
+    args, script, model_args = parse_args(["--config", DEFAULT_CONFIG])
+    assert script.show_forget_samples and model_args.model_name_or_path is None and args.method == "ga_descent"
     assert script.mia_attacks == "all" and script.stopping_rule == "paper"
-    _, default = parse_args(["--output_dir", "x"])
+    _, default, _ = parse_args(["--output_dir", "x"])
     assert not default.show_forget_samples  # private by default
 
 
@@ -230,7 +230,7 @@ def test_demo_model_is_checked_before_anything_loads():
 
     from hf_unlearn.scripts.args import DEFAULT_CONFIG, parse_args
 
-    _, script = parse_args(["--config", DEFAULT_CONFIG, "--demo_model", "gemma3-270m"])
+    _, script, _ = parse_args(["--config", DEFAULT_CONFIG, "--demo_model", "gemma3-270m"])
     assert script.demo_model == "gemma3-270m"
     with pytest.raises(ValueError, match="demo_model='llama' is unknown"):
         parse_args(["--config", DEFAULT_CONFIG, "--demo_model", "llama"])

@@ -139,7 +139,7 @@ def test_config_defaults_follow_the_paper():
 
 def test_yaml_with_command_line_overrides(tmp_path):
     path = write_yaml(tmp_path, "method: random_label\nlearning_rate: 1.0e-4\nrandom_label_seed: 7\nforget_data: f.jsonl\n")
-    args, script = parse_args(["--config", path, "--learning_rate", "3e-4", "--output_dir", str(tmp_path)])
+    args, script, _ = parse_args(["--config", path, "--learning_rate", "3e-4", "--output_dir", str(tmp_path)])
     assert type(args).__name__ == "RandomLabelConfig"
     assert args.learning_rate == 3e-4 and args.random_label_seed == 7 and args.method == "random_label"
     assert script.forget_data == "f.jsonl"
@@ -147,7 +147,7 @@ def test_yaml_with_command_line_overrides(tmp_path):
 
 def test_method_override_on_command_line_picks_its_config(tmp_path):
     path = write_yaml(tmp_path, "method: ga\n")
-    args, _ = parse_args(["--config", path, "--method", "adversarial", "--adversarial_batch_size", "2"])
+    args, _, _ = parse_args(["--config", path, "--method", "adversarial", "--adversarial_batch_size", "2"])
     assert args.method == "adversarial" and args.adversarial_batch_size == 2
 
 

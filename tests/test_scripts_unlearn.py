@@ -267,3 +267,54 @@ def test_evaluate_script_missing_model_folder_is_one_line_exit_2(data, tmp_path,
         main(["--model_name_or_path", missing, "--forget_data", data["forget"], "--output_dir", str(tmp_path / "eval")])
     err = capfd.readouterr().err
     assert exit_info.value.code == 2 and "does not exist" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ issue 14 item 4: trl's ModelConfig
+
+
+def test_script_arguments_combine_with_trl_model_config():
+    """ScriptArguments has no model fields of its own: with trl's ModelConfig in one TrlParser there is no
+    "conflicting option strings: --model_name_or_path", and the model keys land in ModelConfig."""
+    from trl import ModelConfig, TrlParser
+
+    from hf_unlearn.scripts.args import ScriptArguments
+
+    script, model_args = TrlParser((ScriptArguments, ModelConfig)).parse_args_and_config(
+        ["--model_name_or_path", "m", "--dtype", "bfloat16", "--forget_data", "f.jsonl", "--use_peft", "--lora_r", "4"]
+    )
+    assert (model_args.model_name_or_path, model_args.dtype, model_args.use_peft, model_args.lora_r) == ("m", "bfloat16", True, 4)
+    assert script.forget_data == "f.jsonl" and not hasattr(script, "dtype")
+
+
+def test_model_config_defaults_and_checks(tmp_path):
+    """The scripts' parser loads the checkpoint's own dtype by default (trl's ModelConfig says float32), and the
+    forget set is still required once a model is named."""
+    from hf_unlearn.scripts.args import parse_args
+
+    _, _, model_args = parse_args(["--output_dir", str(tmp_path)])
+    assert model_args.dtype == "auto" and model_args.model_name_or_path is None
+    _, _, model_args = parse_args(["--output_dir", str(tmp_path), "--model_name_or_path", "m", "--forget_data", "f",
+                                   "--dtype", "float32", "--attn_implementation", "eager"])
+    assert (model_args.dtype, model_args.attn_implementation) == ("float32", "eager")
+    with pytest.raises(ValueError, match="forget_data is required when model_name_or_path is set"):
+        parse_args(["--output_dir", str(tmp_path), "--model_name_or_path", "m"])
+
+
+def test_use_peft_trains_and_saves_a_lora_adapter(trained_model_dir, data, tmp_path):
+    """`use_peft` (trl's ModelConfig) reaches the trainer: a LoRA adapter on the named modules is trained and
+    saved, not the full model."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from hf_unlearn.scripts.unlearn import main
+
+    out = tmp_path / "lora"
+    main(argv(trained_model_dir, data, out, "--use_peft", "--lora_r", "4", "--lora_alpha", "8",
+              "--lora_target_modules", "q_proj", "v_proj", "--max_retain_nll_increase", "None"))
+    assert os.path.isfile(out / "adapter_config.json") and not os.path.isfile(out / "model.safetensors")
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in name for name in adapter)
+    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in adapter} == {"q_proj", "v_proj"}
+    # LoRA's B starts at 0: after 2 steps at lr 1e-3 it has moved, so the adapter is trained, not just created.
+    assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 0 for name, tensor in adapter.items())

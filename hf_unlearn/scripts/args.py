@@ -1,7 +1,9 @@
-"""Arguments of the scripts (model, data, run safety), and parsing of a flat YAML config with command-line overrides.
+"""Arguments of the scripts (data, run safety), and parsing of a flat YAML config with command-line overrides.
 
-A config is one flat YAML mapping whose keys are fields of `ScriptArguments` or of the chosen method's config
-class (which extends `TrainingArguments`). `method` picks the class; command-line flags (`--learning_rate 1e-5`)
+A config is one flat YAML mapping whose keys are fields of `ScriptArguments`, of trl's `ModelConfig` (the model:
+`model_name_or_path`, `model_revision`, `dtype`, `attn_implementation`, the LoRA fields with `use_peft`, 4/8-bit
+loading), or of the chosen method's config class (which extends `TrainingArguments`), so a config or a script can
+combine them with trl's own scripts' arguments. `method` picks the class; command-line flags (`--learning_rate 1e-5`)
 override the file. An unknown key is an error that names the key. Every field typed as a single value (a number,
 a string, a flag) must get one: a YAML list or mapping there, or a non-finite number (`.nan`, `.inf`), is an error
 that names the field, before anything is loaded.
@@ -31,11 +33,12 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embed
 @dataclass
 class ScriptArguments:
     r"""
-    Model, data and run-safety arguments of `hf_unlearn.scripts.unlearn` (and `recipes/unlearn.py`).
+    Data and run-safety arguments of `hf_unlearn.scripts.unlearn` (and `recipes/unlearn.py`). The model comes from
+    trl's `ModelConfig` (`model_name_or_path`: `None` runs the embedded default job; `dtype` defaults to "auto" here,
+    the checkpoint's own dtype, where trl's default is float32; `use_peft` and the `lora_*` fields train a LoRA
+    adapter).
 
     Parameters:
-        model_name_or_path (`str` or `None`, defaults to `None`):
-            Model to unlearn from (local folder or Hub id). `None` runs the embedded default job.
         ref_model_name_or_path (`str` or `None`, defaults to `None`):
             Original model for methods that need one; `None` reloads `model_name_or_path`.
         forget_data (`str` or `None`): documents or QA records to forget (one file, folder or Hub dataset id).
@@ -48,7 +51,6 @@ class ScriptArguments:
         text_column (`str`, defaults to `"text"`): text column of document data.
         question_column, answer_column (`str`): columns of QA records.
         max_examples (`int` or `None`): keep at most this many examples of each split (quick runs).
-        dtype (`str`, defaults to `"auto"`): dtype for loading the model ("auto", "bfloat16", "float32").
         eval_every_steps (`int`, defaults to `5`): evaluation period (optimizer steps) during unlearning.
         eval_max_examples (`int` or `None`, defaults to `256`): examples of each split evaluated during unlearning.
         stop_at_unseen_nll (`bool`, defaults to `True`): stop when the forget NLL reaches the approximate set's
@@ -76,7 +78,6 @@ class ScriptArguments:
         overwrite_output_dir (`bool`, defaults to `False`): delete a non-empty `output_dir` before the run.
     """
 
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Model to unlearn; None = embedded default."})
     ref_model_name_or_path: str | None = field(default=None, metadata={"help": "Original model; None = the model path."})
     forget_data: str | None = field(default=None, metadata={"help": "Forget set: one file, folder or Hub dataset id."})
     retain_data: str | None = field(default=None, metadata={"help": "Retain set (in-distribution or general)."})
@@ -89,7 +90,6 @@ class ScriptArguments:
     question_column: str = field(default="question", metadata={"help": "Question column of QA data."})
     answer_column: str = field(default="answer", metadata={"help": "Answer column of QA data."})
     max_examples: int | None = field(default=None, metadata={"help": "Keep at most N examples per split."})
-    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16, float32."})
     eval_every_steps: int = field(
         default=5, metadata={"help": "Evaluate forget/approximate/retain NLL and MIA AUC every N optimizer steps."}
     )
@@ -130,8 +130,6 @@ class ScriptArguments:
         check_single_values(self)
         if self.data_format not in ("documents", "qa"):
             raise ValueError(f"data_format={self.data_format!r} is unknown; use 'documents' or 'qa'.")
-        if self.model_name_or_path is not None and self.forget_data is None:
-            raise ValueError("forget_data is required when model_name_or_path is set (what should be forgotten?).")
         if self.eval_every_steps < 1:
             raise ValueError(f"eval_every_steps={self.eval_every_steps} must be at least 1.")
         if self.stopping_rule not in STOPPING_RULES:
@@ -231,9 +229,36 @@ def _flag_value(args: list[str], flag: str) -> str | None:
     return None
 
 
-def parse_args(args: list[str] | None = None) -> tuple[UnlearningConfig, ScriptArguments]:
-    """Parse `--config file.yaml` plus command-line overrides into (method config, script arguments)."""
-    from trl import TrlParser
+MODEL_DEFAULTS = {"dtype": "auto"}  # trl's ModelConfig loads float32; a checkpoint's own dtype is what users expect
+
+
+def make_parser(*classes: type):
+    """A `TrlParser` over `classes` + trl's `ModelConfig`, with this package's model defaults (`dtype="auto"`)."""
+    from trl import ModelConfig, TrlParser
+
+    parser = TrlParser((*classes, ModelConfig))
+    parser.set_defaults(**MODEL_DEFAULTS)
+    return parser
+
+
+def model_init_kwargs(model_args) -> dict:
+    """`from_pretrained` keyword arguments from trl's `ModelConfig`, as trl's scripts build them (revision, dtype,
+    attention implementation, 4/8-bit quantisation)."""
+    from trl import get_quantization_config
+
+    kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype}
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    return kwargs
+
+
+def parse_args(args: list[str] | None = None):
+    """Parse `--config file.yaml` plus command-line overrides into (method config, script arguments, trl
+    `ModelConfig`)."""
+    from trl import ModelConfig
 
     args = list(sys.argv[1:] if args is None else args)
     config_path = _flag_value(args, "--config")
@@ -242,23 +267,25 @@ def parse_args(args: list[str] | None = None) -> tuple[UnlearningConfig, ScriptA
     if not isinstance(method, str):
         raise ValueError(f"method in {config_path} must be one name (e.g. ga); got {type(method).__name__}.")
     config_class = get_method(method).config_class
-    known = {f.name for cls in (config_class, ScriptArguments) for f in fields(cls)} | {"env"}
+    classes = (config_class, ScriptArguments, ModelConfig)
+    known = {f.name for cls in classes for f in fields(cls)} | {"env"}
     unknown = sorted(set(file_values) - known)
     if unknown:
         hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1)) else repr(key) for key in unknown]
         raise ValueError(
-            f"Unknown key(s) in {config_path}: {', '.join(hints)}. Remove them or use a field of ScriptArguments "
-            f"or {config_class.__name__} (`hf-unlearn train --help` lists them)."
+            f"Unknown key(s) in {config_path}: {', '.join(hints)}. Remove them or use a field of ScriptArguments, "
+            f"trl's ModelConfig or {config_class.__name__} (`hf-unlearn train --help` lists them)."
         )
     # Lists / mappings where one value is expected, before argparse and the dataclasses see them.
-    single = {**scalar_fields(config_class), **scalar_fields(ScriptArguments)}
+    single = {key: kinds for cls in classes for key, kinds in scalar_fields(cls).items()}
     for key, value in file_values.items():
         if key in single:
             check_value(key, value, single[key], f" in {config_path}")
     check_deepspeed_file(_flag_value(args, "--deepspeed") or file_values.get("deepspeed"))
-    parser = TrlParser((config_class, ScriptArguments))
-    training_args, script_args = parser.parse_args_and_config(args)
+    training_args, script_args, model_args = make_parser(config_class, ScriptArguments).parse_args_and_config(args)
     training_args.method = method
     check_single_values(training_args)  # e.g. `--forget_weight nan` from the command line
-    return training_args, script_args
-
+    check_single_values(model_args)
+    if model_args.model_name_or_path is not None and script_args.forget_data is None:
+        raise ValueError("forget_data is required when model_name_or_path is set (what should be forgotten?).")
+    return training_args, script_args, model_args

@@ -38,14 +38,15 @@ from ..data import build_examples
 from ..evaluation import DEFAULT_FPRS, DEFAULT_MIN_K, evaluate_model, evaluate_tofu, run_lm_eval
 from ..evaluation.plots import read_log_history
 from ..evaluation.report import save_evaluation
-from .args import ScriptArguments
+from .args import ScriptArguments, make_parser, model_init_kwargs
 from .demo import default_model_dir, default_splits
 
 
 @dataclass
 class EvaluateArguments:
     r"""
-    What to evaluate beyond `ScriptArguments` (whose `model_name_or_path` is the first model, e.g. the original).
+    What to evaluate beyond `ScriptArguments` and trl's `ModelConfig` (whose `model_name_or_path` is the first model,
+    e.g. the original; its `dtype` and `attn_implementation` apply to every model).
 
     Parameters:
         checkpoints (`list[str]`): further models to evaluate, e.g. the unlearned output_dir.
@@ -90,8 +91,9 @@ class EvaluateArguments:
     tofu_max_records: int | None = field(default=None, metadata={"help": "At most N records per TOFU set."})
 
 
-def load_model(path: str, dtype: str, device):
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+def load_model(path: str, kwargs: dict, device):
+    """`from_pretrained(path, **kwargs)` on `device`."""
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -112,26 +114,27 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(argv: list[str]) -> dict:
-    from trl import TrlParser
-
     from .unlearn import check_model_path
 
-    script, options = TrlParser((ScriptArguments, EvaluateArguments)).parse_args_and_config(argv)
+    script, options, model_args = make_parser(ScriptArguments, EvaluateArguments).parse_args_and_config(argv)
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        raise ValueError("hf-unlearn eval scores full-precision models; drop load_in_4bit / load_in_8bit.")
+    load_kwargs = {key: value for key, value in model_init_kwargs(model_args).items() if key != "revision"}
     state = PartialState()  # one process, or one per rank under torchrun / accelerate launch
 
     # Models and labels.
-    paths = [script.model_name_or_path or default_model_dir()] + options.checkpoints
+    paths = [model_args.model_name_or_path or default_model_dir()] + options.checkpoints
     for path in paths:
         check_model_path(path)
     labels = options.labels or [os.path.basename(os.path.normpath(path)) for path in paths]
     if len(labels) != len(paths) or len(set(labels)) != len(labels):
         raise ValueError(f"--labels {labels} must give {len(paths)} distinct labels, one per model ({paths}).")
-    tokenizer = AutoTokenizer.from_pretrained(paths[0])
+    tokenizer = AutoTokenizer.from_pretrained(paths[0], revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
     # Data.
-    if script.model_name_or_path is None:
+    if model_args.model_name_or_path is None:
         splits = default_splits(tokenizer)
     else:
         sources = {  # name: (file, folder or Hub id; split of a Hub dataset)
@@ -148,12 +151,12 @@ def run(argv: list[str]) -> dict:
             for name, (source, split) in sources.items()
             if source is not None
         }
-    reference = load_model(options.mia_reference_model, script.dtype, state.device) if options.mia_reference_model else None
+    reference = load_model(options.mia_reference_model, load_kwargs, state.device) if options.mia_reference_model else None
     tofu_kwargs = dict(source=options.tofu_data, forget_split=options.tofu_forget_split,
                        max_records=options.tofu_max_records, batch_size=options.batch_size, accelerator=state)
     retain_ratios = None
     if options.tofu_data and options.tofu_retain_model:
-        retain_model = load_model(options.tofu_retain_model, script.dtype, state.device)
+        retain_model = load_model(options.tofu_retain_model, load_kwargs, state.device)
         _, retain_scores = evaluate_tofu(retain_model, tokenizer, roles=("forget",), generate=False, **tofu_kwargs)
         retain_ratios = retain_scores["forget"].truth_ratios.tolist()
         del retain_model
@@ -161,7 +164,8 @@ def run(argv: list[str]) -> dict:
     # Evaluate every model.
     evaluations = {}
     for label, path in zip(labels, paths):
-        model = load_model(path, script.dtype, state.device)
+        kwargs = {**load_kwargs, "revision": model_args.model_revision} if path == paths[0] else load_kwargs
+        model = load_model(path, kwargs, state.device)
         evaluation = evaluate_model(
             model, tokenizer, splits, reference_model=reference, min_k=options.min_k, fprs=options.fprs,
             batch_size=options.batch_size, verbatim_prefix_tokens=options.verbatim_prefix_tokens or None,

@@ -197,15 +197,15 @@ def run(argv: list[str]) -> dict:
     from ..callbacks import StoppingCriteria, UnlearningEvalCallback
     from ..data import build_examples, check_examples_fit_model
     from ..distributed import setup_distributed
-    from .args import DEFAULT_CONFIG, parse_args
+    from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
     from .demo import DESCENT_RETAIN, VerbatimSampleCallback, default_model_dir, default_splits, summary_table
 
     # No config and no model: the embedded default job (its config, with any command-line overrides on top).
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
         argv = ["--config", DEFAULT_CONFIG] + argv
-    args, script = parse_args(argv)
+    args, script, model_args = parse_args(argv)
     trainer_class = get_method(args.method)
-    if trainer_class.needs_retain and script.retain_data is None and script.model_name_or_path is not None:
+    if trainer_class.needs_retain and script.retain_data is None and model_args.model_name_or_path is not None:
         raise ValueError(f"Method {args.method!r} needs retain data: set retain_data (in-distribution or general "
                          "text), or choose a method without a retain term (ga, random_label, adversarial).")
     if script.retain_data is not None and not trainer_class.needs_retain:
@@ -217,14 +217,15 @@ def run(argv: list[str]) -> dict:
     setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
 
     # Tokenizer and data (before the model: bad data fails fast).
-    model_path = script.model_name_or_path or default_model_dir(args.cache_dir, script.demo_model)
+    model_path = model_args.model_name_or_path or default_model_dir(args.cache_dir, script.demo_model)
     check_model_path(model_path)
-    tokenizer = _load("tokenizer", model_path, lambda: AutoTokenizer.from_pretrained(model_path))
+    revision = model_args.model_revision
+    tokenizer = _load("tokenizer", model_path, lambda: AutoTokenizer.from_pretrained(model_path, revision=revision))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # The main process first: a Hub dataset is downloaded once, the other ranks then read it from the cache.
     with args.main_process_first(desc="loading and tokenising the data"):
-        if script.model_name_or_path is None:
+        if model_args.model_name_or_path is None:
             splits = default_splits(tokenizer, args.max_length, script.demo_model)
         else:
             sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data}
@@ -237,7 +238,7 @@ def run(argv: list[str]) -> dict:
                 for name, source in sources.items()
                 if source is not None
             }
-    config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path))
+    config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path, revision=revision))
     check_examples_fit_model(splits.values(), config, tokenizer.pad_token_id, model_path)
     # The default job trains on these retain chunks and evaluates "retain" on held-out ones (None: the same data).
     descent_retain = splits.pop(DESCENT_RETAIN, None)
@@ -263,7 +264,10 @@ def run(argv: list[str]) -> dict:
         raise ValueError("save_best needs approximate_data (the best evaluation is the one closest to its NLL).")
 
     # Model and trainer.
-    model = _load("model", model_path, lambda: AutoModelForCausalLM.from_pretrained(model_path, dtype=script.dtype))
+    # trl's ModelConfig: revision, dtype, attention implementation, 4/8-bit loading, and a LoRA adapter (use_peft).
+    from trl import get_peft_config
+
+    model = _load("model", model_path, lambda: AutoModelForCausalLM.from_pretrained(model_path, **model_init_kwargs(model_args)))
     trainer = trainer_class(
         model=model,
         args=args,
@@ -272,6 +276,7 @@ def run(argv: list[str]) -> dict:
         if trainer_class.needs_retain else None,  # unused data is not passed
         ref_model=script.ref_model_name_or_path,  # None: the model's own checkpoint (or its adapter-free base)
         processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
     )
     monitor = UnlearningEvalCallback(splits, eval_steps=script.eval_every_steps, criteria=criteria,
                                      save_best=script.save_best, batch_size=args.per_device_eval_batch_size,
