@@ -62,6 +62,11 @@ check_transformers_version()
 NORMALISER_UNITS = {"tokens": count_targets, "sequences": count_sequences, "positions": count_positions}
 
 
+def _has_adapter(module: nn.Module | None) -> bool:
+    """Whether `module` holds a PEFT adapter layer (its output would change under `disable_adapter`)."""
+    return module is not None and any(hasattr(m, "disable_adapters") for m in module.modules())
+
+
 class StepCounts(dict):
     """The normalisers' global counts for one optimizer step (name -> scalar tensor), passed as `num_items_in_batch`."""
 
@@ -317,18 +322,28 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     @torch.no_grad()
     def reference_forward(
-        self, batch: dict[str, torch.Tensor], ref_model: nn.Module | None = None, hidden_layer: int | None = None
+        self,
+        batch: dict[str, torch.Tensor],
+        ref_model: nn.Module | None = None,
+        hidden_layer: int | None = None,
+        full_logits: bool = True,
     ) -> ForwardOutput:
-        """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter."""
+        """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter.
+
+        `full_logits=False`: final hidden states + output head instead of full logits (`forward`); for the policy
+        without adapter only when its output embedding carries no adapter (the head runs later, outside
+        `disable_adapter`)."""
         ref_model = ref_model if ref_model is not None else self.ref_model
         if ref_model is None and not self.adapter_is_reference(self._ref_source):
             # An objective became active during training (its weight was raised from 0): load the reference now.
             ref_model = self.ref_model = self.load_reference_model(self._ref_source)
         if ref_model is not None:
-            return forward(ref_model, batch, hidden_layer)
+            return forward(ref_model, batch, hidden_layer, full_logits)
         policy = self.accelerator.unwrap_model(self.model)
+        if not full_logits and _has_adapter(policy.get_base_model().get_output_embeddings()):
+            full_logits = True
         with policy.disable_adapter():
-            return forward(policy, batch, hidden_layer)
+            return forward(policy, batch, hidden_layer, full_logits)
 
     # ------------------------------------------------------------------ loss
 
@@ -381,8 +396,9 @@ class UnlearningTrainer(HubMixin, Trainer):
     def language_modelling_loss(self, model, inputs, return_outputs=False):
         """Mean next-token NLL of a flat batch (or of the forget stream of a paired one), padding-side independent."""
         batch = inputs[FORGET] if is_stream_example(inputs) else inputs
-        output = forward(model, batch)
-        total, count = nll_sum(output.logits, batch["labels"], batch.get("attention_mask"))
+        chunk_size = 0 if return_outputs else self.args.loss_chunk_size  # evaluation wants the logits back
+        output = forward(model, batch, full_logits=chunk_size <= 0)
+        total, count = nll_sum(output.token_logits, batch["labels"], batch.get("attention_mask"), chunk_size)
         loss = total / count.clamp(min=1)
         return (loss, {"logits": output.logits}) if return_outputs else loss
 
