@@ -349,3 +349,23 @@ def test_every_method_chunked_equals_full_logits(method, trained_model_dir, toke
     assert abs(loss - full_loss) <= 1e-6 * magnitude + 1e-7
     assert torch.allclose(terms, full_terms, rtol=1e-5, atol=1e-6)
     assert close_grads(grad, full_grad)
+
+
+def test_evaluation_scores_from_hidden_states_equal_full_logits(tiny_model):
+    """token_statistics on final hidden states + head (what score_examples now passes) equals it on full logits:
+    NLL sums, target counts, top-1 hits, per-token log-probabilities and Min-K%++ scores."""
+    from hf_unlearn.evaluation.scores import token_statistics
+
+    ids = torch.randint(3, 300, (3, 8), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[2, 5:] = 0
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    labels[0, :3] = IGNORE_INDEX
+    batch = {"input_ids": ids, "attention_mask": mask}
+    with torch.no_grad():
+        full = token_statistics(forward(tiny_model, batch).logits, labels, token_scores=True)
+        chunked = token_statistics(forward(tiny_model, batch, full_logits=False).token_logits, labels, token_scores=True)
+    assert [row[1] for row in chunked] == [row[1] for row in full] == [5, 7, 4]
+    for a, b in zip(chunked, full):
+        assert abs(a[0] - b[0]) <= 1e-5 * abs(b[0]) and a[2] == b[2]
+        assert torch.allclose(a[3], b[3], atol=1e-5) and torch.allclose(a[4], b[4], atol=1e-4)
