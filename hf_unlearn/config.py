@@ -64,14 +64,15 @@ class UnlearningConfig(TrainingArguments):
         precompute_batch_size (`int`, *optional*, defaults to `8`):
             Batch size of the original model's forward passes that precompute per-example values (adversarial
             targets, reference log-probabilities) before training.
-        loss_chunk_size (`int`, *optional*, defaults to `1024`):
+        loss_chunk_size (`int`, *optional*, defaults to `512`):
             Positions per chunk of the token-level losses (NLL, substitute targets, KL to the reference, UNDIAL,
             NPO's sequence log-probabilities, the precomputations): the model returns its final hidden states,
             the LM head runs on `loss_chunk_size` target positions at a time and backward recomputes each chunk's
-            logits, so `[batch, seq, vocab]` logits never exist (peak: one chunk's, e.g. 1024 x 128k x 4 B =
-            0.5 GB of float32 plus its softmax temporaries). Prompt and padding positions are never computed.
-            `0`: full logits, kept for backward (the fastest where memory allows). Same results either way (up
-            to float32 summation order). See `docs/memory_plan.md`.
+            logits, so `[batch, seq, vocab]` logits never exist (peak: one chunk's, 512 x 128k x 4 B = 0.27 GB
+            of float32 plus its softmax temporaries). Prompt and padding positions are never computed. `0`: full
+            logits, kept for backward. Same results either way (up to float32 summation order). 512: on CPU
+            (1 thread, 2 x 1024 positions, fwd + bwd of the NLL) chunks of 256-1024 cost 1.09-1.37x the full-logits
+            loss at vocab 32k / hidden 256 and 0.74x at vocab 128k / hidden 64; see `docs/memory_plan.md`.
     """
 
     method: str = field(
@@ -101,7 +102,7 @@ class UnlearningConfig(TrainingArguments):
         default=8, metadata={"help": "Batch size of the original model when precomputing per-example values."}
     )
     loss_chunk_size: int = field(
-        default=1024,
+        default=512,
         metadata={"help": "Positions per chunk of the token-level losses (logits never materialised); 0 = full logits."},
     )
     npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
