@@ -73,6 +73,11 @@ class UnlearningConfig(TrainingArguments):
             logits, kept for backward. Same results either way (up to float32 summation order). 512: on CPU
             (1 thread, 2 x 1024 positions, fwd + bwd of the NLL) chunks of 256-1024 cost 1.09-1.37x the full-logits
             loss at vocab 32k / hidden 256 and 0.74x at vocab 128k / hidden 64; see `docs/memory_plan.md`.
+        backward_per_objective (`bool`, *optional*, defaults to `True`):
+            In a single process without DeepSpeed / FSDP, run the forget term's backward pass before the retain
+            term's forward pass within each micro-batch (methods with a retain term: ga_descent, ga_kl, npo, ...),
+            so that the two streams' graphs are never alive together. The gradient is the same sum; multi-process
+            and DeepSpeed runs keep one backward per micro-batch (their engines require it).
     """
 
     method: str = field(
@@ -104,6 +109,10 @@ class UnlearningConfig(TrainingArguments):
     loss_chunk_size: int = field(
         default=512,
         metadata={"help": "Positions per chunk of the token-level losses (logits never materialised); 0 = full logits."},
+    )
+    backward_per_objective: bool = field(
+        default=True,
+        metadata={"help": "Single process: backward of the forget term before the retain term's forward pass."},
     )
     npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
     simnpo_beta: float = field(default=4.5, metadata={"help": "SimNPO's beta (open-unlearning: 4.5)."})

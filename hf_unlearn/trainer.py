@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -347,14 +347,54 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     # ------------------------------------------------------------------ loss
 
-    def unlearning_terms(self, model: nn.Module, inputs: Mapping[str, dict[str, torch.Tensor]]) -> dict[str, LossTerm]:
+    def unlearning_terms(
+        self,
+        model: nn.Module,
+        inputs: Mapping[str, dict[str, torch.Tensor]],
+        after_objective: Callable[[dict[str, LossTerm]], None] | None = None,
+    ) -> dict[str, LossTerm]:
         """The loss terms of one micro-batch `{"forget": batch, "retain": batch, ...}`: every active objective's terms
-        (a retain objective with retain_weight 0, or without retain data, runs no forward pass)."""
+        (a retain objective with retain_weight 0, or without retain data, runs no forward pass).
+
+        `after_objective(terms)` is called with each objective's terms except the last one's, before the next
+        objective's forward pass (`compute_loss` uses it to run that objective's backward early)."""
         terms: dict[str, LossTerm] = {}
-        for objective in self.objectives:
-            if objective.active() and objective.stream in inputs:
-                terms.update(objective.loss_terms(model, objective.select(inputs)))
+        active = [o for o in self.objectives if o.active() and o.stream in inputs]
+        for index, objective in enumerate(active):
+            new = objective.loss_terms(model, objective.select(inputs))
+            terms.update(new)
+            if after_objective is not None and index < len(active) - 1:
+                after_objective(new)
         return terms
+
+    def training_step(self, *args, **kwargs):
+        self._in_training_step = True
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:
+            self._in_training_step = False
+
+    def backward_per_objective(self) -> bool:
+        """Whether `compute_loss` may run the forget objective's backward before the retain objective's forward pass,
+        so that the two forward graphs are never alive together (issue 13: ga_descent / ga_kl peak memory).
+
+        Only where it is exactly the same computation: inside `training_step` (whose caller backwards the returned
+        loss once), in a single process without DeepSpeed, FSDP or DataParallel (their engines expect one backward
+        per forward: DDP's reducer, ZeRO's gradient partitioning), without LOMO (its backward needs the learning
+        rate), with the built-in `unlearning_terms` and a retain objective that runs (it must leave a loss with
+        gradient to return), and `UnlearningConfig.backward_per_objective` on."""
+        return (
+            getattr(self.args, "backward_per_objective", False)
+            and getattr(self, "_in_training_step", False)
+            and self.accelerator.num_processes == 1
+            and not self.is_deepspeed_enabled
+            and not self.is_fsdp_enabled
+            and self.args.n_gpu <= 1
+            and "lomo" not in str(self.args.optim).lower()
+            and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
+            and self.retain_objective is not None
+            and self.retain_objective.active()
+        )
 
     def count_normalisers(self, batches: list[Mapping[str, dict[str, torch.Tensor]]]) -> torch.Tensor:
         """Counts of every declared normaliser ("<stream>_<unit>", unit: tokens, sequences, positions) over `batches`."""
@@ -377,16 +417,32 @@ class UnlearningTrainer(HubMixin, Trainer):
         """The unlearning loss while training; the language-modelling loss on the forget tokens in evaluation."""
         if not model.training or return_outputs or not is_stream_example(inputs):
             return self.language_modelling_loss(model, inputs, return_outputs)
-        terms = self.unlearning_terms(model, inputs)
         if isinstance(num_items_in_batch, StepCounts):
             counts, scale = num_items_in_batch, self.accelerator.num_processes
         else:  # called outside the training loop: normalise by this micro-batch alone
             counts, scale = StepCounts(zip(self.normaliser_names, self.count_normalisers([inputs]))), 1
+
+        def weighted(term: LossTerm) -> torch.Tensor:
+            return term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
+
+        done: set[str] = set()  # terms whose backward already ran
+
+        def backward_now(new_terms: dict[str, LossTerm]) -> None:
+            parts = [weighted(term) for term in new_terms.values() if term.weight != 0 and term.value.requires_grad]
+            if parts:
+                self.accelerator.backward(torch.stack(parts).sum() * scale)
+                done.update(name for name, term in new_terms.items() if term.weight != 0)
+
+        if self.backward_per_objective() and self.retain_objective.stream in inputs:
+            terms = self.unlearning_terms(model, inputs, after_objective=backward_now)
+        else:
+            terms = self.unlearning_terms(model, inputs)
         loss = None
-        for term in terms.values():
+        for name, term in terms.items():
             if term.weight == 0:
                 continue
-            part = term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
+            part = weighted(term)
+            part = part.detach() if name in done else part
             loss = part if loss is None else loss + part
         if loss is None:
             raise ValueError("Every loss term has weight 0; set forget_weight and/or retain_weight above 0.")
