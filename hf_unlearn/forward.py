@@ -158,9 +158,19 @@ def _matches(head: OutputHead, hidden: torch.Tensor, logits: torch.Tensor) -> bo
     theirs = logits.detach().float()
     if mine.shape != theirs.shape:
         return False
-    # The same operations on the same tensor: equal up to kernel choice (a few ulps of the logits' dtype).
+    # The same operations on the same tensor: equal up to kernel choice (a few ulps of the logits' dtype). Non-finite
+    # logits (a diverged model) must be non-finite in the same places, with the same value.
     relative = 1e-4 if logits.dtype == torch.float32 else 2e-2
-    return bool(((mine - theirs).abs().max() <= relative * max(1.0, theirs.abs().max().item())).item())
+    finite = theirs.isfinite()
+    if not torch.equal(finite, mine.isfinite()):
+        return False
+    same_special = (mine == theirs) | (mine.isnan() & theirs.isnan())
+    if not bool(same_special[~finite].all()):
+        return False
+    if not bool(finite.any()):
+        return True
+    scale = max(1.0, theirs[finite].abs().max().item())
+    return bool(((mine[finite] - theirs[finite]).abs().max() <= relative * scale).item())
 
 
 def forward(

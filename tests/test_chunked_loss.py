@@ -405,3 +405,17 @@ def test_backward_per_objective_gives_the_same_update(method, trained_model_dir,
     moved = (weights - torch.cat([p.detach().reshape(-1) for p in AutoModelForCausalLM.from_pretrained(trained_model_dir).parameters()])).abs().max()
     assert moved > 1e-4
     assert (early_weights - weights).abs().max() <= 1e-6 * weights.abs().max() + 1e-6 * moved
+
+
+def test_non_finite_logits_do_not_switch_the_route_off(tiny_model):
+    """A diverged model (NaN weights) gives NaN logits on both sides of the route's check: that is a match, not a
+    reason to fall back to full logits for the model class (found by test_callbacks' blow-up test)."""
+    from hf_unlearn import forward as forward_module
+
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.fill_(float("nan"))
+    batch = {"input_ids": torch.randint(3, 300, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    output = forward(model, batch, full_logits=False)
+    assert output.logits is None and type(model) not in forward_module._MISMATCHED
+    assert forward(tiny_model, batch, full_logits=False).logits is None
