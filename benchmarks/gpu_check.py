@@ -19,6 +19,16 @@ and on CPU, the same code path with a tiny model (tests/test_gpu_check.py):
     torchrun --nproc_per_node 1 benchmarks/gpu_check.py --tiny --out /tmp/gpu_check.json
 
 The JSON is rewritten after every step, so a run stopped by its timeout still reports what it measured.
+
+`--setting single` (issue 13): one GPU, no DeepSpeed, no offload, chunked losses (`loss_chunk_size`, default
+512): a plain `transformers.Trainer` step, GA, GA + KL and NPO on the same model shape, batch and config, one after
+the other in the same process (a fresh model per phase, the same seed), each 1 warm-up + --steps timed steps;
+tokens/s, MFU and peak GPU memory per phase. bf16 weights with torch AdamW (states in bf16: 8 bytes/parameter,
+54 GB for 6.74B) or, with --optim8bit and bitsandbytes importable, the 8-bit AdamW (skipped with a message
+otherwise); activation checkpointing, SDPA attention. MFU = model FLOPs per step (6 x P x tokens per trained
+sequence, 2 x P x tokens per no-grad reference forward; recomputation not counted) / step time / peak bf16 FLOP/s
+(--peak-tflops, default 989 for an H100/H200 SXM; none on CPU). Tiny CPU mode (tests/test_gpu_check.py):
+    python benchmarks/gpu_check.py --setting single --tiny --out /tmp/gpu_single.json
 """
 
 from __future__ import annotations
@@ -62,6 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-steps", type=int, default=3, help="timed GA + KL steps (after 1 warm-up step)")
     parser.add_argument("--layers", type=int, default=None, help="override the number of layers (e.g. if CPU RAM is short)")
     parser.add_argument("--no-offload", action="store_true", help="keep the optimizer on the accelerator (small models)")
+    parser.add_argument("--setting", choices=("zero3", "single"), default="zero3",
+                        help="zero3: ZeRO-3 + CPU optimizer offload (GA, GA + KL); single: one GPU, no offload, chunked "
+                             "losses (plain step, GA, GA + KL, NPO)")
+    parser.add_argument("--steps", type=int, default=2, help="single: timed steps per phase (after 1 warm-up step)")
+    parser.add_argument("--optim8bit", action="store_true", help="single: bitsandbytes 8-bit AdamW (if importable)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="single: the GPU's peak bf16 TFLOP/s (MFU)")
+    parser.add_argument("--loss-chunk-size", type=int, default=None, help="single: loss_chunk_size (default: config's)")
     options = parser.parse_args(argv)
     if options.seq_len is None:
         options.seq_len = 64 if options.tiny else 4096
@@ -318,12 +335,126 @@ def run(options: argparse.Namespace, report: Report) -> None:
         )
 
 
+SINGLE_PHASES = ("plain", "ga", "ga_kl", "npo")
+
+
+def run_single(options: argparse.Namespace, report: Report) -> None:
+    """One device, no DeepSpeed: plain Trainer step, GA, GA + KL and NPO, each with a fresh model (see docstring)."""
+    import importlib.util
+
+    import transformers
+    from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainingArguments
+
+    from hf_unlearn import get_method
+    from hf_unlearn.data import UnlearningCollator
+
+    cuda = torch.cuda.is_available()
+    shape = dict(TINY if options.tiny else LLAMA_2_7B)
+    if options.layers:
+        shape["num_hidden_layers"] = options.layers
+    optim, optim_note = "adamw_torch", None
+    if options.optim8bit:
+        if importlib.util.find_spec("bitsandbytes") is not None and cuda:
+            optim = "adamw_bnb_8bit"
+        else:
+            optim_note = "8-bit AdamW skipped: bitsandbytes is not importable (or no GPU); torch AdamW used"
+            print(optim_note, flush=True)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    config = LlamaConfig(**shape, max_position_embeddings=max(4096, options.seq_len), pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2, tie_word_embeddings=False)
+    tokens_per_step = options.micro_batch * options.grad_accum * options.seq_len
+    report.update(
+        setting="single", status="setup", optimizer=optim, optimizer_note=optim_note,
+        device=torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or 'unknown'})",
+        versions={"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__},
+        model={**shape, "dtype": str(dtype).removeprefix("torch."), "activation_checkpointing": True},
+        batch={"seq_len": options.seq_len, "micro_batch": options.micro_batch, "grad_accum": options.grad_accum,
+               "forget_tokens_per_step": tokens_per_step},
+    )
+    steps = 1 + options.steps
+    count = options.micro_batch * options.grad_accum * steps
+    forget = random_sequences(count, options.seq_len, shape["vocab_size"], seed=1)
+    retain = random_sequences(count, options.seq_len, shape["vocab_size"], seed=2)
+
+    def build():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+        return model.to("cuda") if cuda else model
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            synchronize()
+            self.marks.append(time.time())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize()
+            self.marks[-1] = time.time() - self.marks[-1]
+
+    for phase in SINGLE_PHASES:
+        if cuda:
+            torch.cuda.empty_cache()
+        model = build()
+        parameters = sum(p.numel() for p in model.parameters())
+        values = dict(
+            output_dir=tempfile.mkdtemp(prefix=f"gpu_single_{phase}_"), max_steps=steps,
+            per_device_train_batch_size=options.micro_batch, gradient_accumulation_steps=options.grad_accum,
+            learning_rate=2e-5, lr_scheduler_type="constant", warmup_steps=0, optim=optim,
+            gradient_checkpointing=True, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+            disable_tqdm=True, use_cpu=not cuda,
+        )
+        timer = Timer()
+        reference = None
+        if phase == "plain":
+            trainer = Trainer(model=model, args=TrainingArguments(**values), train_dataset=forget,
+                              data_collator=UnlearningCollator(0), callbacks=[timer])
+            trained, no_grad = 1, 0
+        else:
+            cls = get_method(phase)
+            extra = {} if options.loss_chunk_size is None else {"loss_chunk_size": options.loss_chunk_size}
+            args = cls.config_class(**values, **extra)
+            kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
+            reference = build() if cls.needs_reference or cls.precomputes_reference else None
+            for p in (reference.parameters() if reference is not None else ()):
+                p.requires_grad_(False)
+            trainer = cls(model=model, args=args, train_dataset=forget, ref_model=reference, callbacks=[timer], **kwargs)
+            if phase == "npo":
+                reference = None  # released after the precomputation
+            trained = 2 if cls.needs_retain else 1
+            no_grad = 1 if phase == "ga_kl" else 0
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+        timed = timer.marks[1:]
+        mean = statistics.mean(timed)
+        flops = (6 * trained + 2 * no_grad) * parameters * tokens_per_step
+        entry = {
+            "step_seconds": [round(t, 4) for t in timer.marks], "mean_step_seconds": round(mean, 4),
+            "forget_tokens_per_s": round(tokens_per_step / mean, 1),
+            "model_flops_per_step": flops,
+            "mfu": round(flops / mean / (options.peak_tflops * 1e12), 4) if cuda else None,
+            "peak_gpu_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 2) if cuda else None,
+            "parameters": parameters,
+            "loss_chunk_size": getattr(trainer.args, "loss_chunk_size", None),
+        }
+        report.data["phases"][phase] = entry
+        report.update(status=f"done {phase}")
+        del trainer, model, reference
+    plain = report.data["phases"]["plain"]
+    for phase in SINGLE_PHASES[1:]:
+        entry = report.data["phases"][phase]
+        entry["time_per_forget_token_vs_plain"] = round(entry["mean_step_seconds"] / plain["mean_step_seconds"], 3)
+    report.update(status="done")
+
+
 def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
     report = Report(options.out)
     report.update(argv=sys.argv[1:], tiny=options.tiny)
     try:
-        run(options, report)
+        run_single(options, report) if options.setting == "single" else run(options, report)
     except BaseException as error:
         report.update(status=f"failed: {type(error).__name__}: {error}"[:2000], traceback=traceback.format_exc()[-6000:])
         raise

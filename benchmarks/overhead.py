@@ -127,6 +127,7 @@ INHERENT = {
     "random_label": (1, 0),
     "adversarial": (1, 0),
     "ga_descent": (2, 0),
+    "ga_descent_single_backward": (2, 0),
     "ga_kl": (2, 1),
     "npo": (2, 0),
     "npo_forget_only": (1, 0),
@@ -138,7 +139,14 @@ INHERENT = {
 }
 
 # Benchmark configurations that are not a registered method as-is: name -> (method, config overrides).
-VARIANTS = {"npo_forget_only": ("npo", {"retain_weight": 0.0})}
+VARIANTS = {
+    "npo_forget_only": ("npo", {"retain_weight": 0.0}),
+    # ga_descent with one backward pass per micro-batch (both streams' graphs alive together), as multi-process
+    # and DeepSpeed runs do: what `backward_per_objective` saves.
+    "ga_descent_single_backward": ("ga_descent", {"backward_per_objective": False}),
+}
+# Suffix of a configuration with full logits (loss_chunk_size 0), for the large-vocabulary case.
+FULL_LOGITS = "@full"
 
 # Registered methods this benchmark cannot run, with the reason.
 SKIPPED = {
@@ -155,6 +163,9 @@ COMPARISONS = [("npo_forget_only", "ga"), ("npo", "ga_descent")]
 
 def overrides(config: str, cfg: dict) -> tuple[str, dict]:
     """(registered method, config overrides) of a benchmark configuration on the model described by `cfg`."""
+    if config.endswith(FULL_LOGITS):
+        method, values = overrides(config[: -len(FULL_LOGITS)], cfg)
+        return method, {**values, "loss_chunk_size": 0}
     method, values = VARIANTS.get(config, (PRECOMPUTES.get(config, config), {}))
     values = dict(values)
     if method == "rmu":  # WMDP's layer 7 of 32 does not exist here: the middle layer, it and the one below train
@@ -167,6 +178,7 @@ def overrides(config: str, cfg: dict) -> tuple[str, dict]:
 
 
 def base_method(config: str) -> str:
+    config = config.removesuffix(FULL_LOGITS)
     return VARIANTS[config][0] if config in VARIANTS else PRECOMPUTES.get(config, config)
 
 
@@ -175,8 +187,18 @@ def precompute_of(config: str) -> str | None:
     return next((p for p, m in PRECOMPUTES.items() if m == base_method(config)), None)
 
 
-FULL = dict(hidden=320, layers=4, heads=5, vocab=16384, seq_len=256, batch=4, warmup=2, steps=6, rounds=2, threads=1)
-QUICK = dict(hidden=32, layers=2, heads=2, vocab=300, seq_len=32, batch=2, warmup=1, steps=1, rounds=1, threads=1)
+# `vocab`: the tokenizer's; `model_vocab`: the model's output vocabulary when larger (0: the tokenizer's). A
+# tokenizer of 128k entries cannot be trained on 4 MB of text, so the large-vocabulary case keeps the 16k tokenizer
+# and gives the model 128k output rows (a padded vocabulary, as many checkpoints have): the logits, and so the
+# losses' memory and time, are those of a 128k vocabulary.
+FULL = dict(hidden=320, layers=4, heads=5, vocab=16384, seq_len=256, batch=4, warmup=2, steps=6, rounds=2, threads=1,
+            model_vocab=0)
+QUICK = dict(hidden=32, layers=2, heads=2, vocab=300, seq_len=32, batch=2, warmup=1, steps=1, rounds=1, threads=1,
+             model_vocab=0)
+# The large-vocabulary case (issue 13): memory only, every method with chunked losses and with full logits.
+LARGE = dict(hidden=64, layers=2, heads=2, vocab=16384, seq_len=1024, batch=1, warmup=1, steps=1, rounds=1, threads=1,
+             model_vocab=131072)
+LARGE_QUICK = dict(QUICK, seq_len=64, model_vocab=4096)
 
 
 # ---------------------------------------------------------------------------------------------- memory helpers
@@ -262,7 +284,8 @@ def setup(workdir: str, cfg: dict, quick: bool) -> dict:
     texts, corpus = _corpus(quick)
     tokenizer = build_tokenizer(texts, vocab_size=cfg["vocab"])
     tokenizer.save_pretrained(os.path.join(workdir, "model"))
-    model = build_llama(len(tokenizer), hidden_size=cfg["hidden"], layers=cfg["layers"], heads=cfg["heads"], seed=0)
+    vocab = max(cfg.get("model_vocab") or 0, len(tokenizer))
+    model = build_llama(vocab, hidden_size=cfg["hidden"], layers=cfg["layers"], heads=cfg["heads"], seed=0)
     model.save_pretrained(os.path.join(workdir, "model"))
     params = sum(p.numel() for p in model.parameters())
     del model
@@ -275,7 +298,8 @@ def setup(workdir: str, cfg: dict, quick: bool) -> dict:
     chunks = chunks.shuffle(seed=0)
     chunks.select(range(n)).save_to_disk(os.path.join(workdir, "forget"))
     chunks.select(range(n, 2 * n)).save_to_disk(os.path.join(workdir, "retain"))
-    return {"corpus": corpus, "parameters": params, "vocab_size": len(tokenizer), "examples_per_set": n}
+    return {"corpus": corpus, "parameters": params, "vocab_size": vocab, "tokenizer_vocab_size": len(tokenizer),
+            "examples_per_set": n}
 
 
 # ---------------------------------------------------------------------------------------------- worker (child)
@@ -684,6 +708,107 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
+    """The large-vocabulary case: one memory pass (MALLOC_MMAP_THRESHOLD_ set, fresh process per configuration, two
+    optimizer steps) of the plain Trainer and of every method with chunked losses (the default loss_chunk_size)
+    and with full logits (loss_chunk_size 0)."""
+    from hf_unlearn import UnlearningConfig, list_methods
+
+    python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(REPO) else sys.executable
+    command = " ".join(shlex.quote(a) for a in [python, os.path.relpath(os.path.abspath(__file__), REPO), *sys.argv[1:]])
+    info = machine_info()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="hf_unlearn_overhead_large_")
+    os.makedirs(workdir, exist_ok=True)
+    began = time.time()
+    try:
+        setup_info = setup(workdir, cfg, args.quick)
+        print(f"set-up: {setup_info}", flush=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+                   MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        order = [PLAIN] + [c for m in methods for c in (m, m + FULL_LOGITS) if not (m in VARIANTS and c.endswith(FULL_LOGITS))]
+        runs = {name: run_config(name, "memory", workdir, cfg, env) for name in with_precompute(order)}
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    info["loadavg_end"] = os.getloadavg()
+    plain = runs[PLAIN]["peak_over_baseline_mb"]
+    summary = {PLAIN: {"peak_over_baseline_mb": plain}}
+    for method in methods:
+        chunked = runs[method]["peak_over_baseline_mb"]
+        full = runs.get(method + FULL_LOGITS, {}).get("peak_over_baseline_mb")
+        summary[method] = {
+            "chunked_peak_mb": chunked,
+            "chunked_ratio_to_plain": chunked / plain,
+            "full_logits_peak_mb": full,
+            "full_logits_ratio_to_plain": None if full is None else full / plain,
+            "chunked_over_full": None if full is None else chunked / full,
+            "holds_reference_model": runs[method]["holds_reference_model"],
+            "config_overrides": runs[method]["config_overrides"],
+        }
+    report = {
+        "command": command,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": time.time() - began,
+        "quick": args.quick,
+        "machine": info,
+        "settings": cfg,
+        "default_loss_chunk_size": UnlearningConfig.__dataclass_fields__["loss_chunk_size"].default,
+        "setup": setup_info,
+        "methods": methods,
+        "skipped": {m: reason for m, reason in SKIPPED.items() if m in list_methods()},
+        "summary": summary,
+        "runs": runs,
+    }
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "overhead_large_vocab.json"), "w") as handle:
+        json.dump(report, handle, indent=1)
+    text = large_vocab_markdown(report)
+    with open(os.path.join(args.out_dir, "overhead_large_vocab.md"), "w") as handle:
+        handle.write(text)
+    print(text)
+    return 0
+
+
+def large_vocab_markdown(report: dict) -> str:
+    s, cfg, info, setup_info = report["summary"], report["settings"], report["machine"], report["setup"]
+    logits_mb = cfg["batch"] * cfg["seq_len"] * setup_info["vocab_size"] * 4 / 2**20
+    lines = [
+        "# Peak memory at a large vocabulary: chunked losses vs full logits vs a plain `transformers.Trainer` step",
+        "",
+        *(["**Smoke run (--quick): tiny model; the numbers mean nothing.**", ""] if report["quick"] else []),
+        f"- Command: `{report['command']}`",
+        f"- Date: {report['date']}; {info['cpu_model']}, {info['cpus_available']} CPUs available; torch "
+        f"{info['torch']}, transformers {info['transformers']}; load average at start "
+        f"{fmt_load(info['loadavg_start'])}, at end {fmt_load(info.get('loadavg_end'))} (shared machine; memory "
+        "does not depend on the load)",
+        f"- Model: Llama, {setup_info['parameters'] / 1e6:.1f}M parameters (hidden {cfg['hidden']}, {cfg['layers']} "
+        f"layers, output vocabulary {setup_info['vocab_size']}, tokenizer {setup_info['tokenizer_vocab_size']}), "
+        f"fp32, CPU; batch {cfg['batch']} x {cfg['seq_len']} tokens (one float32 copy of the logits: "
+        f"{logits_mb:.0f} MB); AdamW; two optimizer steps per configuration, each in a fresh process",
+        "- Peak memory: resident-set high-water mark during `train()` minus the resident set after model + data "
+        "load, with MALLOC_MMAP_THRESHOLD_=65536 (freed buffers go back to the system: the peak of live memory). "
+        f"Chunked: the default `loss_chunk_size` ({report['default_loss_chunk_size']}); full logits: "
+        "`loss_chunk_size: 0`. Both with `backward_per_objective` (the default; single process).",
+        "",
+        "| method | chunked peak MB | ratio to plain | full-logits peak MB | ratio to plain | chunked / full |",
+        "|---|---|---|---|---|---|",
+        f"| plain Trainer | {s[PLAIN]['peak_over_baseline_mb']:.0f} | 1.00 | - | - | - |",
+    ]
+    fmt = lambda x, spec: "-" if x is None else format(x, spec)  # noqa: E731
+    for name in report["methods"]:
+        e = s[name]
+        ref = " (holds a reference model)" if e["holds_reference_model"] else ""
+        lines.append(
+            f"| {name}{ref} | {e['chunked_peak_mb']:.0f} | {e['chunked_ratio_to_plain']:.2f} "
+            f"| {fmt(e['full_logits_peak_mb'], '.0f')} | {fmt(e['full_logits_ratio_to_plain'], '.2f')} "
+            f"| {fmt(e['chunked_over_full'], '.2f')} |"
+        )
+    if report.get("skipped"):
+        lines += ["", "Not measured: " + "; ".join(f"{k}: it {v}" for k, v in report["skipped"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def fmt_load(load) -> str:
     return "?" if not load else "/".join(f"{x:.1f}" for x in load)
 
@@ -731,6 +856,11 @@ def run_config(name: str, tag: str, workdir: str, cfg: dict, env: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: tiny model, 2 steps, 1 round")
+    parser.add_argument(
+        "--large-vocab", action="store_true",
+        help="the large-vocabulary case: peak memory of every method with chunked losses and with full logits "
+        "(vocab 128k, 1 x 1024 tokens, hidden 64); writes overhead_large_vocab.{json,md}",
+    )
     parser.add_argument("--out-dir", default=os.path.join(REPO, "benchmarks", "results"))
     parser.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all registered)")
     for key, value in FULL.items():
@@ -742,7 +872,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    cfg = dict(QUICK if args.quick else FULL)
+    if args.large_vocab:
+        cfg = dict(LARGE_QUICK if args.quick else LARGE)
+    else:
+        cfg = dict(QUICK if args.quick else FULL)
     for key in FULL:
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
@@ -768,6 +901,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown methods {sorted(unknown)}; registered: {registered}; variants: {list(VARIANTS)}")
     else:
         methods = registered + [v for v, (m, _) in VARIANTS.items() if m in registered]
+    if args.large_vocab:
+        methods = [m for m in methods if m != "npo_forget_only"]
+        return large_vocab(args, cfg, ordered_methods(methods), parser)
     skipped = {m: reason for m, reason in SKIPPED.items() if m in list_methods()}
     python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(REPO) else sys.executable
     script = os.path.relpath(os.path.abspath(__file__), REPO)

@@ -64,6 +64,20 @@ class UnlearningConfig(TrainingArguments):
         precompute_batch_size (`int`, *optional*, defaults to `8`):
             Batch size of the original model's forward passes that precompute per-example values (adversarial
             targets, reference log-probabilities) before training.
+        loss_chunk_size (`int`, *optional*, defaults to `512`):
+            Positions per chunk of the token-level losses (NLL, substitute targets, KL to the reference, UNDIAL,
+            NPO's sequence log-probabilities, the precomputations): the model returns its final hidden states,
+            the LM head runs on `loss_chunk_size` target positions at a time and backward recomputes each chunk's
+            logits, so `[batch, seq, vocab]` logits never exist (peak: one chunk's, 512 x 128k x 4 B = 0.27 GB
+            of float32 plus its softmax temporaries). Prompt and padding positions are never computed. `0`: full
+            logits, kept for backward. Same results either way (up to float32 summation order). 512: on CPU
+            (1 thread, 2 x 1024 positions, fwd + bwd of the NLL) chunks of 256-1024 cost 1.09-1.37x the full-logits
+            loss at vocab 32k / hidden 256 and 0.74x at vocab 128k / hidden 64; see `docs/memory_plan.md`.
+        backward_per_objective (`bool`, *optional*, defaults to `True`):
+            In a single process without DeepSpeed / FSDP, run the forget term's backward pass before the retain
+            term's forward pass within each micro-batch (methods with a retain term: ga_descent, ga_kl, npo, ...),
+            so that the two streams' graphs are never alive together. The gradient is the same sum; multi-process
+            and DeepSpeed runs keep one backward per micro-batch (their engines require it).
     """
 
     method: str = field(
@@ -91,6 +105,14 @@ class UnlearningConfig(TrainingArguments):
     random_label_seed: int = field(default=0, metadata={"help": "Seed of the random_label objective's targets."})
     precompute_batch_size: int = field(
         default=8, metadata={"help": "Batch size of the original model when precomputing per-example values."}
+    )
+    loss_chunk_size: int = field(
+        default=512,
+        metadata={"help": "Positions per chunk of the token-level losses (logits never materialised); 0 = full logits."},
+    )
+    backward_per_objective: bool = field(
+        default=True,
+        metadata={"help": "Single process: backward of the forget term before the retain term's forward pass."},
     )
     npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
     simnpo_beta: float = field(default=4.5, metadata={"help": "SimNPO's beta (open-unlearning: 4.5)."})
@@ -140,5 +162,7 @@ class UnlearningConfig(TrainingArguments):
             self.precompute_batch_size = self.adversarial_batch_size
         if self.precompute_batch_size < 1:
             raise ValueError(f"precompute_batch_size={self.precompute_batch_size} must be at least 1.")
+        if self.loss_chunk_size < 0:
+            raise ValueError(f"loss_chunk_size={self.loss_chunk_size} must be >= 0 (0: full logits).")
         if self.max_length < 2:
             raise ValueError(f"max_length={self.max_length} is too small; a chunk needs at least 2 tokens.")

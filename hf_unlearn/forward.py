@@ -5,6 +5,17 @@
   on the right (models with absolute position embeddings would otherwise shift; RoPE models agree exactly).
 - Optionally the hidden states after decoder layer `hidden_layer` (0 = the embeddings), for representation-level
   objectives (RMU); they are requested only then.
+- `full_logits=False` (issue 13): the `[batch, seq, vocab]` logits are not computed. The model is still called
+  through its wrapper (DDP / DeepSpeed / PEFT see the forward pass) with `logits_to_keep=1`, so its LM head runs on
+  the last position only; the final hidden states (after the final norm) are read by a forward hook on the
+  model's decoder (`get_decoder()`, whose output is the `last_hidden_state` the head reads), and the loss applies
+  the head chunk by chunk (`hf_unlearn.losses.TokenLogits`). The head is the innermost model's
+  `get_output_embeddings()` called as a module (ZeRO-3 gathers it, a LoRA on it applies), followed by the logit
+  post-processing of the model's forward (Gemma 2/3 `final_logit_softcapping`, Cohere `logit_scale`, Granite
+  `logits_scaling`). Every call checks that route against the model's own logits at the last position, which the
+  forward pass returns anyway: a model whose forward does something else to its logits (or that takes no
+  `logits_to_keep`, or has no decoder / output embedding to hook) gets full logits instead, with one warning per
+  model class. No extra memory: the hook keeps a reference to a tensor the forward pass makes anyway.
 
 It works for plain models, DDP / DeepSpeed engines (called like the model) and PEFT models.
 """
@@ -12,19 +23,38 @@ It works for plain models, DDP / DeepSpeed engines (called like the model) and P
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import nn
 
+from .losses import TokenLogits
+
+logger = logging.getLogger(__name__)
+
+# Model classes whose hidden-state route did not reproduce their logits (they get full logits from then on).
+_MISMATCHED: set[type] = set()
+
 
 @dataclass
 class ForwardOutput:
-    """Logits `[batch, seq, vocab]` and, when asked for, the hidden states of one layer `[batch, seq, hidden]`."""
+    """The output of `forward`.
 
-    logits: torch.Tensor
+    Attributes:
+        logits: `[batch, seq, vocab]`, or None when `forward(..., full_logits=False)` could avoid them.
+        hidden: when asked for, the hidden states of one layer `[batch, seq, hidden]`.
+        token_logits: what the losses read: the full logits, or the final hidden states with the output head.
+    """
+
+    logits: torch.Tensor | None
     hidden: torch.Tensor | None = None
+    token_logits: TokenLogits | None = None
+
+    def __post_init__(self):
+        if self.token_logits is None and self.logits is not None:
+            self.token_logits = TokenLogits(self.logits)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -42,6 +72,15 @@ def _accepts(forward_type: type, argument: str) -> bool:
     return argument in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
+@lru_cache(maxsize=128)
+def _names(forward_type: type, argument: str) -> bool:
+    """Whether `forward_type.forward` names `argument` explicitly (not only through **kwargs)."""
+    try:
+        return argument in inspect.signature(forward_type.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _innermost(model: nn.Module) -> nn.Module:
     """The module whose forward signature decides the arguments (through DDP / DeepSpeed / PEFT wrappers)."""
     seen = 0
@@ -52,9 +91,98 @@ def _innermost(model: nn.Module) -> nn.Module:
     return model
 
 
-def forward(model: nn.Module, batch: dict[str, torch.Tensor], hidden_layer: int | None = None) -> ForwardOutput:
-    """Run `model` on `batch` (`input_ids`, optional `attention_mask`) without labels or a cache."""
-    inner = type(_innermost(model))
+def _logit_postprocess(config) -> list:
+    """The elementwise steps the model's forward applies after its LM head, read from its config."""
+    steps = []
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type.startswith("cohere") and getattr(config, "logit_scale", None) is not None:
+        scale = float(config.logit_scale)
+        steps.append(lambda logits: logits * scale)
+    if model_type.startswith("granite") and getattr(config, "logits_scaling", None) is not None:
+        scaling = float(config.logits_scaling)
+        steps.append(lambda logits: logits / scaling)
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap is not None:
+        cap = float(cap)
+        steps.append(lambda logits: torch.tanh(logits / cap) * cap)
+    return steps
+
+
+class OutputHead:
+    """The model's logits from its final hidden states: output embedding (called as a module) + post-processing."""
+
+    def __init__(self, embedding: nn.Module, config):
+        self.embedding = embedding
+        self.steps = _logit_postprocess(config)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.embedding(hidden)
+        for step in self.steps:
+            logits = step(logits)
+        return logits
+
+
+def _hidden_route(inner: nn.Module) -> tuple[nn.Module, OutputHead] | None:
+    """(decoder to hook, output head) when `inner` can give its final hidden states without full logits."""
+    if type(inner) in _MISMATCHED or not _names(type(inner), "logits_to_keep"):
+        return None
+    try:
+        decoder = inner.get_decoder()
+        embedding = inner.get_output_embeddings()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if not isinstance(decoder, nn.Module) or not isinstance(embedding, nn.Module) or decoder is inner:
+        return None
+    config = getattr(inner, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    return decoder, OutputHead(embedding, config)
+
+
+def _last_hidden(output) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "last_hidden_state"):
+        return output.last_hidden_state
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+def _matches(head: OutputHead, hidden: torch.Tensor, logits: torch.Tensor) -> bool:
+    """Whether the head applied to the last position's hidden state gives the model's own last-position logits."""
+    if hidden.dim() != 3 or logits.dim() != 3 or logits.size(1) != 1 or hidden.shape[:1] != logits.shape[:1]:
+        return False
+    with torch.no_grad():
+        mine = head(hidden[:, -1:].detach()).float()
+    theirs = logits.detach().float()
+    if mine.shape != theirs.shape:
+        return False
+    # The same operations on the same tensor: equal up to kernel choice (a few ulps of the logits' dtype). Non-finite
+    # logits (a diverged model) must be non-finite in the same places, with the same value.
+    relative = 1e-4 if logits.dtype == torch.float32 else 2e-2
+    finite = theirs.isfinite()
+    if not torch.equal(finite, mine.isfinite()):
+        return False
+    same_special = (mine == theirs) | (mine.isnan() & theirs.isnan())
+    if not bool(same_special[~finite].all()):
+        return False
+    if not bool(finite.any()):
+        return True
+    scale = max(1.0, theirs[finite].abs().max().item())
+    return bool(((mine[finite] - theirs[finite]).abs().max() <= relative * scale).item())
+
+
+def forward(
+    model: nn.Module, batch: dict[str, torch.Tensor], hidden_layer: int | None = None, full_logits: bool = True
+) -> ForwardOutput:
+    """Run `model` on `batch` (`input_ids`, optional `attention_mask`) without labels or a cache.
+
+    `full_logits=False`: return the final hidden states and the output head in `token_logits` instead of the
+    `[batch, seq, vocab]` logits where the model allows it (see the module docstring); `logits` is then None.
+    """
+    inner_module = _innermost(model)
+    inner = type(inner_module)
     kwargs = {"input_ids": batch["input_ids"]}
     if _accepts(inner, "use_cache"):
         kwargs["use_cache"] = False
@@ -65,6 +193,33 @@ def forward(model: nn.Module, batch: dict[str, torch.Tensor], hidden_layer: int 
             kwargs["position_ids"] = position_ids_from_mask(mask)
     if hidden_layer is not None:
         kwargs["output_hidden_states"] = True
-    output = model(**kwargs)
+    route = None if full_logits else _hidden_route(inner_module)
+    captured: list[torch.Tensor] = []
+    handle = None
+    if route is not None:
+        kwargs["logits_to_keep"] = 1
+        handle = route[0].register_forward_hook(lambda module, args, output: captured.append(_last_hidden(output)))
+    try:
+        output = model(**kwargs)
+    finally:
+        if handle is not None:
+            handle.remove()
     hidden = output.hidden_states[hidden_layer] if hidden_layer is not None else None
-    return ForwardOutput(logits=output.logits, hidden=hidden)
+    if route is None:
+        return ForwardOutput(logits=output.logits, hidden=hidden)
+    final = captured[-1] if len(captured) == 1 else None
+    if final is not None and _matches(route[1], final, output.logits):
+        return ForwardOutput(logits=None, hidden=hidden, token_logits=TokenLogits(final, route[1]))
+    logger.warning(
+        "%s: its final hidden states with its output embedding did not reproduce its logits; computing full "
+        "logits for this model class instead (more memory at large vocabularies).", inner.__name__,
+    )
+    _MISMATCHED.add(inner)
+    kwargs.pop("logits_to_keep")
+    return ForwardOutput(logits=model(**kwargs).logits, hidden=hidden)
+
+
+def token_logits(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int) -> TokenLogits:
+    """The logits the losses read: from the final hidden states when `chunk_size > 0` (the model permitting), else
+    the full `[batch, seq, vocab]` logits (`chunk_size = 0`, `UnlearningConfig.loss_chunk_size`)."""
+    return forward(model, batch, full_logits=chunk_size <= 0).token_logits

@@ -9,14 +9,175 @@ a loss independent of gradient accumulation and of the number of processes.
 Padding: a target counts only when both the predicting position and the predicted position are real tokens
 (`attention_mask` 1). With left padding the pad right before a row's first token would otherwise be scored
 against that token; with this rule left and right padding give the same targets.
+
+Logits that are never materialised (issue 13). Every token-level loss here is a sum of per-position terms, each a
+function of one position's logits (and the reference's logits at that position). So every loss is written once,
+as a *per-position kernel* on `[N, vocab]` logits, and `map_positions` applies it to the positions that have a
+target, `chunk_size` positions at a time. The logits may be given as
+
+- a `[batch, seq, vocab]` tensor (full logits), or
+- a `TokenLogits(states, head)`: the final hidden states `[batch, seq, hidden]` (after the final norm) and the
+  model's output head (`[n, hidden] -> [n, vocab]`, the LM head with any logit soft-capping or scaling); then
+  only one chunk's logits exist at a time.
+
+With `chunk_size > 0` and gradients enabled each chunk runs under `torch.utils.checkpoint` (non-reentrant): the
+forward pass keeps only the chunk's inputs (a view of the hidden states), and backward recomputes the chunk's
+logits, so the peak memory of a loss is one chunk's `[chunk, vocab]` float32 temporaries whatever the sequence
+length. `chunk_size = 0` computes all selected positions at once and keeps their logits for backward (the
+pre-issue-13 behaviour, and the fastest where memory allows). Prompt and padding positions are never computed.
+Results equal the full-logits computation up to float32 summation order (tests/test_chunked_loss.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
+
+Head = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TokenLogits:
+    """The logits of every position of a batch, possibly not materialised.
+
+    Attributes:
+        states: `[batch, seq, vocab]` logits when `head` is None, else the final hidden states `[batch, seq, hidden]`.
+        head: maps hidden states `[n, hidden]` to logits `[n, vocab]` exactly as the model's forward does (its
+            output embedding as a module, so ZeRO-3 / PEFT hooks run, then any soft-capping or scaling); None when
+            `states` are the logits.
+    """
+
+    states: torch.Tensor
+    head: Head | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        """`[batch, seq]`."""
+        return self.states.shape[:2]
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Logits `[len(index), vocab]` of the flat positions `index` (row-major over `[batch, seq]`)."""
+        flat = self.states.reshape(-1, self.states.size(-1))
+        rows = flat.index_select(0, index)
+        return rows if self.head is None else self.head(rows)
+
+
+def as_token_logits(logits: torch.Tensor | TokenLogits) -> TokenLogits:
+    """`logits` as a `TokenLogits` (full logits are wrapped, with no head)."""
+    return logits if isinstance(logits, TokenLogits) else TokenLogits(logits)
+
+
+def map_positions(
+    kernel: Callable[..., tuple[torch.Tensor, ...]],
+    sources: Sequence[TokenLogits],
+    index: torch.Tensor,
+    columns: Sequence[torch.Tensor] = (),
+    chunk_size: int = 0,
+) -> tuple[torch.Tensor, ...]:
+    """Apply a per-position `kernel(logits_0, ..., logits_k, *column_chunks) -> (values [n], ...)` to the flat
+    positions `index`, `chunk_size` at a time (0: all at once), and concatenate its outputs in `index` order.
+
+    `sources` give the logits (one `[n, vocab]` tensor each: e.g. the policy's, the reference's); `columns` are
+    per-selected-position tensors (`[len(index), ...]`, e.g. targets) cut into the same chunks. With gradients
+    enabled and `chunk_size > 0`, each chunk is a non-reentrant checkpoint: its logits are freed after the forward
+    pass and recomputed by backward. With no position selected the kernel still runs once on an empty chunk, so
+    the results stay attached to the graph.
+    """
+    total = index.numel()
+    step = total if chunk_size <= 0 else chunk_size
+    recompute = chunk_size > 0 and torch.is_grad_enabled()
+
+    def run(chunk_index: torch.Tensor, *chunk_columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(kernel(*(source.rows(chunk_index) for source in sources), *chunk_columns))
+
+    pieces: list[tuple[torch.Tensor, ...]] = []
+    for start in range(0, max(total, 1), max(step, 1)):
+        end = min(start + step, total)
+        arguments = (index[start:end], *(column[start:end] for column in columns))
+        if recompute and total > 0:
+            pieces.append(checkpoint(run, *arguments, use_reentrant=False))
+        else:
+            pieces.append(run(*arguments))
+    if len(pieces) == 1:
+        return pieces[0]
+    return tuple(torch.cat(parts) for parts in zip(*pieces))
+
+
+def target_positions(targets: torch.Tensor) -> torch.Tensor:
+    """Flat indices (row-major) of the positions of `targets` `[batch, seq]` that have a target."""
+    return (targets.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
+
+
+def scatter_positions(values: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Per-selected-position `values` `[n]` as a `[batch, seq]` tensor, 0 at the other positions (differentiable)."""
+    out = values.new_zeros(shape[0] * shape[1])
+    return out.index_add(0, index, values).view(shape)
+
+
+def row_sums(values: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Per-row sums `[batch]` of per-selected-position `values` `[n]` at the flat positions `index`."""
+    return values.new_zeros(shape[0]).index_add(0, torch.div(index, shape[1], rounding_mode="floor"), values)
+
+
+# ---------------------------------------------------------------------------- per-position kernels
+# Each takes `[n, vocab]` logits (any float dtype; computed in float32) and `[n]` columns, returns `[n]` tensors.
+
+
+def _true_token_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor]:
+    """-log p(target) per position."""
+    return (F.cross_entropy(logits.float(), targets, reduction="none"),)
+
+
+def _substitute_nll(logits: torch.Tensor, substitute: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-log p(substitute) (with gradient) and -log p(true) (detached) per position from one log-softmax; 0 where the
+    respective target is -100."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    picked = -log_probs.gather(1, substitute.clamp(min=0).unsqueeze(1)).squeeze(1)
+    substitute_nll = torch.where(substitute != IGNORE_INDEX, picked, torch.zeros_like(picked))
+    with torch.no_grad():
+        true_picked = -log_probs.detach().gather(1, true.clamp(min=0).unsqueeze(1)).squeeze(1)
+        true_nll = torch.where(true != IGNORE_INDEX, true_picked, torch.zeros_like(true_picked))
+    return substitute_nll, true_nll
+
+
+def _kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor]:
+    """KL(P_ref || P_theta) per position = -H(P_ref) + CE(P_ref, P_theta); the reference part needs no gradient."""
+    with torch.no_grad():
+        ref_log_probs = F.log_softmax(ref_logits.float(), dim=-1)
+        ref_probs = ref_log_probs.exp()
+        neg_entropy = (ref_probs * ref_log_probs).sum(-1)
+        del ref_log_probs
+    return (neg_entropy + F.cross_entropy(logits.float(), ref_probs, reduction="none"),)
+
+
+def _most_likely_wrong(ref_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor]:
+    """argmax over the vocabulary without the target token, per position."""
+    scores = ref_logits.float().clone()
+    scores.scatter_(-1, targets.unsqueeze(-1), float("-inf"))
+    return (scores.argmax(dim=-1),)
+
+
+def _undial(ref_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE(softmax(z_ref - beta onehot(y)), p_theta) (with gradient) and -log p_theta(y) (detached), per position."""
+    with torch.no_grad():
+        adjusted = ref_logits.float().clone()
+        adjusted.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(adjusted[..., :1], -beta))
+        soft = F.softmax(adjusted, dim=-1)
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    cross = -(soft * log_probs).sum(-1)
+    with torch.no_grad():
+        true = -log_probs.detach().gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return cross, true
+
+
+# ---------------------------------------------------------------------------- targets and counts
 
 
 def next_token_targets(labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,61 +212,59 @@ def count_positions(labels: torch.Tensor, attention_mask: torch.Tensor | None = 
     return positions.sum()
 
 
+
+LogitsLike = torch.Tensor | TokenLogits
+
+
 def nll_sum(
-    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
+    logits: LogitsLike, labels: torch.Tensor, attention_mask: torch.Tensor | None = None, chunk_size: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of next-token negative log-likelihoods over valid targets (float32), and their count."""
-    targets = next_token_targets(labels, attention_mask)
-    total = F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return total, (targets != IGNORE_INDEX).sum()
+    nll, valid = token_nll(logits, labels, attention_mask, chunk_size)
+    return nll.sum(), valid.sum()
 
 
 def substitute_nll_sums(
-    logits: torch.Tensor,
+    logits: LogitsLike,
     substitute_labels: torch.Tensor,
     labels: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
+    chunk_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """NLL sum of substitute targets (random or adversarial; with gradient) and, for logging, of the true labels
     (detached), from one log-softmax. Returns (substitute_sum, substitute_count, true_sum, true_count)."""
-    log_probs = F.log_softmax(logits.float(), dim=-1).reshape(-1, logits.size(-1))
-    targets = next_token_targets(substitute_labels, attention_mask).reshape(-1)
-    total = F.nll_loss(log_probs, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    with torch.no_grad():
-        true = next_token_targets(labels, attention_mask).reshape(-1)
-        valid = true != IGNORE_INDEX
-        true_total = -log_probs.detach().gather(1, true.clamp(min=0).unsqueeze(1)).squeeze(1)[valid].sum()
-    return total, (targets != IGNORE_INDEX).sum(), true_total, valid.sum()
+    source = as_token_logits(logits)
+    substitute = next_token_targets(substitute_labels, attention_mask).reshape(-1)
+    true = next_token_targets(labels, attention_mask).reshape(-1)
+    index = ((substitute != IGNORE_INDEX) | (true != IGNORE_INDEX)).nonzero().squeeze(1)
+    sub_nll, true_nll = map_positions(_substitute_nll, [source], index, [substitute[index], true[index]], chunk_size)
+    return sub_nll.sum(), (substitute != IGNORE_INDEX).sum(), true_nll.sum(), (true != IGNORE_INDEX).sum()
 
 
 def kl_sum(
-    ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ref_logits: LogitsLike,
+    logits: LogitsLike,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    chunk_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over valid positions of KL(P_ref || P_theta) over the vocabulary, and the count of positions.
 
     This is the true KL divergence sum_v p_ref(v) (log p_ref(v) - log p_theta(v)), not the cross-entropy to the
     reference (which has the same gradient but a different value). Positions whose next-token target does not count
-    (padding, prompts) are excluded. KL = -H(P_ref) + CE(P_ref, P_theta): the reference parts need no gradient, and
-    the cross-entropy with probability targets avoids copying the logits. Excluded positions are selected away
-    (`torch.where`), never multiplied by 0, so a non-finite value at a padding position cannot leak into the sum.
+    (padding, prompts) are excluded: they are never computed, so a non-finite value at a padding position cannot
+    leak into the sum. KL = -H(P_ref) + CE(P_ref, P_theta): the reference parts need no gradient, and the
+    cross-entropy with probability targets avoids copying the logits. The reference's logits are chunked like the
+    policy's (recomputed from its hidden states by backward when chunked).
     """
-    valid = next_token_targets(labels, attention_mask) != IGNORE_INDEX
-    vocab = logits.size(-1)
-    with torch.no_grad():
-        ref_log_probs = F.log_softmax(ref_logits.float(), dim=-1)
-        ref_probs = ref_log_probs.exp()
-        neg_entropy = (ref_probs * ref_log_probs).sum(-1)
-        del ref_log_probs
-    cross = F.cross_entropy(logits.float().reshape(-1, vocab), ref_probs.reshape(-1, vocab), reduction="none")
-    per_position = neg_entropy + cross.view(valid.shape)
-    kl = torch.where(valid, per_position, torch.zeros_like(per_position)).sum()
-    return kl, valid.sum()
+    targets = next_token_targets(labels, attention_mask)
+    index = target_positions(targets)
+    (kl,) = map_positions(_kl, [as_token_logits(ref_logits), as_token_logits(logits)], index, (), chunk_size)
+    return kl.sum(), index.new_tensor(index.numel())
 
 
 def adversarial_targets(
-    ref_logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ref_logits: LogitsLike, labels: torch.Tensor, attention_mask: torch.Tensor | None = None, chunk_size: int = 0
 ) -> torch.Tensor:
     """Targets of "unlearning with adversarial samples" (Yao et al. 2024, method 3).
 
@@ -114,12 +273,14 @@ def adversarial_targets(
     which is exactly the paper's formula (the official code is off by one here). The result is in the same
     unshifted convention as `labels`: -100 wherever `labels` has no valid target (position 0, -100, padding).
     """
+    source = as_token_logits(ref_logits)
     targets = next_token_targets(labels, attention_mask)  # targets[:, t - 1] = w_t
-    valid = targets != IGNORE_INDEX
-    scores = ref_logits.float().clone()
-    scores.scatter_(-1, targets.clamp(min=0).unsqueeze(-1), float("-inf"))
-    wrong = torch.where(valid, scores.argmax(dim=-1), torch.full_like(targets, IGNORE_INDEX))
-    return F.pad(wrong[:, :-1], (1, 0), value=IGNORE_INDEX)
+    index = target_positions(targets)
+    with torch.no_grad():
+        (wrong,) = map_positions(_most_likely_wrong, [source], index, [targets.reshape(-1)[index]], chunk_size)
+    out = torch.full((targets.numel(),), IGNORE_INDEX, dtype=targets.dtype, device=targets.device)
+    out[index] = wrong.to(targets.dtype)
+    return F.pad(out.view(targets.shape)[:, :-1], (1, 0), value=IGNORE_INDEX)
 
 
 def random_targets(
@@ -131,18 +292,22 @@ def random_targets(
     return torch.where(valid, random, torch.full_like(labels, IGNORE_INDEX))
 
 
-def token_nll(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def token_nll(
+    logits: LogitsLike, labels: torch.Tensor, attention_mask: torch.Tensor | None = None, chunk_size: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position next-token NLL `[batch, seq]` (float32, 0 where there is no target) and the target mask."""
+    source = as_token_logits(logits)
     targets = next_token_targets(labels, attention_mask)
-    nll = F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(targets.shape)
-    return nll, targets != IGNORE_INDEX
+    index = target_positions(targets)
+    (nll,) = map_positions(_true_token_nll, [source], index, [targets.reshape(-1)[index]], chunk_size)
+    return scatter_positions(nll, index, targets.shape), targets != IGNORE_INDEX
 
 
-def sequence_nll(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_nll(
+    logits: LogitsLike, labels: torch.Tensor, attention_mask: torch.Tensor | None = None, chunk_size: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row sums of next-token NLL over valid targets, `[batch]`, and per-row target counts, `[batch]`."""
-    nll, valid = token_nll(logits, labels, attention_mask)
+    nll, valid = token_nll(logits, labels, attention_mask, chunk_size)
     return nll.sum(dim=1), valid.sum(dim=1)
 
 
@@ -191,25 +356,24 @@ def weighted_ascent_sum(nll: torch.Tensor, valid: torch.Tensor, beta1: float, be
 
 
 def undial_sums(
-    ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None, beta: float
+    ref_logits: LogitsLike,
+    logits: LogitsLike,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    beta: float,
+    chunk_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """UNDIAL (Dong et al. 2024): cross-entropy from the policy to softmax(z_ref - beta * onehot(y)) at every valid
     target position (the reference's logits with the true token pushed down by beta), summed; the count; and, for
     logging, the true-label NLL sum (detached), from the same log-softmax. Positions without a target (prompt,
     padding) are excluded, not fed with a -100 label."""
     targets = next_token_targets(labels, attention_mask)
-    valid = targets != IGNORE_INDEX
-    with torch.no_grad():
-        adjusted = ref_logits.float().clone()
-        adjusted.scatter_add_(-1, targets.clamp(min=0).unsqueeze(-1), torch.full_like(adjusted[..., :1], -beta))
-        soft = F.softmax(adjusted, dim=-1)
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    cross = -(soft * log_probs).sum(-1)
-    total = torch.where(valid, cross, torch.zeros_like(cross)).sum()
-    with torch.no_grad():
-        true = -log_probs.detach().gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        true_total = torch.where(valid, true, torch.zeros_like(true)).sum()
-    return total, valid.sum(), true_total
+    index = target_positions(targets)
+    cross, true = map_positions(
+        partial(_undial, beta=beta), [as_token_logits(ref_logits), as_token_logits(logits)], index,
+        [targets.reshape(-1)[index]], chunk_size,
+    )
+    return cross.sum(), index.new_tensor(index.numel()), true.sum()
 
 
 def activation_mse_sum(hidden: torch.Tensor, target: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

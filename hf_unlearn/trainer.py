@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -60,6 +60,11 @@ check_transformers_version()
 # How a normaliser "<stream>_<unit>" counts one stream's batch: next-token targets, sequences with at least one
 # target, or labelled real positions (representation losses).
 NORMALISER_UNITS = {"tokens": count_targets, "sequences": count_sequences, "positions": count_positions}
+
+
+def _has_adapter(module: nn.Module | None) -> bool:
+    """Whether `module` holds a PEFT adapter layer (its output would change under `disable_adapter`)."""
+    return module is not None and any(hasattr(m, "disable_adapters") for m in module.modules())
 
 
 class StepCounts(dict):
@@ -317,29 +322,79 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     @torch.no_grad()
     def reference_forward(
-        self, batch: dict[str, torch.Tensor], ref_model: nn.Module | None = None, hidden_layer: int | None = None
+        self,
+        batch: dict[str, torch.Tensor],
+        ref_model: nn.Module | None = None,
+        hidden_layer: int | None = None,
+        full_logits: bool = True,
     ) -> ForwardOutput:
-        """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter."""
+        """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter.
+
+        `full_logits=False`: final hidden states + output head instead of full logits (`forward`); for the policy
+        without adapter only when its output embedding carries no adapter (the head runs later, outside
+        `disable_adapter`)."""
         ref_model = ref_model if ref_model is not None else self.ref_model
         if ref_model is None and not self.adapter_is_reference(self._ref_source):
             # An objective became active during training (its weight was raised from 0): load the reference now.
             ref_model = self.ref_model = self.load_reference_model(self._ref_source)
         if ref_model is not None:
-            return forward(ref_model, batch, hidden_layer)
+            return forward(ref_model, batch, hidden_layer, full_logits)
         policy = self.accelerator.unwrap_model(self.model)
+        if not full_logits and _has_adapter(policy.get_base_model().get_output_embeddings()):
+            full_logits = True
         with policy.disable_adapter():
-            return forward(policy, batch, hidden_layer)
+            return forward(policy, batch, hidden_layer, full_logits)
 
     # ------------------------------------------------------------------ loss
 
-    def unlearning_terms(self, model: nn.Module, inputs: Mapping[str, dict[str, torch.Tensor]]) -> dict[str, LossTerm]:
+    def unlearning_terms(
+        self,
+        model: nn.Module,
+        inputs: Mapping[str, dict[str, torch.Tensor]],
+        after_objective: Callable[[dict[str, LossTerm]], None] | None = None,
+    ) -> dict[str, LossTerm]:
         """The loss terms of one micro-batch `{"forget": batch, "retain": batch, ...}`: every active objective's terms
-        (a retain objective with retain_weight 0, or without retain data, runs no forward pass)."""
+        (a retain objective with retain_weight 0, or without retain data, runs no forward pass).
+
+        `after_objective(terms)` is called with each objective's terms except the last one's, before the next
+        objective's forward pass (`compute_loss` uses it to run that objective's backward early)."""
         terms: dict[str, LossTerm] = {}
-        for objective in self.objectives:
-            if objective.active() and objective.stream in inputs:
-                terms.update(objective.loss_terms(model, objective.select(inputs)))
+        active = [o for o in self.objectives if o.active() and o.stream in inputs]
+        for index, objective in enumerate(active):
+            new = objective.loss_terms(model, objective.select(inputs))
+            terms.update(new)
+            if after_objective is not None and index < len(active) - 1:
+                after_objective(new)
         return terms
+
+    def training_step(self, *args, **kwargs):
+        self._in_training_step = True
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:
+            self._in_training_step = False
+
+    def backward_per_objective(self) -> bool:
+        """Whether `compute_loss` may run the forget objective's backward before the retain objective's forward pass,
+        so that the two forward graphs are never alive together (issue 13: ga_descent / ga_kl peak memory).
+
+        Only where it is exactly the same computation: inside `training_step` (whose caller backwards the returned
+        loss once), in a single process without DeepSpeed, FSDP or DataParallel (their engines expect one backward
+        per forward: DDP's reducer, ZeRO's gradient partitioning), without LOMO (its backward needs the learning
+        rate), with the built-in `unlearning_terms` and a retain objective that runs (it must leave a loss with
+        gradient to return), and `UnlearningConfig.backward_per_objective` on."""
+        return (
+            getattr(self.args, "backward_per_objective", False)
+            and getattr(self, "_in_training_step", False)
+            and self.accelerator.num_processes == 1
+            and not self.is_deepspeed_enabled
+            and not self.is_fsdp_enabled
+            and self.args.n_gpu <= 1
+            and "lomo" not in str(self.args.optim).lower()
+            and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
+            and self.retain_objective is not None
+            and self.retain_objective.active()
+        )
 
     def count_normalisers(self, batches: list[Mapping[str, dict[str, torch.Tensor]]]) -> torch.Tensor:
         """Counts of every declared normaliser ("<stream>_<unit>", unit: tokens, sequences, positions) over `batches`."""
@@ -362,16 +417,32 @@ class UnlearningTrainer(HubMixin, Trainer):
         """The unlearning loss while training; the language-modelling loss on the forget tokens in evaluation."""
         if not model.training or return_outputs or not is_stream_example(inputs):
             return self.language_modelling_loss(model, inputs, return_outputs)
-        terms = self.unlearning_terms(model, inputs)
         if isinstance(num_items_in_batch, StepCounts):
             counts, scale = num_items_in_batch, self.accelerator.num_processes
         else:  # called outside the training loop: normalise by this micro-batch alone
             counts, scale = StepCounts(zip(self.normaliser_names, self.count_normalisers([inputs]))), 1
+
+        def weighted(term: LossTerm) -> torch.Tensor:
+            return term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
+
+        done: set[str] = set()  # terms whose backward already ran
+
+        def backward_now(new_terms: dict[str, LossTerm]) -> None:
+            parts = [weighted(term) for term in new_terms.values() if term.weight != 0 and term.value.requires_grad]
+            if parts:
+                self.accelerator.backward(torch.stack(parts).sum() * scale)
+                done.update(name for name, term in new_terms.items() if term.weight != 0)
+
+        if self.backward_per_objective() and self.retain_objective.stream in inputs:
+            terms = self.unlearning_terms(model, inputs, after_objective=backward_now)
+        else:
+            terms = self.unlearning_terms(model, inputs)
         loss = None
-        for term in terms.values():
+        for name, term in terms.items():
             if term.weight == 0:
                 continue
-            part = term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
+            part = weighted(term)
+            part = part.detach() if name in done else part
             loss = part if loss is None else loss + part
         if loss is None:
             raise ValueError("Every loss term has weight 0; set forget_weight and/or retain_weight above 0.")
@@ -381,8 +452,9 @@ class UnlearningTrainer(HubMixin, Trainer):
     def language_modelling_loss(self, model, inputs, return_outputs=False):
         """Mean next-token NLL of a flat batch (or of the forget stream of a paired one), padding-side independent."""
         batch = inputs[FORGET] if is_stream_example(inputs) else inputs
-        output = forward(model, batch)
-        total, count = nll_sum(output.logits, batch["labels"], batch.get("attention_mask"))
+        chunk_size = 0 if return_outputs else self.args.loss_chunk_size  # evaluation wants the logits back
+        output = forward(model, batch, full_logits=chunk_size <= 0)
+        total, count = nll_sum(output.token_logits, batch["labels"], batch.get("attention_mask"), chunk_size)
         loss = total / count.clamp(min=1)
         return (loss, {"logits": output.logits}) if return_outputs else loss
 

@@ -61,3 +61,26 @@ def test_overhead_benchmark_quick(tmp_path):
     assert "| npo_forget_only vs ga |" in table and "npo_precompute" in table
     for method in report["skipped"]:
         assert f"{method}: it needs" in table
+
+
+@pytest.mark.slow
+def test_overhead_large_vocabulary_quick(tmp_path):
+    """The large-vocabulary case (--large-vocab) in its smoke size, two methods: plain, each method chunked and with
+    full logits, in the JSON and in the table."""
+    out = tmp_path / "results"
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "overhead.py"), "--large-vocab", "--quick", "--methods", "ga",
+         "ga_descent", "--out-dir", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "overhead_large_vocab.json").read_text())
+    assert report["setup"]["vocab_size"] == 4096 > report["setup"]["tokenizer_vocab_size"]
+    assert set(report["runs"]) == {"plain", "ga", "ga@full", "ga_descent", "ga_descent@full"}
+    assert report["runs"]["ga@full"]["config_overrides"] == {"loss_chunk_size": 0}
+    for method in ("ga", "ga_descent"):
+        entry = report["summary"][method]
+        assert entry["chunked_peak_mb"] > 0 and entry["full_logits_peak_mb"] > 0 and entry["chunked_over_full"] > 0
+    table = (out / "overhead_large_vocab.md").read_text()
+    assert "| ga |" in table and "| ga_descent |" in table and "| plain Trainer |" in table

@@ -73,3 +73,27 @@ def test_deepspeed_config_is_the_shipped_zero3_plus_offload():
     assert config["zero_optimization"].pop("offload_optimizer") == {"device": "cpu", "pin_memory": True}
     assert config == shipped
     assert gpu_check.deepspeed_config(offload=True, cpu_adam_error="no compiler")["zero_force_ds_cpu_optimizer"] is False
+
+
+@pytest.mark.slow
+def test_single_device_setting_tiny_mode(tmp_path):
+    """--setting single (one device, no DeepSpeed, chunked losses) in its tiny CPU mode: every phase (plain Trainer
+    step, GA, GA + KL, NPO) trains its steps and reports tokens/s; the methods use the chunked losses; the 8-bit
+    optimizer is skipped with a message where bitsandbytes (or a GPU) is missing."""
+    out = tmp_path / "gpu_single.json"
+    env = dict(os.environ, OMP_NUM_THREADS="2", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, SCRIPT, "--setting", "single", "--tiny", "--steps", "1", "--optim8bit",
+                           "--loss-chunk-size", "16", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    report = json.loads(out.read_text())
+    assert report["status"] == "done" and report["setting"] == "single"
+    assert set(report["phases"]) == {"plain", "ga", "ga_kl", "npo"}
+    for name, phase in report["phases"].items():
+        assert len(phase["step_seconds"]) == 2 and phase["forget_tokens_per_s"] > 0
+        assert phase["model_flops_per_step"] > 0
+        if name != "plain":
+            assert phase["loss_chunk_size"] == 16 and phase["time_per_forget_token_vs_plain"] > 0
+    assert report["phases"]["ga_kl"]["model_flops_per_step"] == 14 * report["phases"]["ga"]["model_flops_per_step"] // 6
+    if report["optimizer"] == "adamw_torch":
+        assert "8-bit AdamW skipped" in report["optimizer_note"]

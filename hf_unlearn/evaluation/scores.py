@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..data import UnlearningCollator
-from ..losses import IGNORE_INDEX
+from ..losses import IGNORE_INDEX, TokenLogits, as_token_logits
 from .sharding import map_batches
 
 _SCORE_COLUMNS = ("input_ids", "attention_mask", "labels")
@@ -76,6 +76,10 @@ class ExampleScores:
         }
 
 
+# Rows per output-head matmul when scoring from hidden states (the statistics still walk `_chunk_rows` at a time).
+_HEAD_BLOCK = 256
+
+
 def _chunk_rows(vocab_size: int, device: torch.device) -> int:
     """Positions per chunk: about 1 MB of float32 logits on CPU, so that the chunk's temporaries stay in the
     core's cache (on a 2-core EPYC, 0.5-1 MB chunks were twice as fast as 16 MB ones for the Min-K%++ moments),
@@ -85,9 +89,11 @@ def _chunk_rows(vocab_size: int, device: torch.device) -> int:
 
 
 def token_statistics(
-    logits: torch.Tensor, labels: torch.Tensor, token_scores: bool = False, defer: bool = False
+    logits: torch.Tensor | TokenLogits, labels: torch.Tensor, token_scores: bool = False, defer: bool = False
 ) -> list[tuple] | Callable[[], list[tuple]]:
-    """Per-example statistics of one batch of causal-LM logits (`[batch, seq, vocab]`, unshifted labels).
+    """Per-example statistics of one batch of causal-LM logits (`[batch, seq, vocab]`, unshifted labels), or of
+    a `TokenLogits` (final hidden states + output head: only the target positions' logits are ever computed, a
+    chunk at a time, so neither the full logits nor the head's matmul at prompt / padding positions are paid).
 
     Returns one tuple per example: `(nll_sum, tokens, correct)`, plus `(token_logprobs, token_zscores)` when
     `token_scores`. With `defer=True` it returns a function that produces that list: the GPU work is queued
@@ -100,36 +106,40 @@ def token_statistics(
     which needs no host synchronisation; on the CPU, when under 90% of the positions are targets, only the
     target rows are gathered and computed.
     """
-    batch, seq, vocab = logits.shape
-    device = logits.device
-    flat = logits.reshape(batch * seq, vocab)  # a view: the logits of a forward pass are contiguous
+    source = as_token_logits(logits)
+    batch, seq = source.shape
+    device = source.states.device
+    vocab = source.states.size(-1) if source.head is None else _vocab_size(source.head)
     targets = torch.full((batch, seq), IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
     targets[:, :-1] = labels[:, 1:]  # position t predicts token t + 1; the last position predicts nothing
     targets = targets.reshape(-1)
     valid = targets != IGNORE_INDEX
     safe_targets = targets.clamp(min=0)
     index = None
-    if device.type == "cpu" and valid.sum() < 0.9 * valid.numel():
+    if source.head is not None or (device.type == "cpu" and valid.sum() < 0.9 * valid.numel()):
         index = valid.nonzero().squeeze(1)
-    rows_total = flat.shape[0] if index is None else index.numel()
+    rows_total = batch * seq if index is None else index.numel()
     logp_rows = torch.zeros(rows_total, dtype=torch.float32, device=device)
     hits_rows = torch.zeros(rows_total, dtype=torch.bool, device=device)
     z_rows = torch.zeros(rows_total, dtype=torch.float32, device=device) if token_scores else None
     step = _chunk_rows(vocab, device)
-    for start in range(0, rows_total, step):
-        end = min(start + step, rows_total)
-        if index is None:
-            rows, chunk_targets = flat[start:end], safe_targets[start:end]
-        else:
-            rows, chunk_targets = flat.index_select(0, index[start:end]), targets[index[start:end]]
-        logp = torch.log_softmax(rows, dim=-1, dtype=torch.float32)
-        chunk_logp = logp.gather(-1, chunk_targets[:, None])[:, 0]
-        logp_rows[start:end] = chunk_logp
-        # A hit: the target's logit is the row's maximum (ties count). amax is ~4x faster than argmax on CPU.
-        hits_rows[start:end] = rows.gather(-1, chunk_targets[:, None])[:, 0] >= rows.amax(-1)
-        if token_scores:
-            mu, sigma = _distribution_moments(logp.clamp_(min=_LOGPROB_FLOOR))
-            z_rows[start:end] = (chunk_logp - mu) / sigma.clamp(min=1e-12)
+    # With an output head, its matmul runs on larger blocks (a block of `step` rows would re-read the whole head
+    # weight for a handful of positions: memory-bound, half the speed on CPU); the statistics then walk the
+    # block's logits `step` rows at a time, as from full logits.
+    block = step if source.head is None else max(step, _HEAD_BLOCK)
+    for block_start in range(0, rows_total, block):
+        block_end = min(block_start + block, rows_total)
+        if index is not None and source.head is not None:
+            block_logits = source.rows(index[block_start:block_end])
+        for start in range(block_start, block_end, step):
+            end = min(start + step, block_end)
+            if index is None:
+                rows, chunk_targets = source.states.reshape(batch * seq, vocab)[start:end], safe_targets[start:end]
+            elif source.head is not None:
+                rows, chunk_targets = block_logits[start - block_start : end - block_start], targets[index[start:end]]
+            else:
+                rows, chunk_targets = source.rows(index[start:end]), targets[index[start:end]]
+            _chunk_statistics(rows, chunk_targets, start, end, logp_rows, hits_rows, z_rows)
     token_logp = _per_position(logp_rows, index, batch * seq).view(batch, seq)
     hits = _per_position(hits_rows, index, batch * seq).view(batch, seq)
     zscores = _per_position(z_rows, index, batch * seq).view(batch, seq) if token_scores else None
@@ -145,6 +155,30 @@ def token_statistics(
         return [(*row, logp_cpu[b][mask[b]], z_cpu[b][mask[b]]) for b, row in enumerate(rows)]
 
     return resolve if defer else resolve()
+
+
+def _chunk_statistics(rows, chunk_targets, start, end, logp_rows, hits_rows, z_rows) -> None:
+    """Target log-probabilities, top-1 hits and (when `z_rows` is given) Min-K%++ scores of one chunk of logits,
+    written into rows start:end of the outputs."""
+    logp = torch.log_softmax(rows, dim=-1, dtype=torch.float32)
+    chunk_logp = logp.gather(-1, chunk_targets[:, None])[:, 0]
+    logp_rows[start:end] = chunk_logp
+    # A hit: the target's logit is the row's maximum (ties count). amax is ~4x faster than argmax on CPU.
+    hits_rows[start:end] = rows.gather(-1, chunk_targets[:, None])[:, 0] >= rows.amax(-1)
+    if z_rows is not None:
+        mu, sigma = _distribution_moments(logp.clamp_(min=_LOGPROB_FLOOR))
+        z_rows[start:end] = (chunk_logp - mu) / sigma.clamp(min=1e-12)
+
+
+def _vocab_size(head) -> int:
+    """The output size of an output head (`hf_unlearn.forward.OutputHead` or a function of hidden states)."""
+    embedding = getattr(head, "embedding", None)
+    if embedding is not None and getattr(embedding, "out_features", None):
+        return int(embedding.out_features)
+    weight = getattr(embedding, "weight", None)
+    if weight is not None and weight.dim() == 2 and weight.numel() > 0:
+        return int(weight.shape[0])
+    return 32768  # unknown: only sets the chunk length
 
 
 def _per_position(values: torch.Tensor, index: torch.Tensor | None, size: int) -> torch.Tensor:
@@ -165,12 +199,13 @@ def _distribution_moments(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return mu, (second - mu * mu).clamp(min=0).sqrt()
 
 
-def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of a (possibly DDP / DeepSpeed / PEFT wrapped) causal LM: the library's one forward pass
-    (`hf_unlearn.forward`: no KV cache, position ids from the mask)."""
+def forward_logits(model, batch: dict[str, torch.Tensor]) -> TokenLogits:
+    """What scoring reads from a (possibly DDP / DeepSpeed / PEFT wrapped) causal LM: the library's one forward
+    pass (`hf_unlearn.forward`: no KV cache, position ids from the mask), as final hidden states + output head
+    where the model allows it (no `[batch, seq, vocab]` logits), else its full logits."""
     from ..forward import forward
 
-    return forward(model, batch).logits
+    return forward(model, batch, full_logits=False).token_logits
 
 
 def model_device(model, accelerator: Any | None = None) -> torch.device:

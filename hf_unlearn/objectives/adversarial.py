@@ -26,7 +26,9 @@ class AdversarialTargets(SubstituteTargets):
         dataset = as_hf_dataset(dataset)
         values = precompute_with_original(
             self.trainer, dataset, "adversarial_targets",
-            lambda output, batch: adversarial_targets(output.logits, batch["labels"], batch["attention_mask"]),
+            lambda output, batch: adversarial_targets(
+                output.token_logits, batch["labels"], batch["attention_mask"], self.chunk_size
+            ),
             per_token=True,
         )
         return dataset.add_column("adversarial_labels", [v.tolist() for v in values])

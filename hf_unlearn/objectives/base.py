@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..forward import token_logits
+from ..losses import TokenLogits
+
 if TYPE_CHECKING:
     from ..trainer import UnlearningTrainer
 
@@ -83,6 +86,19 @@ class Objective:
 
     def loss_terms(self, model: torch.nn.Module, batch: Any) -> dict[str, LossTerm]:
         raise NotImplementedError
+
+    @property
+    def chunk_size(self) -> int:
+        """Positions per chunk of the token-level losses (`UnlearningConfig.loss_chunk_size`; 0: full logits)."""
+        return getattr(self.args, "loss_chunk_size", 0)
+
+    def token_logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> TokenLogits:
+        """The policy's logits on `batch` for the losses: final hidden states + output head when chunking."""
+        return token_logits(model, batch, self.chunk_size)
+
+    def reference_logits(self, batch: dict[str, torch.Tensor]) -> TokenLogits:
+        """The frozen original model's logits on `batch`, in the same form."""
+        return self.trainer.reference_forward(batch, full_logits=self.chunk_size <= 0).token_logits
 
     def active(self) -> bool:
         """Whether the objective runs this step: a retain objective with retain_weight 0 does not (forget objectives

@@ -45,7 +45,8 @@ def precompute_with_original(
         batch = collator([{k: row[k] for k in ("input_ids", "attention_mask", "labels") if k in row} for row in rows])
         batch = {k: v.to(trainer.args.device) for k, v in batch.items()}
         with torch.no_grad():
-            values = per_batch(trainer.reference_forward(batch, original()), batch)
+            output = trainer.reference_forward(batch, original(), full_logits=trainer.args.loss_chunk_size <= 0)
+            values = per_batch(output, batch)
         values = values.detach().cpu()
         if per_token:
             return [values[row, : len(r["input_ids"])] for row, r in enumerate(rows)]

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from ..forward import forward
 from ..losses import nll_sum
 from .base import LossTerm, Objective, register_objective
 
@@ -19,7 +18,7 @@ class GradientAscent(Objective):
     normalisers = ("forget_tokens",)
 
     def loss_terms(self, model, batch):
-        total, count = nll_sum(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+        total, count = nll_sum(self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size)
         return {
             "forget_loss": LossTerm(-total, count, "forget_tokens", self.args.forget_weight),
             "forget_nll": LossTerm(total.detach(), count, "forget_tokens", 0.0),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import encode_prompt_completion
-from ..forward import forward
 from ..losses import IGNORE_INDEX, nll_sum
 from .base import LossTerm, Objective, register_objective
 
@@ -88,5 +87,5 @@ class IdkFineTuning(IdkStream):
 
     def loss_terms(self, model, inputs):
         idk = inputs[IDK]
-        total, count = nll_sum(forward(model, idk).logits, idk["labels"], idk.get("attention_mask"))
+        total, count = nll_sum(self.token_logits(model, idk), idk["labels"], idk.get("attention_mask"), self.chunk_size)
         return {"forget_loss": LossTerm(total, count, "idk_tokens", self.args.forget_weight)}

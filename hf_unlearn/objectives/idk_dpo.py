@@ -30,8 +30,8 @@ class IdkPreference(IdkStream):
 
     def loss_terms(self, model, inputs):
         forget, idk = inputs["forget"], inputs[IDK]
-        logp_rejected, nll, counts = sequence_logp(model, forget)
-        logp_chosen, _, idk_counts = sequence_logp(model, idk)
+        logp_rejected, nll, counts = sequence_logp(self, model, forget)
+        logp_chosen, _, idk_counts = sequence_logp(self, model, idk)
         rows = (counts > 0) & (idk_counts > 0)
         total = dpo_sum(logp_chosen, idk[REF_LOGP].to(logp_chosen.device), logp_rejected,
                         forget[REF_LOGP].to(logp_rejected.device), self.args.dpo_beta, rows)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from ..data import as_hf_dataset
-from ..forward import forward
 from ..losses import npo_sum, sequence_nll
 from .base import LossTerm, Objective, register_objective
 from .frozen import precompute_with_original
@@ -29,15 +28,19 @@ def add_reference_logp(trainer, dataset):
     dataset = as_hf_dataset(dataset)
     values = precompute_with_original(
         trainer, dataset, "sequence_logp",
-        lambda output, batch: -sequence_nll(output.logits, batch["labels"], batch["attention_mask"])[0],
+        lambda output, batch: -sequence_nll(
+            output.token_logits, batch["labels"], batch["attention_mask"], trainer.args.loss_chunk_size
+        )[0],
         per_token=False,
     )
     return dataset.add_column(REF_LOGP, [float(v[0]) for v in values])
 
 
-def sequence_logp(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row summed target log-probabilities of `model` on `batch`, per-row NLL sums and target counts."""
-    nll, counts = sequence_nll(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+def sequence_logp(objective: Objective, model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row summed target log-probabilities of `model` on `batch`, per-row NLL sums and target counts (chunked
+    as `objective` is configured)."""
+    logits = objective.token_logits(model, batch)
+    nll, counts = sequence_nll(logits, batch["labels"], batch.get("attention_mask"), objective.chunk_size)
     return -nll, nll, counts
 
 
@@ -53,7 +56,7 @@ class NegativePreference(Objective):
         return add_reference_logp(self.trainer, dataset)
 
     def loss_terms(self, model, batch):
-        logp, nll, counts = sequence_logp(model, batch)
+        logp, nll, counts = sequence_logp(self, model, batch)
         rows = counts > 0
         total = npo_sum(logp, batch[REF_LOGP].to(logp.device), self.args.npo_beta, rows)
         return {

@@ -9,7 +9,6 @@ policy with its adapter disabled).
 
 from __future__ import annotations
 
-from ..forward import forward
 from ..losses import kl_sum
 from .base import LossTerm, Objective, register_objective
 
@@ -22,6 +21,7 @@ class RetainKL(Objective):
     needs_reference = True
 
     def loss_terms(self, model, batch):
-        reference = self.trainer.reference_forward(batch).logits
-        total, count = kl_sum(reference, forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+        reference = self.reference_logits(batch)
+        total, count = kl_sum(reference, self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"),
+                              self.chunk_size)
         return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}

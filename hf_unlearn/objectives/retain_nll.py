@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from ..forward import forward
 from ..losses import nll_sum
 from .base import LossTerm, Objective, register_objective
 
@@ -17,5 +16,5 @@ class RetainNLL(Objective):
     normalisers = ("retain_tokens",)
 
     def loss_terms(self, model, batch):
-        total, count = nll_sum(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+        total, count = nll_sum(self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size)
         return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}

@@ -25,7 +25,7 @@ class SimpleNegativePreference(Objective):
     normalisers = ("forget_sequences", "forget_tokens")
 
     def loss_terms(self, model, batch):
-        _, nll, counts = sequence_logp(model, batch)
+        _, nll, counts = sequence_logp(self, model, batch)
         total = simnpo_sum(nll, counts, self.args.simnpo_beta, self.args.simnpo_delta)
         return {
             "forget_loss": LossTerm(total, (counts > 0).sum(), "forget_sequences", self.args.forget_weight),

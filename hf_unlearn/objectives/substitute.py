@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..forward import forward
 from ..losses import substitute_nll_sums
 from .base import LossTerm, Objective
 
@@ -16,8 +15,10 @@ class SubstituteTargets(Objective):
 
     def loss_terms(self, model, batch):
         mask = batch.get("attention_mask")
-        logits = forward(model, batch).logits
-        total, count, true_total, true_count = substitute_nll_sums(logits, batch[self.token_columns[0]], batch["labels"], mask)
+        logits = self.token_logits(model, batch)
+        total, count, true_total, true_count = substitute_nll_sums(
+            logits, batch[self.token_columns[0]], batch["labels"], mask, self.chunk_size
+        )
         return {
             "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),
             "forget_nll": LossTerm(true_total, true_count, "forget_tokens", 0.0),

@@ -12,7 +12,6 @@ only real next-token targets count. Default beta 10, retain NLL weight 1.
 
 from __future__ import annotations
 
-from ..forward import forward
 from ..losses import undial_sums
 from .base import LossTerm, Objective, register_objective
 
@@ -26,9 +25,9 @@ class AdjustedSelfDistillation(Objective):
 
     def loss_terms(self, model, batch):
         mask = batch.get("attention_mask")
-        reference = self.trainer.reference_forward(batch).logits
-        logits = forward(model, batch).logits
-        total, count, nll = undial_sums(reference, logits, batch["labels"], mask, self.args.undial_beta)
+        reference = self.reference_logits(batch)
+        logits = self.token_logits(model, batch)
+        total, count, nll = undial_sums(reference, logits, batch["labels"], mask, self.args.undial_beta, self.chunk_size)
         return {
             "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),
             "forget_nll": LossTerm(nll, count, "forget_tokens", 0.0),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..forward import forward
 from ..losses import token_nll, weighted_ascent_sum
 from .base import LossTerm, Objective
 
@@ -18,7 +17,7 @@ class WeightedAscent(Objective):
         raise NotImplementedError
 
     def loss_terms(self, model, batch):
-        nll, valid = token_nll(forward(model, batch).logits, batch["labels"], batch.get("attention_mask"))
+        nll, valid = token_nll(self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size)
         beta1, beta2 = self.exponents()
         count = valid.sum()
         return {
