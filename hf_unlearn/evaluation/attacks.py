@@ -28,6 +28,8 @@ from ..losses import IGNORE_INDEX
 from ..streams import pad_sequences
 
 MetricFn = Callable[[nn.Module], float]
+# What the attacks re-measure: {name: callable(model) -> float}, or one callable(model) -> {name: float}.
+Metrics = Mapping[str, MetricFn] | Callable[[nn.Module], Mapping[str, float]]
 
 # Modules kept in full precision by default: the output head (weight-only quantisers such as GPTQ / AWQ keep it,
 # and when tied to the input embeddings quantising it would also quantise the embedding table).
@@ -88,13 +90,17 @@ def quantize_weights(
     return target
 
 
-def _measure(model: nn.Module, metrics: Mapping[str, MetricFn]) -> dict[str, float]:
+def _measure(model: nn.Module, metrics: Metrics) -> dict[str, float]:
+    """`metrics` on `model`: a mapping name -> callable(model) -> float, or one callable(model) -> {name: float}
+    (several numbers from one pass, e.g. every forget metric of one scoring run)."""
+    if callable(metrics):
+        return {name: float(value) for name, value in metrics(model).items()}
     return {name: float(fn(model)) for name, fn in metrics.items()}
 
 
 def quantization_attack(
     model: nn.Module,
-    metrics: Mapping[str, MetricFn],
+    metrics: Metrics,
     bits: Sequence[int] = (8, 4),
     group_size: int = 128,
     skip: Sequence[str] = DEFAULT_SKIP,
@@ -103,7 +109,8 @@ def quantization_attack(
     """Re-measure `metrics` on RTN-quantised copies of `model` (`quantize_weights`), one per bit width.
 
     Args:
-        metrics: name -> callable(model) -> float (e.g. the forget set's truth ratio, a forget NLL).
+        metrics: name -> callable(model) -> float (e.g. the forget set's truth ratio, a forget NLL), or one
+            callable(model) -> {name: float}.
         bits: bit widths to try (8 and 4 by default).
         before: the metric values of the unquantised model if already known (saves one measurement).
 
@@ -143,7 +150,7 @@ def relearn(
     batch_size: int = 4,
     seed: int = 0,
 ) -> nn.Module:
-    """Fine-tune `model` IN PLACE for `steps` AdamW steps (constant lr, no weight decay, no warmup) on tokenised
+    """Fine-tune every parameter of `model` IN PLACE for `steps` AdamW steps (constant lr, no weight decay, no warmup) on tokenised
     `examples` (`input_ids` + `labels`, -100 = not a target; e.g. prompt-masked QA from `build_qa_dataset`), with the
     model's own mean token NLL loss, batches cycling through seeded permutations. Returns the model (eval mode)."""
     if len(examples) == 0:
@@ -152,8 +159,8 @@ def relearn(
         raise ValueError(f"steps={steps} must be at least 1.")
     rows = [examples[i] for i in range(len(examples))]
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate,
-                                  weight_decay=0.0)
+    model.requires_grad_(True)  # every parameter, also of a model that was frozen (e.g. used as a reference)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     model.train()
     for batch in _batches(rows, batch_size, steps, seed):
         ids = pad_sequences([row["input_ids"] for row in batch], pad_token_id).to(device)
@@ -173,7 +180,7 @@ def relearn(
 def relearning_attack(
     model: nn.Module,
     relearn_examples: Sequence[Mapping[str, Sequence[int]]],
-    metrics: Mapping[str, MetricFn],
+    metrics: Metrics,
     pad_token_id: int,
     steps: int = 10,
     learning_rate: float = 1e-5,
