@@ -112,20 +112,20 @@ SIZES = {
     ),
     "cpu": Size(
         name="cpu", model="smollm2", forget_splits=("forget01",), forget_authors=1, retain_pool=tuple(range(12)),
-        retain_authors=6, records_per_author=None, retain_eval_per_author=3, eval_cap=10,
-        finetune=Phase(2e-4, epochs=2, batch_size=10), unlearn=Phase(1e-4, epochs=3, batch_size=10),
-        relearn=Phase(2e-4, steps=2, batch_size=5), max_new_tokens=32,
+        retain_authors=6, records_per_author=None, retain_eval_per_author=2, eval_cap=6,
+        finetune=Phase(2e-4, epochs=2, batch_size=10), unlearn=Phase(1e-4, epochs=2, batch_size=10),
+        relearn=Phase(2e-4, steps=2, batch_size=5), max_new_tokens=24,
         deviations=(
             "7 authors (6 seeded retain authors of TOFU authors 0-11, forget = author 198, i.e. half of forget01) "
             "instead of 200: 20 forget QA, so the forget quality KS test compares 20 truth ratios with 20 (its "
             "smallest possible p-value is about 1e-11, not 1e-239)",
             "fine-tuning: lr 2e-4, 2 epochs, batch 10 = 28 steps (TOFU: lr 1e-5, 5 epochs, batch 32) so that a 135M "
             "model learns the authors in minutes on 2 cores",
-            "unlearning: lr 1e-4, 3 epochs = 6 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, batch 32 = "
-            "125 steps on forget10): with 6 steps at lr 1e-5 the methods barely move, so the lr is 10x higher for "
-            "20x fewer steps",
-            "evaluation: 18 retain_perturbed records (3 per retain author), the first 10 real_authors and "
-            "world_facts records, the first 20 holdout01 records (non-members); greedy answers up to 32 new "
+            "unlearning: lr 1e-4, 2 epochs = 4 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, batch 32 = "
+            "125 steps on forget10): with 4 steps at lr 1e-5 the methods barely move, so the lr is 10x higher for "
+            "30x fewer steps",
+            "evaluation: 12 retain_perturbed records (2 per retain author), the first 6 real_authors and "
+            "world_facts records, the first 20 holdout01 records (non-members); greedy answers up to 24 new "
             "tokens for ROUGE-L",
         ),
     ),
@@ -589,10 +589,14 @@ def markdown(report: dict) -> str:
         "Deviations from open-unlearning: " + "; ".join(size["deviations"]) + ".",
         "",
     ]
+    if not report.get("finished"):
+        lines += ["**Unfinished run**: this file is rewritten as the run goes; '-' = not measured yet.", ""]
+    if report.get("skipped"):
+        lines += [f"Skipped for the time limit (--max-wall-s): {', '.join(report['skipped'])}.", ""]
     for split_name, split in report["splits"].items():
         lines += [f"## {split_name}", "", "Data: " + json.dumps(split["data"]), ""]
         header = ["model", "FQ", "MU", "forget TR", "forget Prob", "forget ROUGE", "MIA AUC", "PrivLeak", "ES",
-                  "FQ 8-bit", "FQ 4-bit", "Prob 4-bit", "relearn FQ", "relearn Prob", "steps", "unlearn s"]
+                  "FQ 8-bit", "FQ 4-bit", "Prob 4-bit", "relearn FQ", "relearn Prob", "steps", "train s"]
         rows = []
         for name, row in split["rows"].items():
             m, a = row["metrics"], row.get("attacks", {})
@@ -618,7 +622,8 @@ def markdown(report: dict) -> str:
         "model's AUC; ES = extraction strength (1 - shortest answer prefix from which greedy decoding reproduces "
         "the rest / answer length); FQ 8/4-bit and Prob 4-bit: the same after RTN quantisation; relearn FQ / Prob: "
         "on the held-out half of the forget QA, before -> after the relearning attack (FQ against the retain "
-        "model's truth ratios on that half).",
+        "model's truth ratios on that half); steps / train s: optimizer steps and wall seconds of the unlearning run "
+        "(of the fine-tuning for the retain and full rows; 'cached' runs report the original run's).",
         "",
         "## open-unlearning's published forget10 numbers (Llama-3.2-1B), for comparison",
         "",
@@ -685,7 +690,16 @@ def run(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-attacks", action="store_true")
+    parser.add_argument("--max-wall-s", type=float, default=None,
+                        help="start no attack after this many seconds (the skipped ones are listed in the report)")
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="only rewrite the .md and .png of an existing report (with --comparison)")
+    parser.add_argument("--comparison", default=None, metavar="MD",
+                        help="with --render: a Markdown paragraph comparing the results with open-unlearning's")
     args = parser.parse_args(argv)
+    args.report_skipped = []
+    if args.render:
+        return render(args.render, args.comparison)
     import torch
 
     from hf_unlearn import list_methods
@@ -708,7 +722,10 @@ def run(argv=None) -> dict:
     from hf_unlearn.config import default_cache_dir
 
     cache_dir = args.cache_dir or os.path.join(default_cache_dir(), "tofu")
-    methods = args.methods or list_methods()
+    # Default order: the methods open-unlearning publishes first (an interrupted run has those), then the rest.
+    methods = args.methods or sorted(list_methods(), key=lambda m: (m not in OPEN_UNLEARNING_NAMES,
+                                                                   list(OPEN_UNLEARNING_NAMES).index(m)
+                                                                   if m in OPEN_UNLEARNING_NAMES else 0))
     report: dict[str, Any] = {
         "benchmark": "TOFU end to end", "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]
                                                                         if argv is None else ["benchmarks/tofu/run.py", *argv]),
@@ -716,7 +733,7 @@ def run(argv=None) -> dict:
         "size": dataclasses.asdict(size), "data_source": data_source, "seed": args.seed, "methods": methods,
         "open_unlearning_forget10": {k: {"forget_quality": v[0], "model_utility": v[1]}
                                      for k, v in OPEN_UNLEARNING_FORGET10.items()},
-        "splits": {},
+        "splits": {}, "skipped": args.report_skipped,
     }
     for forget_split in args.splits or size.forget_splits:
         split = split_data(data, size, forget_split, args.seed)
@@ -728,45 +745,126 @@ def run(argv=None) -> dict:
         report["model"] = description
         evaluator = Evaluator(split, tokenizer, size)
         rows: dict[str, dict] = {}
-        retain_metrics, retain_scores = evaluator.full(retain_model)
-        evaluator.retain_truth_ratios = retain_scores["forget"].truth_ratios
-        evaluator.retain_heldout_ratios = evaluator.score(retain_model, "forget", evaluator.heldout_eval,
-                                                          generate=False).truth_ratios
-        evaluator.retain_auc = retain_metrics["mia_auc"]
-        retain_metrics = evaluator.with_retain_reference(retain_metrics, retain_scores)  # FQ vs itself, PrivLeak
-        rows["retain (exact retraining)"] = {"metrics": retain_metrics, "train": retain_info}
-        befores = {"retain (exact retraining)": evaluator.forget_from_scores(retain_metrics, retain_scores["forget"])}
-        log(f"retain: FQ {retain_metrics['forget_quality']:.3g} MU {retain_metrics['model_utility']}")
-        full_metrics, full_scores = evaluator.full(full_model)
-        befores["full (no unlearning)"] = evaluator.forget_from_scores(full_metrics, full_scores["forget"])
-        rows["full (no unlearning)"] = {"metrics": full_metrics, "train": full_info}
-        log(f"full: FQ {full_metrics['forget_quality']:.3g} MU {full_metrics['model_utility']}")
-        if not args.no_attacks:
-            for name, model in (("retain (exact retraining)", retain_model), ("full (no unlearning)", full_model)):
-                rows[name]["attacks"] = evaluator.attacks(model, befores[name])
-        del retain_model
-        reference = copy.deepcopy(full_model)  # frozen by the trainers; full_model stays the pristine start
-        for method in methods:
-            model, info = unlearn(method, full_model, reference, tokenizer, split, size, args.seed)
-            metrics, scores = evaluator.full(model)
-            row = {"metrics": metrics, "train": info}
-            if not args.no_attacks:
-                row["attacks"] = evaluator.attacks(model, evaluator.forget_from_scores(metrics, scores["forget"]))
-            rows[method] = row
-            log(f"{method}: {info['optimizer_steps']} steps, FQ {fmt(metrics.get('forget_quality'))} "
-                f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}")
-            del model
-        report["splits"][forget_split] = {"data": split.summary(), "rows": _clean(rows)}
-    report["wall_s"] = time.perf_counter() - start
-    os.makedirs(args.out_dir, exist_ok=True)
-    stem = os.path.join(args.out_dir, f"tofu_{size.name}")
-    with open(stem + ".json", "w") as handle:
-        json.dump(report, handle, indent=1)
+        report["splits"][forget_split] = {"data": split.summary(), "rows": rows}
+        scratch = tempfile.mkdtemp(prefix="tofu_models_")  # unlearned weights between the two passes
+        try:
+            run_split(args, size, split, evaluator, rows, full_model, retain_model, full_info, retain_info, methods,
+                      scratch, lambda: write_report(report, args.out_dir, size, start), start, log)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["complete"] = not report["skipped"]
+    write_report(report, args.out_dir, size, start, final=True)
+    log(f"wrote {os.path.join(args.out_dir, 'tofu_' + size.name)}.json/.md/.png")
+    return report
+
+
+def render(json_path: str, comparison: str | None = None) -> dict:
+    """Rewrite the .md and .png beside `json_path` from it, adding the comparison paragraph of file `comparison`."""
+    with open(json_path) as handle:
+        report = json.load(handle)
+    if comparison:
+        with open(comparison) as handle:
+            report["comparison"] = handle.read().strip()
+        with open(json_path, "w") as handle:
+            json.dump(report, handle, indent=1)
+    stem = json_path[: -len(".json")]
     with open(stem + ".md", "w") as handle:
         handle.write(markdown(report))
     plot(report, stem + ".png")
-    log(f"wrote {stem}.json/.md/.png")
     return report
+
+
+ATTACK_PASSES = ("4bit", "relearning", "8bit")  # in this order: the most telling first
+
+
+def run_split(args, size, split, evaluator, rows, full_model, retain_model, full_info, retain_info, methods, scratch,
+              save, start, log) -> None:
+    """Pass 1: the retain and full models and every method's unlearned model, evaluated (each unlearned model's
+    weights kept in `scratch`); pass 2: the attacks, one attack over every model at a time (4-bit, relearning,
+    8-bit), the report rewritten after each model so that an interrupted run keeps what it measured. Attacks that
+    would start after `--max-wall-s` are skipped and listed in the report."""
+    import torch
+
+    retain_metrics, retain_scores = evaluator.full(retain_model)
+    evaluator.retain_truth_ratios = retain_scores["forget"].truth_ratios
+    evaluator.retain_heldout_ratios = evaluator.score(retain_model, "forget", evaluator.heldout_eval,
+                                                      generate=False).truth_ratios
+    evaluator.retain_auc = retain_metrics["mia_auc"]
+    retain_metrics = evaluator.with_retain_reference(retain_metrics, retain_scores)  # FQ vs itself, PrivLeak
+    retain_name, full_name = "retain (exact retraining)", "full (no unlearning)"
+    rows[retain_name] = _clean({"metrics": retain_metrics, "train": retain_info})
+    befores = {retain_name: evaluator.forget_from_scores(retain_metrics, retain_scores["forget"])}
+    log(f"retain: FQ {fmt(retain_metrics['forget_quality'])} MU {fmt(retain_metrics['model_utility'])}")
+    full_metrics, full_scores = evaluator.full(full_model)
+    befores[full_name] = evaluator.forget_from_scores(full_metrics, full_scores["forget"])
+    rows[full_name] = _clean({"metrics": full_metrics, "train": full_info})
+    log(f"full: FQ {fmt(full_metrics['forget_quality'])} MU {fmt(full_metrics['model_utility'])}")
+    save()
+    paths = {retain_name: os.path.join(scratch, "retain.pt"), full_name: None}
+    torch.save(retain_model.state_dict(), paths[retain_name])
+    del retain_model
+    reference = copy.deepcopy(full_model)  # frozen by the trainers; full_model stays the pristine start
+    for method in methods:
+        model, info = unlearn(method, full_model, reference, tokenizer_of(evaluator), split, size, args.seed)
+        metrics, scores = evaluator.full(model)
+        befores[method] = evaluator.forget_from_scores(metrics, scores["forget"])
+        rows[method] = _clean({"metrics": metrics, "train": info})
+        paths[method] = os.path.join(scratch, f"{method}.pt")
+        torch.save(model.state_dict(), paths[method])
+        log(f"{method}: {info['optimizer_steps']} steps, FQ {fmt(metrics.get('forget_quality'))} "
+            f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}")
+        del model
+        save()
+    del reference
+    if args.no_attacks:
+        return
+    from hf_unlearn.evaluation.attacks import quantization_attack, relearning_attack
+
+    work = copy.deepcopy(full_model)
+    for attack in ATTACK_PASSES:
+        for name in rows:
+            if args.max_wall_s and time.perf_counter() - start > args.max_wall_s:
+                args.report_skipped.append(f"{split.forget_split}/{name}/{attack}")
+                continue
+            model = full_model if paths[name] is None else work
+            if paths[name] is not None:
+                work.load_state_dict(torch.load(paths[name]))
+            attacks = rows[name].setdefault("attacks", {})
+            if attack in ("4bit", "8bit"):
+                bits = int(attack[0])
+                result = quantization_attack(model, evaluator.forget_only, bits=(bits,), group_size=128,
+                                             before=befores[name][0])
+                quant = attacks.setdefault("quantization", {"before": result["before"], "settings": result["settings"]})
+                quant[attack] = result[attack]
+                quant["settings"]["bits"] = sorted(set(quant["settings"]["bits"]) | {bits}, reverse=True)
+            else:
+                phase = size.relearn
+                attacks["relearning"] = relearning_attack(
+                    model, evaluator.relearn_examples,
+                    lambda m: evaluator.forget_only(m, evaluator.heldout_eval, evaluator.retain_heldout_ratios),
+                    evaluator.tokenizer.pad_token_id, steps=phase.steps, learning_rate=phase.learning_rate,
+                    batch_size=phase.batch_size, seed=0, before=befores[name][1],
+                )
+            rows[name]["attacks"] = _clean(attacks)
+            log(f"{attack} attack on {name}: done")
+            save()
+
+
+def tokenizer_of(evaluator) -> Any:
+    return evaluator.tokenizer
+
+
+def write_report(report: dict, out_dir: str, size: Size, start: float, final: bool = False) -> None:
+    """Write tofu_<size>.json, .md and .png; an unfinished report says so."""
+    report["wall_s"] = time.perf_counter() - start
+    report["finished"] = final
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"tofu_{size.name}")
+    with open(stem + ".json", "w") as handle:
+        json.dump(_clean(report), handle, indent=1)
+    with open(stem + ".md", "w") as handle:
+        handle.write(markdown(report))
+    plot(report, stem + ".png")
 
 
 def _clean(value):
