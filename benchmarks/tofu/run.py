@@ -104,9 +104,9 @@ class Size:
 SIZES = {
     "tiny": Size(
         name="tiny", model="tiny", forget_splits=("forget01",), forget_authors=1, retain_pool=tuple(range(12)),
-        retain_authors=2, records_per_author=4, retain_eval_per_author=2, eval_cap=4,
+        retain_authors=2, records_per_author=4, retain_eval_per_author=1, eval_cap=2,
         finetune=Phase(1e-3, epochs=1, batch_size=4), unlearn=Phase(1e-3, epochs=1, batch_size=4),
-        relearn=Phase(1e-3, steps=1, batch_size=2), max_new_tokens=4, max_length=128,
+        relearn=Phase(1e-3, steps=1, batch_size=2), max_new_tokens=2, max_length=128,
         deviations=("a 0.2M-parameter random Llama and a 512-token BPE trained on the subset: a smoke test of the "
                     "protocol, its numbers mean nothing",),
     ),
