@@ -23,6 +23,9 @@ The protocol (Maini et al. 2024, as open-unlearning runs it), for each forget sp
 
 Only aggregate numbers are written: no question, answer, generated text or token id.
 
+On a shared CPU pass `--threads 1`: with two torch threads on two busy cores, one forward pass took 3.5x longer
+(wall) and 5x more CPU time than with one thread (the threads wait for each other at every parallel region).
+
 Data: the Hub id `locuslab/TOFU` when reachable (`--source auto`, the default), else the vendored subset in
 benchmarks/tofu/data (enough for tiny and cpu; see its SOURCE.md); `--data-dir` names a folder of TOFU's
 `<config>.jsonl` files instead. Sizes: see SIZES below (each size states its deviations from open-unlearning).
