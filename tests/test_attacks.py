@@ -141,3 +141,15 @@ def test_relearn_pads_uneven_examples_and_is_seeded():
     assert_same_state(first, state(second))
     with pytest.raises(ValueError, match="empty"):
         relearn(build_llama(VOCAB), [], pad_token_id=0)
+
+
+def test_relearning_trains_a_frozen_model_too():
+    """A model used as a frozen reference (requires_grad False) must still be relearned: the attack fine-tunes
+    every parameter of its copy (an optimizer over only trainable parameters would leave it unchanged)."""
+    model = build_llama(VOCAB)
+    model.requires_grad_(False)
+    rows = examples(4)
+    result = relearning_attack(model, rows, {"nll": lambda m: mean_nll(m, rows)}, pad_token_id=0, steps=10,
+                               learning_rate=1e-2, batch_size=4)
+    assert result["after"]["nll"] < result["before"]["nll"] - 0.5
+    assert not any(p.requires_grad for p in model.parameters())
