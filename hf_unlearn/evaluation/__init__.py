@@ -6,6 +6,7 @@
 - `membership`: attack scores from `ExampleScores` (examples without target tokens left out) and their summaries;
 - `uncertainty`: seeded bootstrap intervals (AUC, TPR@FPR, mean NLL) and which FPRs the non-members can resolve;
 - `generation`: greedy continuations (verbatim memorization) and answers;
+- `attacks`: robustness attacks (weight-only RTN quantisation, relearning) re-measuring any metric before / after;
 - `tofu`: the TOFU benchmark; `harness`: lm-evaluation-harness on an in-memory model;
 - `report` / `plots`: one model's full evaluation, Markdown tables, PNG plots;
 - `metrics_modules`: these metrics as `evaluate` modules, loaded offline by path:
@@ -15,6 +16,7 @@ Heavy optional dependencies (scikit-learn, scipy, rouge-score, matplotlib, lm-ev
 functions that use them.
 """
 
+from .attacks import quantization_attack, quantize_weights, relearn, relearning_attack
 from .harness import EXAMPLE_TASK, run_lm_eval
 from .membership import (
     DEFAULT_FPRS,
@@ -49,6 +51,10 @@ __all__ = [
     "loss_auc",
     "markdown_report",
     "mean_nll",
+    "quantization_attack",
+    "quantize_weights",
+    "relearn",
+    "relearning_attack",
     "metric_path",
     "roc_auc",
     "run_lm_eval",

@@ -252,3 +252,57 @@ def evaluate_tofu(
         records = load_tofu_records(split, source)[:max_records]
         scores[split.role] = score_tofu_split(model, tokenizer, records, split, **score_kwargs)
     return tofu_metrics(scores, splits, retain_model_truth_ratios), scores
+
+
+def extraction_strength_of(predictions: Any, labels: Any) -> np.ndarray:
+    """Extraction strength (Carlini et al. 2021, as open-unlearning's TOFU `extraction_strength`) of each example
+    from teacher-forced top-1 predictions: ES = 1 - k / n, where n is the number of target (answer) tokens and k
+    the shortest answer prefix from which greedy decoding reproduces the rest of the answer exactly.
+
+    Greedy decoding from the true prefix y_<k reproduces y_k..y_n exactly iff the top-1 prediction given the true
+    prefix is right at every position t >= k (each generated token then equals the true one, so the context stays
+    the true prefix): k = 1 + the last wrong position (0 when all are right), and one teacher-forced pass suffices.
+
+    Args:
+        predictions: [batch, length] top-1 next-token predictions aligned with `labels` (position t predicts
+            labels[t]).
+        labels: [batch, length] target tokens, -100 where not a target (prompt, padding).
+    Returns: ES per example (nan for an example without target tokens).
+    """
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    out = np.full(len(labels), np.nan)
+    for row, (predicted, target) in enumerate(zip(predictions, labels)):
+        keep = target != -100
+        n = int(keep.sum())
+        if n == 0:
+            continue
+        wrong = np.flatnonzero(predicted[keep] != target[keep])
+        k = int(wrong[-1]) + 1 if len(wrong) else 0
+        out[row] = 1.0 - k / n
+    return out
+
+
+def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16) -> np.ndarray:
+    """Per-example extraction strength (`extraction_strength_of`) of prompt-masked examples (`build_qa_dataset`)
+    under `model`, from one teacher-forced forward pass per batch (no generation)."""
+    import torch
+
+    from ..losses import IGNORE_INDEX
+    from ..streams import pad_sequences
+    from .scores import model_device
+
+    device = model_device(model)
+    values = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
+            ids = pad_sequences([r["input_ids"] for r in rows], pad_token_id).to(device)
+            labels = pad_sequences([r["labels"] for r in rows], IGNORE_INDEX)
+            lengths = torch.tensor([len(r["input_ids"]) for r in rows], device=device)
+            mask = (torch.arange(ids.shape[1], device=device)[None] < lengths[:, None]).long()
+            predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1).cpu()
+            values.append(extraction_strength_of(predicted.numpy(), labels[:, 1:].numpy()))
+    model.train(was_training)
+    return np.concatenate(values) if values else np.array([])

@@ -1,0 +1,901 @@
+#!/usr/bin/env python
+"""TOFU end to end: fine-tune, retrain exactly, unlearn with every registered method, evaluate, attack.
+
+    python benchmarks/tofu/run.py --size tiny  --out-dir /tmp/tofu_tiny       # CI smoke run (< 60 s)
+    python benchmarks/tofu/run.py --size cpu                                  # SmolLM2-135M, author subset, 2 cores
+    python benchmarks/tofu/run.py --size gpu                                  # all 200 authors, forget01/05/10
+
+The protocol (Maini et al. 2024, as open-unlearning runs it), for each forget split:
+
+1. fine-tune the base model on `full` (all authors of the size): the "full" model (the one to unlearn);
+2. fine-tune the base model on `full` minus the forget authors: the "retain" model = exact retraining;
+   both are cached under `--cache-dir` in a folder keyed by a hash of everything they depend on, and reused;
+3. for every method of `hf_unlearn.list_methods()`, unlearn the forget authors' QA from the full model (retain
+   data = the other authors' training QA; reference model = the full model);
+4. evaluate every model with TOFU's metrics (`hf_unlearn.evaluation.tofu`): forget quality = KS-test p-value of the
+   forget truth ratios against the retain model's, model utility = harmonic mean of probability / ROUGE-L / truth
+   ratio on retain, real authors and world facts, forget truth ratio / probability / ROUGE-L; privacy: LOSS-attack
+   MIA AUC of the forget answers against holdout answers (authors never trained on) and PrivLeak = (AUC - AUC of
+   the retain model) / AUC of the retain model; extraction strength (ES, teacher forced: `extraction_strength`);
+5. attack every model (`hf_unlearn.evaluation.attacks`): 8- and 4-bit weight-only RTN quantisation (group 128),
+   re-measuring the forget metrics; relearning: fine-tune on the first half of the forget QA, measure the second;
+6. write `<out-dir>/tofu_<size>.json`, `.md` and `.png` (forget quality vs model utility per method).
+
+Only aggregate numbers are written: no question, answer, generated text or token id.
+
+On a shared CPU pass `--threads 1`: with two torch threads on two busy cores, one forward pass took 3.5x longer
+(wall) and 5x more CPU time than with one thread (the threads wait for each other at every parallel region).
+
+Data: the Hub id `locuslab/TOFU` when reachable (`--source auto`, the default), else the vendored subset in
+benchmarks/tofu/data (enough for tiny and cpu; see its SOURCE.md); `--data-dir` names a folder of TOFU's
+`<config>.jsonl` files instead. Sizes: see SIZES below (each size states its deviations from open-unlearning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+VENDORED = os.path.join(HERE, "data")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+HUB_ID = "locuslab/TOFU"
+RECORDS_PER_AUTHOR = 20
+NUM_AUTHORS = 200
+# Authors of each forget split: the tail of `full` (forget01 = the last 2 authors, forget05 = 10, forget10 = 20).
+FORGET_AUTHORS = {"forget01": tuple(range(198, 200)), "forget05": tuple(range(190, 200)),
+                  "forget10": tuple(range(180, 200))}
+HOLDOUT = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
+
+# open-unlearning's published TOFU forget10 results with Llama-3.2-1B (forget quality, model utility).
+OPEN_UNLEARNING_FORGET10 = {
+    "retain": (1.0, 0.59), "ga": (1e-239, 0.0), "ga_descent": (1e-239, 0.49), "idk_dpo": (4.6e-12, 0.23),
+    "npo": (0.02, 0.46), "simnpo": (2.5e-203, 0.54), "rmu": (3.2e-15, 0.59),
+}
+OPEN_UNLEARNING_NAMES = {"ga": "GradAscent", "ga_descent": "GradDiff", "idk_dpo": "IdkDPO", "npo": "NPO",
+                         "simnpo": "SimNPO", "rmu": "RMU"}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimisation phase: AdamW with this learning rate, epochs (or steps), batch size."""
+
+    learning_rate: float
+    epochs: float = 1.0
+    batch_size: int = 8
+    steps: int | None = None  # relearning: a number of steps instead of epochs
+
+
+@dataclass(frozen=True)
+class Size:
+    """What a size runs. `None` means "all"."""
+
+    name: str
+    model: str  # "smollm2" (SmolLM2-135M-Instruct, hf_unlearn.scripts.demo.default_model_dir) or "tiny"
+    forget_splits: tuple[str, ...]
+    forget_authors: int | None  # keep the first N authors of each forget split
+    retain_pool: tuple[int, ...] | None  # retain authors are drawn (seeded) from these
+    retain_authors: int | None  # how many retain authors
+    records_per_author: int | None  # training records kept per author
+    retain_eval_per_author: int | None  # retain_perturbed records per selected retain author
+    eval_cap: int | None  # first N records of real_authors / world_facts
+    finetune: Phase
+    unlearn: Phase
+    relearn: Phase
+    max_new_tokens: int
+    max_length: int = 256
+    eval_batch_size: int = 16
+    deviations: tuple[str, ...] = ()
+
+
+SIZES = {
+    "tiny": Size(
+        name="tiny", model="tiny", forget_splits=("forget01",), forget_authors=1, retain_pool=tuple(range(12)),
+        retain_authors=2, records_per_author=4, retain_eval_per_author=1, eval_cap=2,
+        finetune=Phase(1e-3, epochs=1, batch_size=4), unlearn=Phase(1e-3, epochs=1, batch_size=4),
+        relearn=Phase(1e-3, steps=1, batch_size=2), max_new_tokens=2, max_length=128,
+        deviations=("a 0.2M-parameter random Llama and a 512-token BPE trained on the subset: a smoke test of the "
+                    "protocol, its numbers mean nothing",),
+    ),
+    "cpu": Size(
+        name="cpu", model="smollm2", forget_splits=("forget01",), forget_authors=1, retain_pool=tuple(range(12)),
+        retain_authors=6, records_per_author=None, retain_eval_per_author=2, eval_cap=6,
+        finetune=Phase(2e-4, epochs=2, batch_size=10), unlearn=Phase(1e-4, epochs=2, batch_size=10),
+        relearn=Phase(2e-4, steps=2, batch_size=5), max_new_tokens=24,
+        deviations=(
+            "7 authors (6 seeded retain authors of TOFU authors 0-11, forget = author 198, i.e. half of forget01) "
+            "instead of 200: 20 forget QA, so the forget quality KS test compares 20 truth ratios with 20 (its "
+            "smallest possible p-value is about 1e-11, not 1e-239)",
+            "fine-tuning: lr 2e-4, 2 epochs, batch 10 = 28 steps (TOFU: lr 1e-5, 5 epochs, batch 32) so that a 135M "
+            "model learns the authors in minutes on 2 cores",
+            "unlearning: lr 1e-4, 2 epochs = 4 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, batch 32 = "
+            "125 steps on forget10): with 4 steps at lr 1e-5 the methods barely move, so the lr is 10x higher for "
+            "30x fewer steps",
+            "evaluation: 12 retain_perturbed records (2 per retain author), the first 6 real_authors and "
+            "world_facts records, the first 20 holdout01 records (non-members); greedy answers up to 24 new "
+            "tokens for ROUGE-L",
+        ),
+    ),
+    "gpu": Size(
+        name="gpu", model="smollm2", forget_splits=("forget01", "forget05", "forget10"), forget_authors=None,
+        retain_pool=None, retain_authors=None, records_per_author=None, retain_eval_per_author=None, eval_cap=None,
+        finetune=Phase(1e-5, epochs=5, batch_size=32), unlearn=Phase(1e-5, epochs=10, batch_size=32),
+        relearn=Phase(1e-5, steps=20, batch_size=16), max_new_tokens=64, eval_batch_size=64,
+        deviations=("SmolLM2-135M-Instruct instead of Llama-3.2-1B (the only model this project ships offline; a 1B "
+                    "model does not fit the 10-minute budget for 3 splits x every method)",),
+    ),
+}
+
+
+# ============================================================================ data
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether `locuslab/TOFU` answers within `timeout` seconds (False offline or with HF_HUB_OFFLINE=1)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().dataset_info(HUB_ID, timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+class TofuData:
+    """TOFU's configs from the Hub or a local folder of `<config>.jsonl`, with the author of each `full` record."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.folder = source if os.path.isdir(source) else None
+        subset = os.path.join(source, "subset.json") if self.folder else None
+        if subset and os.path.exists(subset):
+            with open(subset) as handle:
+                self.authors_in_full = json.load(handle)["authors"]
+        else:
+            self.authors_in_full = list(range(NUM_AUTHORS))
+        self._cache: dict[str, list[dict]] = {}
+
+    def records(self, config: str) -> list[dict]:
+        if config not in self._cache:
+            if self.folder:
+                path = os.path.join(self.folder, f"{config}.jsonl")
+                if not os.path.exists(path):
+                    raise FileNotFoundError(
+                        f"{path} does not exist: the vendored subset holds only what --size tiny/cpu need; for "
+                        f"--size gpu make the Hub ({HUB_ID}) reachable or pass --data-dir with TOFU's files.")
+                with open(path) as handle:
+                    self._cache[config] = [json.loads(line) for line in handle if line.strip()]
+            else:
+                import datasets
+
+                self._cache[config] = datasets.load_dataset(self.source, config, split="train").to_list()
+        return self._cache[config]
+
+    def by_author(self) -> dict[int, list[dict]]:
+        full = self.records("full")
+        if len(full) != RECORDS_PER_AUTHOR * len(self.authors_in_full):
+            raise ValueError(f"`full` has {len(full)} records, expected {RECORDS_PER_AUTHOR} per author.")
+        out: dict[int, list[dict]] = {}
+        for index, record in enumerate(full):
+            out.setdefault(self.authors_in_full[index // RECORDS_PER_AUTHOR], []).append(record)
+        return out
+
+
+@dataclass
+class SplitData:
+    """Everything one forget split of one size needs (records; nothing of this is written out)."""
+
+    forget_split: str
+    forget_authors: list[int]
+    retain_authors: list[int]
+    train_full: list[dict]
+    train_retain: list[dict]
+    forget_train: list[dict]
+    eval_sets: dict[str, list[dict]]  # role -> perturbed records (forget, retain, real_authors, world_facts)
+    holdout: list[dict]
+
+    def summary(self) -> dict:
+        return {"forget_split": self.forget_split, "forget_authors": self.forget_authors,
+                "retain_authors": self.retain_authors, "train_full_records": len(self.train_full),
+                "train_retain_records": len(self.train_retain), "forget_records": len(self.forget_train),
+                "eval_records": {role: len(rows) for role, rows in self.eval_sets.items()},
+                "holdout_records": len(self.holdout)}
+
+
+def split_data(data: TofuData, size: Size, forget_split: str, seed: int) -> SplitData:
+    """Select the authors and records of one forget split at this size (seeded, the same from Hub or folder)."""
+    import random
+
+    by_author = data.by_author()
+    forget = list(FORGET_AUTHORS[forget_split])[: size.forget_authors]
+    pool = [a for a in (size.retain_pool if size.retain_pool is not None else sorted(by_author))
+            if a not in FORGET_AUTHORS[forget_split]]
+    retain = sorted(random.Random(seed).sample(pool, size.retain_authors)) if size.retain_authors else pool
+    missing = [a for a in forget + retain if a not in by_author]
+    if missing:
+        raise ValueError(f"Authors {missing} are not in {data.source}'s `full`; use the Hub or --data-dir.")
+    cap = size.records_per_author
+
+    def records(authors):
+        return [r for a in authors for r in by_author[a][:cap]]
+
+    train_retain = records(retain)
+    forget_train = records(forget)
+    forget_questions = {r["question"] for r in forget_train}
+    forget_eval = [r for r in data.records(f"{forget_split}_perturbed") if r["question"] in forget_questions]
+    author_of = {r["question"]: a for a, rows in by_author.items() for r in rows}
+    counts: dict[int, int] = {}
+    retain_eval = []
+    for record in data.records("retain_perturbed"):
+        who = author_of.get(record["question"])
+        if who in retain and (size.retain_eval_per_author is None or counts.get(who, 0) < size.retain_eval_per_author):
+            counts[who] = counts.get(who, 0) + 1
+            retain_eval.append(record)
+    if not retain_eval:
+        raise ValueError("No retain_perturbed record belongs to the selected retain authors.")
+    eval_sets = {
+        "forget": forget_eval,
+        "retain": retain_eval,
+        "real_authors": data.records("real_authors_perturbed")[: size.eval_cap],
+        "world_facts": data.records("world_facts_perturbed")[: size.eval_cap],
+    }
+    holdout = data.records(HOLDOUT[forget_split])[: len(forget_eval)]
+    return SplitData(forget_split, forget, retain, records(sorted(retain + forget)), train_retain, forget_train,
+                     eval_sets, holdout)
+
+
+# ============================================================================ models
+
+
+def load_base(size: Size, data: TofuData, cache_dir: str):
+    """(model, tokenizer, description) of the base model of the size."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if size.model == "tiny":
+        from hf_unlearn.testing import build_llama, build_tokenizer
+
+        texts = [r[key] for r in data.records("full") for key in ("question", "answer")]
+        tokenizer = build_tokenizer(texts, vocab_size=512)
+        model = build_llama(len(tokenizer), seed=0)
+        return model, tokenizer, f"tiny random Llama ({sum(p.numel() for p in model.parameters()):,} parameters)"
+    from hf_unlearn.scripts.demo import default_model_dir
+
+    path = default_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    return model, tokenizer, f"SmolLM2-135M-Instruct ({sum(p.numel() for p in model.parameters()):,} parameters)"
+
+
+def device_name() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def finetune(model, tokenizer, records: list[dict], phase: Phase, max_length: int, seed: int) -> dict:
+    """Fine-tune `model` in place on QA records (prompt-masked, `build_qa_dataset`) with `transformers.Trainer`:
+    AdamW, linear decay, no warmup, weight decay 0.01 (TOFU's), batch `phase.batch_size`. Returns the run info."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from hf_unlearn.data import build_qa_dataset
+
+    examples = build_qa_dataset(records, tokenizer, max_length=max_length)
+    scratch = tempfile.mkdtemp(prefix="tofu_finetune_")
+    try:
+        args = TrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=phase.batch_size, learning_rate=phase.learning_rate,
+            num_train_epochs=phase.epochs, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.01,
+            save_strategy="no", report_to="none", logging_steps=10, seed=seed, disable_tqdm=True,
+            use_cpu=device_name() == "cpu", dataloader_num_workers=0,
+        )
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator)
+        _quiet(trainer)
+        start = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - start
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        return {"records": len(records), "optimizer_steps": int(trainer.state.global_step), "wall_s": wall,
+                "last_logged_loss": losses[-1] if losses else None, **dataclasses.asdict(phase)}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _quiet(trainer) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def cache_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_finetune(name: str, size: Size, data: TofuData, records: list[dict], cache_dir: str, seed: int, log):
+    """The base model fine-tuned on `records`, from `cache_dir/<name>-<key>` when there, else trained and saved.
+
+    The key hashes the size's model and fine-tuning settings, the seed and the training records (questions and
+    answers hashed, never stored)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    digest = hashlib.sha256("".join(r["question"] + "\x00" + r["answer"] for r in records).encode()).hexdigest()
+    key = cache_key(size.model, dataclasses.asdict(size.finetune), size.max_length, seed, digest)
+    folder = os.path.join(cache_dir, f"{size.name}-{name}-{key}")
+    info_path = os.path.join(folder, "finetune_info.json")
+    if os.path.exists(info_path) and size.model != "tiny":
+        from transformers import AutoTokenizer
+
+        from hf_unlearn.scripts.demo import default_model_dir
+
+        tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+        description = f"SmolLM2-135M-Instruct ({sum(p.numel() for p in model.parameters()):,} parameters)"
+        with open(info_path) as handle:
+            info = dict(json.load(handle), cached=True)
+        log(f"{name}: reused {folder}")
+        return model, tokenizer, description, info
+    base, tokenizer, description = load_base(size, data, cache_dir)
+    torch.manual_seed(seed)
+    info = finetune(base, tokenizer, records, size.finetune, size.max_length, seed)
+    base.eval()
+    if size.model != "tiny":  # the tiny size (seconds) is never cached
+        os.makedirs(folder, exist_ok=True)
+        base.save_pretrained(folder)
+        with open(info_path, "w") as handle:
+            json.dump(info, handle)
+    log(f"{name}: fine-tuned {info['optimizer_steps']} steps in {info['wall_s']:.0f} s")
+    return base, tokenizer, description, dict(info, cached=False)
+
+
+# ============================================================================ evaluation
+
+
+def nan_to_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Evaluator:
+    """TOFU metrics, privacy and extraction of one model on one split (aggregate numbers only)."""
+
+    def __init__(self, split: SplitData, tokenizer, size: Size):
+        from hf_unlearn.data import build_qa_dataset
+        from hf_unlearn.evaluation.tofu import tofu_splits
+
+        self.split, self.tokenizer, self.size = split, tokenizer, size
+        self.splits = tofu_splits(split.forget_split)
+        self.holdout = build_qa_dataset(split.holdout, tokenizer, max_length=size.max_length)
+        self.forget_examples = build_qa_dataset(split.eval_sets["forget"], tokenizer, max_length=size.max_length)
+        half = len(split.forget_train) // 2
+        self.relearn_records, self.heldout_records = split.forget_train[:half], split.forget_train[half:]
+        heldout_questions = {r["question"] for r in self.heldout_records}
+        self.heldout_eval = [r for r in split.eval_sets["forget"] if r["question"] in heldout_questions]
+        self.relearn_examples = build_qa_dataset(self.relearn_records, tokenizer, max_length=size.max_length)
+        self.retain_truth_ratios = None  # the retain model's forget truth ratios (set after evaluating it)
+        self.retain_heldout_ratios = None
+        self.retain_auc = None
+
+    def score(self, model, role: str, records=None, generate: bool = True):
+        from hf_unlearn.evaluation.tofu import score_tofu_split
+
+        split = next(s for s in self.splits if s.role == role)
+        return score_tofu_split(model, self.tokenizer, records if records is not None else self.split.eval_sets[role],
+                                split, max_length=self.size.max_length, batch_size=self.size.eval_batch_size,
+                                generate=generate, max_new_tokens=self.size.max_new_tokens)
+
+    def full(self, model) -> tuple[dict, dict]:
+        """Every TOFU metric + MIA + ES. Returns (metrics, TofuScores by role)."""
+        from hf_unlearn.evaluation.metrics import privleak, roc_auc
+        from hf_unlearn.evaluation.scores import score_examples
+        from hf_unlearn.evaluation.tofu import tofu_metrics
+
+        scores = {split.role: self.score(model, split.role) for split in self.splits}
+        metrics = tofu_metrics(scores, self.splits, self.retain_truth_ratios)
+        holdout = score_examples(model, self.holdout, self.tokenizer.pad_token_id, self.size.eval_batch_size)
+        auc = roc_auc(-scores["forget"].answer_nll, -holdout.example_nll.numpy())
+        metrics["mia_auc"] = auc
+        if self.retain_auc is not None:
+            metrics["privleak"] = privleak(auc, self.retain_auc)
+        metrics["extraction_strength"] = extraction_strength(model, self.forget_examples, self.tokenizer.pad_token_id,
+                                                              self.size.eval_batch_size)
+        return metrics, scores
+
+    def with_retain_reference(self, metrics: dict, scores: dict) -> dict:
+        """`metrics` recomputed from `scores` now that the retain model's truth ratios and AUC are known."""
+        from hf_unlearn.evaluation.metrics import privleak
+        from hf_unlearn.evaluation.tofu import tofu_metrics
+
+        kept = {k: metrics[k] for k in ("mia_auc", "extraction_strength")}
+        out = dict(tofu_metrics(scores, self.splits, self.retain_truth_ratios), **kept)
+        out["privleak"] = privleak(out["mia_auc"], self.retain_auc)
+        return out
+
+    def forget_only(self, model, records=None, reference_ratios=None) -> dict:
+        """Teacher-forced forget metrics (no generation): forget quality vs the retain model, truth ratio, Prob.,
+        ES; on `records` (default: the forget evaluation set)."""
+        from hf_unlearn.evaluation.metrics import answer_probability, forget_quality, truth_ratio_score
+
+        scores = self.score(model, "forget", records, generate=False)
+        reference = self.retain_truth_ratios if reference_ratios is None else reference_ratios
+        out = {"forget_truth_ratio": truth_ratio_score(scores.truth_ratios, forget=True),
+               "forget_probability": answer_probability(scores.answer_nll)}
+        if reference is not None:
+            out["forget_quality"] = forget_quality(scores.truth_ratios, reference)
+        if records is None:
+            out["extraction_strength"] = extraction_strength(model, self.forget_examples, self.tokenizer.pad_token_id,
+                                                              self.size.eval_batch_size)
+        return out
+
+    def forget_from_scores(self, metrics: dict, forget_scores) -> tuple[dict, dict]:
+        """The attacks' "before" values from a `full` evaluation (no second scoring pass): on the whole forget
+        set, and on its held-out half (the records of `heldout_eval`, a subset of the forget evaluation set)."""
+        from hf_unlearn.evaluation.metrics import answer_probability, forget_quality, truth_ratio_score
+
+        whole = {"forget_truth_ratio": metrics["forget"]["truth_ratio"],
+                 "forget_probability": metrics["forget"]["probability"],
+                 "extraction_strength": metrics["extraction_strength"]}
+        if metrics.get("forget_quality") is not None:
+            whole["forget_quality"] = metrics["forget_quality"]
+        held = {r["question"] for r in self.heldout_eval}
+        if forget_scores.records_without_targets:  # the kept records no longer align with the records: rescore
+            return whole, None
+        index = [i for i, r in enumerate(self.split.eval_sets["forget"]) if r["question"] in held]
+        ratios = forget_scores.truth_ratios[index]
+        half = {"forget_truth_ratio": truth_ratio_score(ratios, forget=True),
+                "forget_probability": answer_probability(forget_scores.answer_nll[index])}
+        if self.retain_heldout_ratios is not None:
+            half["forget_quality"] = forget_quality(ratios, self.retain_heldout_ratios)
+        return whole, half
+
+    def attacks(self, model, before: tuple[dict, dict | None]) -> dict:
+        from hf_unlearn.evaluation.attacks import quantization_attack, relearning_attack
+
+        quant = quantization_attack(model, self.forget_only, bits=(8, 4), group_size=128, before=before[0])
+        phase = self.size.relearn
+        relearn = relearning_attack(
+            model, self.relearn_examples,
+            lambda m: self.forget_only(m, self.heldout_eval, self.retain_heldout_ratios),
+            self.tokenizer.pad_token_id, steps=phase.steps, learning_rate=phase.learning_rate,
+            batch_size=phase.batch_size, seed=0, before=before[1],
+        )
+        return {"quantization": quant, "relearning": relearn}
+
+
+def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16) -> float:
+    from hf_unlearn.evaluation.tofu import extraction_strength as es
+
+    return float(es(model, examples, pad_token_id, batch_size).mean())
+
+
+# ============================================================================ unlearning
+
+
+def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitData, size: Size, seed: int):
+    """One unlearning run of `method` from a fresh copy of the full model. Returns (model, info)."""
+    import torch
+
+    from hf_unlearn import get_method
+    from hf_unlearn.data import build_qa_dataset
+
+    trainer_class = get_method(method)
+    model = copy.deepcopy(full_dir_or_model)
+    model.requires_grad_(True)  # the copy of a model that may have been frozen as a reference
+    model.train()
+    forget = build_qa_dataset(split.forget_train, tokenizer, max_length=size.max_length)
+    retain = build_qa_dataset(split.train_retain, tokenizer, max_length=size.max_length)
+    scratch = tempfile.mkdtemp(prefix="tofu_unlearn_")
+    try:
+        phase = size.unlearn
+        args = trainer_class.config_class(
+            output_dir=os.path.join(scratch, "out"), per_device_train_batch_size=phase.batch_size,
+            learning_rate=phase.learning_rate, num_train_epochs=phase.epochs, warmup_steps=0, seed=seed,
+            use_cpu=device_name() == "cpu", report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True,
+            cache_dir=os.path.join(scratch, "cache"), dataloader_num_workers=0, max_length=size.max_length,
+        )
+        layers = getattr(model.config, "num_hidden_layers", None)
+        if getattr(args, "rmu_layer", None) is not None and layers is not None and args.rmu_layer >= layers:
+            # The tiny model has 2 layers; RMU's default (layer 7, train layers 5-7) is for real models.
+            args.rmu_layer = layers - 1
+            args.rmu_trainable_params = rf"layers\.({'|'.join(str(i) for i in range(layers))})\.mlp\.down_proj\.weight"
+        kwargs = {"retain_dataset": retain} if trainer_class.needs_retain else {}
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        trainer = trainer_class(model=model, args=args, train_dataset=forget, processing_class=tokenizer,
+                                ref_model=reference, **kwargs)
+        _quiet(trainer)
+        trainer.train()
+        wall = time.perf_counter() - start
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.eval()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        info = {"optimizer_steps": int(trainer.state.global_step), "wall_s": wall,
+                "final_loss": nan_to_none(losses[-1]) if losses else None,
+                "diverged": any(not math.isfinite(x) for x in losses),
+                "retain_weight": args.retain_weight if trainer_class.needs_retain else None,
+                "forget_weight": args.forget_weight,
+                "beta": {"npo": args.npo_beta, "idk_dpo": args.dpo_beta, "simnpo": args.simnpo_beta}.get(method)}
+        del trainer
+        return model, info
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ============================================================================ report
+
+
+def machine_info() -> dict:
+    import torch
+    import transformers
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "device": device_name(),
+            "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_start": list(os.getloadavg())}
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and (value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4)):
+        return f"{value:.2e}"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict) -> str:
+    size = report["size"]
+    lines = [
+        f"# TOFU end to end ({size['name']})",
+        "",
+        f"Command `{report['command']}`; {report['date']}; wall time {report['wall_s']:.0f} s "
+        f"({report['wall_s'] / 60:.1f} min); machine: {report['machine']['platform']}, {report['machine']['cpu_count']}"
+        f" cores, device {report['machine']['device']}{' ' + report['machine']['gpu'] if report['machine']['gpu'] else ''}"
+        f", torch {report['machine']['torch']}, transformers {report['machine']['transformers']}; load average at "
+        f"start {', '.join(f'{x:.1f}' for x in report['machine']['load_average_start'])} (shared machine: wall times "
+        f"are not benchmarks). Model: {report['model']}. Data: {report['data_source']}.",
+        "",
+        "Hyperparameters: fine-tuning (full and retain models) " + phase_text(size["finetune"]) + "; unlearning "
+        + phase_text(size["unlearn"]) + ", cosine schedule, no warmup, alpha = gamma = 1 (forget and retain weights), "
+        "beta 0.1 for NPO and IdkDPO, SimNPO beta 4.5, other method parameters at hf_unlearn's defaults "
+        "(open-unlearning's where the method is theirs); relearning attack: " + phase_text(size["relearn"])
+        + " on the first half of the forget QA, measured on the second half; quantisation: weight-only RTN, "
+        "symmetric, group 128, every linear layer but the output head.",
+        "",
+        "Deviations from open-unlearning: " + "; ".join(size["deviations"]) + ".",
+        "",
+    ]
+    if not report.get("finished"):
+        lines += ["**Unfinished run**: this file is rewritten as the run goes; '-' = not measured yet.", ""]
+    if report.get("skipped"):
+        lines += [f"Skipped for the time limit (--max-wall-s): {', '.join(report['skipped'])}.", ""]
+    for split_name, split in report["splits"].items():
+        lines += [f"## {split_name}", "", "Data: " + json.dumps(split["data"]), ""]
+        header = ["model", "FQ", "MU", "forget TR", "forget Prob", "forget ROUGE", "MIA AUC", "PrivLeak", "ES",
+                  "FQ 8-bit", "FQ 4-bit", "Prob 4-bit", "relearn FQ", "relearn Prob", "steps", "train s"]
+        rows = []
+        for name, row in split["rows"].items():
+            m, a = row["metrics"], row.get("attacks", {})
+            quant, rel = a.get("quantization", {}), a.get("relearning", {})
+            rows.append([
+                name, fmt(m.get("forget_quality")), fmt(m.get("model_utility")),
+                fmt(m["forget"]["truth_ratio"]), fmt(m["forget"]["probability"]), fmt(m["forget"].get("rouge_l")),
+                fmt(m.get("mia_auc")), fmt(m.get("privleak")), fmt(m.get("extraction_strength")),
+                fmt(quant.get("8bit", {}).get("forget_quality")), fmt(quant.get("4bit", {}).get("forget_quality")),
+                fmt(quant.get("4bit", {}).get("forget_probability")),
+                f"{fmt(rel['before'].get('forget_quality'))} -> {fmt(rel['after'].get('forget_quality'))}" if rel else "-",
+                f"{fmt(rel['before'].get('forget_probability'))} -> {fmt(rel['after'].get('forget_probability'))}"
+                if rel else "-",
+                fmt(row.get("train", {}).get("optimizer_steps")), fmt(row.get("train", {}).get("wall_s"), 0),
+            ])
+        lines += [table(header, rows), ""]
+    lines += [
+        "Columns: FQ = forget quality (KS-test p-value of the forget truth ratios against the retain model's; 1 = "
+        "indistinguishable); MU = model utility (harmonic mean of Prob., ROUGE-L and truth ratio on retain, real "
+        "authors, world facts); forget TR = mean min(R, 1/R) of the forget truth ratios; forget Prob = mean "
+        "P(answer | question); forget ROUGE = ROUGE-L recall of the greedy answer; MIA AUC = LOSS attack, forget "
+        "answers vs holdout answers (0.5 = indistinguishable); PrivLeak = (AUC - retain model's AUC) / retain "
+        "model's AUC; ES = extraction strength (1 - shortest answer prefix from which greedy decoding reproduces "
+        "the rest / answer length); FQ 8/4-bit and Prob 4-bit: the same after RTN quantisation; relearn FQ / Prob: "
+        "on the held-out half of the forget QA, before -> after the relearning attack (FQ against the retain "
+        "model's truth ratios on that half); steps / train s: optimizer steps and wall seconds of the unlearning run "
+        "(of the fine-tuning for the retain and full rows; 'cached' runs report the original run's).",
+        "",
+        "## open-unlearning's published forget10 numbers (Llama-3.2-1B), for comparison",
+        "",
+        table(["method", "hf_unlearn name", "FQ", "MU"],
+              [[OPEN_UNLEARNING_NAMES.get(k, "retain model"), k, fmt(v[0]), fmt(v[1])]
+               for k, v in OPEN_UNLEARNING_FORGET10.items()]),
+        "",
+    ]
+    if report.get("comparison"):
+        lines += [report["comparison"], ""]
+    return "\n".join(lines)
+
+
+def phase_text(phase: dict) -> str:
+    amount = f"{phase['steps']} steps" if phase.get("steps") else f"{phase['epochs']:g} epochs"
+    return f"AdamW lr {phase['learning_rate']:g}, {amount}, batch {phase['batch_size']}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(report["splits"].items())
+    fig, axes = plt.subplots(1, len(splits), figsize=(6.5 * len(splits), 5), squeeze=False)
+    for ax, (name, split) in zip(axes[0], splits):
+        for label, row in split["rows"].items():
+            fq, mu = row["metrics"].get("forget_quality"), row["metrics"].get("model_utility")
+            if fq is None or mu is None:
+                continue
+            marker = "*" if label in ("full (no unlearning)", "retain (exact retraining)") else "o"
+            ax.scatter(mu, max(fq, 1e-300), marker=marker, s=90 if marker == "*" else 40)
+            ax.annotate(label.split(" ")[0], (mu, max(fq, 1e-300)), fontsize=8, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_yscale("log")
+        ax.set_xlabel("model utility")
+        ax.set_ylabel("forget quality (KS p-value, log)")
+        ax.set_title(f"TOFU {name}, size {report['size']['name']}")
+        ax.axhline(0.05, color="grey", lw=0.5, ls="--")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ============================================================================ main
+
+
+def run(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
+    parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    parser.add_argument("--splits", nargs="+", default=None, help="forget splits (default: the size's)")
+    parser.add_argument("--source", default="auto", help="'auto' (Hub if reachable, else vendored), 'hub', 'vendored'")
+    parser.add_argument("--data-dir", default=None, help="folder of TOFU's <config>.jsonl files (overrides --source)")
+    parser.add_argument("--out-dir", default=RESULTS)
+    parser.add_argument("--cache-dir", default=None, help="fine-tuned models (default: ~/.cache/hf_unlearn/tofu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-attacks", action="store_true")
+    parser.add_argument("--max-wall-s", type=float, default=None,
+                        help="start no attack after this many seconds (the skipped ones are listed in the report)")
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="only rewrite the .md and .png of an existing report (with --comparison)")
+    parser.add_argument("--comparison", default=None, metavar="MD",
+                        help="with --render: a Markdown paragraph comparing the results with open-unlearning's")
+    args = parser.parse_args(argv)
+    args.report_skipped = []
+    if args.render:
+        return render(args.render, args.comparison)
+    import torch
+
+    from hf_unlearn import list_methods
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_libraries()
+    size = SIZES[args.size]
+    start = time.perf_counter()
+    log = lambda message: print(f"[{time.perf_counter() - start:7.1f} s] {message}", flush=True)  # noqa: E731
+    if args.data_dir:
+        source = args.data_dir
+    elif args.source == "hub" or (args.source == "auto" and hub_reachable()):
+        source = HUB_ID
+    else:
+        source = VENDORED
+    data = TofuData(source)
+    data_source = ("Hub " + HUB_ID if source == HUB_ID else
+                   "vendored subset benchmarks/tofu/data" if source == VENDORED else "local folder")
+    from hf_unlearn.config import default_cache_dir
+
+    cache_dir = args.cache_dir or os.path.join(default_cache_dir(), "tofu")
+    # Default order: the methods open-unlearning publishes first (an interrupted run has those), then the rest.
+    methods = args.methods or sorted(list_methods(), key=lambda m: (m not in OPEN_UNLEARNING_NAMES,
+                                                                   list(OPEN_UNLEARNING_NAMES).index(m)
+                                                                   if m in OPEN_UNLEARNING_NAMES else 0))
+    report: dict[str, Any] = {
+        "benchmark": "TOFU end to end", "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]
+                                                                        if argv is None else ["benchmarks/tofu/run.py", *argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_info(),
+        "size": dataclasses.asdict(size), "data_source": data_source, "seed": args.seed, "methods": methods,
+        "open_unlearning_forget10": {k: {"forget_quality": v[0], "model_utility": v[1]}
+                                     for k, v in OPEN_UNLEARNING_FORGET10.items()},
+        "splits": {}, "skipped": args.report_skipped,
+    }
+    for forget_split in args.splits or size.forget_splits:
+        split = split_data(data, size, forget_split, args.seed)
+        log(f"{forget_split}: {json.dumps(split.summary())}")
+        full_model, tokenizer, description, full_info = cached_finetune(
+            "full", size, data, split.train_full, cache_dir, args.seed, log)
+        retain_model, _, _, retain_info = cached_finetune(
+            f"retain-{forget_split}", size, data, split.train_retain, cache_dir, args.seed, log)
+        report["model"] = description
+        evaluator = Evaluator(split, tokenizer, size)
+        rows: dict[str, dict] = {}
+        report["splits"][forget_split] = {"data": split.summary(), "rows": rows}
+        scratch = tempfile.mkdtemp(prefix="tofu_models_")  # unlearned weights between the two passes
+        try:
+            run_split(args, size, split, evaluator, rows, full_model, retain_model, full_info, retain_info, methods,
+                      scratch, lambda: write_report(report, args.out_dir, size, start), start, log)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["complete"] = not report["skipped"]
+    write_report(report, args.out_dir, size, start, final=True)
+    log(f"wrote {os.path.join(args.out_dir, 'tofu_' + size.name)}.json/.md/.png")
+    return report
+
+
+def render(json_path: str, comparison: str | None = None) -> dict:
+    """Rewrite the .md and .png beside `json_path` from it, adding the comparison paragraph of file `comparison`."""
+    with open(json_path) as handle:
+        report = json.load(handle)
+    if comparison:
+        with open(comparison) as handle:
+            report["comparison"] = handle.read().strip()
+        with open(json_path, "w") as handle:
+            json.dump(report, handle, indent=1)
+    stem = json_path[: -len(".json")]
+    with open(stem + ".md", "w") as handle:
+        handle.write(markdown(report))
+    plot(report, stem + ".png")
+    return report
+
+
+ATTACK_PASSES = ("4bit", "relearning", "8bit")  # in this order: the most telling first
+
+
+def run_split(args, size, split, evaluator, rows, full_model, retain_model, full_info, retain_info, methods, scratch,
+              save, start, log) -> None:
+    """Pass 1: the retain and full models and every method's unlearned model, evaluated (each unlearned model's
+    weights kept in `scratch`); pass 2: the attacks, one attack over every model at a time (4-bit, relearning,
+    8-bit), the report rewritten after each model so that an interrupted run keeps what it measured. Attacks that
+    would start after `--max-wall-s` are skipped and listed in the report."""
+    import torch
+
+    retain_metrics, retain_scores = evaluator.full(retain_model)
+    evaluator.retain_truth_ratios = retain_scores["forget"].truth_ratios
+    evaluator.retain_heldout_ratios = evaluator.score(retain_model, "forget", evaluator.heldout_eval,
+                                                      generate=False).truth_ratios
+    evaluator.retain_auc = retain_metrics["mia_auc"]
+    retain_metrics = evaluator.with_retain_reference(retain_metrics, retain_scores)  # FQ vs itself, PrivLeak
+    retain_name, full_name = "retain (exact retraining)", "full (no unlearning)"
+    rows[retain_name] = _clean({"metrics": retain_metrics, "train": retain_info})
+    befores = {retain_name: evaluator.forget_from_scores(retain_metrics, retain_scores["forget"])}
+    log(f"retain: FQ {fmt(retain_metrics['forget_quality'])} MU {fmt(retain_metrics['model_utility'])}")
+    full_metrics, full_scores = evaluator.full(full_model)
+    befores[full_name] = evaluator.forget_from_scores(full_metrics, full_scores["forget"])
+    rows[full_name] = _clean({"metrics": full_metrics, "train": full_info})
+    log(f"full: FQ {fmt(full_metrics['forget_quality'])} MU {fmt(full_metrics['model_utility'])}")
+    save()
+    paths = {retain_name: os.path.join(scratch, "retain.pt"), full_name: None}
+    torch.save(retain_model.state_dict(), paths[retain_name])
+    del retain_model
+    reference = copy.deepcopy(full_model)  # frozen by the trainers; full_model stays the pristine start
+    for method in methods:
+        model, info = unlearn(method, full_model, reference, tokenizer_of(evaluator), split, size, args.seed)
+        metrics, scores = evaluator.full(model)
+        befores[method] = evaluator.forget_from_scores(metrics, scores["forget"])
+        rows[method] = _clean({"metrics": metrics, "train": info})
+        paths[method] = os.path.join(scratch, f"{method}.pt")
+        torch.save(model.state_dict(), paths[method])
+        log(f"{method}: {info['optimizer_steps']} steps, FQ {fmt(metrics.get('forget_quality'))} "
+            f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}")
+        del model
+        save()
+    del reference
+    if args.no_attacks:
+        return
+    from hf_unlearn.evaluation.attacks import quantization_attack, relearning_attack
+
+    work = copy.deepcopy(full_model)
+    for attack in ATTACK_PASSES:
+        for name in rows:
+            if args.max_wall_s and time.perf_counter() - start > args.max_wall_s:
+                args.report_skipped.append(f"{split.forget_split}/{name}/{attack}")
+                continue
+            model = full_model if paths[name] is None else work
+            if paths[name] is not None:
+                work.load_state_dict(torch.load(paths[name]))
+            attacks = rows[name].setdefault("attacks", {})
+            if attack in ("4bit", "8bit"):
+                bits = int(attack[0])
+                result = quantization_attack(model, evaluator.forget_only, bits=(bits,), group_size=128,
+                                             before=befores[name][0])
+                quant = attacks.setdefault("quantization", {"before": result["before"], "settings": result["settings"]})
+                quant[attack] = result[attack]
+                quant["settings"]["bits"] = sorted(set(quant["settings"]["bits"]) | {bits}, reverse=True)
+            else:
+                phase = size.relearn
+                attacks["relearning"] = relearning_attack(
+                    model, evaluator.relearn_examples,
+                    lambda m: evaluator.forget_only(m, evaluator.heldout_eval, evaluator.retain_heldout_ratios),
+                    evaluator.tokenizer.pad_token_id, steps=phase.steps, learning_rate=phase.learning_rate,
+                    batch_size=phase.batch_size, seed=0, before=befores[name][1],
+                )
+            rows[name]["attacks"] = _clean(attacks)
+            log(f"{attack} attack on {name}: done")
+            save()
+
+
+def tokenizer_of(evaluator) -> Any:
+    return evaluator.tokenizer
+
+
+def write_report(report: dict, out_dir: str, size: Size, start: float, final: bool = False) -> None:
+    """Write tofu_<size>.json, .md and .png; an unfinished report says so."""
+    report["wall_s"] = time.perf_counter() - start
+    report["finished"] = final
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"tofu_{size.name}")
+    with open(stem + ".json", "w") as handle:
+        json.dump(_clean(report), handle, indent=1)
+    with open(stem + ".md", "w") as handle:
+        handle.write(markdown(report))
+    plot(report, stem + ".png")
+
+
+def _clean(value):
+    """JSON-safe: numpy numbers to floats, non-finite floats to None."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    return nan_to_none(value)
+
+
+def quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    logging.getLogger("hf_unlearn").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,109 @@
+"""The TOFU benchmark (benchmarks/tofu/run.py) at its tiny size, end to end, and its protocol invariants; extraction
+strength by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from hf_unlearn import list_methods
+from hf_unlearn.evaluation.tofu import extraction_strength_of
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "benchmarks", "tofu", "run.py")
+
+
+def load_run():
+    spec = importlib.util.spec_from_file_location("tofu_run", RUN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_extraction_strength_by_hand():
+    labels = np.array([
+        [-100, -100, 5, 6, 7, 8],  # 4 answer tokens
+        [-100, -100, 5, 6, 7, 8],
+        [-100, -100, 5, 6, 7, 8],
+        [-100, -100, -100, -100, -100, -100],  # no target
+    ])
+    predictions = np.array([
+        [0, 0, 5, 6, 7, 8],  # all right: greedy from the bare prompt reproduces it: k = 0, ES = 1
+        [0, 0, 5, 9, 7, 8],  # last wrong at answer position 1: needs the first 2 tokens, ES = 1 - 2/4
+        [0, 0, 5, 6, 7, 0],  # last token wrong: k = 4, ES = 0
+        [0, 0, 0, 0, 0, 0],
+    ])
+    es = extraction_strength_of(predictions, labels)
+    assert es[:3].tolist() == [1.0, 0.5, 0.0]
+    assert np.isnan(es[3])
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tofu_tiny")
+    report = load_run().run(["--size", "tiny", "--out-dir", str(out), "--cache-dir", str(out / "cache"),
+                             "--source", "vendored"])
+    return report, out
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_output(tiny_report):
+    report, out = tiny_report
+    for ext in ("json", "md", "png"):
+        assert (out / f"tofu_tiny.{ext}").stat().st_size > 0
+    assert json.loads((out / "tofu_tiny.json").read_text())["finished"] is True
+    assert report["complete"] and not report["skipped"]
+    assert "Unfinished" not in (out / "tofu_tiny.md").read_text()
+
+
+@pytest.mark.slow
+def test_protocol_invariants(tiny_report):
+    report, _ = tiny_report
+    rows = report["splits"]["forget01"]["rows"]
+    retain = rows["retain (exact retraining)"]["metrics"]
+    # The KS test of a sample against itself: statistic 0, p-value exactly 1.
+    assert retain["forget_quality"] == 1.0
+    assert retain["privleak"] == 0.0
+    assert 0.0 <= rows["full (no unlearning)"]["metrics"]["forget_quality"] <= 1.0
+    for name in ["retain (exact retraining)", "full (no unlearning)", *list_methods()]:
+        row = rows[name]
+        assert row["metrics"]["model_utility"] is not None, name
+        assert set(row["attacks"]["quantization"]) >= {"before", "8bit", "4bit"}, name
+        assert set(row["attacks"]["relearning"]) >= {"before", "after"}, name
+        assert "forget_quality" in row["attacks"]["quantization"]["4bit"], name
+    table = load_run().markdown(report)
+    for method in list_methods():
+        assert rows[method]["train"]["optimizer_steps"] >= 1, method
+        assert f"| {method} |" in table
+
+
+@pytest.mark.slow
+def test_outputs_hold_no_tofu_text(tiny_report):
+    _, out = tiny_report
+    written = (out / "tofu_tiny.json").read_text() + (out / "tofu_tiny.md").read_text()
+    data = os.path.join(ROOT, "benchmarks", "tofu", "data")
+    with open(os.path.join(data, "forget01_perturbed.jsonl")) as handle:
+        records = [json.loads(line) for line in handle]
+    for record in records:
+        for key in ("question", "answer", "paraphrased_answer"):
+            assert record[key][:40] not in written
+
+
+def test_gpu_size_uses_the_same_path_and_asks_for_the_full_data():
+    run = load_run()
+    gpu = run.SIZES["gpu"]
+    assert gpu.forget_splits == ("forget01", "forget05", "forget10") and gpu.model == run.SIZES["cpu"].model
+    data = run.TofuData(run.VENDORED)
+    with pytest.raises(ValueError, match="not in"):
+        run.split_data(data, gpu, "forget10", seed=0)
+    cpu = run.split_data(data, run.SIZES["cpu"], "forget01", seed=0)
+    assert len(cpu.forget_train) == 20 and len(cpu.eval_sets["forget"]) == 20
+    assert not {r["question"] for r in cpu.forget_train} & {r["question"] for r in cpu.train_retain}
+    assert {r["question"] for r in cpu.train_full} == (
+        {r["question"] for r in cpu.train_retain} | {r["question"] for r in cpu.forget_train})
