@@ -760,14 +760,7 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
         "summary": summary,
         "runs": runs,
     }
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "overhead_large_vocab.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
-    text = large_vocab_markdown(report)
-    with open(os.path.join(args.out_dir, "overhead_large_vocab.md"), "w") as handle:
-        handle.write(text)
-    print(text)
-    return 0
+    return write_report(report, args.out_dir, "overhead_large_vocab", large_vocab_markdown(report))
 
 
 def large_vocab_markdown(report: dict) -> str:
@@ -964,11 +957,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "overhead.json"), "w") as handle:
+    return write_report(report, args.out_dir, "overhead", markdown(report))
+
+
+def write_report(report: dict, out_dir: str, name: str, text: str) -> int:
+    """Write `<out_dir>/<name>.json` and `.md`, print the Markdown; 0 (the exit status)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as handle:
         json.dump(report, handle, indent=1)
-    text = markdown(report)
-    with open(os.path.join(args.out_dir, "overhead.md"), "w") as handle:
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as handle:
         handle.write(text)
     print(text)
     return 0
