@@ -5,6 +5,7 @@ Grounded in Yao et al., "Machine Unlearning of Pre-trained Large Language Models
 
 __version__ = "0.1.0"
 
+from . import methods
 from .callbacks import StoppingCriteria, UnlearningEvalCallback
 from .config import UnlearningConfig
 from .data import build_qa_dataset, chunk_documents, encode_prompt_completion, load_documents
@@ -33,25 +34,9 @@ from .streams import StreamDataset, UnlearningCollator
 from .trainer import UnlearningTrainer
 
 __all__ = [
-    "AdversarialConfig",
-    "AdversarialTrainer",
-    "GradientAscentDescentTrainer",
-    "GradientAscentKLTrainer",
-    "GradientAscentTrainer",
-    "IdkDPOTrainer",
-    "IdkTrainer",
-    "NPOTrainer",
-    "RMUConfig",
-    "RMUTrainer",
-    "SatImpTrainer",
-    "SimNPOConfig",
-    "SimNPOTrainer",
-    "UndialTrainer",
-    "WGATrainer",
+    *methods.__all__,  # every method's trainer and config class
     "LossTerm",
     "Objective",
-    "RandomLabelConfig",
-    "RandomLabelTrainer",
     "StoppingCriteria",
     "StreamDataset",
     "UnlearningCollator",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -63,22 +64,24 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=128)
+def _parameters(forward_type: type) -> Mapping[str, inspect.Parameter] | None:
+    """The parameters of `forward_type.forward`, or None when its signature cannot be read."""
+    try:
+        return inspect.signature(forward_type.forward).parameters
+    except (TypeError, ValueError):
+        return None
+
+
 def _accepts(forward_type: type, argument: str) -> bool:
-    """Whether `forward_type.forward` takes `argument` (by name or through **kwargs)."""
-    try:
-        parameters = inspect.signature(forward_type.forward).parameters
-    except (TypeError, ValueError):
-        return True
-    return argument in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    """Whether `forward_type.forward` takes `argument` (by name or through **kwargs; yes when unreadable)."""
+    parameters = _parameters(forward_type)
+    return parameters is None or argument in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
-@lru_cache(maxsize=128)
 def _names(forward_type: type, argument: str) -> bool:
-    """Whether `forward_type.forward` names `argument` explicitly (not only through **kwargs)."""
-    try:
-        return argument in inspect.signature(forward_type.forward).parameters
-    except (TypeError, ValueError):
-        return False
+    """Whether `forward_type.forward` names `argument` explicitly (not only through **kwargs; no when unreadable)."""
+    parameters = _parameters(forward_type)
+    return parameters is not None and argument in parameters
 
 
 def _innermost(model: nn.Module) -> nn.Module:

@@ -121,11 +121,6 @@ def scatter_positions(values: torch.Tensor, index: torch.Tensor, shape: torch.Si
     return out.index_add(0, index, values).view(shape)
 
 
-def row_sums(values: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Per-row sums `[batch]` of per-selected-position `values` `[n]` at the flat positions `index`."""
-    return values.new_zeros(shape[0]).index_add(0, torch.div(index, shape[1], rounding_mode="floor"), values)
-
-
 # ---------------------------------------------------------------------------- per-position kernels
 # Each takes `[n, vocab]` logits (any float dtype; computed in float32) and `[n]` columns, returns `[n]` tensors.
 

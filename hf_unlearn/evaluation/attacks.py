@@ -24,8 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses import IGNORE_INDEX
-from ..streams import pad_sequences
+from ..streams import UnlearningCollator
 
 MetricFn = Callable[[nn.Module], float]
 # What the attacks re-measure: {name: callable(model) -> float}, or one callable(model) -> {name: float}.
@@ -159,15 +158,13 @@ def relearn(
         raise ValueError(f"steps={steps} must be at least 1.")
     rows = [examples[i] for i in range(len(examples))]
     device = next(model.parameters()).device
+    collator = UnlearningCollator(pad_token_id)  # right padding; labels -100 and attention mask 0 on the padding
     model.requires_grad_(True)  # every parameter, also of a model that was frozen (e.g. used as a reference)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     model.train()
     for batch in _batches(rows, batch_size, steps, seed):
-        ids = pad_sequences([row["input_ids"] for row in batch], pad_token_id).to(device)
-        labels = pad_sequences([row["labels"] for row in batch], IGNORE_INDEX).to(device)
-        lengths = torch.tensor([len(row["input_ids"]) for row in batch], device=device)
-        mask = (torch.arange(ids.shape[1], device=device)[None] < lengths[:, None]).long()
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        padded = collator([{key: row[key] for key in ("input_ids", "labels")} for row in batch])
+        loss = model(**{key: value.to(device) for key, value in padded.items()}).loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"The relearning loss is {loss.item()}; lower learning_rate.")
         loss.backward()

@@ -285,24 +285,17 @@ def extraction_strength_of(predictions: Any, labels: Any) -> np.ndarray:
 def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16) -> np.ndarray:
     """Per-example extraction strength (`extraction_strength_of`) of prompt-masked examples (`build_qa_dataset`)
     under `model`, from one teacher-forced forward pass per batch (no generation)."""
-    import torch
-
-    from ..losses import IGNORE_INDEX
-    from ..streams import pad_sequences
-    from .scores import model_device
+    from ..streams import UnlearningCollator
+    from .scores import evaluation_mode, model_device
 
     device = model_device(model)
+    collator = UnlearningCollator(pad_token_id)  # right padding; labels -100 and attention mask 0 on the padding
     values = []
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with evaluation_mode(model):
         for start in range(0, len(examples), batch_size):
             rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
-            ids = pad_sequences([r["input_ids"] for r in rows], pad_token_id).to(device)
-            labels = pad_sequences([r["labels"] for r in rows], IGNORE_INDEX)
-            lengths = torch.tensor([len(r["input_ids"]) for r in rows], device=device)
-            mask = (torch.arange(ids.shape[1], device=device)[None] < lengths[:, None]).long()
+            batch = collator([{key: r[key] for key in ("input_ids", "labels")} for r in rows])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1).cpu()
-            values.append(extraction_strength_of(predicted.numpy(), labels[:, 1:].numpy()))
-    model.train(was_training)
+            values.append(extraction_strength_of(predicted.numpy(), batch["labels"][:, 1:].numpy()))
     return np.concatenate(values) if values else np.array([])
