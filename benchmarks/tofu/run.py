@@ -709,7 +709,6 @@ def run(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    quiet_libraries()
     size = SIZES[args.size]
     start = time.perf_counter()
     log = lambda message: print(f"[{time.perf_counter() - start:7.1f} s] {message}", flush=True)  # noqa: E731
@@ -884,6 +883,8 @@ def _clean(value):
 
 
 def quiet_libraries() -> None:
+    """Process-wide: silence library logs, progress bars and warnings. Called only when run as a script, so that
+    `run()` called in-process (the tests) leaves the caller's logging and warning settings alone."""
     import logging
     import warnings
 
@@ -898,4 +899,5 @@ def quiet_libraries() -> None:
 
 
 if __name__ == "__main__":
+    quiet_libraries()
     run()
