@@ -2,7 +2,7 @@
 against a bare forward pass over the same tokens, measured in the same run. Target: >= 0.9x the bare pass.
 
     python benchmarks/eval_throughput.py                # ~22.7M-param Llama, 16 x 256 tokens, 5 rounds, ~2 min
-    python benchmarks/eval_throughput.py --threads 1    # steadier on a machine shared with other jobs
+    python benchmarks/eval_throughput.py --threads 1 --rounds 12   # steadier on a machine shared with other jobs
     python benchmarks/eval_throughput.py --device cuda --dtype bfloat16 --hidden 2048 --layers 16 --seq_len 1024 \
         --examples 128 --results_name eval_throughput_cuda      # a ~1.2B model on one GPU
 
@@ -144,6 +144,7 @@ def main() -> None:
         f"{args.dtype}, on {result['machine']['device']}.",
         f"Workload: {args.examples} examples x {args.seq_len} tokens = {tokens:,} tokens, batch {args.batch_size}; "
         f"fastest of {args.rounds} alternating rounds (medians in the last column).",
+        "Command: `" + " ".join(["python benchmarks/eval_throughput.py", *sys.argv[1:]]) + "`",
         "",
         "| mode | what it computes | tokens/s | x bare forward | x bare (medians) |",
         "|---|---|---|---|---|",

@@ -397,6 +397,70 @@ def test_evaluate_recipe(tmp_path, trained_model_dir, monkeypatch):
 # ---------------------------------------------------------------------------- several processes
 
 
+def _min_k_plus_plus_reference(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Min-K%++ by its definition, in float64, over the finite logits of each row only: log p(target),
+    z = (log p(target) - E_p[log p]) / sqrt(Var_p[log p]), and the quantities the float32 error bound needs
+    (y = logit - max: E_p[y], E_p[y^2], y(target), log s = log sum exp y, sigma)."""
+    out: dict[str, list] = {key: [] for key in ("logp", "z", "mean_y", "mean_y2", "y_target", "log_s", "sigma")}
+    for row, target in zip(logits.double(), targets):
+        y = row[torch.isfinite(row)] - row.max()
+        log_s = torch.logsumexp(y, -1)
+        p = (y - log_s).exp()
+        mean_y, mean_y2 = (p * y).sum(), (p * y * y).sum()
+        sigma = (mean_y2 - mean_y**2).clamp(min=0).sqrt()
+        y_target = row[target] - row.max()
+        logp = y_target - log_s
+        values = (logp, (logp - (mean_y - log_s)) / sigma, mean_y, mean_y2, y_target, log_s, sigma)
+        for key, value in zip(out, values):
+            out[key].append(value)
+    return {key: torch.stack(value) for key, value in out.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_min_k_plus_plus_statistics_match_float64_definition(dtype):
+    """token_statistics' one-exponential Min-K%++ moments (centred at the row maximum) against the definition in
+    float64, on random rows, a nearly flat row, a peaked row and masked (-inf) vocabulary entries, which must count
+    as probability 0 (not make the scores nan).
+
+    Tolerance, per row, from float32 error propagation. Each p(z) carries a relative error <= ~20 ulp (the
+    vectorised exponential) and summing 1,000 terms adds <= ~10 more (pairwise), so E_p[y] and E_p[y^2] are within
+    a relative d = 30 * 2^-23 = 3.6e-6 of their values, log s within d * log s. sigma^2 = E[y^2] - E[y]^2 then has
+    an absolute error <= d * E[y^2] + 2d * E[y]^2 <= 3d * E[y^2], i.e. sigma a relative error
+    <= 1.5 d * E[y^2] / sigma^2; the numerator log p - mu = y_t - E[y] an absolute error <= d (|y_t| + |E[y]|).
+    So |dz| <= |z| * 1.5 d * E[y^2] / sigma^2 + d (|y_t| + |E[y]|) / sigma; the test allows twice that plus 1e-6.
+    A wrong moment or a missed -inf moves z by O(1) and fails. bfloat16 logits are compared with the reference
+    computed from the same bfloat16 values (the statistics run in float32), so the same bound holds. log p(target)
+    is within d * (|y_t| + log s) of the reference. The row with one allowed token has sigma = 0: z is 0 there (as
+    for a uniform row), not nan."""
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 1000, generator=generator) * 6).clamp(-20, 20)
+    logits[1] = torch.randn(1000, generator=generator)  # nearly flat
+    logits[2, 7] = 20.0  # peaked: one token holds most of the mass
+    logits[3, ::4] = float("-inf")  # a masked quarter of the vocabulary
+    logits[4, :999] = float("-inf")  # one allowed token: p = 1, sigma = 0
+    logits = logits.to(dtype)
+    targets = torch.tensor([5, 9, 7, 2, 999, 300])
+    labels = torch.full((1, 7), -100)
+    labels[0, 1:] = targets  # position t predicts labels[t + 1]
+    rows = torch.cat([logits, torch.zeros(1, 1000, dtype=dtype)])[None]  # 7 positions; the last predicts nothing
+    ((nll, count, correct, logp, z),) = token_statistics(rows, labels, token_scores=True)
+    ref = _min_k_plus_plus_reference(logits.float(), targets)
+    d = 30 * 2.0**-23
+    assert count == 6 and torch.isfinite(z).all()
+    logp_bound = d * (ref["y_target"].abs() + ref["log_s"]) * 2 + 1e-6
+    assert ((logp.double() - ref["logp"]).abs() <= logp_bound).all(), (logp, ref["logp"])
+    spread = [0, 1, 2, 3, 5]
+    sigma = ref["sigma"][spread]
+    z_bound = 2 * (
+        ref["z"][spread].abs() * 1.5 * d * ref["mean_y2"][spread] / sigma**2
+        + d * (ref["y_target"][spread].abs() + ref["mean_y"][spread].abs()) / sigma
+    ) + 1e-6
+    assert ((z[spread].double() - ref["z"][spread]).abs() <= z_bound).all(), (z, ref["z"], z_bound)
+    assert z[4].item() == 0.0
+    assert nll == pytest.approx(-ref["logp"].sum().item(), rel=1e-5)
+    assert correct == int((logits.float()[torch.arange(6), targets] >= logits.float().amax(-1)).sum())
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_match_one(trained_model_dir, tmp_path):
