@@ -118,6 +118,10 @@ class OutputHead:
         self.embedding = embedding
         self.steps = _logit_postprocess(config)
 
+    def parameters(self):
+        """The output embedding's parameters (those a gradient of the logits reaches)."""
+        return self.embedding.parameters()
+
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.embedding(hidden)
         for step in self.steps:

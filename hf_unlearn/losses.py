@@ -52,10 +52,16 @@ class TokenLogits:
         head: maps hidden states `[n, hidden]` to logits `[n, vocab]` exactly as the model's forward does (its
             output embedding as a module, so ZeRO-3 / PEFT hooks run, then any soft-capping or scaling); None when
             `states` are the logits.
+        gradient_in_forward: whether summed losses (`sum_positions`) may compute each chunk's gradient with
+            respect to `states` and the head's parameters during the forward pass instead of recomputing the
+            chunk's logits in backward. Only where autograd alone handles the gradients (one process, no
+            DeepSpeed / FSDP: the trainer decides, `UnlearningConfig.loss_gradient_in_forward`); the head must
+            expose `parameters()`.
     """
 
     states: torch.Tensor
     head: Head | None = None
+    gradient_in_forward: bool = False
 
     @property
     def shape(self) -> torch.Size:
@@ -108,6 +114,87 @@ def map_positions(
     if len(pieces) == 1:
         return pieces[0]
     return tuple(torch.cat(parts) for parts in zip(*pieces))
+
+
+def sum_positions(
+    kernel: Callable[..., tuple[torch.Tensor, ...]],
+    sources: Sequence[TokenLogits],
+    index: torch.Tensor,
+    columns: Sequence[torch.Tensor] = (),
+    chunk_size: int = 0,
+) -> tuple[torch.Tensor, ...]:
+    """The sums over the positions `index` of each output of `kernel` (arguments as for `map_positions`).
+
+    A sum is linear in its terms, so the gradient of each chunk's contribution is known in the forward pass up to
+    the one scalar backward brings (d loss / d sum). When chunked with gradients enabled and exactly one source
+    needs a gradient and allows it (`TokenLogits.gradient_in_forward`), each chunk's gradients with respect to
+    that source's hidden states and trainable head parameters are computed right after its logits
+    (`_SumWithGradient`), and backward only scales them: the LM head runs twice per chunk (forward, and the two
+    matmuls of its backward) instead of three times with recomputation. The cost is one gradient buffer the size
+    of the hidden states and one per trainable head parameter, held from the forward pass to backward. Otherwise
+    the positions are mapped (checkpointed when chunked) and summed. Same values either way up to float32
+    summation order.
+    """
+    trainable = [i for i, source in enumerate(sources) if source.states.requires_grad]
+    if len(trainable) == 1 and chunk_size > 0 and torch.is_grad_enabled() and index.numel() > 0:
+        source = sources[trainable[0]]
+        if source.gradient_in_forward and source.head is not None and hasattr(source.head, "parameters"):
+            params = [p for p in source.head.parameters() if p.requires_grad]
+            plan = (kernel, sources, trainable[0], index, columns, chunk_size)
+            return _SumWithGradient.apply(plan, source.states, *params)
+    return tuple(values.sum() for values in map_positions(kernel, sources, index, columns, chunk_size))
+
+
+class _SumWithGradient(torch.autograd.Function):
+    """`sum_positions` with each chunk's gradient computed in the forward pass (see there).
+
+    forward(plan, states, *params): plan = (kernel, sources, trainable source's position, index, columns,
+    chunk_size). The kernel must have exactly one output that depends on the trainable source's logits (the
+    others are detached, e.g. logged true-label NLLs); its sum is differentiable, the other sums are not.
+    """
+
+    @staticmethod
+    def forward(ctx, plan, states, *params):
+        kernel, sources, which, index, columns, chunk_size = plan
+        flat = states.detach().reshape(-1, states.size(-1))
+        grad_states = torch.zeros_like(flat)
+        grad_params = [torch.zeros_like(param) for param in params]
+        head = sources[which].head
+        sums: list[torch.Tensor] | None = None
+        differentiable = None
+        for start in range(0, index.numel(), chunk_size):
+            chunk = index[start : start + chunk_size]
+            with torch.enable_grad():
+                rows = flat.index_select(0, chunk).requires_grad_()
+                logits = []
+                for position, source in enumerate(sources):
+                    if position == which:
+                        logits.append(head(rows))
+                    else:
+                        with torch.no_grad():
+                            logits.append(source.rows(chunk))
+                outputs = kernel(*logits, *(column[start : start + chunk_size] for column in columns))
+                attached = [k for k, value in enumerate(outputs) if value.requires_grad]
+                if len(attached) != 1:
+                    raise RuntimeError(f"sum_positions: {kernel} has {len(attached)} differentiable outputs, needs 1")
+                differentiable = attached[0]
+                grads = torch.autograd.grad(outputs[differentiable].sum(), [rows, *params], allow_unused=True)
+            grad_states.index_copy_(0, chunk, grads[0])
+            for buffer, grad in zip(grad_params, grads[1:]):
+                if grad is not None:
+                    buffer.add_(grad)
+            chunk_sums = [value.detach().sum() for value in outputs]
+            sums = chunk_sums if sums is None else [a + b for a, b in zip(sums, chunk_sums)]
+        ctx.save_for_backward(grad_states, *grad_params)
+        ctx.differentiable, ctx.shape = differentiable, states.shape
+        ctx.mark_non_differentiable(*(value for k, value in enumerate(sums) if k != differentiable))
+        return tuple(sums)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        scale = grad_outputs[ctx.differentiable]
+        grad_states, *grad_params = ctx.saved_tensors
+        return (None, (grad_states * scale).view(ctx.shape), *(grad * scale for grad in grad_params))
 
 
 def target_positions(targets: torch.Tensor) -> torch.Tensor:
@@ -215,8 +302,10 @@ def nll_sum(
     logits: LogitsLike, labels: torch.Tensor, attention_mask: torch.Tensor | None = None, chunk_size: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of next-token negative log-likelihoods over valid targets (float32), and their count."""
-    nll, valid = token_nll(logits, labels, attention_mask, chunk_size)
-    return nll.sum(), valid.sum()
+    targets = next_token_targets(labels, attention_mask)
+    index = target_positions(targets)
+    (total,) = sum_positions(_true_token_nll, [as_token_logits(logits)], index, [targets.reshape(-1)[index]], chunk_size)
+    return total, index.new_tensor(index.numel())
 
 
 def substitute_nll_sums(
@@ -232,8 +321,8 @@ def substitute_nll_sums(
     substitute = next_token_targets(substitute_labels, attention_mask).reshape(-1)
     true = next_token_targets(labels, attention_mask).reshape(-1)
     index = ((substitute != IGNORE_INDEX) | (true != IGNORE_INDEX)).nonzero().squeeze(1)
-    sub_nll, true_nll = map_positions(_substitute_nll, [source], index, [substitute[index], true[index]], chunk_size)
-    return sub_nll.sum(), (substitute != IGNORE_INDEX).sum(), true_nll.sum(), (true != IGNORE_INDEX).sum()
+    sub_sum, true_sum = sum_positions(_substitute_nll, [source], index, [substitute[index], true[index]], chunk_size)
+    return sub_sum, (substitute != IGNORE_INDEX).sum(), true_sum, (true != IGNORE_INDEX).sum()
 
 
 def kl_sum(
@@ -254,8 +343,8 @@ def kl_sum(
     """
     targets = next_token_targets(labels, attention_mask)
     index = target_positions(targets)
-    (kl,) = map_positions(_kl, [as_token_logits(ref_logits), as_token_logits(logits)], index, (), chunk_size)
-    return kl.sum(), index.new_tensor(index.numel())
+    (kl,) = sum_positions(_kl, [as_token_logits(ref_logits), as_token_logits(logits)], index, (), chunk_size)
+    return kl, index.new_tensor(index.numel())
 
 
 def adversarial_targets(
@@ -364,11 +453,11 @@ def undial_sums(
     padding) are excluded, not fed with a -100 label."""
     targets = next_token_targets(labels, attention_mask)
     index = target_positions(targets)
-    cross, true = map_positions(
+    cross, true = sum_positions(
         partial(_undial, beta=beta), [as_token_logits(ref_logits), as_token_logits(logits)], index,
         [targets.reshape(-1)[index]], chunk_size,
     )
-    return cross.sum(), index.new_tensor(index.numel()), true.sum()
+    return cross, index.new_tensor(index.numel()), true
 
 
 def activation_mse_sum(hidden: torch.Tensor, target: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -379,21 +380,34 @@ class UnlearningTrainer(HubMixin, Trainer):
         so that the two forward graphs are never alive together (issue 13: ga_descent / ga_kl peak memory).
 
         Only where it is exactly the same computation: inside `training_step` (whose caller backwards the returned
-        loss once), in a single process without DeepSpeed, FSDP or DataParallel (their engines expect one backward
-        per forward: DDP's reducer, ZeRO's gradient partitioning), without LOMO (its backward needs the learning
-        rate), with the built-in `unlearning_terms` and a retain objective that runs (it must leave a loss with
-        gradient to return), and `UnlearningConfig.backward_per_objective` on."""
+        loss once), where plain autograd delivers the gradients (`_plain_autograd`), with the built-in
+        `unlearning_terms` and a retain objective that runs (it must leave a loss with gradient to return), and
+        `UnlearningConfig.backward_per_objective` on."""
         return (
             getattr(self.args, "backward_per_objective", False)
             and getattr(self, "_in_training_step", False)
-            and self.accelerator.num_processes == 1
+            and self._plain_autograd()
+            and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
+            and self.retain_objective is not None
+            and self.retain_objective.active()
+        )
+
+    def gradient_in_forward(self) -> bool:
+        """Whether summed token losses may compute each chunk's gradient in the forward pass instead of recomputing
+        the chunk's logits in backward (`hf_unlearn.losses.sum_positions`): `UnlearningConfig.loss_gradient_in_forward`
+        on, where plain autograd delivers the gradients (`_plain_autograd`)."""
+        return getattr(self.args, "loss_gradient_in_forward", False) and self._plain_autograd()
+
+    def _plain_autograd(self) -> bool:
+        """A single process without DeepSpeed, FSDP or DataParallel (their engines expect one backward per forward
+        and see gradients arrive during it: DDP's reducer, ZeRO's gradient partitioning) and without LOMO (its
+        backward needs the learning rate and runs twice)."""
+        return (
+            self.accelerator.num_processes == 1
             and not self.is_deepspeed_enabled
             and not self.is_fsdp_enabled
             and self.args.n_gpu <= 1
             and "lomo" not in str(self.args.optim).lower()
-            and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
-            and self.retain_objective is not None
-            and self.retain_objective.active()
         )
 
     def count_normalisers(self, batches: list[Mapping[str, dict[str, torch.Tensor]]]) -> torch.Tensor:
@@ -454,7 +468,8 @@ class UnlearningTrainer(HubMixin, Trainer):
         batch = inputs[FORGET] if is_stream_example(inputs) else inputs
         chunk_size = 0 if return_outputs else self.args.loss_chunk_size  # evaluation wants the logits back
         output = forward(model, batch, full_logits=chunk_size <= 0)
-        total, count = nll_sum(output.token_logits, batch["labels"], batch.get("attention_mask"), chunk_size)
+        logits = replace(output.token_logits, gradient_in_forward=self.gradient_in_forward())
+        total, count = nll_sum(logits, batch["labels"], batch.get("attention_mask"), chunk_size)
         loss = total / count.clamp(min=1)
         return (loss, {"logits": output.logits}) if return_outputs else loss
 

@@ -16,6 +16,7 @@ or a shifted target changes a sum by a whole term (~1-5 nats here), far above ei
 from __future__ import annotations
 
 import copy
+import weakref
 
 import pytest
 import torch
@@ -103,13 +104,22 @@ def setup(seed=0, left_padding=False):
     labels = labels.masked_fill(mask == 0, IGNORE_INDEX)
     labels[0, :3] = IGNORE_INDEX  # a prompt
 
-    def head(h):
-        return torch.tanh((h @ weight.T) / 3.0) * 3.0
+    return hidden, weight, SoftCappedHead(weight), ref_hidden, SoftCappedHead(ref_weight), labels, mask
 
-    def ref_head(h):
-        return torch.tanh((h @ ref_weight.T) / 3.0) * 3.0
 
-    return hidden, weight, head, ref_hidden, ref_head, labels, mask
+class SoftCappedHead:
+    """A linear head with Gemma-style soft-capping that exposes its parameters (as `hf_unlearn.forward.OutputHead`
+    does, which `sum_positions` needs to compute gradients in the forward pass) and counts its calls."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight, self.calls = weight, 0
+
+    def parameters(self):
+        return iter([self.weight])
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.tanh((h @ self.weight.T) / 3.0) * 3.0
 
 
 def grads(total, hidden, weight):
@@ -132,14 +142,16 @@ def close_grads(a, b):
 # ---------------------------------------------------------------- every loss: chunked == full logits, value and grad
 
 
+@pytest.mark.parametrize("in_forward", [False, True])
 @pytest.mark.parametrize("chunk", CHUNKS)
 @pytest.mark.parametrize("left", [False, True])
-def test_nll_losses_chunked_equal_full_logits(chunk, left):
-    """nll_sum, token_nll, sequence_nll from hidden states + head, chunked, against the full-logits formula."""
+def test_nll_losses_chunked_equal_full_logits(chunk, left, in_forward):
+    """nll_sum, token_nll, sequence_nll from hidden states + head, chunked, against the full-logits formula; the sums
+    with their gradient recomputed in backward or computed in the forward pass (`gradient_in_forward`)."""
     hidden, weight, head, _, _, labels, mask = setup(left_padding=left)
     expected, valid = ref_token_nll(head(hidden), labels, mask)
     expected_grad = grads(expected.sum(), hidden, weight)
-    source = TokenLogits(hidden, head)
+    source = TokenLogits(hidden, head, gradient_in_forward=in_forward)
 
     total, count = nll_sum(source, labels, mask, chunk)
     assert count.item() == valid.sum().item() == 12
@@ -153,34 +165,39 @@ def test_nll_losses_chunked_equal_full_logits(chunk, left):
     assert torch.allclose(rows, expected.detach().sum(1), atol=2e-5) and counts.tolist() == valid.sum(1).tolist()
 
 
+@pytest.mark.parametrize("in_forward", [False, True])
 @pytest.mark.parametrize("chunk", CHUNKS)
-def test_kl_chunked_equals_full_logits(chunk):
+def test_kl_chunked_equals_full_logits(chunk, in_forward):
     """KL(P_ref || P_theta) with both models' logits chunked from their hidden states."""
     hidden, weight, head, ref_hidden, ref_head, labels, mask = setup(seed=1)
     expected = ref_kl(ref_head(ref_hidden), head(hidden), labels, mask)
     expected_grad = grads(expected.sum(), hidden, weight)
-    total, count = kl_sum(TokenLogits(ref_hidden, ref_head), TokenLogits(hidden, head), labels, mask, chunk)
+    policy = TokenLogits(hidden, head, gradient_in_forward=in_forward)
+    total, count = kl_sum(TokenLogits(ref_hidden, ref_head), policy, labels, mask, chunk)
     assert count.item() == 12
     assert close(total, expected.sum(), expected.abs().sum()) and total.item() > 0.1
     assert close_grads(grads(total, hidden, weight), expected_grad)
 
 
+@pytest.mark.parametrize("in_forward", [False, True])
 @pytest.mark.parametrize("chunk", CHUNKS)
-def test_undial_chunked_equals_full_logits(chunk):
+def test_undial_chunked_equals_full_logits(chunk, in_forward):
     hidden, weight, head, ref_hidden, ref_head, labels, mask = setup(seed=2)
     policy_logits = head(hidden)
     expected = ref_undial(ref_head(ref_hidden), policy_logits, labels, mask, beta=2.0)
     true_nll, _ = ref_token_nll(policy_logits.detach(), labels, mask)
     expected_grad = grads(expected.sum(), hidden, weight)
-    total, count, nll = undial_sums(TokenLogits(ref_hidden, ref_head), TokenLogits(hidden, head), labels, mask, 2.0, chunk)
+    policy = TokenLogits(hidden, head, gradient_in_forward=in_forward)
+    total, count, nll = undial_sums(TokenLogits(ref_hidden, ref_head), policy, labels, mask, 2.0, chunk)
     assert count.item() == 12
     assert close(total, expected.sum(), expected.abs().sum())
     assert close(nll, true_nll.sum(), true_nll.sum())
     assert close_grads(grads(total, hidden, weight), expected_grad)
 
 
+@pytest.mark.parametrize("in_forward", [False, True])
 @pytest.mark.parametrize("chunk", CHUNKS)
-def test_substitute_targets_chunked_equal_full_logits(chunk):
+def test_substitute_targets_chunked_equal_full_logits(chunk, in_forward):
     """Random substitute labels: the NLL of the substitute targets (with gradient) and of the true labels (logged)."""
     hidden, weight, head, _, _, labels, mask = setup(seed=3)
     substitute = torch.randint(0, VOCAB, labels.shape, generator=torch.Generator().manual_seed(9))
@@ -189,7 +206,8 @@ def test_substitute_targets_chunked_equal_full_logits(chunk):
     expected, _ = ref_token_nll(logits, substitute, mask)
     true, _ = ref_token_nll(logits.detach(), labels, mask)
     expected_grad = grads(expected.sum(), hidden, weight)
-    total, count, true_total, true_count = substitute_nll_sums(TokenLogits(hidden, head), substitute, labels, mask, chunk)
+    source = TokenLogits(hidden, head, gradient_in_forward=in_forward)
+    total, count, true_total, true_count = substitute_nll_sums(source, substitute, labels, mask, chunk)
     assert count.item() == true_count.item() == 12
     assert close(total, expected.sum(), expected.abs().sum()) and close(true_total, true.sum(), true.sum())
     assert close_grads(grads(total, hidden, weight), expected_grad)
@@ -246,6 +264,62 @@ def test_chunking_never_keeps_more_than_one_chunk_of_logits():
 
     assert largest_saved_with_vocab(0) >= 12 * VOCAB
     assert largest_saved_with_vocab(2) == 0  # inside a checkpoint nothing of vocabulary size is saved
+
+
+@pytest.mark.parametrize("in_forward", [False, True])
+def test_gradient_in_forward_runs_the_head_once_per_chunk(in_forward):
+    """The point of `gradient_in_forward`: with chunks of 5 over 12 targets (3 chunks) the head runs 3 times
+    (forward only; backward scales the stored gradients) instead of 6 (backward recomputes every chunk), and still
+    nothing of vocabulary size stays alive for backward (tensors saved by a chunk's own graph die with it).
+    Fails if the forward-pass gradient is silently not used."""
+    hidden, weight, head, _, _, labels, mask = setup()
+    saved = []
+
+    def pack(tensor):
+        if tensor.dim() >= 1 and tensor.shape[-1] == VOCAB:
+            saved.append(weakref.ref(tensor))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        total, _ = nll_sum(TokenLogits(hidden, head, gradient_in_forward=in_forward), labels, mask, 5)
+    alive = [ref for ref in saved if ref() is not None]
+    total.backward()
+    assert head.calls == (3 if in_forward else 6) and not alive
+    assert weight.grad.abs().sum() > 0 and hidden.grad.abs().sum() > 0
+
+
+def test_gradient_in_forward_on_a_tied_model_matches_full_logits():
+    """A real (tiny, tied-embedding) Llama: GA's NLL sum with the gradient computed in the forward pass gives every
+    parameter the gradient of the full-logits loss, including the tied embedding, which gets one part from the LM
+    head (returned by the custom backward) and one from the input side. Tolerance: 1e-5 of each gradient's largest
+    entry (float32 reduction order, as for the module-level tolerances; the head's matmul sums over hidden 32)."""
+    from hf_unlearn.testing import build_llama
+
+    model = build_llama(VOCAB, hidden_size=32, layers=1, heads=2, seed=0)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (2, 10), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding
+    batch = {"input_ids": ids, "attention_mask": mask}
+
+    def gradients(full):
+        model.zero_grad()
+        output = forward(model, batch, full_logits=full)
+        logits = output.token_logits
+        if not full:
+            logits = TokenLogits(logits.states, logits.head, gradient_in_forward=True)
+        total, _ = nll_sum(logits, ids, mask, 0 if full else 3)
+        total.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected, fused = gradients(True), gradients(False)
+    assert expected.keys() == fused.keys()
+    for name, grad in expected.items():
+        scale = grad.abs().max().item()
+        assert (fused[name] - grad).abs().max().item() <= 1e-5 * scale + 1e-12, name
 
 
 def test_map_positions_keeps_index_order():
@@ -318,14 +392,16 @@ def test_a_model_whose_logits_differ_from_its_head_gets_full_logits(tiny_model, 
 METHODS = ["ga", "random_label", "adversarial", "ga_descent", "ga_kl", "npo", "simnpo", "wga", "satimp", "undial"]
 
 
-def method_step(method, model_dir, tokenizer, forget, retain, tmp_path, chunk):
+def method_step(method, model_dir, tokenizer, forget, retain, tmp_path, chunk, in_forward=True):
     cls = get_method(method)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
-    args = unlearning_args(method, tmp_path / f"chunk{chunk}", loss_chunk_size=chunk)
+    args = unlearning_args(method, tmp_path / f"chunk{chunk}{in_forward}", loss_chunk_size=chunk,
+                           loss_gradient_in_forward=in_forward)
     trainer = cls(model=model, args=args, train_dataset=forget, processing_class=copy.deepcopy(tokenizer), **kwargs)
+    assert trainer.gradient_in_forward() == in_forward  # a single process: the setting decides
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     model.train()
     loss = trainer.compute_loss(model, batch)
@@ -336,16 +412,19 @@ def method_step(method, model_dir, tokenizer, forget, retain, tmp_path, chunk):
     return loss.item(), grad, magnitude, terms
 
 
+@pytest.mark.parametrize("in_forward", [True, False])
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_chunked_equals_full_logits(method, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path):
+def test_every_method_chunked_equals_full_logits(method, in_forward, trained_model_dir, tokenizer, forget_data,
+                                                 retain_data, tmp_path):
     """One compute_loss + backward of every method with full logits (loss_chunk_size 0) and with chunks of 5
-    positions (smaller than a 32-token row, not dividing the positions): same loss (1e-6 of the summed term
-    magnitudes, as in test_core's padding test), same logged terms, same gradient (1e-5 of its largest entry),
-    and the precomputed targets / reference log-probabilities (adversarial, npo) agree too since they enter the
-    loss."""
+    positions (smaller than a 32-token row, not dividing the positions), the summed terms' gradients computed in
+    the forward pass or recomputed in backward: same loss (1e-6 of the summed term magnitudes, as in test_core's
+    padding test), same logged terms, same gradient (1e-5 of its largest entry), and the precomputed targets /
+    reference log-probabilities (adversarial, npo) agree too since they enter the loss."""
     full_loss, full_grad, magnitude, full_terms = method_step(method, trained_model_dir, tokenizer, forget_data,
                                                               retain_data, tmp_path, 0)
-    loss, grad, _, terms = method_step(method, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path, 5)
+    loss, grad, _, terms = method_step(method, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path, 5,
+                                       in_forward)
     assert abs(loss - full_loss) <= 1e-6 * magnitude + 1e-7
     assert torch.allclose(terms, full_terms, rtol=1e-5, atol=1e-6)
     assert close_grads(grad, full_grad)

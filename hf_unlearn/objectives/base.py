@@ -17,7 +17,7 @@ computes the terms of one micro-batch from the stream's tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -93,8 +93,10 @@ class Objective:
         return getattr(self.args, "loss_chunk_size", 0)
 
     def token_logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> TokenLogits:
-        """The policy's logits on `batch` for the losses: final hidden states + output head when chunking."""
-        return token_logits(model, batch, self.chunk_size)
+        """The policy's logits on `batch` for the losses: final hidden states + output head when chunking (with
+        summed losses' gradients computed in the forward pass where the trainer allows it)."""
+        logits = token_logits(model, batch, self.chunk_size)
+        return replace(logits, gradient_in_forward=self.trainer.gradient_in_forward())
 
     def reference_logits(self, batch: dict[str, torch.Tensor]) -> TokenLogits:
         """The frozen original model's logits on `batch`, in the same form."""
