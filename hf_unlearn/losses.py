@@ -185,16 +185,23 @@ class _SumWithGradient(torch.autograd.Function):
                     buffer.add_(grad)
             chunk_sums = [value.detach().sum() for value in outputs]
             sums = chunk_sums if sums is None else [a + b for a, b in zip(sums, chunk_sums)]
-        ctx.save_for_backward(grad_states, *grad_params)
-        ctx.differentiable, ctx.shape = differentiable, states.shape
+        # Kept on ctx (not save_for_backward): backward scales these buffers in place and hands them to autograd,
+        # so no second copy of the head-sized gradient exists; the buffers are then released.
+        ctx.grads, ctx.differentiable, ctx.shape = (grad_states, *grad_params), differentiable, states.shape
         ctx.mark_non_differentiable(*(value for k, value in enumerate(sums) if k != differentiable))
         return tuple(sums)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
+        if ctx.grads is None:
+            raise RuntimeError(
+                "sum_positions: backward ran twice through a loss whose gradient was computed in the forward pass "
+                "(retain_graph=True). Set UnlearningConfig.loss_gradient_in_forward=False for that."
+            )
         scale = grad_outputs[ctx.differentiable]
-        grad_states, *grad_params = ctx.saved_tensors
-        return (None, (grad_states * scale).view(ctx.shape), *(grad * scale for grad in grad_params))
+        grad_states, *grad_params = (grad.mul_(scale) for grad in ctx.grads)
+        ctx.grads = None
+        return (None, grad_states.view(ctx.shape), *grad_params)
 
 
 def target_positions(targets: torch.Tensor) -> torch.Tensor:

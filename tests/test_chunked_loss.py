@@ -288,6 +288,16 @@ def test_gradient_in_forward_runs_the_head_once_per_chunk(in_forward):
     assert weight.grad.abs().sum() > 0 and hidden.grad.abs().sum() > 0
 
 
+def test_gradient_in_forward_refuses_a_second_backward():
+    """The forward-pass gradient is handed to autograd (scaled in place) by the first backward; a second backward
+    through the same graph (retain_graph=True) would get nothing, so it fails and names the setting to turn off."""
+    hidden, _, head, _, _, labels, mask = setup()
+    total, _ = nll_sum(TokenLogits(hidden, head, gradient_in_forward=True), labels, mask, 5)
+    total.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="loss_gradient_in_forward=False"):
+        total.backward()
+
+
 def test_gradient_in_forward_on_a_tied_model_matches_full_logits():
     """A real (tiny, tied-embedding) Llama: GA's NLL sum with the gradient computed in the forward pass gives every
     parameter the gradient of the full-logits loss, including the tied embedding, which gets one part from the LM
