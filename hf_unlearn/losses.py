@@ -159,37 +159,45 @@ class _SumWithGradient(torch.autograd.Function):
         flat = states.detach().reshape(-1, states.size(-1))
         grad_states = torch.zeros_like(flat)
         grad_params = [torch.zeros_like(param) for param in params]
-        head = sources[which].head
         sums: list[torch.Tensor] | None = None
         differentiable = None
         for start in range(0, index.numel(), chunk_size):
-            chunk = index[start : start + chunk_size]
-            with torch.enable_grad():
-                rows = flat.index_select(0, chunk).requires_grad_()
-                logits = []
-                for position, source in enumerate(sources):
-                    if position == which:
-                        logits.append(head(rows))
-                    else:
-                        with torch.no_grad():
-                            logits.append(source.rows(chunk))
-                outputs = kernel(*logits, *(column[start : start + chunk_size] for column in columns))
-                attached = [k for k, value in enumerate(outputs) if value.requires_grad]
-                if len(attached) != 1:
-                    raise RuntimeError(f"sum_positions: {kernel} has {len(attached)} differentiable outputs, needs 1")
-                differentiable = attached[0]
-                grads = torch.autograd.grad(outputs[differentiable].sum(), [rows, *params], allow_unused=True)
-            grad_states.index_copy_(0, chunk, grads[0])
-            for buffer, grad in zip(grad_params, grads[1:]):
-                if grad is not None:
-                    buffer.add_(grad)
-            chunk_sums = [value.detach().sum() for value in outputs]
+            chunk_columns = [column[start : start + chunk_size] for column in columns]
+            chunk_sums, differentiable = _SumWithGradient.chunk(
+                kernel, sources, which, flat, index[start : start + chunk_size], chunk_columns, params, grad_states,
+                grad_params,
+            )
             sums = chunk_sums if sums is None else [a + b for a, b in zip(sums, chunk_sums)]
         # Kept on ctx (not save_for_backward): backward scales these buffers in place and hands them to autograd,
         # so no second copy of the head-sized gradient exists; the buffers are then released.
         ctx.grads, ctx.differentiable, ctx.shape = (grad_states, *grad_params), differentiable, states.shape
         ctx.mark_non_differentiable(*(value for k, value in enumerate(sums) if k != differentiable))
         return tuple(sums)
+
+    @staticmethod
+    def chunk(kernel, sources, which, flat, chunk, columns, params, grad_states, grad_params):
+        """One chunk: its kernel outputs' sums, and its gradients added to `grad_states` / `grad_params`. A function
+        of its own so that the chunk's logits and gradients are freed before the next chunk's are made."""
+        with torch.enable_grad():
+            rows = flat.index_select(0, chunk).requires_grad_()
+            logits = []
+            for position, source in enumerate(sources):
+                if position == which:
+                    logits.append(sources[which].head(rows))
+                else:
+                    with torch.no_grad():
+                        logits.append(source.rows(chunk))
+            outputs = kernel(*logits, *columns)
+            del logits
+            attached = [k for k, value in enumerate(outputs) if value.requires_grad]
+            if len(attached) != 1:
+                raise RuntimeError(f"sum_positions: {kernel} has {len(attached)} differentiable outputs, needs 1")
+            grads = torch.autograd.grad(outputs[attached[0]].sum(), [rows, *params], allow_unused=True)
+        grad_states.index_copy_(0, chunk, grads[0])
+        for buffer, grad in zip(grad_params, grads[1:]):
+            if grad is not None:
+                buffer.add_(grad)
+        return [value.detach().sum() for value in outputs], attached[0]
 
     @staticmethod
     def backward(ctx, *grad_outputs):
