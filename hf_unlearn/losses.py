@@ -442,16 +442,36 @@ def dpo_sum(logp_chosen, ref_chosen, logp_rejected, ref_rejected, beta: float, r
     return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
 
 
-def weighted_ascent_sum(nll: torch.Tensor, valid: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
-    """Token-weighted gradient ascent from per-position NLLs and their target mask (`token_nll`):
-    -sum_t sg(p_t^beta1 * (1 - p_t)^beta2) * NLL_t over valid targets, with p_t = exp(-NLL_t) the model's
-    probability of the true token (a detached weight). beta2 = 0 is WGA (Wang et al. 2025), beta1 = 5, beta2 = 1 is
-    SatImp (Yang et al. 2025)."""
+def _weighted_ascent(logits: torch.Tensor, targets: torch.Tensor, beta1: float, beta2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """-sg(p^beta1 * (1 - p)^beta2) * NLL (with gradient) and NLL (detached) per position, with p = exp(-NLL) the
+    probability of the true token."""
+    (nll,) = _true_token_nll(logits, targets)
     with torch.no_grad():
         p = torch.exp(-nll)
         weight = p.pow(beta1) * (1.0 - p).pow(beta2)
-    per_token = -(weight * nll)
-    return torch.where(valid, per_token, torch.zeros_like(per_token)).sum()
+    return -(weight * nll), nll.detach()
+
+
+def weighted_ascent_sums(
+    logits: LogitsLike,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    beta1: float,
+    beta2: float,
+    chunk_size: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token-weighted gradient ascent: -sum_t sg(p_t^beta1 * (1 - p_t)^beta2) * NLL_t over valid targets, with
+    p_t = exp(-NLL_t) the model's probability of the true token (a detached weight); the number of targets; and,
+    for logging, the plain NLL sum (detached). beta2 = 0 is WGA (Wang et al. 2025), beta1 = 5, beta2 = 1 is SatImp
+    (Yang et al. 2025). Each position's term depends on that position's logits only, so it is a sum like the NLL's
+    (`sum_positions`: chunked, gradient in the forward pass where allowed)."""
+    targets = next_token_targets(labels, attention_mask)
+    index = target_positions(targets)
+    weighted, nll = sum_positions(
+        partial(_weighted_ascent, beta1=beta1, beta2=beta2), [as_token_logits(logits)], index,
+        [targets.reshape(-1)[index]], chunk_size,
+    )
+    return weighted, index.new_tensor(index.numel()), nll
 
 
 def undial_sums(

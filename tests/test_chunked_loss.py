@@ -36,6 +36,7 @@ from hf_unlearn.losses import (
     substitute_nll_sums,
     token_nll,
     undial_sums,
+    weighted_ascent_sums,
 )
 from tests.conftest import unlearning_args
 
@@ -210,6 +211,26 @@ def test_substitute_targets_chunked_equal_full_logits(chunk, in_forward):
     total, count, true_total, true_count = substitute_nll_sums(source, substitute, labels, mask, chunk)
     assert count.item() == true_count.item() == 12
     assert close(total, expected.sum(), expected.abs().sum()) and close(true_total, true.sum(), true.sum())
+    assert close_grads(grads(total, hidden, weight), expected_grad)
+
+
+@pytest.mark.parametrize("in_forward", [False, True])
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("betas", [(1.0, 0.0), (5.0, 1.0)])  # WGA, SatImp
+def test_weighted_ascent_chunked_equals_full_logits(chunk, in_forward, betas):
+    """-sum_t sg(p_t^b1 (1 - p_t)^b2) NLL_t (with gradient) and the plain NLL sum (logged), against the formula on
+    full logits; the weight is detached, so the gradient is -sum_t w_t dNLL_t."""
+    hidden, weight, head, _, _, labels, mask = setup(seed=6)
+    nll, valid = ref_token_nll(head(hidden), labels, mask)
+    with torch.no_grad():
+        p = torch.exp(-nll)
+        w = p.pow(betas[0]) * (1 - p).pow(betas[1])
+    expected = torch.where(valid, -(w * nll), torch.zeros_like(nll))
+    expected_grad = grads(expected.sum(), hidden, weight)
+    source = TokenLogits(hidden, head, gradient_in_forward=in_forward)
+    total, count, nll_total = weighted_ascent_sums(source, labels, mask, *betas, chunk_size=chunk)
+    assert count.item() == 12
+    assert close(total, expected.sum(), expected.abs().sum()) and close(nll_total, nll.sum(), nll.sum())
     assert close_grads(grads(total, hidden, weight), expected_grad)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..losses import token_nll, weighted_ascent_sum
+from ..losses import weighted_ascent_sums
 from .base import LossTerm, Objective
 
 
@@ -17,10 +17,11 @@ class WeightedAscent(Objective):
         raise NotImplementedError
 
     def loss_terms(self, model, batch):
-        nll, valid = token_nll(self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size)
         beta1, beta2 = self.exponents()
-        count = valid.sum()
+        loss, count, nll = weighted_ascent_sums(
+            self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), beta1, beta2, self.chunk_size
+        )
         return {
-            "forget_loss": LossTerm(weighted_ascent_sum(nll, valid, beta1, beta2), count, "forget_tokens", self.args.forget_weight),
-            "forget_nll": LossTerm(nll.detach()[valid].sum(), count, "forget_tokens", 0.0),
+            "forget_loss": LossTerm(loss, count, "forget_tokens", self.args.forget_weight),
+            "forget_nll": LossTerm(nll, count, "forget_tokens", 0.0),
         }
