@@ -128,7 +128,9 @@ INHERENT = {
     "adversarial": (1, 0),
     "ga_descent": (2, 0),
     "ga_descent_single_backward": (2, 0),
+    "ga_recompute": (1, 0),
     "ga_kl": (2, 1),
+    "ga_kl_recompute": (2, 1),
     "npo": (2, 0),
     "npo_forget_only": (1, 0),
     "simnpo": (2, 0),
@@ -141,9 +143,13 @@ INHERENT = {
 # Benchmark configurations that are not a registered method as-is: name -> (method, config overrides).
 VARIANTS = {
     "npo_forget_only": ("npo", {"retain_weight": 0.0}),
-    # ga_descent with one backward pass per micro-batch (both streams' graphs alive together), as multi-process
-    # and DeepSpeed runs do: what `backward_per_objective` saves.
-    "ga_descent_single_backward": ("ga_descent", {"backward_per_objective": False}),
+    # ga_descent as multi-process and DeepSpeed runs do it: one backward pass per micro-batch (both streams'
+    # graphs alive together; what `backward_per_objective` saves) and each chunk's logits recomputed in backward.
+    "ga_descent_single_backward": ("ga_descent", {"backward_per_objective": False, "loss_gradient_in_forward": False}),
+    # The chunked LM head recomputed in backward instead of its gradient computed in the forward pass (what
+    # `loss_gradient_in_forward` saves), for a method with one summed term and one with a reference model.
+    "ga_recompute": ("ga", {"loss_gradient_in_forward": False}),
+    "ga_kl_recompute": ("ga_kl", {"loss_gradient_in_forward": False}),
 }
 # Suffix of a configuration with full logits (loss_chunk_size 0), for the large-vocabulary case.
 FULL_LOGITS = "@full"

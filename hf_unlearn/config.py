@@ -79,12 +79,14 @@ class UnlearningConfig(TrainingArguments):
             so that the two streams' graphs are never alive together. The gradient is the same sum; multi-process
             and DeepSpeed runs keep one backward per micro-batch (their engines require it).
         loss_gradient_in_forward (`bool`, *optional*, defaults to `True`):
-            With `loss_chunk_size > 0`, in a single process without DeepSpeed / FSDP: the summed token losses (NLL,
-            substitute targets, KL to the reference, UNDIAL) compute each chunk's gradient with respect to the final
-            hidden states and the LM head's weights right after its logits, so backward does not recompute them
-            (the LM head runs 2x per chunk instead of 3x). Costs one gradient buffer the size of the hidden states
-            and one the size of the trainable LM head, held until backward. Same gradient either way (up to
-            float32 summation order). Per-sequence losses (NPO, SimNPO, WGA, SatImp's forget terms) recompute.
+            With `loss_chunk_size > 0`, in a single process without DeepSpeed / FSDP / DataParallel / LOMO: the
+            summed token losses (NLL, substitute targets, KL to the reference, UNDIAL, WGA / SatImp) compute each
+            chunk's gradient with respect to the final hidden states and the LM head's weights right after its
+            logits, so backward does not recompute them (the LM head runs 2x per chunk instead of 3x). The
+            gradient buffers (the size of the hidden states and of the trainable LM head) become the head's
+            `.grad` in backward; with `backward_per_objective` off they stay alive during the retain stream's
+            forward pass. Same gradient either way (up to float32 summation order). NPO, SimNPO and IdkDPO's
+            per-sequence terms always recompute (a token's weight depends on its whole sequence).
     """
 
     method: str = field(
