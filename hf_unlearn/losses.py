@@ -24,8 +24,10 @@ With `chunk_size > 0` and gradients enabled each chunk runs under `torch.utils.c
 forward pass keeps only the chunk's inputs (a view of the hidden states), and backward recomputes the chunk's
 logits, so the peak memory of a loss is one chunk's `[chunk, vocab]` float32 temporaries whatever the sequence
 length. `chunk_size = 0` computes all selected positions at once and keeps their logits for backward (the
-pre-issue-13 behaviour, and the fastest where memory allows). Prompt and padding positions are never computed.
-Results equal the full-logits computation up to float32 summation order (tests/test_chunked_loss.py).
+pre-issue-13 behaviour). Prompt and padding positions are never computed. Losses that are plain sums over
+positions go through `sum_positions`, which (where the trainer allows it: `TokenLogits.gradient_in_forward`)
+computes each chunk's gradient in the forward pass instead of recomputing its logits in backward. Results equal
+the full-logits computation up to float32 summation order (tests/test_chunked_loss.py).
 """
 
 from __future__ import annotations
@@ -129,11 +131,11 @@ def sum_positions(
     the one scalar backward brings (d loss / d sum). When chunked with gradients enabled and exactly one source
     needs a gradient and allows it (`TokenLogits.gradient_in_forward`), each chunk's gradients with respect to
     that source's hidden states and trainable head parameters are computed right after its logits
-    (`_SumWithGradient`), and backward only scales them: the LM head runs twice per chunk (forward, and the two
-    matmuls of its backward) instead of three times with recomputation. The cost is one gradient buffer the size
-    of the hidden states and one per trainable head parameter, held from the forward pass to backward. Otherwise
-    the positions are mapped (checkpointed when chunked) and summed. Same values either way up to float32
-    summation order.
+    (`_SumWithGradient`), and backward only scales them: the head's forward matmul runs once per chunk instead
+    of twice (recomputation), its two backward matmuls as before. The cost is one gradient buffer the size of the
+    hidden states and one per trainable head parameter, held from the forward pass to backward (where they become
+    the gradients autograd accumulates). Otherwise the positions are mapped (checkpointed when chunked) and
+    summed. Same values either way up to float32 summation order.
     """
     trainable = [i for i, source in enumerate(sources) if source.states.requires_grad]
     if len(trainable) == 1 and chunk_size > 0 and torch.is_grad_enabled() and index.numel() > 0:
