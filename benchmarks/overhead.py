@@ -143,7 +143,7 @@ INHERENT = {
 # Benchmark configurations that are not a registered method as-is: name -> (method, config overrides).
 VARIANTS = {
     "npo_forget_only": ("npo", {"retain_weight": 0.0}),
-    # ga_descent as multi-process and DeepSpeed runs do it: one backward pass per micro-batch (both streams'
+    # ga_descent as DeepSpeed runs do it: one backward pass per micro-batch (both streams'
     # graphs alive together; what `backward_per_objective` saves) and each chunk's logits recomputed in backward.
     "ga_descent_single_backward": ("ga_descent", {"backward_per_objective": False, "loss_gradient_in_forward": False}),
     # The chunked LM head recomputed in backward instead of its gradient computed in the forward pass (what

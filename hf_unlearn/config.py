@@ -79,14 +79,15 @@ class UnlearningConfig(TrainingArguments):
             so that the two streams' graphs are never alive together. The gradient is the same sum; multi-process
             and DeepSpeed runs keep one backward per micro-batch (their engines require it).
         loss_gradient_in_forward (`bool`, *optional*, defaults to `True`):
-            With `loss_chunk_size > 0`, in a single process without DeepSpeed / FSDP / DataParallel / LOMO: the
-            summed token losses (NLL, substitute targets, KL to the reference, UNDIAL, WGA / SatImp) compute each
-            chunk's gradient with respect to the final hidden states and the LM head's weights right after its
-            logits, so backward does not recompute them (the LM head runs 2x per chunk instead of 3x). The
-            gradient buffers (the size of the hidden states and of the trainable LM head) become the head's
-            `.grad` in backward; with `backward_per_objective` off they stay alive during the retain stream's
-            forward pass. Same gradient either way (up to float32 summation order). NPO, SimNPO and IdkDPO's
-            per-sequence terms always recompute (a token's weight depends on its whole sequence).
+            With `loss_chunk_size > 0`, in one process or under DDP, without DeepSpeed / FSDP / DataParallel /
+            LOMO: the summed token losses (NLL, substitute targets, KL to the reference, UNDIAL, WGA / SatImp)
+            compute each chunk's gradient with respect to the final hidden states and the LM head's weights right
+            after its logits, so backward does not recompute them (the head's forward matmul runs once per chunk
+            instead of twice). The gradient buffers (the size of the hidden states and of the trainable LM head)
+            become the gradients autograd accumulates in backward; with `backward_per_objective` off they stay
+            alive during the retain stream's forward pass. Same gradient either way (up to float32 summation
+            order). NPO, SimNPO and IdkDPO's per-sequence terms always recompute (a token's weight depends on its
+            whole sequence).
     """
 
     method: str = field(
@@ -125,7 +126,7 @@ class UnlearningConfig(TrainingArguments):
     )
     loss_gradient_in_forward: bool = field(
         default=True,
-        metadata={"help": "Single process, chunked: summed losses compute their gradient in the forward pass (no recompute)."},
+        metadata={"help": "Chunked, one process or DDP: summed losses compute their gradient in the forward pass."},
     )
     npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
     simnpo_beta: float = field(default=4.5, metadata={"help": "SimNPO's beta (open-unlearning: 4.5)."})

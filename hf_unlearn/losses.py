@@ -56,7 +56,7 @@ class TokenLogits:
             `states` are the logits.
         gradient_in_forward: whether summed losses (`sum_positions`) may compute each chunk's gradient with
             respect to `states` and the head's parameters during the forward pass instead of recomputing the
-            chunk's logits in backward. Only where autograd alone handles the gradients (one process, no
+            chunk's logits in backward. Only where autograd alone handles the gradients (one process or DDP, no
             DeepSpeed / FSDP: the trainer decides, `UnlearningConfig.loss_gradient_in_forward`); the head must
             expose `parameters()`.
     """

@@ -380,12 +380,13 @@ class UnlearningTrainer(HubMixin, Trainer):
         so that the two forward graphs are never alive together (issue 13: ga_descent / ga_kl peak memory).
 
         Only where it is exactly the same computation: inside `training_step` (whose caller backwards the returned
-        loss once), where plain autograd delivers the gradients (`_plain_autograd`), with the built-in
-        `unlearning_terms` and a retain objective that runs (it must leave a loss with gradient to return), and
-        `UnlearningConfig.backward_per_objective` on."""
+        loss once), in a single process (DDP's reducer expects one backward per forward) where plain autograd
+        delivers the gradients (`_plain_autograd`), with the built-in `unlearning_terms` and a retain objective
+        that runs (it must leave a loss with gradient to return), and `UnlearningConfig.backward_per_objective` on."""
         return (
             getattr(self.args, "backward_per_objective", False)
             and getattr(self, "_in_training_step", False)
+            and self.accelerator.num_processes == 1
             and self._plain_autograd()
             and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
             and self.retain_objective is not None
@@ -395,16 +396,16 @@ class UnlearningTrainer(HubMixin, Trainer):
     def gradient_in_forward(self) -> bool:
         """Whether summed token losses may compute each chunk's gradient in the forward pass instead of recomputing
         the chunk's logits in backward (`hf_unlearn.losses.sum_positions`): `UnlearningConfig.loss_gradient_in_forward`
-        on, where plain autograd delivers the gradients (`_plain_autograd`)."""
+        on, where plain autograd delivers the gradients (`_plain_autograd`), in one process or under DDP (the
+        gradients reach the parameters in backward, where DDP's hooks all-reduce them, as any other gradient)."""
         return getattr(self.args, "loss_gradient_in_forward", False) and self._plain_autograd()
 
     def _plain_autograd(self) -> bool:
-        """A single process without DeepSpeed, FSDP or DataParallel (their engines expect one backward per forward
-        and see gradients arrive during it: DDP's reducer, ZeRO's gradient partitioning) and without LOMO (its
+        """Gradients reach the parameters through plain autograd: no DeepSpeed or FSDP (they partition parameters
+        and gradients in hooks of their own), no DataParallel (replicas within one process) and no LOMO (its
         backward needs the learning rate and runs twice)."""
         return (
-            self.accelerator.num_processes == 1
-            and not self.is_deepspeed_enabled
+            not self.is_deepspeed_enabled
             and not self.is_fsdp_enabled
             and self.args.n_gpu <= 1
             and "lomo" not in str(self.args.optim).lower()

@@ -45,12 +45,14 @@ def main(model_dir: str, out: str, batch: int, cache_dir: str) -> None:
     forget = chunk_documents(make_documents(16, seed=11, min_words=3, max_words=30), tokenizer, max_length=32)
     retain = chunk_documents(make_documents(16, seed=12, min_words=3, max_words=30), tokenizer, max_length=32)
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    result = {"world_size": int(os.environ.get("WORLD_SIZE", "1")), "first_step": {}, "train_loss": {}}
+    result = {"world_size": int(os.environ.get("WORLD_SIZE", "1")), "first_step": {}, "train_loss": {},
+              "gradient_in_forward": {}}
     for method in METHODS:
         trainer, model = make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir,
                                       max_steps=1, learning_rate=1.0)
         trainer.train()
         result["first_step"][method] = trainer.state.log_history[0]
+        result["gradient_in_forward"][method] = trainer.gradient_in_forward()
         if rank0:
             torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, os.path.join(out, f"{method}.pt"))
         # train_loss when the last step is not logged (logging_steps 3 of 4 steps); lr 0 keeps the model fixed.

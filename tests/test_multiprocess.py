@@ -31,6 +31,8 @@ def test_two_processes_match_one(trained_model_dir, tmp_path):
     get 2e-5 relative. Also `train_loss` when the last steps are not logged (defect 10: rank 0's un-gathered
     remainder was P x its share) must agree, with lr 0 so every step sees the same model. The adversarial run
     shares a cache folder: the 2-process run reads the entry the 1-process run wrote (rank 0 decides, broadcasts).
+    Both runs compute the summed terms' gradients in the forward pass (`loss_gradient_in_forward`), which under DDP
+    reach the parameters in backward like any other gradient.
     """
     one, two, cache = tmp_path / "one", tmp_path / "two", tmp_path / "cache"
     one.mkdir(), two.mkdir()
@@ -39,6 +41,8 @@ def test_two_processes_match_one(trained_model_dir, tmp_path):
     run(torchrun + [WORKER, trained_model_dir, str(two), "2", str(cache)])
     single, double = json.loads((one / "result.json").read_text()), json.loads((two / "result.json").read_text())
     assert single["world_size"] == 1 and double["world_size"] == 2
+    # Both runs compute the summed terms' gradients in the forward pass (DDP all-reduces them in backward).
+    assert all(single["gradient_in_forward"].values()) and all(double["gradient_in_forward"].values())
     from transformers import AutoModelForCausalLM
 
     initial = dict(AutoModelForCausalLM.from_pretrained(trained_model_dir).named_parameters())
