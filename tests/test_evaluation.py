@@ -37,6 +37,7 @@ from hf_unlearn.evaluation import metrics
 from hf_unlearn.evaluation.membership import attack_scores, percent_name, summarize_attacks
 from hf_unlearn.evaluation.scores import ExampleScores, score_examples, token_statistics
 from hf_unlearn.evaluation.sharding import map_batches, shard_indices
+from hf_unlearn.losses import TokenLogits
 
 LN2 = math.log(2)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -459,6 +460,28 @@ def test_min_k_plus_plus_statistics_match_float64_definition(dtype):
     assert z[4].item() == 0.0
     assert nll == pytest.approx(-ref["logp"].sum().item(), rel=1e-5)
     assert correct == int((logits.float()[torch.arange(6), targets] >= logits.float().amax(-1)).sum())
+
+
+@pytest.mark.filterwarnings("error")  # writing into a work buffer of the wrong size warns ("was resized")
+@pytest.mark.parametrize("token_scores", [False, True])
+def test_statistics_from_a_head_of_unknown_vocabulary(token_scores):
+    """An output head that is a plain function (no embedding module to read its vocabulary size from): the work
+    buffers take the size of the logits it returns (not a guessed one), and the statistics equal those of the
+    same full logits."""
+    generator = torch.Generator().manual_seed(0)
+    states, weight = torch.randn(2, 6, 8, generator=generator), torch.randn(50, 8, generator=generator)
+    labels = torch.randint(0, 50, (2, 6), generator=generator)
+    labels[1, :2] = -100
+
+    def head(hidden):
+        return hidden @ weight.T
+
+    full = token_statistics(head(states), labels, token_scores)
+    chunked = token_statistics(TokenLogits(states, head), labels, token_scores)
+    for a, b in zip(chunked, full, strict=True):
+        assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1:3] == b[1:3]
+        for x, y in zip(a[3:], b[3:]):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

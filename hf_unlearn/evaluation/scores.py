@@ -126,7 +126,7 @@ def token_statistics(
     z_rows = torch.zeros(rows_total, dtype=torch.float32, device=device) if token_scores else None
     step = _chunk_rows(vocab, device)
     row_targets = safe_targets if index is None else targets[index]
-    workspace = torch.empty(2 if token_scores else 1, min(step, max(rows_total, 1)), vocab, device=device)
+    workspace = None  # float32 work buffers for the chunks, sized by the first chunk's logits
     # With an output head, its matmul runs on larger blocks (a block of `step` rows would re-read the whole head
     # weight for a handful of positions: memory-bound, half the speed on CPU); the statistics then walk the
     # block's logits `step` rows at a time, as from full logits.
@@ -143,6 +143,9 @@ def token_statistics(
                 rows = block_logits[start - block_start : end - block_start]
             else:
                 rows = source.rows(index[start:end])
+            if workspace is None or workspace.shape[-1] != rows.shape[-1]:
+                workspace = rows.new_empty((2 if token_scores else 1, min(step, rows_total), rows.shape[-1]),
+                                           dtype=torch.float32)
             _chunk_statistics(rows, row_targets[start:end], start, end, logp_rows, hits_rows, z_rows, workspace)
     token_logp = _per_position(logp_rows, index, batch * seq).view(batch, seq)
     hits = _per_position(hits_rows, index, batch * seq).view(batch, seq)
