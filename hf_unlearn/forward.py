@@ -128,6 +128,31 @@ class OutputHead:
             logits = step(logits)
         return logits
 
+    def into(self, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The logits of `hidden` as `self(hidden)` gives them, written into `out` where that is the same
+        computation: without gradients or autocast, for a bias-free plain `nn.Linear` output embedding with no
+        hooks (no ZeRO-3 / PEFT / quantisation), `out` of the result's shape, dtype and device. Otherwise the module
+        call's own result. Scoring reuses one buffer across blocks of positions, which on CPU saves returning and
+        re-faulting a block-sized allocation every block (2-3% of a scoring pass with 2 threads)."""
+        embedding = self.embedding
+        plain = (
+            type(embedding) is nn.Linear
+            and embedding.bias is None
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(hidden.device.type)
+            and not (embedding._forward_hooks or embedding._forward_pre_hooks)
+            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+            and out.shape == (hidden.shape[0], embedding.out_features)
+            and out.dtype == hidden.dtype == embedding.weight.dtype
+            and out.device == hidden.device
+        )
+        if not plain:
+            return self(hidden)
+        logits = torch.mm(hidden, embedding.weight.t(), out=out)
+        for step in self.steps:
+            logits = step(logits)
+        return logits
+
 
 def _hidden_route(inner: nn.Module) -> tuple[nn.Module, OutputHead] | None:
     """(decoder to hook, output head) when `inner` can give its final hidden states without full logits."""

@@ -70,11 +70,14 @@ class TokenLogits:
         """`[batch, seq]`."""
         return self.states.shape[:2]
 
-    def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """Logits `[len(index), vocab]` of the flat positions `index` (row-major over `[batch, seq]`)."""
+    def rows(self, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits `[len(index), vocab]` of the flat positions `index` (row-major over `[batch, seq]`), written into
+        `out` where the head can (`hf_unlearn.forward.OutputHead.into`; the returned tensor is the logits)."""
         flat = self.states.reshape(-1, self.states.size(-1))
         rows = flat.index_select(0, index)
-        return rows if self.head is None else self.head(rows)
+        if self.head is None:
+            return rows
+        return self.head.into(rows, out) if out is not None and hasattr(self.head, "into") else self.head(rows)
 
 
 def as_token_logits(logits: torch.Tensor | TokenLogits) -> TokenLogits:

@@ -517,6 +517,48 @@ def test_backward_per_objective_gives_the_same_update(method, trained_model_dir,
     assert (early_weights - weights).abs().max() <= 1e-6 * weights.abs().max() + 1e-6 * moved
 
 
+def test_scoring_reuses_one_head_buffer_and_matches_full_logits(tiny_model):
+    """With more target positions than one head block (2 x 300 > 256), scoring writes every block after the first
+    into the first block's logits (`OutputHead.into`: a plain, hook-free nn.Linear head, no gradients) and gets the
+    statistics of the full logits. A forward hook on the head (as ZeRO-3 / PEFT add) makes `into` call the module
+    instead, so the hook sees every block."""
+    from hf_unlearn.evaluation import scores
+    from hf_unlearn.evaluation.scores import token_statistics
+
+    ids = torch.randint(3, 300, (2, 301), generator=torch.Generator().manual_seed(2))
+    labels = ids.clone()
+    labels[1, :40] = IGNORE_INDEX
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    head_module = tiny_model.get_output_embeddings()
+    written = []
+    original_into = type(forward(tiny_model, batch, full_logits=False).token_logits.head).into
+
+    def spy(self, hidden, out):
+        result = original_into(self, hidden, out)
+        written.append(result.data_ptr() == out.data_ptr())
+        return result
+
+    with torch.no_grad():
+        full = token_statistics(forward(tiny_model, batch).logits, labels, token_scores=True)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(type(forward(tiny_model, batch, full_logits=False).token_logits.head), "into", spy)
+            patch.setattr(scores, "_chunk_rows", lambda vocab, device: 64)  # this vocabulary would fit one block
+            chunked = token_statistics(forward(tiny_model, batch, full_logits=False).token_logits, labels, True)
+            assert written == [True, True]  # 560 targets: blocks of 256, 256, 48; the last two reuse the first's
+            calls = []
+            handle = head_module.register_forward_hook(lambda *args: calls.append(1))
+            try:
+                hooked = token_statistics(forward(tiny_model, batch, full_logits=False).token_logits, labels, True)
+            finally:
+                handle.remove()
+    # The model's own last-position logits, the route check (`_matches`) on them, then the 3 blocks.
+    assert written[2:] == [False, False] and len(calls) == 2 + 3
+    for result in (chunked, hooked):
+        for a, b in zip(result, full, strict=True):
+            assert abs(a[0] - b[0]) <= 1e-5 * abs(b[0]) and a[1:3] == b[1:3]
+            assert torch.allclose(a[3], b[3], atol=1e-5) and torch.allclose(a[4], b[4], atol=1e-4)
+
+
 def test_non_finite_logits_do_not_switch_the_route_off(tiny_model):
     """A diverged model (NaN weights) gives NaN logits on both sides of the route's check: that is a match, not a
     reason to fall back to full logits for the model class (found by test_callbacks' blow-up test)."""

@@ -134,7 +134,11 @@ def token_statistics(
     for block_start in range(0, rows_total, block):
         block_end = min(block_start + block, rows_total)
         if index is not None and source.head is not None:
-            block_logits = source.rows(index[block_start:block_end])
+            # The first block's logits become the buffer the next blocks are written into (where the head can).
+            out = None if block_start == 0 else head_buffer[: block_end - block_start]
+            block_logits = source.rows(index[block_start:block_end], out)
+            if block_start == 0:
+                head_buffer = block_logits
         for start in range(block_start, block_end, step):
             end = min(start + step, block_end)
             if index is None:
