@@ -128,6 +128,7 @@ INHERENT = {
     "adversarial": (1, 0),
     "ga_descent": (2, 0),
     "ga_descent_single_backward": (2, 0),
+    "ga_descent_ddp": (2, 0),
     "ga_recompute": (1, 0),
     "ga_kl": (2, 1),
     "ga_kl_recompute": (2, 1),
@@ -146,6 +147,9 @@ VARIANTS = {
     # ga_descent as DeepSpeed runs do it: one backward pass per micro-batch (both streams'
     # graphs alive together; what `backward_per_objective` saves) and each chunk's logits recomputed in backward.
     "ga_descent_single_backward": ("ga_descent", {"backward_per_objective": False, "loss_gradient_in_forward": False}),
+    # ga_descent as DDP runs do it: one backward pass per micro-batch, the gradient in the forward pass (the forget
+    # term's head-gradient buffer stays alive during the retain stream's forward pass).
+    "ga_descent_ddp": ("ga_descent", {"backward_per_objective": False}),
     # The chunked LM head recomputed in backward instead of its gradient computed in the forward pass (what
     # `loss_gradient_in_forward` saves), for a method with one summed term and one with a reference model.
     "ga_recompute": ("ga", {"loss_gradient_in_forward": False}),
