@@ -249,9 +249,3 @@ def forward(
     _MISMATCHED.add(inner)
     kwargs.pop("logits_to_keep")
     return ForwardOutput(logits=model(**kwargs).logits, hidden=hidden)
-
-
-def token_logits(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int) -> TokenLogits:
-    """The logits the losses read: from the final hidden states when `chunk_size > 0` (the model permitting), else
-    the full `[batch, seq, vocab]` logits (`chunk_size = 0`, `UnlearningConfig.loss_chunk_size`)."""
-    return forward(model, batch, full_logits=chunk_size <= 0).token_logits

@@ -321,6 +321,14 @@ class UnlearningTrainer(HubMixin, Trainer):
         """The module whose weights are the original model (for fingerprints)."""
         return self.accelerator.unwrap_model(model if model is not None else self.model)
 
+    def policy_forward(self, model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int) -> ForwardOutput:
+        """The policy's forward pass for the losses: final hidden states + output head when `chunk_size > 0` (the
+        model permitting), else full logits; its `token_logits` compute summed losses' gradients in the forward pass
+        where `gradient_in_forward` allows it."""
+        output = forward(model, batch, full_logits=chunk_size <= 0)
+        output.token_logits = replace(output.token_logits, gradient_in_forward=self.gradient_in_forward())
+        return output
+
     @torch.no_grad()
     def reference_forward(
         self,
@@ -468,9 +476,8 @@ class UnlearningTrainer(HubMixin, Trainer):
         """Mean next-token NLL of a flat batch (or of the forget stream of a paired one), padding-side independent."""
         batch = inputs[FORGET] if is_stream_example(inputs) else inputs
         chunk_size = 0 if return_outputs else self.args.loss_chunk_size  # evaluation wants the logits back
-        output = forward(model, batch, full_logits=chunk_size <= 0)
-        logits = replace(output.token_logits, gradient_in_forward=self.gradient_in_forward())
-        total, count = nll_sum(logits, batch["labels"], batch.get("attention_mask"), chunk_size)
+        output = self.policy_forward(model, batch, chunk_size)
+        total, count = nll_sum(output.token_logits, batch["labels"], batch.get("attention_mask"), chunk_size)
         loss = total / count.clamp(min=1)
         return (loss, {"logits": output.logits}) if return_outputs else loss
 

@@ -17,12 +17,11 @@ computes the terms of one micro-batch from the stream's tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..forward import token_logits
 from ..losses import TokenLogits
 
 if TYPE_CHECKING:
@@ -95,8 +94,7 @@ class Objective:
     def token_logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> TokenLogits:
         """The policy's logits on `batch` for the losses: final hidden states + output head when chunking (with
         summed losses' gradients computed in the forward pass where the trainer allows it)."""
-        logits = token_logits(model, batch, self.chunk_size)
-        return replace(logits, gradient_in_forward=self.trainer.gradient_in_forward())
+        return self.trainer.policy_forward(model, batch, self.chunk_size).token_logits
 
     def reference_logits(self, batch: dict[str, torch.Tensor]) -> TokenLogits:
         """The frozen original model's logits on `batch`, in the same form."""
