@@ -285,6 +285,7 @@ def extraction_strength_of(predictions: Any, labels: Any) -> np.ndarray:
 def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16) -> np.ndarray:
     """Per-example extraction strength (`extraction_strength_of`) of prompt-masked examples (`build_qa_dataset`)
     under `model`, from one teacher-forced forward pass per batch (no generation)."""
+    from ..forward import forward
     from ..streams import UnlearningCollator
     from .scores import evaluation_mode, model_device
 
@@ -295,7 +296,7 @@ def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16
         for start in range(0, len(examples), batch_size):
             rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
             batch = collator([{key: r[key] for key in ("input_ids", "labels")} for r in rows])
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1).cpu()
+            inputs = {key: batch[key].to(device) for key in ("input_ids", "attention_mask")}
+            predicted = forward(model, inputs).logits[:, :-1].argmax(-1).cpu()  # no KV cache; positions from the mask
             values.append(extraction_strength_of(predicted.numpy(), batch["labels"][:, 1:].numpy()))
     return np.concatenate(values) if values else np.array([])
