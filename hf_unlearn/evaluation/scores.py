@@ -127,6 +127,7 @@ def token_statistics(
     step = _chunk_rows(vocab, device)
     row_targets = safe_targets if index is None else targets[index]
     workspace = None  # float32 work buffers for the chunks, sized by the first chunk's logits
+    head_buffer = None  # the first block's head logits, which the later blocks are written into where the head can
     # With an output head, its matmul runs on larger blocks (a block of `step` rows would re-read the whole head
     # weight for a handful of positions: memory-bound, half the speed on CPU); the statistics then walk the
     # block's logits `step` rows at a time, as from full logits.
@@ -134,11 +135,9 @@ def token_statistics(
     for block_start in range(0, rows_total, block):
         block_end = min(block_start + block, rows_total)
         if index is not None and source.head is not None:
-            # The first block's logits become the buffer the next blocks are written into (where the head can).
-            out = None if block_start == 0 else head_buffer[: block_end - block_start]
+            out = None if head_buffer is None else head_buffer[: block_end - block_start]
             block_logits = source.rows(index[block_start:block_end], out)
-            if block_start == 0:
-                head_buffer = block_logits
+            head_buffer = block_logits if head_buffer is None else head_buffer
         for start in range(block_start, block_end, step):
             end = min(start + step, block_end)
             if index is None:
