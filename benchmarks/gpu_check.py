@@ -249,7 +249,7 @@ def run(options: argparse.Namespace, report: Report) -> None:
     import deepspeed
     import transformers
 
-    from hf_unlearn import get_method
+    from hf_unlearn import get_method, run_plan
     from hf_unlearn.distributed import setup_distributed
 
     shape = dict(TINY if options.tiny else LLAMA_2_7B)
@@ -345,7 +345,7 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainingArguments
 
-    from hf_unlearn import get_method
+    from hf_unlearn import get_method, run_plan
     from hf_unlearn.data import UnlearningCollator
 
     cuda = torch.cuda.is_available()
@@ -415,14 +415,15 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
             cls = get_method(phase)
             extra = {} if options.loss_chunk_size is None else {"loss_chunk_size": options.loss_chunk_size}
             args = cls.config_class(**values, **extra)
-            kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
-            reference = build() if cls.needs_reference or cls.precomputes_reference else None
+            plan = run_plan(args, cls)
+            kwargs = {"retain_dataset": retain} if plan.uses_retain_data else {}
+            reference = build() if plan.reference != "no" else None
             for p in (reference.parameters() if reference is not None else ()):
                 p.requires_grad_(False)
             trainer = cls(model=model, args=args, train_dataset=forget, ref_model=reference, callbacks=[timer], **kwargs)
             if phase == "npo":
                 reference = None  # released after the precomputation
-            trained = 2 if cls.needs_retain else 1
+            trained = 2 if plan.uses_retain_data else 1
             no_grad = 1 if phase == "ga_kl" else 0
         if cuda:
             torch.cuda.reset_peak_memory_stats()

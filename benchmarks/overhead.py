@@ -323,7 +323,7 @@ def worker(config: str, workdir: str, result_path: str, cfg: dict, cache_dir: st
     import datasets
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-    from hf_unlearn import get_method
+    from hf_unlearn import get_method, run_plan
     from hf_unlearn.data import UnlearningCollator
 
     class StepTimer(TrainerCallback):
@@ -386,7 +386,7 @@ def worker(config: str, workdir: str, result_path: str, cfg: dict, cache_dir: st
     else:
         cls = get_method(method)
         args = cls.config_class(**values, cache_dir=cache_dir, **config_overrides)
-        kwargs = {"retain_dataset": retain} if cls.needs_retain and args.retain_weight > 0 else {}
+        kwargs = {"retain_dataset": retain} if run_plan(args, cls).needs_retain_data else {}
         trainer = cls(
             model=model,
             args=args,

@@ -29,6 +29,7 @@ from .methods import (
     WGATrainer,
 )
 from .objectives import LossTerm, Objective, register_objective
+from .plan import RunPlan, run_plan
 from .registry import get_method, list_methods, register_method
 from .streams import StreamDataset, UnlearningCollator
 from .trainer import UnlearningTrainer
@@ -37,6 +38,7 @@ __all__ = [
     *methods.__all__,  # every method's trainer and config class
     "LossTerm",
     "Objective",
+    "RunPlan",
     "StoppingCriteria",
     "StreamDataset",
     "UnlearningCollator",
@@ -51,4 +53,5 @@ __all__ = [
     "load_documents",
     "register_method",
     "register_objective",
+    "run_plan",
 ]

@@ -49,12 +49,13 @@ def resolve_accelerate_config(name_or_path: str) -> str:
 
 def list_methods_table() -> str:
     from . import get_method, list_methods
+    from .plan import run_plan
 
     lines = [f"{'name':<14} {'forget_loss':<13} {'retain_loss':<12} {'reference':<10} paper name"]
     for name in list_methods():
         cls = get_method(name)
-        reference = "yes" if cls.needs_reference else ("once" if cls.precomputes_reference else "no")
-        lines.append(f"{name:<14} {cls.forget_loss:<13} {cls.retain_loss:<12} {reference:<10} {cls.paper_name}")
+        plan = run_plan(None, cls)  # with the method's default arguments
+        lines.append(f"{name:<14} {plan.forget_loss:<13} {plan.retain_loss:<12} {plan.reference:<10} {cls.paper_name}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field
+from typing import Any, Callable
 
 from transformers import TrainingArguments
 
@@ -27,6 +28,16 @@ def default_cache_dir(configured: str | None = None) -> str:
 class UnlearningConfig(TrainingArguments):
     r"""
     Arguments shared by every unlearning method, on top of [`~transformers.TrainingArguments`].
+
+    Method defaults: a method's own config class (`get_method(name).config_class`, e.g. `SimNPOConfig` with
+    forget_weight 0.125, `RMUConfig` with retain_weight 1200) changes some of these defaults. A trainer given
+    arguments of another class (a plain `TrainingArguments` or a subclass of it, this base class, another
+    method's config) takes each field below that they lack, or that holds this base class's default, from its own
+    method's config class (`resolve_unlearning_field`): `SimNPOTrainer(args=UnlearningConfig(...))` trains with
+    forget_weight 0.125, like `SimNPOTrainer(args=SimNPOConfig(...))`. A value equal to this base class's default
+    therefore means "the method's default" outside the method's config class; to train SimNPO with forget_weight
+    1.0, pass `SimNPOConfig(forget_weight=1.0)`. The trainer keeps the arguments object it is given
+    (`trainer.args`) and reads these fields from it when they are used (`trainer.unlearning_args`).
 
     Parameters:
         method (`str`, *optional*, defaults to `"ga"`):
@@ -180,3 +191,62 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"loss_chunk_size={self.loss_chunk_size} must be >= 0 (0: full logits).")
         if self.max_length < 2:
             raise ValueError(f"max_length={self.max_length} is too small; a chunk needs at least 2 tokens.")
+
+
+def _default(definition: Field) -> Any:
+    if definition.default is not MISSING:
+        return definition.default
+    if definition.default_factory is not MISSING:
+        return definition.default_factory()
+    return None
+
+
+def unlearning_fields(config_class: type[UnlearningConfig] = UnlearningConfig) -> dict[str, Field]:
+    """The fields `config_class` adds to `TrainingArguments` (the unlearning fields), by name."""
+    base = TrainingArguments.__dataclass_fields__
+    return {name: f for name, f in config_class.__dataclass_fields__.items() if f.init and name not in base}
+
+
+def resolve_unlearning_field(args: TrainingArguments | None, config_class: type[UnlearningConfig], name: str) -> Any:
+    """The value of the unlearning field `name` for a method whose config class is `config_class`, given `args`.
+
+    `args` an instance of `config_class`: its value. Otherwise (see `UnlearningConfig`'s "Method defaults"):
+    `config_class`'s default where `args` lacks the field, or holds `UnlearningConfig`'s default for a field whose
+    default `config_class` changes; else `args`'s value."""
+    if args is not None and isinstance(args, config_class):
+        return getattr(args, name)
+    definition = config_class.__dataclass_fields__[name]
+    if args is None or not hasattr(args, name):
+        return _default(definition)
+    value = getattr(args, name)
+    base = UnlearningConfig.__dataclass_fields__.get(name)
+    if base is not None and name != "method" and _default(definition) != _default(base) and value == _default(base):
+        return _default(definition)
+    return value
+
+
+class UnlearningArguments:
+    """The arguments of a run as its method reads them: the unlearning fields resolved by
+    `resolve_unlearning_field` for the method's config class, every other attribute read from the arguments
+    object. Read through at each access, so edits to `trainer.args` (a callback, a hyperparameter-search trial)
+    take effect; read-only (set fields on `trainer.args`)."""
+
+    __slots__ = ("_source", "_config_class", "_fields")
+
+    def __init__(self, source: Callable[[], TrainingArguments | None], config_class: type[UnlearningConfig]):
+        object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_config_class", config_class)
+        object.__setattr__(self, "_fields", unlearning_fields(config_class))
+
+    def __getattr__(self, name: str) -> Any:
+        args = self._source()
+        if name in self._fields:
+            return resolve_unlearning_field(args, self._config_class, name)
+        return getattr(args, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"UnlearningArguments are read-only; set `trainer.args.{name} = {value!r}` instead.")
+
+    def values(self) -> dict[str, Any]:
+        """Every unlearning field's resolved value, by name."""
+        return {name: getattr(self, name) for name in self._fields}

@@ -158,7 +158,7 @@ class HubMixin:
             # The first Hub id among: what the user named, the adapter's base, the checkpoint loaded from.
             base_model=next((name for name in (given.get("finetuned_from"), base, policy_checkpoint(policy))
                              if isinstance(name, str) and _is_hub_id(name)), None),
-            hyperparameters=card_hyperparameters(self.args, forget, retain),
+            hyperparameters=card_hyperparameters(self.unlearning_args, forget, retain),
             forget=forget,
             retain=retain,
             results={stage: values for stage, values in results.items() if values},

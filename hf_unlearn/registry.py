@@ -7,8 +7,9 @@ method the same way::
 
     @register_method("my_method")
     class MyTrainer(UnlearningTrainer):
-        config_class = UnlearningConfig   # or a subclass with the method's own fields
-        def unlearning_terms(self, model, inputs): ...
+        forget_loss = "my_objective"      # a registered forget objective (`hf_unlearn.register_objective`)
+        retain_loss = "nll"               # a retain objective, or "none"
+        config_class = UnlearningConfig   # or a subclass with the method's own defaults / fields
 
 after which `get_method("my_method")` and the recipes (`method: my_method`) find it.
 """
@@ -27,6 +28,9 @@ def register_method(name: str) -> Callable[[type[UnlearningTrainer]], type[Unlea
     """Class decorator that registers an `UnlearningTrainer` subclass under `name` (unique)."""
 
     def decorator(cls: type[UnlearningTrainer]) -> type[UnlearningTrainer]:
+        from .plan import run_plan
+
+        run_plan(None, cls)  # an unknown objective fails here, naming the known ones
         if name in _METHODS:
             raise ValueError(
                 f"An unlearning method named {name!r} is already registered ({_METHODS[name].__name__}); "

@@ -19,10 +19,11 @@ The result does not depend on gradient accumulation, the number of processes, or
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -31,12 +32,13 @@ from packaging import version
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
-from .config import UnlearningConfig
+from .config import UnlearningArguments, UnlearningConfig
 from .data import check_examples_fit_model, check_tokenizer, tokenize_if_raw
 from .forward import ForwardOutput, forward
 from .hub import HubMixin
 from .losses import count_positions, count_sequences, count_targets, nll_sum
-from .objectives import NO_RETAIN, LossTerm, Objective, get_objective
+from .objectives import NO_RETAIN, LossTerm, Objective
+from .plan import RunPlan, run_plan
 from .streams import FORGET, RETAIN, StreamDataset, UnlearningCollator, is_stream_example
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,33 @@ def _has_adapter(module: nn.Module | None) -> bool:
     return module is not None and any(hasattr(m, "disable_adapters") for m in module.modules())
 
 
+@dataclass(frozen=True)
+class LossRoute:
+    """How the policy's losses are computed and differentiated (`UnlearningTrainer.loss_route`).
+
+    Attributes:
+        chunk_size: positions per chunk of the token-level losses (final hidden states + output head); 0: full
+            logits, kept for backward.
+        gradient_in_forward: summed chunked token losses compute each chunk's gradient in the forward pass (else
+            backward recomputes the chunk's logits; per-sequence terms such as NPO's always recompute).
+        backward_per_objective: the forget objective's backward runs before the retain objective's forward pass
+            (else one backward per micro-batch).
+    """
+
+    chunk_size: int
+    gradient_in_forward: bool
+    backward_per_objective: bool
+
+    def describe(self) -> str:
+        if self.chunk_size > 0:
+            logits = f"chunked logits ({self.chunk_size} positions per chunk)"
+            gradient = "gradient in the forward pass" if self.gradient_in_forward else "gradient recomputed in backward"
+        else:
+            logits, gradient = "full logits", "logits kept for backward"
+        backward = "one backward per objective" if self.backward_per_objective else "one backward per micro-batch"
+        return f"{logits}, {gradient}, {backward}"
+
+
 class StepCounts(dict):
     """The normalisers' global counts for one optimizer step (name -> scalar tensor), passed as `num_items_in_batch`."""
 
@@ -88,15 +117,24 @@ class UnlearningTrainer(HubMixin, Trainer):
     """Base class of the unlearning methods; see the module docstring.
 
     Args (beyond `transformers.Trainer`'s):
+        args: a `TrainingArguments`, `UnlearningConfig` or a subclass of either, kept as `trainer.args`; the
+            unlearning fields are read from it when used (`unlearning_args`), the method's defaults standing in for
+            those it lacks or leaves at `UnlearningConfig`'s defaults (see `UnlearningConfig`). `None`: the method's
+            `config_class()`.
         retain_dataset: examples to keep, for a retain objective (nll, kl). Paired with the forget examples by a
-            seeded permutation that advances every epoch (`args.pairing_seed`). Ignored, with a warning, when the
-            method has no retain objective.
+            seeded permutation that advances every epoch (`args.pairing_seed`). Unused, with a warning, when the
+            run has no retain objective (`run_plan`).
         ref_model: the frozen original model, for objectives that need one: a loaded model (used as is, never
             copied) or a path / Hub id. `None` loads it from the policy's own checkpoint (`model.name_or_path`),
             except for a PEFT model, whose base with the adapter disabled is the original model (no second copy).
             It is loaded only when an active objective needs it.
-        peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`) to wrap `model` in an adapter, as trl does; or pass
-            a `PeftModel` as `model` directly.
+        peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`) to wrap `model` (or every model `model_init`
+            returns) in an adapter, as trl does; or pass a `PeftModel` as `model` directly.
+
+    What a run trains on (objectives, retain data, reference) is `hf_unlearn.plan.run_plan(args, type(trainer))`,
+    resolved again when `train()` starts (after a hyperparameter-search trial has set its arguments and `model_init`
+    has built its model), so `forget_loss` / `retain_loss` / weights set then take effect and a new model is
+    configured by the objectives (e.g. RMU's trainable parameters).
 
     Datasets may be tokenised (`input_ids`, optional `attention_mask` / `labels`) or raw, as trl's trainers take
     them: a `text` column (chunked into `max_length` tokens), `prompt` + `completion` or `question` + `answer`
@@ -106,23 +144,15 @@ class UnlearningTrainer(HubMixin, Trainer):
     method_name: ClassVar[str] = "custom"
     paper_name: ClassVar[str] = ""
     config_class: ClassVar[type[UnlearningConfig]] = UnlearningConfig
-    # The method's objectives (a config's forget_loss / retain_loss override them).
+    # The method's objectives (the arguments' forget_loss / retain_loss override them; see `run_plan`).
     forget_loss: ClassVar[str] = "ga"
     retain_loss: ClassVar[str] = NO_RETAIN
     # compute_loss already divides by the normalisers of the whole accumulated batch.
     loss_is_scaled_for_ga = True
-    # Derived from the objectives (with default weights) for listings and recipes; see __init_subclass__.
-    needs_retain: ClassVar[bool] = False
-    needs_reference: ClassVar[bool] = False
-    precomputes_reference: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        retain = get_objective("retain", cls.retain_loss)
-        forget = get_objective("forget", cls.forget_loss)
-        cls.needs_retain = retain is not None
-        cls.needs_reference = forget.needs_reference or (retain is not None and retain.needs_reference)
-        cls.precomputes_reference = forget.precomputes
+    # Unlearning fields whose change between `train()` calls leaves the prepared streams valid (loss-only settings).
+    LOSS_ONLY_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"method", "forget_weight", "retain_weight", "backward_per_objective", "loss_gradient_in_forward"}
+    )
 
     def __init__(
         self,
@@ -144,11 +174,9 @@ class UnlearningTrainer(HubMixin, Trainer):
         ref_model: PreTrainedModel | nn.Module | str | None = None,
         peft_config=None,
     ):
-        args = self._as_config(args)
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
+        if args is None:
+            args = self.config_class(output_dir="outputs/unlearned")
+        model, model_init = self._with_adapter(model, model_init, peft_config)
         if compute_loss_func is not None:
             raise ValueError(
                 f"`compute_loss_func` is not supported by {type(self).__name__}: the unlearning method defines the "
@@ -156,21 +184,16 @@ class UnlearningTrainer(HubMixin, Trainer):
             )
         if processing_class is not None and hasattr(processing_class, "pad_token_id"):
             check_tokenizer(processing_class)
-        forget_class = get_objective("forget", args.forget_loss or self.forget_loss)
-        retain_class = get_objective("retain", args.retain_loss or self.retain_loss)
+        # The unlearning fields as the method reads them, from whatever `self.args` is when they are read.
+        self.unlearning_args = UnlearningArguments(lambda: self.args, self.config_class)
+        plan = run_plan(args, type(self))
         self.pad_token_id = self._pad_token_id(processing_class, model, data_collator)
-        classes = [c for c in (forget_class, retain_class) if c is not None]
-        collator = UnlearningCollator(
-            pad_token_id=self.pad_token_id,
-            base_collator=data_collator,
-            padding_side=getattr(processing_class, "padding_side", "right") or "right",
-            token_columns=[column for c in classes for column in c.token_columns],
-            example_columns=[column for c in classes for column in c.example_columns],
-        )
+        self._base_collator = data_collator
+        self._padding_side = getattr(processing_class, "padding_side", "right") or "right"
         super().__init__(
             model=model,
             args=args,
-            data_collator=collator,
+            data_collator=self._collator(plan),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
@@ -183,29 +206,18 @@ class UnlearningTrainer(HubMixin, Trainer):
         )
         # The model must not normalise its own loss with num_items_in_batch: the terms are ours.
         self.model_accepts_loss_kwargs = False
-        self.forget_objective: Objective = forget_class(self)
-        self.retain_objective: Objective | None = retain_class(self) if retain_class else None
-        self.objectives = [o for o in (self.forget_objective, self.retain_objective) if o is not None]
-        self.term_names = [name for objective in self.objectives for name in objective.terms]
-        self.normaliser_names = list(dict.fromkeys(n for objective in self.objectives for n in objective.normalisers))
-        self._term_stats: torch.Tensor | None = None  # [terms, 2]: sums and counts since the last log
-        for objective in self.objectives:
-            objective.configure_model(self.accelerator.unwrap_model(self.model))
         self._ref_source = ref_model
         self.ref_model = None
-        # The reference is loaded when an objective runs it in training with a weight > 0 (ga_kl with retain_weight 0
-        # loads none), or when it is handed over as a model (nothing to load; a later weight change can use it).
-        needed = any(o.uses_reference_in_training() for o in self.objectives)
-        handed = isinstance(ref_model, nn.Module) and any(o.needs_reference for o in self.objectives)
-        if (needed or handed) and not self.adapter_is_reference(ref_model):
-            self.ref_model = self.load_reference_model(ref_model)
-        if retain_dataset is not None and self.retain_objective is None:
+        # The datasets as given; `prepare_streams` builds the training streams from them for the current plan.
+        self._forget_source, self._retain_source = self.train_dataset, retain_dataset
+        self._streams_key: tuple | None = None
+        self.apply_plan()
+        if retain_dataset is not None and not self.plan.uses_retain_data:
             logger.warning(
                 "retain_dataset is ignored: method %r has no retain objective (retain_loss=%r).",
-                self.method_name, args.retain_loss or self.retain_loss,
+                self.method_name, self.plan.retain_loss,
             )
-            retain_dataset = None
-        self.retain_dataset = retain_dataset
+        self.retain_dataset = retain_dataset if self.plan.uses_retain_data else None
         self.forget_dataset = None
         # Evaluation results by stage (e.g. {"before": {...}, "after": {...}}), written into the model card.
         self.evaluation_results: dict[str, dict[str, float]] = {}
@@ -215,17 +227,62 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     # ------------------------------------------------------------------ set-up
 
-    def _as_config(self, args: TrainingArguments | None) -> UnlearningConfig:
-        """Accept plain `TrainingArguments` (drop-in use) by lifting them into the method's config class."""
-        config_class = self.config_class
-        if args is None:
-            return config_class(output_dir="outputs/unlearned")
-        if isinstance(args, UnlearningConfig):
-            return args
-        values = {k: v for k, v in args.to_dict().items() if not k.startswith("_")}
-        values["hub_token"] = args.hub_token  # to_dict() redacts it
-        fields = config_class.__dataclass_fields__
-        return config_class(**{k: v for k, v in values.items() if k in fields and fields[k].init})
+    @staticmethod
+    def _with_adapter(model, model_init, peft_config):
+        """`model` and `model_init` wrapped in the `peft_config` adapter (each model `model_init` returns gets a
+        fresh one); unchanged without `peft_config`."""
+        if peft_config is None:
+            return model, model_init
+        from peft import get_peft_model
+        from transformers.trainer_utils import number_of_arguments
+
+        if model is not None:
+            model = get_peft_model(model, peft_config)
+        if model_init is not None:
+            build, takes_trial = model_init, number_of_arguments(model_init) == 1
+
+            def model_init(trial=None):
+                return get_peft_model(build(trial) if takes_trial else build(), copy.deepcopy(peft_config))
+
+        return model, model_init
+
+    def _collator(self, plan: RunPlan) -> UnlearningCollator:
+        """The collator of `plan`'s objectives' columns."""
+        return UnlearningCollator(
+            pad_token_id=self.pad_token_id,
+            base_collator=self._base_collator,
+            padding_side=self._padding_side,
+            token_columns=[column for c in plan.objectives for column in c.token_columns],
+            example_columns=[column for c in plan.objectives for column in c.example_columns],
+        )
+
+    def apply_plan(self) -> RunPlan:
+        """Build the objectives of `run_plan(self.args, type(self))` for the current model: collator, logged terms,
+        normalisers, `configure_model` on the model (e.g. RMU's trainable parameters), the reference model where an
+        objective needs one. Runs at construction and when `train()` starts (see the class docstring)."""
+        plan = self.plan = run_plan(self.args, type(self))
+        self.forget_objective: Objective = plan.forget_objective(self)
+        self.retain_objective: Objective | None = plan.retain_objective(self) if plan.retain_objective else None
+        self.objectives = [o for o in (self.forget_objective, self.retain_objective) if o is not None]
+        self.term_names = [name for objective in self.objectives for name in objective.terms]
+        self.normaliser_names = list(dict.fromkeys(n for objective in self.objectives for n in objective.normalisers))
+        self._term_stats: torch.Tensor | None = None  # [terms, 2]: sums and counts since the last log
+        self._signature_columns = None
+        self.data_collator = self._collator(plan)
+        for objective in self.objectives:
+            objective.configure_model(self.accelerator.unwrap_model(self.model))
+        # The reference is loaded when an objective runs it in training with a weight > 0 (ga_kl with retain_weight 0
+        # loads none), or when it is handed over as a model (nothing to load; a later weight change can use it).
+        handed = isinstance(self._ref_source, nn.Module) and any(o.needs_reference for o in self.objectives)
+        if (plan.needs_reference or handed) and self.ref_model is None and not self.adapter_is_reference(self._ref_source):
+            self.ref_model = self.load_reference_model(self._ref_source)
+        return plan
+
+    def _streams_key_now(self) -> tuple:
+        """What the prepared streams depend on: the objectives, the retain data and the non-loss-only fields."""
+        values = {k: v for k, v in self.unlearning_args.values().items() if k not in self.LOSS_ONLY_FIELDS}
+        return (self.plan.forget_objective, self.plan.retain_objective, id(self._forget_source),
+                id(self._retain_source), tuple(sorted(values.items())))
 
     @staticmethod
     def _pad_token_id(processing_class, model, data_collator) -> int:
@@ -242,31 +299,38 @@ class UnlearningTrainer(HubMixin, Trainer):
     def prepare_streams(self) -> None:
         """Tokenise raw data, let each objective add its precomputed columns, and pair the streams.
 
-        Runs at construction when a forget set is given, else when `train()` starts (evaluation-only use needs
-        no forget set).
+        Runs at construction when a forget set is given, and when `train()` starts (evaluation-only use needs
+        no forget set); again only when the objectives or a field they prepare with changed (`LOSS_ONLY_FIELDS`
+        do not count).
         """
-        if isinstance(self.train_dataset, StreamDataset):
+        if self.train_dataset is not None and not isinstance(self.train_dataset, StreamDataset):
+            self._forget_source = self.train_dataset  # a forget set given after construction
+        key = self._streams_key_now()
+        if isinstance(self.train_dataset, StreamDataset) and key == self._streams_key:
             return
-        if self.train_dataset is None:
+        source = self._forget_source
+        retain_source = self._retain_source if self.plan.uses_retain_data else None
+        if source is None:
             raise ValueError(
                 f"{type(self).__name__}.train() needs the forget set: pass it as `train_dataset=` (tokenised, or raw "
                 "text / prompt-completion with `processing_class=`)."
             )
-        if hasattr(self.train_dataset, "__len__") and len(self.train_dataset) == 0:
+        if hasattr(source, "__len__") and len(source) == 0:
             raise ValueError("The forget set (`train_dataset`) is empty; pass at least one example to unlearn.")
-        if self.retain_dataset is not None and hasattr(self.retain_dataset, "__len__") and len(self.retain_dataset) == 0:
+        if retain_source is not None and hasattr(retain_source, "__len__") and len(retain_source) == 0:
             raise ValueError("The retain dataset is empty; pass retain examples or choose a method without a retain objective.")
-        if self.retain_objective is not None and self.retain_dataset is None and self.args.retain_weight > 0:
+        if self.plan.needs_retain_data and retain_source is None:
             raise ValueError(
                 f"Method {self.method_name!r} has a retain objective ({self.retain_objective.name}) and needs retain "
                 "data: pass `retain_dataset=` (recipes: `retain_data:`), or choose a method without one "
                 "(ga, random_label, adversarial), or set retain_weight: 0."
             )
+        max_length = self.unlearning_args.max_length
         with self.args.main_process_first(desc="tokenising the unlearning data"):
-            forget = tokenize_if_raw(self.train_dataset, self.processing_class, self.args.max_length, FORGET)
+            forget = tokenize_if_raw(source, self.processing_class, max_length, FORGET)
             retain = None
-            if self.retain_dataset is not None:
-                retain = tokenize_if_raw(self.retain_dataset, self.processing_class, self.args.max_length, RETAIN)
+            if retain_source is not None:
+                retain = tokenize_if_raw(retain_source, self.processing_class, max_length, RETAIN)
         streams = {FORGET: self.forget_objective.prepare(forget)}
         aligned = self.forget_objective.aligned_streams(streams[FORGET])
         streams.update(aligned)
@@ -283,11 +347,17 @@ class UnlearningTrainer(HubMixin, Trainer):
         if config is not None:
             check_examples_fit_model(streams.values(), config, self.pad_token_id)
         self.forget_dataset, self.retain_dataset = streams[FORGET], streams.get(RETAIN)
-        self.train_dataset = StreamDataset(streams, columns, seed=self.args.pairing_seed, aligned=tuple(aligned))
+        self.train_dataset = StreamDataset(streams, columns, seed=self.unlearning_args.pairing_seed, aligned=tuple(aligned))
+        self._streams_key = key
 
-    def train(self, *args, **kwargs):
+    def _hp_search_setup(self, trial) -> None:
+        """When `train()` starts, after `model_init` built this run's model and a hyperparameter-search trial set its
+        arguments: resolve the plan again, prepare the streams for it and log the loss route."""
+        super()._hp_search_setup(trial)
+        self.apply_plan()
         self.prepare_streams()
-        return super().train(*args, **kwargs)
+        logger.info("%s (%s + %s): %s", self.method_name, self.plan.forget_loss, self.plan.retain_loss,
+                    self.loss_route().describe())
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -383,30 +453,44 @@ class UnlearningTrainer(HubMixin, Trainer):
         finally:
             self._in_training_step = False
 
-    def backward_per_objective(self) -> bool:
-        """Whether `compute_loss` may run the forget objective's backward before the retain objective's forward pass,
-        so that the two forward graphs are never alive together (issue 13: ga_descent / ga_kl peak memory).
+    def loss_route(self) -> LossRoute:
+        """How the losses are computed and differentiated, decided here alone (logged when training starts).
 
-        Only where it is exactly the same computation: inside `training_step` (whose caller backwards the returned
-        loss once), in a single process (DDP's reducer expects one backward per forward) where plain autograd
-        delivers the gradients (`_plain_autograd`), with the built-in `unlearning_terms` and a retain objective
-        that runs (it must leave a loss with gradient to return), and `UnlearningConfig.backward_per_objective` on."""
-        return (
-            getattr(self.args, "backward_per_objective", False)
-            and getattr(self, "_in_training_step", False)
-            and self.accelerator.num_processes == 1
-            and self._plain_autograd()
-            and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
-            and self.retain_objective is not None
-            and self.retain_objective.active()
+        - chunked or full logits: `UnlearningConfig.loss_chunk_size`.
+        - gradient in the forward pass: summed token losses may compute each chunk's gradient in the forward pass
+          instead of recomputing the chunk's logits in backward (`hf_unlearn.losses.sum_positions`) with
+          `UnlearningConfig.loss_gradient_in_forward` on, where plain autograd delivers the gradients
+          (`_plain_autograd`), in one process or under DDP (the gradients reach the parameters in backward, where
+          DDP's hooks all-reduce them, as any other gradient).
+        - backward per objective: `compute_loss` may run the forget objective's backward before the retain
+          objective's forward pass, so that the two forward graphs are never alive together, where it is exactly
+          the same computation: in a single process (DDP's reducer expects one backward per forward) where plain
+          autograd delivers the gradients, with the built-in `unlearning_terms` and a retain objective that runs
+          (it must leave a loss with gradient to return), and `UnlearningConfig.backward_per_objective` on; and
+          only inside `training_step` (whose caller backwards the returned loss once; `backward_per_objective()`).
+        """
+        settings = self.unlearning_args
+        plain = self._plain_autograd()
+        return LossRoute(
+            chunk_size=settings.loss_chunk_size,
+            gradient_in_forward=bool(settings.loss_gradient_in_forward) and plain,
+            backward_per_objective=(
+                bool(settings.backward_per_objective)
+                and self.accelerator.num_processes == 1
+                and plain
+                and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
+                and self.retain_objective is not None
+                and self.retain_objective.active()
+            ),
         )
 
+    def backward_per_objective(self) -> bool:
+        """Whether this `compute_loss` call runs one backward per objective (`loss_route`, inside `training_step`)."""
+        return getattr(self, "_in_training_step", False) and self.loss_route().backward_per_objective
+
     def gradient_in_forward(self) -> bool:
-        """Whether summed token losses may compute each chunk's gradient in the forward pass instead of recomputing
-        the chunk's logits in backward (`hf_unlearn.losses.sum_positions`): `UnlearningConfig.loss_gradient_in_forward`
-        on, where plain autograd delivers the gradients (`_plain_autograd`), in one process or under DDP (the
-        gradients reach the parameters in backward, where DDP's hooks all-reduce them, as any other gradient)."""
-        return getattr(self.args, "loss_gradient_in_forward", False) and self._plain_autograd()
+        """Whether summed token losses compute each chunk's gradient in the forward pass (`loss_route`)."""
+        return self.loss_route().gradient_in_forward
 
     def _plain_autograd(self) -> bool:
         """Gradients reach the parameters through plain autograd: no DeepSpeed or FSDP (they partition parameters
@@ -475,7 +559,7 @@ class UnlearningTrainer(HubMixin, Trainer):
     def language_modelling_loss(self, model, inputs, return_outputs=False):
         """Mean next-token NLL of a flat batch (or of the forget stream of a paired one), padding-side independent."""
         batch = inputs[FORGET] if is_stream_example(inputs) else inputs
-        chunk_size = 0 if return_outputs else self.args.loss_chunk_size  # evaluation wants the logits back
+        chunk_size = 0 if return_outputs else self.unlearning_args.loss_chunk_size  # evaluation wants the logits back
         output = self.policy_forward(model, batch, chunk_size)
         total, count = nll_sum(output.token_logits, batch["labels"], batch.get("attention_mask"), chunk_size)
         loss = total / count.clamp(min=1)

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from hf_unlearn import chunk_documents, get_method  # noqa: E402
+from hf_unlearn import chunk_documents, get_method, run_plan  # noqa: E402
 from tests.conftest import exit_worker, make_documents  # noqa: E402
 
 METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
@@ -34,7 +34,7 @@ def make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache
     values.update(METHOD_CONFIG.get(method, {}))
     values.update(overrides)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
+    kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
     trainer = cls(model=model, args=cls.config_class(**values), train_dataset=forget, processing_class=tokenizer, **kwargs)
     return trainer, model
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_unlearn import get_method
+from hf_unlearn import get_method, run_plan
 from hf_unlearn.forward import forward
 from hf_unlearn.losses import (
     IGNORE_INDEX,
@@ -428,7 +428,7 @@ def method_step(method, model_dir, tokenizer, forget, retain, tmp_path, chunk, i
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
+    kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
     args = unlearning_args(method, tmp_path / f"chunk{chunk}{in_forward}", loss_chunk_size=chunk,
                            loss_gradient_in_forward=in_forward)
     trainer = cls(model=model, args=args, train_dataset=forget, processing_class=copy.deepcopy(tokenizer), **kwargs)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import chunk_documents, get_method
+from hf_unlearn import chunk_documents, get_method, run_plan
 from tests.conftest import make_documents, unlearning_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ def first_step(method, model_dir, tokenizer, forget, retain, tmp_path, padding_s
     side_tokenizer.padding_side = padding_side
     cls = get_method(method)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    kwargs = {"retain_dataset": retain} if cls.needs_retain else {}
+    kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
     trainer = cls(model=model, args=unlearning_args(method, tmp_path / padding_side), train_dataset=forget,
                   processing_class=side_tokenizer, **kwargs)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(forget))])

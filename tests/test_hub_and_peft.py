@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import get_method
+from hf_unlearn import get_method, run_plan
 from hf_unlearn.forward import forward
 from tests.conftest import unlearning_args
 from tests.test_privacy import UPLOADABLE, hub  # noqa: F401  (the Hub-intercepting fixture)
@@ -82,7 +82,7 @@ def test_every_method_trains_a_lora_adapter(method, trained_model_dir, forget_da
     cls = get_method(method)
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
-    kwargs = {"retain_dataset": retain_data} if cls.needs_retain else {}
+    kwargs = {"retain_dataset": retain_data} if run_plan(None, cls).uses_retain_data else {}
     args = unlearning_args(method, tmp_path, max_steps=3, learning_rate=1e-2, gradient_checkpointing=True)
     trainer = cls(model=model, args=args, train_dataset=forget_data, processing_class=tokenizer, peft_config=lora_config(), **kwargs)
     peft_model = trainer.model

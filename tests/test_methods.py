@@ -20,7 +20,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_outputs import CausalLMOutput
 
-from hf_unlearn import get_method, list_methods, register_method
+from hf_unlearn import get_method, list_methods, register_method, run_plan
 from hf_unlearn.registry import _METHODS
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -48,7 +48,7 @@ def golden_loss(method, tmp_path, policy_table=W, ref_table=None, **config):
 
     cls = get_method(method)
     kwargs = {}
-    if cls.needs_retain:
+    if run_plan(None, cls).uses_retain_data:
         kwargs["retain_dataset"] = [example([1, 1, 0])]
     if ref_table is not None:
         kwargs["ref_model"] = BigramLM(ref_table)

@@ -229,7 +229,7 @@ def forget_set(method, tokenizer):
 def test_public_api_leaks_nothing(method, memorised_model, tokenizer, retain_data, tmp_path, isolated_caches, hub, capfd):
     from transformers import AutoModelForCausalLM
 
-    from hf_unlearn import get_method
+    from hf_unlearn import get_method, run_plan
 
     forget = forget_set(method, tokenizer)
     cls = get_method(method)
@@ -239,7 +239,7 @@ def test_public_api_leaks_nothing(method, memorised_model, tokenizer, retain_dat
         lr_scheduler_type="constant", report_to="tensorboard", use_cpu=True, logging_steps=1, save_strategy="steps",
         save_steps=1, seed=0, push_to_hub=True, hub_model_id="me/unlearned", **METHOD_CONFIG.get(method, {}),
     )
-    kwargs = {"retain_dataset": retain_data} if cls.needs_retain else {}
+    kwargs = {"retain_dataset": retain_data} if run_plan(args, cls).uses_retain_data else {}
     trainer = cls(model=AutoModelForCausalLM.from_pretrained(memorised_model), args=args, train_dataset=forget,
                   processing_class=tokenizer, **kwargs)
     trainer.train()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import get_method, list_methods
+from hf_unlearn import get_method, list_methods, run_plan
 from hf_unlearn.evaluation import mean_nll
 from tests.conftest import unlearning_args
 
@@ -16,7 +16,7 @@ BUILTIN = ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"]
 def build_trainer(method, model_dir, forget_data, retain_data, tmp_path, tokenizer, **config):
     cls = get_method(method)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    kwargs = {"retain_dataset": retain_data} if cls.needs_retain else {}
+    kwargs = {"retain_dataset": retain_data} if run_plan(None, cls).uses_retain_data else {}
     trainer = cls(
         model=model, args=unlearning_args(method, tmp_path, **config), train_dataset=forget_data,
         processing_class=tokenizer, **kwargs,
@@ -38,7 +38,7 @@ def test_method_unlearns_and_changes_parameters(method, trained_model_dir, forge
     assert len(changed) == len(before_params), f"{method}: unchanged {set(before_params) - set(changed)}"
     logged = trainer.state.log_history[0]
     assert {"loss", "forget_loss", "forget_nll"} <= set(logged)
-    if get_method(method).needs_retain:
+    if run_plan(None, get_method(method)).uses_retain_data:
         assert "retain_loss" in logged
     # The logged forget NLL at step 1 is the NLL of the model before any update on that batch.
     assert math.isfinite(logged["forget_nll"]) and logged["forget_nll"] > 0

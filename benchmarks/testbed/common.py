@@ -568,7 +568,7 @@ def _real_tokens(batch: dict) -> int:
 
 def counted_trainer_class(method: str, log: ComputeLog):
     """The registered trainer of `method`, counting the tokens of every training forward / backward pass."""
-    from hf_unlearn import get_method
+    from hf_unlearn import get_method, run_plan
 
     base = get_method(method)
 
@@ -614,9 +614,10 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
         dataloader_num_workers=0,
     )
     kwargs = {}
-    if trainer_class.needs_retain:
+    plan = run_plan(args, trainer_class)
+    if plan.uses_retain_data:
         kwargs["retain_dataset"] = splits["retain_train"]
-    if trainer_class.needs_reference or method == "adversarial":
+    if plan.needs_reference or method == "adversarial":
         kwargs["ref_model"] = testbed.original
     wall, cpu = time.perf_counter(), time.process_time()
     trainer = trainer_class(model=model, args=args, train_dataset=splits["forget"], processing_class=tokenizer, **kwargs)
@@ -639,7 +640,7 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
     model.eval()
     info = {
         "method": method, "learning_rate": learning_rate, "max_epochs": epochs, "batch_size": batch_size,
-        "retain_weight": retain_weight if trainer_class.needs_retain else None,
+        "retain_weight": retain_weight if plan.uses_retain_data else None,
         "optimizer_steps": int(trainer.state.global_step), "max_steps": int(trainer.state.max_steps),
         "stop_reason": callback.stop_reason if callback is not None else None,
         "forget_nll_trajectory": [r.nll["forget"] for r in callback.history] if callback is not None else None,

@@ -500,7 +500,7 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
     """One unlearning run of `method` from a fresh copy of the full model. Returns (model, info)."""
     import torch
 
-    from hf_unlearn import get_method
+    from hf_unlearn import get_method, run_plan
     from hf_unlearn.data import build_qa_dataset
 
     trainer_class = get_method(method)
@@ -523,7 +523,7 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
             # The tiny model has 2 layers; RMU's default (layer 7, train layers 5-7) is for real models.
             args.rmu_layer = layers - 1
             args.rmu_trainable_params = rf"layers\.({'|'.join(str(i) for i in range(layers))})\.mlp\.down_proj\.weight"
-        kwargs = {"retain_dataset": retain} if trainer_class.needs_retain else {}
+        kwargs = {"retain_dataset": retain} if run_plan(args, trainer_class).uses_retain_data else {}
         torch.manual_seed(seed)
         start = time.perf_counter()
         trainer = trainer_class(model=model, args=args, train_dataset=forget, processing_class=tokenizer,
@@ -537,7 +537,7 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
         info = {"optimizer_steps": int(trainer.state.global_step), "wall_s": wall,
                 "final_loss": nan_to_none(losses[-1]) if losses else None,
                 "diverged": any(not math.isfinite(x) for x in losses),
-                "retain_weight": args.retain_weight if trainer_class.needs_retain else None,
+                "retain_weight": args.retain_weight if run_plan(args, trainer_class).uses_retain_data else None,
                 "forget_weight": args.forget_weight,
                 "beta": {"npo": args.npo_beta, "idk_dpo": args.dpo_beta, "simnpo": args.simnpo_beta}.get(method)}
         del trainer

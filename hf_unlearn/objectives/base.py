@@ -66,7 +66,7 @@ class Objective:
 
     def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer
-        self.args = trainer.args
+        self.args = trainer.unlearning_args
 
     def prepare(self, dataset: Any) -> Any:
         """Add this objective's precomputed columns to its stream's dataset (default: nothing to add)."""
@@ -100,10 +100,15 @@ class Objective:
         """The frozen original model's logits on `batch`, in the same form."""
         return self.trainer.reference_forward(batch, full_logits=self.chunk_size <= 0).token_logits
 
+    @classmethod
+    def runs_with(cls, retain_weight: float) -> bool:
+        """Whether the objective runs at this retain_weight: a retain objective with retain_weight 0 does not (forget
+        objectives always run: their logged terms show what happens to the forget set even at forget_weight 0)."""
+        return cls.kind == "forget" or retain_weight > 0
+
     def active(self) -> bool:
-        """Whether the objective runs this step: a retain objective with retain_weight 0 does not (forget objectives
-        always run: their logged terms show what happens to the forget set even at forget_weight 0)."""
-        return self.kind == "forget" or self.args.retain_weight > 0
+        """Whether the objective runs this step (`runs_with` the current retain_weight)."""
+        return self.runs_with(self.args.retain_weight)
 
     def uses_reference_in_training(self) -> bool:
         """Whether the frozen model runs during training (not when the objective is inactive)."""

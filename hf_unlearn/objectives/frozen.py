@@ -45,7 +45,7 @@ def precompute_with_original(
         batch = collator([{k: row[k] for k in ("input_ids", "attention_mask", "labels") if k in row} for row in rows])
         batch = {k: v.to(trainer.args.device) for k, v in batch.items()}
         with torch.no_grad():
-            output = trainer.reference_forward(batch, original(), full_logits=trainer.args.loss_chunk_size <= 0)
+            output = trainer.reference_forward(batch, original(), full_logits=trainer.unlearning_args.loss_chunk_size <= 0)
             values = per_batch(output, batch)
         values = values.detach().cpu()
         if per_token:
@@ -57,9 +57,9 @@ def precompute_with_original(
         dataset,
         compute_batch,
         kind=kind,
-        batch_size=trainer.args.precompute_batch_size,
+        batch_size=trainer.unlearning_args.precompute_batch_size,
         accelerator=trainer.accelerator,
-        cache_dir=trainer.args.cache_dir,
+        cache_dir=trainer.unlearning_args.cache_dir,
         model_fingerprint=lambda: weights_fingerprint(trainer.unwrapped_original(original()), trainer.accelerator),
         expected_lengths=lengths,
     )

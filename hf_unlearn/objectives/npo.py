@@ -29,7 +29,7 @@ def add_reference_logp(trainer, dataset):
     values = precompute_with_original(
         trainer, dataset, "sequence_logp",
         lambda output, batch: -sequence_nll(
-            output.token_logits, batch["labels"], batch["attention_mask"], trainer.args.loss_chunk_size
+            output.token_logits, batch["labels"], batch["attention_mask"], trainer.unlearning_args.loss_chunk_size
         )[0],
         per_token=False,
     )

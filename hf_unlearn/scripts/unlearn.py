@@ -197,6 +197,7 @@ def run(argv: list[str]) -> dict:
     from ..callbacks import StoppingCriteria, UnlearningEvalCallback
     from ..data import build_examples, check_examples_fit_model
     from ..distributed import setup_distributed
+    from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
     from .demo import DESCENT_RETAIN, VerbatimSampleCallback, default_model_dir, default_splits, summary_table
 
@@ -205,13 +206,16 @@ def run(argv: list[str]) -> dict:
         argv = ["--config", DEFAULT_CONFIG] + argv
     args, script, model_args = parse_args(argv)
     trainer_class = get_method(args.method)
-    if trainer_class.needs_retain and script.retain_data is None and model_args.model_name_or_path is not None:
-        raise ValueError(f"Method {args.method!r} needs retain data: set retain_data (in-distribution or general "
-                         "text), or choose a method without a retain term (ga, random_label, adversarial).")
-    if script.retain_data is not None and not trainer_class.needs_retain:
+    plan = run_plan(args, trainer_class)  # what this run trains on: the trainer builds the same plan
+    if plan.needs_retain_data and script.retain_data is None and model_args.model_name_or_path is not None:
+        raise ValueError(f"Method {args.method!r} with retain_loss {plan.retain_loss!r} needs retain data: set "
+                         "retain_data (in-distribution or general text), or set retain_loss: none (or retain_weight: "
+                         "0), or choose a method without a retain term (ga, random_label, adversarial).")
+    if script.retain_data is not None and not plan.uses_retain_data:
         warnings.warn(
-            f"Method {args.method!r} does not train on retain data: retain_data is not used for unlearning and not "
-            "listed on the model card; it is only evaluated (retain NLL, blow-up guard).", UserWarning, stacklevel=2,
+            f"Method {args.method!r} does not train on retain data (retain_loss: none): retain_data is not used for "
+            "unlearning and not listed on the model card; it is only evaluated (retain NLL, blow-up guard).",
+            UserWarning, stacklevel=2,
         )
     resume = prepare_output_dir(args, script)
     setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
@@ -273,7 +277,7 @@ def run(argv: list[str]) -> dict:
         args=args,
         train_dataset=splits["forget"],
         retain_dataset=(splits.get("retain") if descent_retain is None else descent_retain)
-        if trainer_class.needs_retain else None,  # unused data is not passed
+        if plan.uses_retain_data else None,  # unused data is not passed
         ref_model=script.ref_model_name_or_path,  # None: the model's own checkpoint (or its adapter-free base)
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
