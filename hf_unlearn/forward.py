@@ -3,8 +3,9 @@
 - `use_cache=False`: training and scoring never need a KV cache (at 7B one 4096-token sequence's cache is ~2 GB).
 - Position ids come from the attention mask, so a left-padded row gets the same positions as the same row padded
   on the right (models with absolute position embeddings would otherwise shift; RoPE models agree exactly).
-- Optionally the hidden states after decoder layer `hidden_layer` (0 = the embeddings), for representation-level
-  objectives (RMU); they are requested only then.
+- Optionally the output of decoder layer `layer` (0-based, `get_decoder().layers[layer]`), for representation-level
+  objectives (RMU), read by a forward hook on that layer: `output_hidden_states` is not a layer's output for the
+  last layer (its last entry is after the final norm in transformers 5).
 - `full_logits=False` (issue 13): the `[batch, seq, vocab]` logits are not computed. The model is still called
   through its wrapper (DDP / DeepSpeed / PEFT see the forward pass) with `logits_to_keep=1`, so its LM head runs on
   the last position only; the final hidden states (after the final norm) are read by a forward hook on the
@@ -45,7 +46,7 @@ class ForwardOutput:
 
     Attributes:
         logits: `[batch, seq, vocab]`, or None when `forward(..., full_logits=False)` could avoid them.
-        hidden: when asked for, the hidden states of one layer `[batch, seq, hidden]`.
+        hidden: when asked for, the output of one decoder layer `[batch, seq, hidden]`.
         token_logits: what the losses read: the full logits, or the final hidden states with the output head.
     """
 
@@ -154,6 +155,22 @@ class OutputHead:
         return logits
 
 
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of `model` (through DDP / DeepSpeed / PEFT wrappers): `get_decoder().layers`."""
+    inner = _innermost(model)
+    try:
+        decoder = inner.get_decoder()
+    except (AttributeError, NotImplementedError, ValueError):
+        decoder = inner
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(
+            f"{type(inner).__name__} has no decoder layers to read a layer's output from (`get_decoder().layers`); "
+            "a representation objective such as RMU needs a decoder-only transformer."
+        )
+    return layers
+
+
 def _hidden_route(inner: nn.Module) -> tuple[nn.Module, OutputHead] | None:
     """(decoder to hook, output head) when `inner` can give its final hidden states without full logits."""
     if type(inner) in _MISMATCHED or not _names(type(inner), "logits_to_keep"):
@@ -206,10 +223,11 @@ def _matches(head: OutputHead, hidden: torch.Tensor, logits: torch.Tensor) -> bo
 
 
 def forward(
-    model: nn.Module, batch: dict[str, torch.Tensor], hidden_layer: int | None = None, full_logits: bool = True
+    model: nn.Module, batch: dict[str, torch.Tensor], layer: int | None = None, full_logits: bool = True
 ) -> ForwardOutput:
     """Run `model` on `batch` (`input_ids`, optional `attention_mask`) without labels or a cache.
 
+    `layer`: also return the output of decoder layer `layer` (0-based) in `hidden`.
     `full_logits=False`: return the final hidden states and the output head in `token_logits` instead of the
     `[batch, seq, vocab]` logits where the model allows it (see the module docstring); `logits` is then None.
     """
@@ -223,20 +241,22 @@ def forward(
         kwargs["attention_mask"] = mask
         if _accepts(inner, "position_ids"):
             kwargs["position_ids"] = position_ids_from_mask(mask)
-    if hidden_layer is not None:
-        kwargs["output_hidden_states"] = True
     route = None if full_logits else _hidden_route(inner_module)
     captured: list[torch.Tensor] = []
-    handle = None
+    layer_output: list[torch.Tensor] = []
+    handles = []
+    if layer is not None:
+        handles.append(decoder_layers(inner_module)[layer].register_forward_hook(
+            lambda module, args, output: layer_output.append(_last_hidden(output))))
     if route is not None:
         kwargs["logits_to_keep"] = 1
-        handle = route[0].register_forward_hook(lambda module, args, output: captured.append(_last_hidden(output)))
+        handles.append(route[0].register_forward_hook(lambda module, args, output: captured.append(_last_hidden(output))))
     try:
         output = model(**kwargs)
     finally:
-        if handle is not None:
+        for handle in handles:
             handle.remove()
-    hidden = output.hidden_states[hidden_layer] if hidden_layer is not None else None
+    hidden = layer_output[-1] if layer is not None else None
     if route is None:
         return ForwardOutput(logits=output.logits, hidden=hidden)
     final = captured[-1] if len(captured) == 1 else None

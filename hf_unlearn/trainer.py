@@ -404,7 +404,7 @@ class UnlearningTrainer(HubMixin, Trainer):
         self,
         batch: dict[str, torch.Tensor],
         ref_model: nn.Module | None = None,
-        hidden_layer: int | None = None,
+        layer: int | None = None,
         full_logits: bool = True,
     ) -> ForwardOutput:
         """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter.
@@ -417,12 +417,12 @@ class UnlearningTrainer(HubMixin, Trainer):
             # An objective became active during training (its weight was raised from 0): load the reference now.
             ref_model = self.ref_model = self.load_reference_model(self._ref_source)
         if ref_model is not None:
-            return forward(ref_model, batch, hidden_layer, full_logits)
+            return forward(ref_model, batch, layer, full_logits)
         policy = self.accelerator.unwrap_model(self.model)
         if not full_logits and _has_adapter(policy.get_base_model().get_output_embeddings()):
             full_logits = True
         with policy.disable_adapter():
-            return forward(policy, batch, hidden_layer, full_logits)
+            return forward(policy, batch, layer, full_logits)
 
     # ------------------------------------------------------------------ loss
 

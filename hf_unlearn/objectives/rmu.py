@@ -2,7 +2,8 @@
 
     forget_loss = mean_t || h_l(f)_t - c * u ||^2 / d        retain_loss = mean_t || h_l(r)_t - h_l^ref(r)_t ||^2 / d
 
-h_l the output of decoder layer l (0-based, as WMDP and open-unlearning number them: `model.layers[l]`), u a fixed random unit vector
+h_l the output of decoder layer l (0-based, as WMDP and open-unlearning number them: `model.layers[l]`, read by a
+forward hook on that layer, `hf_unlearn.forward`; the last layer's output too, not the final norm's), u a fixed random unit vector
 (seeded by `rmu_seed`), c the steering coefficient, d the hidden size; means over the stream's labelled real
 positions (labels != -100, as open-unlearning masks them), token-weighted over the global batch (open-unlearning
 averages per sequence first). Only the parameters matching `rmu_trainable_params` train; the others are frozen
@@ -70,7 +71,7 @@ class RepresentationMisdirection(Objective):
         self.trainable = freeze_all_but(model, self.args.rmu_trainable_params)
 
     def loss_terms(self, model, batch):
-        hidden = forward(model, batch, hidden_layer=self.args.rmu_layer + 1).hidden
+        hidden = forward(model, batch, layer=self.args.rmu_layer).hidden
         total, count = activation_mse_sum(hidden, self.control.to(hidden.device), labelled_positions(batch))
         return {"forget_loss": LossTerm(total, count, "forget_positions", self.args.forget_weight)}
 
@@ -83,8 +84,8 @@ class RepresentationRetain(Objective):
     needs_reference = True
 
     def loss_terms(self, model, batch):
-        layer = self.args.rmu_layer + 1  # hidden_states[0] is the embedding output
-        target = self.trainer.reference_forward(batch, hidden_layer=layer).hidden
-        hidden = forward(model, batch, hidden_layer=layer).hidden
+        layer = self.args.rmu_layer
+        target = self.trainer.reference_forward(batch, layer=layer).hidden
+        hidden = forward(model, batch, layer=layer).hidden
         total, count = activation_mse_sum(hidden, target, labelled_positions(batch))
         return {"retain_loss": LossTerm(total, count, "retain_positions", self.args.retain_weight)}
