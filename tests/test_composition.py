@@ -64,15 +64,14 @@ def test_hyperparameter_search_trial_trains_the_trials_objective(trained_model_d
     args = unlearning_args("ga", tmp_path, max_steps=1, per_device_train_batch_size=2, disable_tqdm=True)
     trainer = cls(model_init=lambda: AutoModelForCausalLM.from_pretrained(trained_model_dir), args=args,
                   train_dataset=forget_data, eval_dataset=forget_data, processing_class=tokenizer)
-    assert trainer.plan.forget_loss == "ga"
 
     def space(trial):
         return {"forget_loss": trial.suggest_categorical("forget_loss", ["npo"])}
 
     trainer.hyperparameter_search(hp_space=space, backend="optuna", n_trials=1, direction="minimize")
-    assert trainer.plan.forget_loss == "npo" and type(trainer.forget_objective).name == "npo"
     logged = [entry for entry in trainer.state.log_history if "forget_loss" in entry][0]
     assert math.isclose(logged["forget_loss"], 20 * math.log(2), rel_tol=1e-4)
+    assert trainer.plan.forget_loss == "npo" and type(trainer.forget_objective).name == "npo"
 
 
 def test_loss_route_is_logged_once_when_training_starts(trained_model_dir, tokenizer, forget_data, retain_data,
