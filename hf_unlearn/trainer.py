@@ -511,3 +511,22 @@ class UnlearningTrainer(HubMixin, Trainer):
         if self.accelerator.num_processes > 1:
             self._tr_loss = self.accelerator.reduce(self._tr_loss.detach().clone(), reduction="mean")
         return super()._finalize_training(*args, **kwargs)
+
+    # ------------------------------------------------------------------ evaluation data
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """`Trainer.get_eval_dataloader`, with raw evaluation data (a `text` column, `prompt` + `completion`,
+        `question` + `answer` or chat `messages`) tokenised as the forget and retain sets are (`tokenize_if_raw`).
+
+        The trainer's own `eval_dataset` (or each set of a dict of them) is tokenised once and kept tokenised."""
+        if isinstance(eval_dataset, str):
+            self.eval_dataset[eval_dataset] = self._tokenized_eval(self.eval_dataset[eval_dataset], repr(eval_dataset))
+        elif eval_dataset is not None:
+            eval_dataset = self._tokenized_eval(eval_dataset, "evaluation")
+        elif self.eval_dataset is not None and not isinstance(self.eval_dataset, Mapping):
+            self.eval_dataset = self._tokenized_eval(self.eval_dataset, "evaluation")
+        return super().get_eval_dataloader(eval_dataset)
+
+    def _tokenized_eval(self, dataset, name: str):
+        with self.args.main_process_first(desc="tokenising the evaluation data"):
+            return tokenize_if_raw(dataset, self.processing_class, self.args.max_length, name)
