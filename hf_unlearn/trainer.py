@@ -512,6 +512,28 @@ class UnlearningTrainer(HubMixin, Trainer):
             self._tr_loss = self.accelerator.reduce(self._tr_loss.detach().clone(), reduction="mean")
         return super()._finalize_training(*args, **kwargs)
 
+    # ------------------------------------------------------------------ sampling and token counts
+
+    # Sampling strategies that read each example's length (`LengthGroupedSampler`, `BatchRebalanceSampler`).
+    LENGTH_STRATEGIES: ClassVar[tuple[str, ...]] = ("group_by_length", "batch_rebalance")
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`Trainer`'s sampler; the length-based strategies (`group_by_length`, `batch_rebalance`) order the paired
+        examples by their forget example's length (`length_column_name` of the forget set when it has one): the
+        forget set drives the epoch, paired item i being forget example i."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, StreamDataset) and self.args.train_sampling_strategy in self.LENGTH_STRATEGIES:
+            dataset = dataset.streams[FORGET]
+        return super()._get_train_sampler(dataset)
+
+    def _track_num_input_tokens(self, inputs):
+        """`include_num_input_tokens_seen` counts the input tokens of every stream of a paired batch (forget + retain
+        + aligned streams: every token a forward pass reads in training), as `Trainer` counts a flat batch's."""
+        if not is_stream_example(inputs):
+            return super()._track_num_input_tokens(inputs)
+        for batch in inputs.values():
+            super()._track_num_input_tokens(batch)
+
     # ------------------------------------------------------------------ evaluation data
 
     def get_eval_dataloader(self, eval_dataset=None):

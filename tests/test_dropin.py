@@ -35,3 +35,69 @@ def test_raw_eval_sets_are_tokenised_like_the_forget_set(tiny_model, tokenizer, 
         expected = trainer.evaluate(eval_dataset=dataset)["eval_loss"]
         assert trainer.evaluate(eval_dataset=raw[name])["eval_loss"] == pytest.approx(expected, rel=1e-5)
         assert trainer.evaluate()[f"eval_{name}_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_by_length_groups_by_the_forget_examples_lengths(tiny_model, tokenizer, forget_data, retain_data, tmp_path):
+    """`train_sampling_strategy="group_by_length"` samples the paired examples by their forget example's length:
+    Trainer's LengthGroupedSampler over the forget lengths, which puts the longest example in the first batch."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from hf_unlearn import GradientAscentDescentTrainer
+
+    args = unlearning_args("ga_descent", tmp_path, train_sampling_strategy="group_by_length")
+    trainer = GradientAscentDescentTrainer(
+        model=tiny_model, args=args, train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer
+    )
+    sampler = trainer._get_train_sampler()
+    lengths = [len(ids) for ids in forget_data["input_ids"]]
+    assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == lengths
+    first = next(iter(trainer.get_train_dataloader()))
+    assert first["forget"]["input_ids"].shape[1] == max(lengths)
+    trainer.train()
+
+
+def test_num_input_tokens_seen_counts_forget_and_retain_tokens(tiny_model, tokenizer, tmp_path):
+    """`include_num_input_tokens_seen="non_padding"` counts every real input token the training forward passes read:
+    two steps of 4 over 8 forget and 8 retain documents (each one chunk, under max_length) use every forget and every
+    retain example once (one epoch; the retain pairing is a permutation), so the count is the tokens of both sets."""
+    from hf_unlearn import GradientAscentDescentTrainer
+
+    forget = chunk_documents(make_documents(8, seed=1), tokenizer, max_length=256)
+    retain = chunk_documents(make_documents(8, seed=2), tokenizer, max_length=256)
+    assert len(forget) == len(retain) == 8
+    expected = sum(map(len, forget["input_ids"])) + sum(map(len, retain["input_ids"]))
+    args = unlearning_args("ga_descent", tmp_path, max_steps=2, include_num_input_tokens_seen="non_padding")
+    trainer = GradientAscentDescentTrainer(
+        model=tiny_model, args=args, train_dataset=forget, retain_dataset=retain, processing_class=tokenizer
+    )
+    trainer.train()
+    assert trainer.state.num_input_tokens_seen == expected
+
+
+@pytest.mark.parametrize(
+    "method, forget_loss, retain_loss, expected",
+    [
+        ("npo", None, None, "**Negative Preference Optimization (Zhang et al. 2024)** (`method: npo`)"),
+        ("npo", None, "kl", "**forget_loss `npo` + retain_loss `kl`** (`method: npo`)"),
+        ("ga", "npo", "nll", "**Negative Preference Optimization (Zhang et al. 2024) (forget_loss `npo` + "
+                             "retain_loss `nll`)** (`method: ga`)"),
+        ("ga_descent", None, "none", "**Gradient ascent (forget_loss `ga`, no retain loss)** (`method: ga_descent`)"),
+    ],
+)
+def test_model_card_names_the_objectives_that_ran(method, forget_loss, retain_loss, expected, tokenizer, forget_data,
+                                                   retain_data, tmp_path):
+    """A config that composes objectives (forget_loss / retain_loss) on a method gets a card describing those
+    objectives, not the method's paper name."""
+    from hf_unlearn import get_method
+    from hf_unlearn.testing import build_llama
+
+    def model():
+        return build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)
+
+    args = unlearning_args(method, tmp_path, forget_loss=forget_loss, retain_loss=retain_loss)
+    trainer = get_method(method)(
+        model=model(), args=args, train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer,
+        ref_model=model(),
+    )
+    trainer.write_model_card(str(tmp_path / "card"))
+    assert expected in (tmp_path / "card" / "README.md").read_text()
