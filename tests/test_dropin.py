@@ -101,3 +101,72 @@ def test_model_card_names_the_objectives_that_ran(method, forget_loss, retain_lo
     )
     trainer.write_model_card(str(tmp_path / "card"))
     assert expected in (tmp_path / "card" / "README.md").read_text()
+
+
+# ------------------------------------------------------------------ a Trainer script with the class swapped
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def trainer_script(trainer_class, model, tokenizer, output_dir, args_class=None, callbacks=()):
+    """What a user's `transformers.Trainer` script does, the trainer class aside: raw text to train on, raw text and
+    chat data to evaluate on during training, `TrainingArguments` (or the user's subclass of them), callbacks."""
+    from transformers import TrainingArguments
+
+    args = (args_class or TrainingArguments)(
+        output_dir=output_dir, per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3, report_to="none",
+        use_cpu=True, logging_steps=1, save_strategy="no", eval_strategy="steps", eval_steps=1, seed=0,
+    )
+    train = datasets.Dataset.from_dict({"text": make_documents(8, seed=1)})
+    chat = datasets.Dataset.from_list([
+        {"messages": [{"role": "user", "content": "who sleeps"}, {"role": "assistant", "content": "the small cat"}]}
+    ] * 2)
+    evaluation = {"text": datasets.Dataset.from_dict({"text": make_documents(4, seed=3)}), "chat": chat}
+    trainer = trainer_class(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
+                            processing_class=tokenizer, callbacks=list(callbacks))
+    trainer.train()
+    return trainer, args
+
+
+@pytest.fixture
+def chat_tokenizer(tokenizer):
+    import copy
+
+    chat = copy.deepcopy(tokenizer)
+    chat.chat_template = CHAT_TEMPLATE
+    return chat
+
+
+def test_trainer_script_runs_with_the_class_swapped(tiny_model, chat_tokenizer, tmp_path):
+    """Plain TrainingArguments, raw text training data, raw text + chat evaluation sets: both evaluated at each step."""
+    trainer, _ = trainer_script(GradientAscentTrainer, tiny_model, chat_tokenizer, str(tmp_path / "out"))
+    steps = {name: [e["step"] for e in trainer.state.log_history if f"eval_{name}_loss" in e] for name in ("text", "chat")}
+    assert steps == {"text": [1, 2], "chat": [1, 2]}
+
+
+@pytest.mark.xfail(strict=False, reason="args object replaced")
+def test_training_arguments_subclass_reaches_callbacks(tiny_model, chat_tokenizer, tmp_path):
+    """The user's TrainingArguments subclass, with a field of its own, is the `args` every callback receives."""
+    from dataclasses import dataclass, field
+
+    from transformers import TrainerCallback, TrainingArguments
+
+    @dataclass
+    class ScriptArguments(TrainingArguments):
+        report_name: str = field(default="mine", metadata={"help": "A field of the user's own."})
+
+    class ReadsTheField(TrainerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seen.append(args.report_name)
+
+    callback = ReadsTheField()
+    trainer, args = trainer_script(GradientAscentTrainer, tiny_model, chat_tokenizer, str(tmp_path / "out"),
+                                   ScriptArguments, [callback])
+    assert callback.seen == ["mine", "mine"]
+    assert trainer.args.report_name == "mine"
