@@ -98,9 +98,11 @@ class UnlearningTrainer(HubMixin, Trainer):
         peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`) to wrap `model` in an adapter, as trl does; or pass
             a `PeftModel` as `model` directly.
 
-    Datasets may be tokenised (`input_ids`, optional `attention_mask` / `labels`) or raw, as trl's trainers take
-    them: a `text` column (chunked into `max_length` tokens), `prompt` + `completion` or `question` + `answer`
-    (the prompt is masked); raw data needs `processing_class`.
+    Datasets (forget, retain, evaluation and test sets) may be tokenised (`input_ids`, optional `attention_mask` /
+    `labels`) or raw, as trl's trainers take them: a `text` column (chunked into `max_length` tokens), `prompt` +
+    `completion` or `question` + `answer` (the prompt is masked), or chat data (`messages`, or conversational
+    `prompt` + `completion`: the tokenizer's chat template, the assistant's turns the only targets); raw data needs
+    `processing_class`.
     """
 
     method_name: ClassVar[str] = "custom"
@@ -548,6 +550,10 @@ class UnlearningTrainer(HubMixin, Trainer):
         elif self.eval_dataset is not None and not isinstance(self.eval_dataset, Mapping):
             self.eval_dataset = self._tokenized_eval(self.eval_dataset, "evaluation")
         return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        """`Trainer.get_test_dataloader` (`predict`), raw test data tokenised as evaluation data is."""
+        return super().get_test_dataloader(self._tokenized_eval(test_dataset, "test"))
 
     def _tokenized_eval(self, dataset, name: str):
         with self.args.main_process_first(desc="tokenising the evaluation data"):

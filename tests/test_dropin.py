@@ -10,7 +10,7 @@ from tests.conftest import make_documents, unlearning_args
 
 def test_raw_eval_sets_are_tokenised_like_the_forget_set(tiny_model, tokenizer, tmp_path):
     """Evaluation during training on raw data (a `text` set, and a dict holding a `prompt`/`completion` set) runs, and
-    each eval loss is the one of the same data tokenised by hand (chunk_documents / encode_prompt_completion): the
+    each eval loss (and `predict`'s test loss) is the one of the same data tokenised by hand (chunk_documents / encode_prompt_completion): the
     same examples in the same order, so the same mean NLL up to float32 summation order (1e-5 relative)."""
     from hf_unlearn.data import encode_prompt_completion
 
@@ -35,6 +35,7 @@ def test_raw_eval_sets_are_tokenised_like_the_forget_set(tiny_model, tokenizer, 
         expected = trainer.evaluate(eval_dataset=dataset)["eval_loss"]
         assert trainer.evaluate(eval_dataset=raw[name])["eval_loss"] == pytest.approx(expected, rel=1e-5)
         assert trainer.evaluate()[f"eval_{name}_loss"] == pytest.approx(expected, rel=1e-5)
+        assert trainer.predict(raw[name]).metrics["test_loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_group_by_length_groups_by_the_forget_examples_lengths(tiny_model, tokenizer, forget_data, retain_data, tmp_path):
