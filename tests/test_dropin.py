@@ -171,3 +171,19 @@ def test_training_arguments_subclass_reaches_callbacks(tiny_model, chat_tokenize
                                    ScriptArguments, [callback])
     assert callback.seen == ["mine", "mine"]
     assert trainer.args.report_name == "mine"
+
+
+def test_batch_rebalance_samples_the_forget_lengths(tiny_model, tokenizer, forget_data, retain_data, tmp_path):
+    """`train_sampling_strategy="batch_rebalance"` (the other length-based strategy) reads the forget lengths too."""
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+    from hf_unlearn import GradientAscentDescentTrainer
+
+    args = unlearning_args("ga_descent", tmp_path, max_steps=1, train_sampling_strategy="batch_rebalance")
+    trainer = GradientAscentDescentTrainer(
+        model=tiny_model, args=args, train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer
+    )
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, BatchRebalanceSampler)
+    assert sorted(index for batch in sampler for index in batch) == list(range(len(forget_data)))
+    trainer.train()
