@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
 from .evaluation.membership import (
@@ -68,12 +69,17 @@ from .evaluation.membership import (
 )
 from .evaluation.scores import ExampleScores, score_examples
 from .evaluation.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from .evaluation.verdict import format_auc, strongest_attack
 
 logger = logging.get_logger(__name__)
 
 FORGET, APPROXIMATE, RETAIN = "forget", "approximate", "retain"
 # How the best evaluation is chosen, as written to selection.json (see the module docstring).
 BEST_CRITERION = "closest_forget_nll_to_target"
+# The Trainer callbacks that print logs on the console; an evaluation prints `console_line` there instead.
+CONSOLE_PRINTERS = (ProgressCallback, PrinterCallback)
+# Console names of the splits.
+CONSOLE_SPLITS = {FORGET: "forget", APPROXIMATE: "unseen", RETAIN: "retain"}
 
 
 @dataclass
@@ -103,6 +109,29 @@ class EvalRecord:
             values["MIA AUC"] = self.mia_auc
         values.update({f"{attack} AUC": summary["auc"] for attack, summary in (self.attacks or {}).items()})
         return {name: value for name, value in values.items() if not math.isfinite(value)}
+
+
+def console_line(record: EvalRecord, target: float | None = None) -> str:
+    """One evaluation on one console line: each split's NLL, the LOSS attack's AUC and the strongest attack's
+    (largest |AUC - 0.5|), each with its interval, and `target` (the forget NLL to reach) when given, e.g.
+
+        eval step 10: NLL forget 3.214 | unseen 3.402 | retain 2.951 | LOSS AUC 0.620 [0.430, 0.800] |
+        strongest min_k_plus_plus_20 AUC 0.710 [0.530, 0.870]   (on one line)
+
+    Every number stays in the logs (`EvalRecord.logs`); this is what a person reads while training runs."""
+    nll = " | ".join(f"{CONSOLE_SPLITS.get(split, split)} {value:.3f}" for split, value in record.nll.items())
+    parts = [f"eval step {record.step}: NLL {nll}"]
+    if target is not None:
+        parts.append(f"target forget NLL {target:.3f}")
+    attacks = record.attacks or {}
+    if "loss" in attacks:
+        parts.append(f"LOSS AUC {format_auc(attacks['loss'])}")
+    elif record.mia_auc is not None:
+        parts.append(f"LOSS AUC {record.mia_auc:.3f}")
+    strongest = strongest_attack(attacks)
+    if strongest is not None and strongest != "loss":
+        parts.append(f"strongest {strongest} AUC {format_auc(attacks[strongest])}")
+    return " | ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -438,7 +467,7 @@ class UnlearningEvalCallback(TrainerCallback):
         logs = record.logs(self.prefix)
         if self.target is not None and record is self.start:
             logs[f"{self.prefix}_target_nll"] = self.target
-        self._log(logs, control)
+        self._log(logs, control, record)
         if self.criteria is None or record is self.start:
             return  # the start only sets the target: it never stops training and is never best
         if self.target is not None and self.criteria.is_better(record, self.best, self.start, self.target):
@@ -453,15 +482,33 @@ class UnlearningEvalCallback(TrainerCallback):
             if state.is_world_process_zero:
                 logger.warning(f"Stopping unlearning at step {record.step}: {reason}.")
 
-    def _log(self, logs: dict[str, float], control: TrainerControl) -> None:
-        """`trainer.log(logs)` without swallowing the trainer's own log of this step.
+    def _log(self, logs: dict[str, float], control: TrainerControl, record: EvalRecord | None = None) -> None:
+        """`trainer.log(logs)` without swallowing the trainer's own log of this step, and one console line.
 
         `trainer.log` fires `on_log`, and transformers' `CallbackHandler.on_log` sets `control.should_log = False`;
         called from `on_step_end`, that would cancel the training log (loss, grad_norm, learning_rate, the loss
-        terms) that `DefaultFlowCallback` has just requested for this step. The flag is restored afterwards."""
+        terms) that `DefaultFlowCallback` has just requested for this step. The flag is restored afterwards.
+
+        Every key goes to every logger (`log_history`, TensorBoard, W&B, ...) except the console printers
+        (`ProgressCallback`, `PrinterCallback`), which would print the whole dict (63 keys with every attack): where
+        one of them prints, `console_line(record)` is printed instead (on the main process)."""
         should_log = control.should_log
-        self.trainer.log(logs)
+        handler = self.trainer.callback_handler
+        everyone = handler.callbacks
+        printers = [callback for callback in everyone if isinstance(callback, CONSOLE_PRINTERS)]
+        handler.callbacks = [callback for callback in everyone if not isinstance(callback, CONSOLE_PRINTERS)]
+        try:
+            self.trainer.log(logs)
+        finally:
+            handler.callbacks = everyone
         control.should_log = should_log
+        if record is not None and printers and self.trainer.is_world_process_zero():
+            bar = next((p.training_bar for p in printers if getattr(p, "training_bar", None) is not None), None)
+            line = console_line(record, self.target if record is self.start else None)
+            if bar is not None:
+                bar.write(line)  # between the progress bar's redraws, as ProgressCallback writes its logs
+            elif any(isinstance(p, PrinterCallback) for p in printers):
+                print(line)
 
     def _save_best(self, args: TrainingArguments) -> None:
         path = self.best_dir or os.path.join(args.output_dir, "best")
@@ -487,6 +534,7 @@ __all__ = [
     "UnlearningEvalCallback",
     "attack_intervals",
     "available_attacks",
+    "console_line",
     "resolve_attacks",
     "sample_examples",
     "sample_indices",

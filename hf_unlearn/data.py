@@ -172,6 +172,103 @@ def build_qa_dataset(
     return records.map(encode, remove_columns=records.column_names)
 
 
+def is_conversation(value) -> bool:
+    """Whether `value` is a conversation as trl's trainers take one: a list of `{"role", "content"}` messages."""
+    return isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], dict) and "role" in value[0]
+
+
+def _common_prefix(text: str, other: str) -> int:
+    """Number of leading characters `text` and `other` share."""
+    return len(os.path.commonprefix([text, other]))
+
+
+def check_chat_template(tokenizer, name: str = "forget") -> None:
+    """Fail with the fix when chat data meets a tokenizer without a chat template."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"The {name} set is chat data (lists of role/content messages) but the tokenizer "
+            f"{type(tokenizer).__name__} has no chat template (chat_template=None): use the chat model's own tokenizer "
+            "or set `tokenizer.chat_template`, or pass the data as plain text / prompt-completion strings."
+        )
+
+
+def encode_conversation(
+    tokenizer, messages, prompt_length: int | None = None, max_length: int | None = None, where: str = "an example"
+) -> dict[str, list[int]]:
+    """Tokenise a conversation with the tokenizer's chat template; the labels are its assistant turns.
+
+    `prompt_length=None` (a `messages` conversation): every assistant message is a target, everything else is -100.
+    `prompt_length=n` (conversational prompt + completion, as trl's trainers take them): the first n messages are the
+    prompt and the rest is the target, from the end of the prompt rendered with the generation prompt on.
+    A target starts where the conversation up to it, rendered with the generation prompt, stops matching the whole
+    conversation and ends where the conversation up to and including it stops matching (templates that render a
+    prefix differently, e.g. an empty thought block, are handled as trl does, by the common prefix). The rendered
+    text is tokenised once (special tokens come from the template) and a token is a label when its characters
+    overlap a target; needs a fast tokenizer (offsets). `where` names the example in errors (never its content).
+    """
+    messages = list(messages)
+
+    def render(turns, generation: bool) -> str:
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation)
+
+    text = render(messages, False)
+    if prompt_length is None:
+        turns = [i for i, message in enumerate(messages) if message.get("role") == "assistant"]
+        if not turns:
+            roles = [message.get("role") for message in messages]
+            raise ValueError(
+                f"The conversation of {where} has no assistant turn (roles {roles}), so it has no target to unlearn or "
+                "keep: add the assistant's answer, or drop the example."
+            )
+        spans = [
+            (_common_prefix(text, render(messages[:i], True)), _common_prefix(text, render(messages[: i + 1], False)))
+            for i in turns
+        ]
+    else:
+        spans = [(_common_prefix(text, render(messages[:prompt_length], True)), len(text))]
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is a slow tokenizer without character offsets, which masking the prompt of "
+            "chat data needs; load the fast one (AutoTokenizer.from_pretrained(..., use_fast=True))."
+        )
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoded["input_ids"])
+    labels = [
+        token if any(start < stop and end > begin for begin, stop in spans) else IGNORE_INDEX
+        for token, (start, end) in zip(input_ids, encoded["offset_mapping"])
+    ]
+    if all(label == IGNORE_INDEX for label in labels):
+        raise ValueError(
+            f"The assistant turns of {where} render to no token with the chat template: check the template "
+            "(`tokenizer.chat_template`) and that the answer is not empty."
+        )
+    if max_length is not None:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def encode_chat_dataset(records, tokenizer, max_length: int | None = None, name: str = "forget"):
+    """Chat records as trl's trainers take them, tokenised with the chat template (`encode_conversation`): a
+    `messages` column (the assistant turns are the targets) or conversational `prompt` + `completion` (the
+    completion is the target)."""
+    check_chat_template(tokenizer, name)
+    columns = _column_names(records)
+
+    def encode(row, index):
+        where = f"row {index} of the {name} set"
+        if "messages" in columns:
+            return encode_conversation(tokenizer, row["messages"], None, max_length, where)
+        if not (is_conversation(row["prompt"]) and is_conversation(row["completion"])):
+            raise ValueError(
+                f"In {where}, 'prompt' and 'completion' are not both lists of role/content messages: pass "
+                "conversational prompt-completion (both lists) or plain strings (both strings), not a mix."
+            )
+        prompt = list(row["prompt"])
+        return encode_conversation(tokenizer, prompt + list(row["completion"]), len(prompt), max_length, where)
+
+    return records.map(encode, with_indices=True, remove_columns=records.column_names)
+
+
 def as_hf_dataset(dataset):
     """A `datasets.Dataset` view of `dataset` (a datasets.Dataset, a list of dicts or a map-style torch Dataset)."""
     import datasets
@@ -215,8 +312,10 @@ def _column_names(dataset) -> list[str]:
 
 def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "forget"):
     """`dataset` as training examples: returned as is when tokenised (`input_ids`), else tokenised as trl's trainers
-    do: a `text` column is chunked (`chunk_documents`), `prompt` + `completion` records are encoded with the prompt
-    masked (`encode_prompt_completion`), `question` + `answer` records as `build_qa_dataset` builds them."""
+    do: chat data (`messages`, or conversational `prompt` + `completion`) with the chat template and the assistant's
+    turns as targets (`encode_chat_dataset`), a `text` column is chunked (`chunk_documents`), `prompt` + `completion`
+    records are encoded with the prompt masked (`encode_prompt_completion`), `question` + `answer` records as
+    `build_qa_dataset` builds them."""
     columns = _column_names(dataset)
     if "input_ids" in columns:
         return dataset
@@ -226,14 +325,16 @@ def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "for
             "trainer tokenises it, or tokenise it first (hf_unlearn.chunk_documents / build_qa_dataset)."
         )
     records = as_hf_dataset(dataset)
+    if "messages" in columns or ("prompt" in columns and len(records) and is_conversation(records[0]["prompt"])):
+        return encode_chat_dataset(records, tokenizer, max_length, name)
     if "text" in columns:
         return chunk_documents(records, tokenizer, max_length=max_length)
     if "prompt" in columns and "completion" in columns:
         first = records[0]
         if not isinstance(first["prompt"], str) or not isinstance(first["completion"], str):
             raise ValueError(
-                f"The {name} set's 'prompt'/'completion' values are not strings (conversational data?): apply the "
-                "chat template first, e.g. `tokenizer.apply_chat_template(..., tokenize=False)`."
+                f"The {name} set's 'prompt'/'completion' values are neither strings nor lists of role/content "
+                "messages: pass both as strings, or both as conversations (trl's conversational prompt-completion)."
             )
         return records.map(
             lambda row: encode_prompt_completion(tokenizer, row["prompt"], row["completion"], max_length),
@@ -242,8 +343,8 @@ def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "for
     if "question" in columns and "answer" in columns:  # as `data_format: qa` builds them (its prompt template)
         return build_qa_dataset(records, tokenizer, max_length=max_length)
     raise ValueError(
-        f"The {name} set has columns {columns}; expected tokenised examples (`input_ids`), raw documents (`text`) or "
-        "records with `prompt` + `completion` (or `question` + `answer`)."
+        f"The {name} set has columns {columns}; expected tokenised examples (`input_ids`), raw documents (`text`), "
+        "chat `messages` or records with `prompt` + `completion` (or `question` + `answer`)."
     )
 
 

@@ -123,7 +123,10 @@ class HubMixin:
         if not self.args.should_save:
             return
         from . import __version__
-        from .model_card import _is_hub_id, build_model_card, card_hyperparameters, numeric_results, summarize_dataset
+        from .model_card import (
+            _is_hub_id, build_model_card, card_hyperparameters, method_description, numeric_results, summarize_dataset,
+        )
+        from .objectives import NO_RETAIN
         from .reference import policy_checkpoint
 
         self._remember_card_metadata(metadata)
@@ -154,7 +157,9 @@ class HubMixin:
         datasets = [*_listed(given.get("dataset_tags")), *_listed(given.get("dataset"))]
         card = build_model_card(
             method=self.method_name,
-            paper_name=self.paper_name or self.method_name,
+            paper_name=method_description(
+                type(self), self.forget_objective.name, self.retain_objective.name if self.retain_objective else NO_RETAIN
+            ),
             # The first Hub id among: what the user named, the adapter's base, the checkpoint loaded from.
             base_model=next((name for name in (given.get("finetuned_from"), base, policy_checkpoint(policy))
                              if isinstance(name, str) and _is_hub_id(name)), None),

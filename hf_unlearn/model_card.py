@@ -78,6 +78,27 @@ def card_hyperparameters(args, forget: DataSummary, retain: DataSummary | None =
     return values
 
 
+def method_description(trainer_class, forget_loss: str, retain_loss: str) -> str:
+    """What the card says the model was unlearned with, from the objectives that ran (`forget_loss`, `retain_loss`,
+    "none" for no retain objective): the method's paper name when they are the method's own; the paper name of
+    the registered method with exactly these objectives, plus the objectives, when a config composed them on
+    another method; else the two objectives by name (e.g. "forget_loss `npo` + retain_loss `kl`")."""
+    from .objectives import NO_RETAIN
+    from .registry import get_method, list_methods
+
+    own = (trainer_class.forget_loss, trainer_class.retain_loss)
+    if (forget_loss, retain_loss) == own:
+        return trainer_class.paper_name or trainer_class.method_name
+    objectives = f"forget_loss `{forget_loss}` + retain_loss `{retain_loss}`" if retain_loss != NO_RETAIN else (
+        f"forget_loss `{forget_loss}`, no retain loss"
+    )
+    for name in list_methods():
+        preset = get_method(name)
+        if (preset.forget_loss, preset.retain_loss) == (forget_loss, retain_loss) and preset.paper_name:
+            return f"{preset.paper_name} ({objectives})"
+    return objectives
+
+
 def numeric_results(metrics: dict[str, Any] | None) -> dict[str, float]:
     """The numbers of a metrics dict (as `Trainer.evaluate` returns), without timing entries."""
     skip = ("_runtime", "_samples_per_second", "_steps_per_second", "_preparation_time")

@@ -136,9 +136,11 @@ class UnlearningTrainer(HubMixin, Trainer):
     has built its model), so `forget_loss` / `retain_loss` / weights set then take effect and a new model is
     configured by the objectives (e.g. RMU's trainable parameters).
 
-    Datasets may be tokenised (`input_ids`, optional `attention_mask` / `labels`) or raw, as trl's trainers take
-    them: a `text` column (chunked into `max_length` tokens), `prompt` + `completion` or `question` + `answer`
-    (the prompt is masked); raw data needs `processing_class`.
+    Datasets (forget, retain, evaluation and test sets) may be tokenised (`input_ids`, optional `attention_mask` /
+    `labels`) or raw, as trl's trainers take them: a `text` column (chunked into `max_length` tokens), `prompt` +
+    `completion` or `question` + `answer` (the prompt is masked), or chat data (`messages`, or conversational
+    `prompt` + `completion`: the tokenizer's chat template, the assistant's turns the only targets); raw data needs
+    `processing_class`.
     """
 
     method_name: ClassVar[str] = "custom"
@@ -595,3 +597,48 @@ class UnlearningTrainer(HubMixin, Trainer):
         if self.accelerator.num_processes > 1:
             self._tr_loss = self.accelerator.reduce(self._tr_loss.detach().clone(), reduction="mean")
         return super()._finalize_training(*args, **kwargs)
+
+    # ------------------------------------------------------------------ sampling and token counts
+
+    # Sampling strategies that read each example's length (`LengthGroupedSampler`, `BatchRebalanceSampler`).
+    LENGTH_STRATEGIES: ClassVar[tuple[str, ...]] = ("group_by_length", "batch_rebalance")
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`Trainer`'s sampler; the length-based strategies (`group_by_length`, `batch_rebalance`) order the paired
+        examples by their forget example's length (`length_column_name` of the forget set when it has one): the
+        forget set drives the epoch, paired item i being forget example i."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, StreamDataset) and self.args.train_sampling_strategy in self.LENGTH_STRATEGIES:
+            dataset = dataset.streams[FORGET]
+        return super()._get_train_sampler(dataset)
+
+    def _track_num_input_tokens(self, inputs):
+        """`include_num_input_tokens_seen` counts the input tokens of every stream of a paired batch (forget + retain
+        + aligned streams: every token a forward pass reads in training), as `Trainer` counts a flat batch's."""
+        if not is_stream_example(inputs):
+            return super()._track_num_input_tokens(inputs)
+        for batch in inputs.values():
+            super()._track_num_input_tokens(batch)
+
+    # ------------------------------------------------------------------ evaluation data
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """`Trainer.get_eval_dataloader`, with raw evaluation data (a `text` column, `prompt` + `completion`,
+        `question` + `answer` or chat `messages`) tokenised as the forget and retain sets are (`tokenize_if_raw`).
+
+        The trainer's own `eval_dataset` (or each set of a dict of them) is tokenised once and kept tokenised."""
+        if isinstance(eval_dataset, str):
+            self.eval_dataset[eval_dataset] = self._tokenized_eval(self.eval_dataset[eval_dataset], repr(eval_dataset))
+        elif eval_dataset is not None:
+            eval_dataset = self._tokenized_eval(eval_dataset, "evaluation")
+        elif self.eval_dataset is not None and not isinstance(self.eval_dataset, Mapping):
+            self.eval_dataset = self._tokenized_eval(self.eval_dataset, "evaluation")
+        return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        """`Trainer.get_test_dataloader` (`predict`), raw test data tokenised as evaluation data is."""
+        return super().get_test_dataloader(self._tokenized_eval(test_dataset, "test"))
+
+    def _tokenized_eval(self, dataset, name: str):
+        with self.args.main_process_first(desc="tokenising the evaluation data"):
+            return tokenize_if_raw(dataset, self.processing_class, self.args.max_length, name)

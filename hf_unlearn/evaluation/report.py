@@ -27,6 +27,7 @@ from .membership import (
 )
 from .scores import ExampleScores, score_examples
 from .uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_nll, interval
+from .verdict import Verdict, conclude, report_attacks
 
 logger = logging.get_logger(__name__)
 
@@ -165,11 +166,30 @@ def _get(metrics: Mapping[str, Any], *path: str) -> Any:
     return metrics
 
 
+def model_verdicts(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Verdict]:
+    """The verdict (`verdict.conclude`) of every model with membership inference, keyed by its label. The first
+    model is the original one: its LOSS interval establishes the forget/unseen gap (for itself and the others)."""
+    labels = list(results)
+    start = report_attacks(results[labels[0]]) if labels else {}
+    verdicts = {}
+    for label in labels:
+        found = conclude(report_attacks(results[label]), start)
+        if found is not None:
+            verdicts[label] = found
+    return verdicts
+
+
 def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Unlearning evaluation") -> str:
     """Markdown tables comparing the metrics (`ModelEvaluation.metrics`, plus optional "lm_eval" and "tofu"
-    entries) of one or more models, keyed by a label such as "before" / "after"."""
+    entries) of one or more models, keyed by a label such as "before" / "after"; it leads with each model's
+    verdict (`model_verdicts`)."""
     labels = list(results)
     parts = [f"# {title}", "", "Models: " + ", ".join(f"`{label}`" for label in labels), ""]
+    verdicts = model_verdicts(results)
+    if verdicts:
+        parts += ["## Verdict", "", *(f"- `{label}`: **{v.label}**: {v.reason}" for label, v in verdicts.items()), "",
+                  "From the membership-inference AUC intervals (forget vs unseen data); the first model is the "
+                  "original, which establishes the gap. Details below.", ""]
 
     split_names = list(dict.fromkeys(name for metrics in results.values() for name in metrics.get("splits", {})))
     if split_names:
@@ -264,7 +284,8 @@ def save_evaluation(
     results = {label: evaluation.metrics for label, evaluation in evaluations.items()}
     written = [os.path.join(output_dir, "evaluation.json"), os.path.join(output_dir, "report.md")]
     with open(written[0], "w") as handle:
-        json.dump({"models": results, **(extra or {})}, handle, indent=2)
+        verdicts = {label: {"verdict": v.label, "reason": v.reason} for label, v in model_verdicts(results).items()}
+        json.dump({"models": results, "verdicts": verdicts, **(extra or {})}, handle, indent=2)
     with open(written[1], "w") as handle:
         handle.write(markdown_report(results) + "\n")
     for attack in plot_attacks:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
+from ..evaluation.verdict import format_auc, gap_warning, strongest_attack, verdict_lines
 from ..gguf import gguf_to_hf_folder
 
 FORGET_MODULES = ("heapq.py", "bisect.py", "textwrap.py", "colorsys.py", "fnmatch.py", "shlex.py")
@@ -292,66 +292,6 @@ class VerbatimSampleCallback(TrainerCallback):
         self.after = self._sample()
 
 
-def _interval(summary: dict) -> str:
-    """"0.801 [0.640, 0.930]" (the AUC alone when the interval was not computed)."""
-    low, high = summary.get("auc_low", math.nan), summary.get("auc_high", math.nan)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{summary['auc']:.3f}"
-    return f"{summary['auc']:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def strongest_attack(record) -> str | None:
-    """Name of the attack of `record.attacks` with the largest |AUC - 0.5| (None without attacks); LOSS wins ties."""
-    if not record.attacks:
-        return None
-    names = sorted(record.attacks, key=lambda name: name != "loss")  # stable: LOSS first, then the given order
-    return max(names, key=lambda name: abs(record.attacks[name]["auc"] - 0.5))
-
-
-def gap_warning(before) -> str | None:
-    """The plain warning when the starting LOSS AUC interval contains 0.5 (the forget/unseen gap is not
-    established, so a stopping rule has nothing to measure); None when the gap is established or unmeasured."""
-    loss = (before.attacks or {}).get("loss")
-    if loss is None or not (math.isfinite(loss["auc_low"]) and math.isfinite(loss["auc_high"])):
-        return None
-    if not loss["auc_low"] <= 0.5 <= loss["auc_high"]:
-        return None
-    return (
-        f"WARNING: before unlearning, the LOSS attack's AUC interval [{loss['auc_low']:.3f}, {loss['auc_high']:.3f}] "
-        "contains 0.5: the forget/unseen gap is not established on this data, so the stopping rule has nothing to "
-        "measure and 'forgotten' below means little. Use more forget and unseen (approximate) examples."
-    )
-
-
-def verdict(after) -> str | None:
-    """What the attacks say after unlearning: over-unlearned (an interval entirely below 0.5, not a success),
-    still separated (an interval entirely above 0.5), or indistinguishable (every interval contains 0.5)."""
-    attacks = {name: v for name, v in (after.attacks or {}).items()
-               if math.isfinite(v["auc_low"]) and math.isfinite(v["auc_high"])}
-    if not attacks:
-        return None
-    below = {name: v for name, v in attacks.items() if v["auc_high"] < 0.5}
-    above = {name: v for name, v in attacks.items() if v["auc_low"] > 0.5}
-    lines = []
-    if below:
-        name = min(below, key=lambda n: below[n]["auc_high"])
-        lines.append(
-            f"OVER-UNLEARNED (not a success): {len(below)} of {len(attacks)} attacks have an AUC interval entirely "
-            f"below 0.5 (e.g. {name} {_interval(below[name])}): the forget set now looks less likely than unseen "
-            "data, which is itself a detectable signal."
-        )
-    if above:
-        name = max(above, key=lambda n: above[n]["auc_low"])
-        lines.append(
-            f"NOT FORGOTTEN by every attack: {len(above)} of {len(attacks)} attacks still separate forget from unseen "
-            f"data (AUC interval entirely above 0.5, e.g. {name} {_interval(above[name])})."
-        )
-    if not lines:
-        lines.append(f"All {len(attacks)} attacks' AUC intervals contain 0.5: indistinguishable from unseen data at "
-                     "this sample size.")
-    return "\n".join(lines)
-
-
 def summary_table(before, after, stop_reason: str | None, sample_before: dict | None = None,
                   sample_after: dict | None = None, held_out_retain: bool = False) -> str:
     """Before/after table of two `EvalRecord`s and the stopping reason: each split's NLL, the LOSS attack's AUC and
@@ -365,19 +305,19 @@ def summary_table(before, after, stop_reason: str | None, sample_before: dict | 
     labels = {"forget": "forget NLL (to unlearn)", "approximate": "unseen NLL (approximate set)", "retain": "retain NLL (held-out, to keep)" if held_out_retain else "retain NLL (to keep)"}
     for split, value in before.nll.items():
         lines.append(f"{labels.get(split, split + ' NLL'):<34}{value:>{width}.3f}{after.nll[split]:>{width}.3f}")
-    strongest = strongest_attack(after)
+    strongest = strongest_attack(after.attacks)
     if strongest is not None and before.attacks and strongest in before.attacks and "loss" in before.attacks:
-        lines.append(f"{'LOSS attack AUC':<34}{_interval(before.attacks['loss']):>{width}}"
-                     f"{_interval(after.attacks['loss']):>{width}}")
+        lines.append(f"{'LOSS attack AUC':<34}{format_auc(before.attacks['loss']):>{width}}"
+                     f"{format_auc(after.attacks['loss']):>{width}}")
         label = f"strongest: {strongest} AUC"
-        lines.append(f"{label:<34}{_interval(before.attacks[strongest]):>{width}}"
-                     f"{_interval(after.attacks[strongest]):>{width}}")
+        lines.append(f"{label:<34}{format_auc(before.attacks[strongest]):>{width}}"
+                     f"{format_auc(after.attacks[strongest]):>{width}}")
         lines.append(f"  (AUC forget vs unseen, 0.5 = indistinguishable, [bootstrap 95% interval]; strongest = largest "
                      f"|AUC - 0.5| of {len(after.attacks)} attacks after unlearning)")
     elif before.mia_auc is not None:
         lines.append(f"{'MIA AUC forget vs unseen (0.5 =':<34}{before.mia_auc:>{width}.3f}{after.mia_auc:>{width}.3f}")
         lines.append("  indistinguishable from unseen data)")
-    for message in (gap_warning(before), verdict(after)):
+    for message in (gap_warning(before.attacks), verdict_lines(after.attacks)):
         if message is not None:
             lines.append(message)
     lines.append(f"stopped at step {after.step}: {stop_reason or 'end of the schedule'}")

@@ -19,7 +19,8 @@ Launch commands:
     hf-unlearn eval ... --tofu_data locuslab/TOFU --tofu_forget_split forget10 \
         --tofu_retain_model <retain-only model> --lm_eval_tasks hf_unlearn/evaluation/tasks/general_facts.yaml
 
-Outputs in --output_dir: evaluation.json (every metric of every model), report.md (tables), mia_histograms_<attack>.png
+Outputs in --output_dir: evaluation.json (every metric of every model and its verdict), report.md (the verdict of
+every model: forgotten / not forgotten / over-unlearned / cannot tell, then the tables), mia_histograms_<attack>.png
 and roc_<attack>.png (members = forget vs non-members = approximate), training_curves.png (with --trainer_state).
 
 Steps: parse -> data -> for each checkpoint: load, evaluate (splits, membership inference, verbatim memorization,
@@ -37,7 +38,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ..data import build_examples
 from ..evaluation import DEFAULT_FPRS, DEFAULT_MIN_K, evaluate_model, evaluate_tofu, run_lm_eval
 from ..evaluation.plots import read_log_history
-from ..evaluation.report import save_evaluation
+from ..evaluation.report import model_verdicts, save_evaluation
 from .args import ScriptArguments, make_parser, model_init_kwargs
 from .demo import default_model_dir, default_splits
 
@@ -189,7 +190,8 @@ def run(argv: list[str]) -> dict:
         history = read_log_history(options.trainer_state) if options.trainer_state else None
         written = save_evaluation(evaluations, options.output_dir, history, options.plot_attacks,
                                   extra={"checkpoints": dict(zip(labels, paths))})
-        print("\n".join(["Wrote:"] + written))
+        verdicts = model_verdicts({label: evaluation.metrics for label, evaluation in evaluations.items()})
+        print("\n".join([f"Verdict ({label}): {verdict}" for label, verdict in verdicts.items()] + ["Wrote:"] + written))
     return {label: evaluation.metrics for label, evaluation in evaluations.items()}
 
 
