@@ -641,4 +641,4 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     def _tokenized_eval(self, dataset, name: str):
         with self.args.main_process_first(desc="tokenising the evaluation data"):
-            return tokenize_if_raw(dataset, self.processing_class, self.args.max_length, name)
+            return tokenize_if_raw(dataset, self.processing_class, self.unlearning_args.max_length, name)

@@ -148,7 +148,6 @@ def test_trainer_script_runs_with_the_class_swapped(tiny_model, chat_tokenizer, 
     assert steps == {"text": [1, 2], "chat": [1, 2]}
 
 
-@pytest.mark.xfail(strict=False, reason="args object replaced")
 def test_training_arguments_subclass_reaches_callbacks(tiny_model, chat_tokenizer, tmp_path):
     """The user's TrainingArguments subclass, with a field of its own, is the `args` every callback receives."""
     from dataclasses import dataclass, field
