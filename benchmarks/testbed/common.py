@@ -369,7 +369,7 @@ def _pretrain(args: tuple) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(root, "tokenizer"))
     train = datasets.load_from_disk(os.path.join(root, "train_chunks"))
-    order = stream_order(train, config, drop_forget=(which == "retrained"))
+    order = stream_order(train, config, drop_forget=which.startswith("retrained"))
     stream = train.select(order).select_columns(["input_ids", "attention_mask", "labels"])
     tokens = int(sum(len(ids) for ids in stream["input_ids"]))
     model = build_llama(len(tokenizer), hidden_size=config.hidden_size, layers=config.layers, heads=config.heads,
@@ -464,6 +464,27 @@ def build(config: TestbedConfig, data_dir: str = DEFAULT_DATA_DIR, cache_dir: st
         f"{r['model']} {r['tokens']} tokens, {r['optimizer_steps']} steps, {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU"
         for r in runs))
     return Testbed(config, root, meta)
+
+
+def retrained_replica(testbed: Testbed, seed: int = 1, threads: int = 1, log=print) -> str:
+    """Path of a second retrained model, `<root>/retrained_seed<seed>`, built on first use: the retrained model's
+    recipe and data with another seed for the initial weights and the per-epoch data order. Two models that never
+    saw the forget set differ by this much: the floor of every distance to the retrained model."""
+    path = os.path.join(testbed.root, f"retrained_seed{seed}")
+    run_path = os.path.join(path, "run.json")
+    if os.path.exists(run_path):
+        return path
+    if seed == testbed.config.seed:
+        raise ValueError(f"seed={seed} is the testbed's own seed (the retrained model itself); pass another seed.")
+    from dataclasses import replace
+
+    log(f"building the retrained replica with seed {seed} in {path} (one pre-training run) ...")
+    run = _pretrain((replace(testbed.config, seed=seed), testbed.root, f"retrained_seed{seed}", threads))
+    run["seed"] = seed
+    with open(run_path + ".tmp", "w") as handle:
+        json.dump(run, handle, indent=1)
+    os.replace(run_path + ".tmp", run_path)  # run.json last: a folder without it is rebuilt
+    return path
 
 
 # ============================================================================ evaluation
