@@ -26,6 +26,8 @@ from .methods import (
     SimNPOConfig,
     SimNPOTrainer,
     UndialTrainer,
+    UnseenMatchConfig,
+    UnseenMatchTrainer,
     WGATrainer,
 )
 from .objectives import LossTerm, Objective, register_objective

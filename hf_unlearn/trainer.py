@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import transformers
@@ -128,6 +128,9 @@ class UnlearningTrainer(HubMixin, Trainer):
             copied) or a path / Hub id. `None` loads it from the policy's own checkpoint (`model.name_or_path`),
             except for a PEFT model, whose base with the adapter disabled is the original model (no second copy).
             It is loaded only when an active objective needs it.
+        unseen_dataset: same-domain examples the original model never saw (the paper's "approximate" data), for
+            objectives that take their target levels from it (`unseen_match`); tokenised or raw like the forget set.
+            Used only before training, to compute those targets; unused, with a warning, by other objectives.
         peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`) to wrap `model` (or every model `model_init`
             returns) in an adapter, as trl does; or pass a `PeftModel` as `model` directly.
 
@@ -173,6 +176,7 @@ class UnlearningTrainer(HubMixin, Trainer):
         preprocess_logits_for_metrics=None,
         *,
         retain_dataset=None,
+        unseen_dataset=None,
         ref_model: PreTrainedModel | nn.Module | str | None = None,
         peft_config=None,
     ):
@@ -213,7 +217,12 @@ class UnlearningTrainer(HubMixin, Trainer):
         # The datasets as given; `prepare_streams` builds the training streams from them for the current plan.
         self._forget_source, self._retain_source = self.train_dataset, retain_dataset
         self._streams_key: tuple | None = None
+        if unseen_dataset is not None and hasattr(unseen_dataset, "__len__") and len(unseen_dataset) == 0:
+            raise ValueError("unseen_dataset is empty; pass unseen same-domain examples or leave it out.")
+        self.unseen_dataset = unseen_dataset
         self.apply_plan()
+        if unseen_dataset is not None and not any(o.reads_unseen for o in self.plan.objectives):
+            logger.warning("unseen_dataset is ignored: no objective of method %r reads it.", self.method_name)
         if retain_dataset is not None and not self.plan.uses_retain_data:
             logger.warning(
                 "retain_dataset is ignored: method %r has no retain objective (retain_loss=%r).",

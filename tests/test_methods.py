@@ -125,10 +125,11 @@ def test_random_label_golden(tmp_path):
 
 
 def test_every_method_has_a_golden_test():
-    """Fails when a method is registered without a golden test (here or in tests/test_field_methods.py, where
-    idk, idk_dpo and rmu have golden values for their pure losses and training tests through the trainer)."""
+    """Fails when a method is registered without a golden test (here, in tests/test_unseen_match.py, or in
+    tests/test_field_methods.py, where idk, idk_dpo and rmu have golden values for their pure losses and training
+    tests through the trainer)."""
     tested = {"ga", "ga_descent", "ga_kl", "adversarial", "random_label",
-              "npo", "simnpo", "wga", "satimp", "undial", "idk", "idk_dpo", "rmu"}
+              "npo", "simnpo", "wga", "satimp", "undial", "idk", "idk_dpo", "rmu", "unseen_match"}
     assert {name for name in list_methods() if not name.startswith("test_")} == tested
 
 

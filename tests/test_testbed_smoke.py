@@ -61,14 +61,17 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(root, "original", "config.json"))
     assert build.main(base)["built"] == meta["built"]  # second call: from the cache
 
-    report = run_methods.main(base + ["--methods", "ga", "ga_kl"])
+    report = run_methods.main(base + ["--methods", "ga", "ga_kl", "--seeds", "1", "--tune"])
     assert [r["method"] for r in report["methods"]] == ["ga", "ga_kl"]
     for r in report["methods"]:
         assert r["train_tokens"] > 0 and r["flops"] > 0 and 0 <= r["mia_auc"] <= 1
         assert r["kl_to_retrained"]["forget"] >= 0 and r["compute_ratio_flops"] > 0
     assert report["methods"][1]["token_detail"]["reference_on_retain"] > 0
     assert json.loads(open(os.path.join(out, "methods.json")).read())["machine"]["cpu_count"]
-    assert "## The bar" in open(os.path.join(out, "methods.md")).read()
+    assert "## Verdict" in open(os.path.join(out, "methods.md")).read()
+    assert os.path.getsize(os.path.join(out, "methods.png")) > 1000
+    assert report["floor"]["kl_forget"] >= 0 and report["floor"]["run"]["seed"] == 1  # the second retrained model
+    assert set(report["summary"]) == {"ga (default)", "ga_kl (default)"} and set(report["skipped"]) == {"idk", "idk_dpo"}
 
     report = grid.main(base + ["--methods", "ga"])
     assert len(report["cells"]) == 4 and 0 <= report["share_in_band"]["ga"] <= 1

@@ -64,7 +64,11 @@ if REPO not in sys.path:
 CACHE_VERSION = "v1"
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data")
 DEFAULT_RESULTS_DIR = os.path.join(REPO, "benchmarks", "results", "testbed")
-METHODS = ("ga", "random_label", "adversarial", "ga_descent", "ga_kl")
+# Registered methods the testbed cannot run, with the reason (its forget set is documents, not questions).
+SKIPPED_METHODS = {
+    "idk": "question/answer data only: it trains refusals as answers to the forget questions",
+    "idk_dpo": "question/answer data only: it prefers refusals to the forget answers",
+}
 SPLITS = ("forget", "approximate", "retain", "general")
 # Folders of the standard library that are tests, vendored packages or generated tables.
 EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "encodings", "pydoc_data", "lib2to3", "ensurepip"}
@@ -140,6 +144,25 @@ FULL = TestbedConfig()
 
 def get_config(tiny: bool) -> TestbedConfig:
     return TINY if tiny else FULL
+
+
+def document_methods() -> list[str]:
+    """Every registered method that unlearns document data (`hf_unlearn.list_methods()` order), i.e. all but
+    `SKIPPED_METHODS` and test registrations."""
+    from hf_unlearn import list_methods
+
+    return [m for m in list_methods() if m not in SKIPPED_METHODS and not m.startswith("test_")]
+
+
+def method_settings(method: str, config: TestbedConfig) -> dict:
+    """Config values a method needs to run on the testbed's model at all (everything else: its preset's defaults).
+    RMU steers the output of a decoder layer (WMDP: layer 7 of 32, training the MLP down projections of layers
+    5-7); the testbed's model has `config.layers`, so RMU steers the middle layer and trains its and the previous
+    layer's down projections."""
+    if method == "rmu":
+        layer = max(1, config.layers // 2)
+        return {"rmu_layer": layer, "rmu_trainable_params": rf"layers\.({layer - 1}|{layer})\.mlp\.down_proj\.weight"}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -369,7 +392,7 @@ def _pretrain(args: tuple) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(root, "tokenizer"))
     train = datasets.load_from_disk(os.path.join(root, "train_chunks"))
-    order = stream_order(train, config, drop_forget=(which == "retrained"))
+    order = stream_order(train, config, drop_forget=which.startswith("retrained"))
     stream = train.select(order).select_columns(["input_ids", "attention_mask", "labels"])
     tokens = int(sum(len(ids) for ids in stream["input_ids"]))
     model = build_llama(len(tokenizer), hidden_size=config.hidden_size, layers=config.layers, heads=config.heads,
@@ -466,6 +489,66 @@ def build(config: TestbedConfig, data_dir: str = DEFAULT_DATA_DIR, cache_dir: st
     return Testbed(config, root, meta)
 
 
+def retrained_replica(testbed: Testbed, seed: int = 1, threads: int = 1, log=print) -> str:
+    """Path of a second retrained model, `<root>/retrained_seed<seed>`, built on first use: the retrained model's
+    recipe and data with another seed for the initial weights and the per-epoch data order. Two models that never
+    saw the forget set differ by this much: the floor of every distance to the retrained model."""
+    path = os.path.join(testbed.root, f"retrained_seed{seed}")
+    run_path, lock = os.path.join(path, "run.json"), path + ".building"
+    while os.path.exists(lock) and not os.path.exists(run_path):  # another process is building it
+        time.sleep(10)
+    if os.path.exists(run_path):
+        return path
+    if seed == testbed.config.seed:
+        raise ValueError(f"seed={seed} is the testbed's own seed (the retrained model itself); pass another seed.")
+    from dataclasses import replace
+
+    log(f"building the retrained replica with seed {seed} in {path} (one pre-training run) ...")
+    with open(lock, "w") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        run = _pretrain((replace(testbed.config, seed=seed), testbed.root, f"retrained_seed{seed}", threads))
+        run["seed"] = seed
+        with open(run_path + ".tmp", "w") as handle:
+            json.dump(run, handle, indent=1)
+        os.replace(run_path + ".tmp", run_path)  # run.json last: a folder without it is rebuilt
+    finally:
+        os.remove(lock)
+    return path
+
+
+def unseen_split(testbed: Testbed, max_chunks: int | None = None):
+    """A second never-seen stdlib split, disjoint from `approximate`, built on first use and cached in
+    `<root>/extra_splits/unseen`: chunks of stdlib modules in the corpus's size range that neither model trained on
+    and that are not approximate modules (the smallest first, like the forget and approximate modules). Methods
+    that take unseen data (`unseen_dataset`) and the tuning criterion read it, so the approximate split that scores
+    membership stays untouched by every choice."""
+    import datasets
+
+    path = os.path.join(testbed.root, "extra_splits", "unseen")
+    if os.path.exists(os.path.join(path, "dataset_info.json")):
+        return datasets.load_from_disk(path)
+    config = testbed.config
+    used = {name for names in testbed.meta["documents"].values() for name in names}
+    unused = [(name, text) for name, text in stdlib_modules(config) if name not in used]
+    unused.sort(key=lambda item: (len(item[1].encode()), item[0]))
+    count = max_chunks or config.max_approximate_chunks
+    docs, chunks = [], 0
+    for name, text in unused:
+        if chunks >= count:
+            break
+        docs.append((name, text))
+        chunks += len(_chunks([(name, text)], testbed.tokenizer(), config, "unseen"))
+    if not docs:
+        raise RuntimeError("No unused stdlib module is left for the unseen split.")
+    split = _chunks(docs, testbed.tokenizer(), config, "unseen")
+    split = split.select(range(min(count, len(split)))).select_columns(["input_ids", "attention_mask", "labels"])
+    tmp = path + ".tmp"
+    split.save_to_disk(tmp)
+    os.replace(tmp, path)
+    return split
+
+
 # ============================================================================ evaluation
 
 
@@ -523,15 +606,24 @@ class Reference:
 
 
 def evaluate(model, splits: dict, pad_token_id: int, reference: Reference | None = None,
-             retrained_nll: dict | None = None, names=SPLITS) -> dict:
-    """Mean NLL per split, LOSS-attack AUC (forget vs approximate), and distances to the retrained model."""
+             retrained_nll: dict | None = None, names=SPLITS, texts: dict | None = None) -> dict:
+    """Mean NLL per split, LOSS-attack AUC (forget vs approximate), every membership attack's AUC
+    (`attack_auc`: LOSS, zlib with `texts`, Min-K% and Min-K%++ at K = 10..100%; forget vs approximate), the LOSS
+    AUC of forget vs the unseen split when `splits` has one (`unseen_auc`), and distances to the retrained model."""
+    from hf_unlearn.evaluation.membership import attack_scores
     from hf_unlearn.evaluation.metrics import roc_auc
     from hf_unlearn.evaluation.scores import score_examples
 
     model.eval()
-    scores = {name: score_examples(model, splits[name], pad_token_id, batch_size=8) for name in names if name in splits}
+    attacked = ("forget", "approximate")
+    scores = {name: score_examples(model, splits[name], pad_token_id, batch_size=8, token_scores=name in attacked)
+              for name in dict.fromkeys((*names, "unseen")) if name in splits}
     out = {"nll": {name: s.mean_nll for name, s in scores.items()}}
     out["mia_auc"] = roc_auc(-scores["forget"].example_nll.numpy(), -scores["approximate"].example_nll.numpy())
+    members, nonmembers = (attack_scores(scores[name], (texts or {}).get(name)) for name in attacked)
+    out["attack_auc"] = {name: roc_auc(members[name], nonmembers[name]) for name in members if name in nonmembers}
+    if "unseen" in scores:
+        out["unseen_auc"] = roc_auc(-scores["forget"].example_nll.numpy(), -scores["unseen"].example_nll.numpy())
     if reference is not None:
         out["kl_to_retrained"] = {name: reference.mean_kl(model, name) for name in Reference.KL_SPLITS}
     if retrained_nll is not None:
@@ -568,7 +660,7 @@ def _real_tokens(batch: dict) -> int:
 
 def counted_trainer_class(method: str, log: ComputeLog):
     """The registered trainer of `method`, counting the tokens of every training forward / backward pass."""
-    from hf_unlearn import get_method, run_plan
+    from hf_unlearn import get_method
 
     base = get_method(method)
 
@@ -587,7 +679,8 @@ def counted_trainer_class(method: str, log: ComputeLog):
 
 
 def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, epochs: float, batch_size: int,
-            target_nll: float | None = None, retain_weight: float = 1.0, scratch: str | None = None) -> tuple:
+            target_nll: float | None = None, retain_weight: float | None = 1.0, scratch: str | None = None,
+            seed: int = 0, unseen=None) -> tuple:
     """One unlearning run from the original model. Returns (model, info) with the compute log and timings.
 
     The library's defaults otherwise (AdamW, cosine schedule, no weight decay) but no warmup: the paper's 3% of
@@ -595,7 +688,11 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
 
     `target_nll` set: the paper's stopping rule (stop once the forget NLL reaches it, checked after every step
     with hf_unlearn.callbacks.UnlearningEvalCallback; those evaluations are counted as forward passes).
+    `retain_weight` None: the method's preset default. `seed`: the run's seed and its forget/retain pairing seed.
+    `unseen`: same-domain data neither model saw, handed to methods whose objectives read `unseen_dataset`.
     """
+    from hf_unlearn import run_plan
+
     import torch
 
     from hf_unlearn.callbacks import StoppingCriteria, UnlearningEvalCallback
@@ -607,25 +704,32 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
     trainer_class = counted_trainer_class(method, log)
     own_scratch = scratch is None
     scratch = scratch or tempfile.mkdtemp(prefix="testbed_unlearn_")
+    overrides = method_settings(method, testbed.config)
+    if retain_weight is not None:
+        overrides["retain_weight"] = retain_weight
     args = trainer_class.config_class(
         output_dir=os.path.join(scratch, "out"), per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        num_train_epochs=epochs, retain_weight=retain_weight, warmup_steps=0, use_cpu=True, report_to="none", seed=0,
+        num_train_epochs=epochs, warmup_steps=0, use_cpu=True, report_to="none", seed=seed, pairing_seed=seed,
         logging_steps=1, save_strategy="no", disable_tqdm=True, cache_dir=os.path.join(scratch, "cache"),
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, **overrides,
     )
     kwargs = {}
     plan = run_plan(args, trainer_class)
     if plan.uses_retain_data:
         kwargs["retain_dataset"] = splits["retain_train"]
-    if plan.needs_reference or method == "adversarial":
+    if plan.needs_reference or plan.precomputes_reference:
         kwargs["ref_model"] = testbed.original
+    if unseen is not None and any(o.reads_unseen for o in plan.objectives):
+        kwargs["unseen_dataset"] = unseen
     wall, cpu = time.perf_counter(), time.process_time()
     trainer = trainer_class(model=model, args=args, train_dataset=splits["forget"], processing_class=tokenizer, **kwargs)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # no per-step log lines (the logs stay in trainer.state.log_history)
-    if method == "adversarial":  # targets: one forward pass of the original model over the forget set
-        log.add("forward", "adversarial_targets", sum(len(x) for x in splits["forget"]["input_ids"]))
+    if plan.precomputes_reference:  # one pass of the original model over the forget set, before training
+        log.add("forward", "precompute_on_forget", sum(len(x) for x in splits["forget"]["input_ids"]))
+    if "unseen_dataset" in kwargs:
+        log.add("forward", "precompute_on_unseen", sum(len(x) for x in unseen["input_ids"]))
     callback = None
     if target_nll is not None:
         callback = UnlearningEvalCallback({"forget": splits["forget"]}, eval_steps=1,
@@ -640,7 +744,7 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
     model.eval()
     info = {
         "method": method, "learning_rate": learning_rate, "max_epochs": epochs, "batch_size": batch_size,
-        "retain_weight": retain_weight if plan.uses_retain_data else None,
+        "retain_weight": args.retain_weight if plan.uses_retain_data else None, "seed": seed,
         "optimizer_steps": int(trainer.state.global_step), "max_steps": int(trainer.state.max_steps),
         "stop_reason": callback.stop_reason if callback is not None else None,
         "forget_nll_trajectory": [r.nll["forget"] for r in callback.history] if callback is not None else None,
@@ -666,29 +770,42 @@ def init_context(config: TestbedConfig, cache_dir: str | None, threads: int, dat
     set_threads(threads)
     if _CONTEXT.get("version") == config.version:
         return _CONTEXT
+    from hf_unlearn.evaluation.membership import target_texts
+
     testbed = build(config, data_dir=data_dir, cache_dir=cache_dir, log=lambda *a: None)
     tokenizer = testbed.tokenizer()
     splits = testbed.splits()
+    splits["unseen"] = unseen_split(testbed)
+    texts = {name: target_texts(splits[name], tokenizer) for name in ("forget", "approximate")}
     retrained = load_model(testbed.retrained)
     reference = Reference(retrained, splits, tokenizer.pad_token_id)
-    retrained_eval = evaluate(retrained, splits, tokenizer.pad_token_id)
+    retrained_eval = evaluate(retrained, splits, tokenizer.pad_token_id, texts=texts)
     original = load_model(testbed.original)
-    original_eval = evaluate(original, splits, tokenizer.pad_token_id, reference, retrained_eval["nll"])
+    original_eval = evaluate(original, splits, tokenizer.pad_token_id, reference, retrained_eval["nll"], texts=texts)
     _CONTEXT.clear()
     _CONTEXT.update(version=config.version, testbed=testbed, tokenizer=tokenizer, splits=splits, reference=reference,
-                    retrained_eval=retrained_eval, original_eval=original_eval, params=count_params(original))
+                    retrained_eval=retrained_eval, original_eval=original_eval, params=count_params(original),
+                    texts=texts)
     return _CONTEXT
+
+
+def evaluate_model(ctx: dict, path: str) -> dict:
+    """`evaluate` of the model saved at `path` against the retrained model (e.g. the retrained replica)."""
+    model = load_model(path)
+    return evaluate(model, ctx["splits"], ctx["tokenizer"].pad_token_id, ctx["reference"], ctx["retrained_eval"]["nll"],
+                    texts=ctx["texts"])
 
 
 def run_cell(task: dict) -> dict:
     """Worker entry: one unlearning run + its evaluation. `task` holds config, cache_dir, threads and the run's
-    settings (method, learning_rate, epochs, batch_size, retain_weight, stop)."""
+    settings (method, learning_rate, epochs, batch_size, retain_weight (None: the preset's), stop, seed)."""
     ctx = init_context(task["config"], task["cache_dir"], task["threads"], task.get("data_dir", DEFAULT_DATA_DIR))
     target = ctx["original_eval"]["nll"]["approximate"] if task.get("stop") else None
     model, info = unlearn(ctx["testbed"], ctx["splits"], task["method"], task["learning_rate"], task["epochs"],
-                          task["batch_size"], target_nll=target, retain_weight=task.get("retain_weight", 1.0))
+                          task["batch_size"], target_nll=target, retain_weight=task.get("retain_weight", 1.0),
+                          seed=task.get("seed", 0), unseen=ctx["splits"]["unseen"])
     result = evaluate(model, ctx["splits"], ctx["tokenizer"].pad_token_id, ctx["reference"], ctx["retrained_eval"]["nll"],
-                      names=task.get("eval_splits", SPLITS))
+                      names=task.get("eval_splits", SPLITS), texts=ctx["texts"])
     result.update(info)
     result["key"] = task.get("key")
     result["flops"] = 6.0 * ctx["params"] * info["train_tokens"] + 2.0 * ctx["params"] * info["forward_tokens"]
@@ -715,7 +832,7 @@ def run_tasks(tasks: list[dict], jobs: int, log=print) -> list[dict]:
 
 def describe(r: dict) -> str:
     nll = r["nll"]
-    return (f"{r['method']:>12} lr={r['learning_rate']:.0e} steps={r['optimizer_steps']:>3}/{r['max_steps']:<3} "
+    return (f"{r['method']:>12} seed={r.get('seed', 0)} lr={r['learning_rate']:.0e} steps={r['optimizer_steps']:>3}/{r['max_steps']:<3} "
             f"forget={nll['forget']:.3f} approx={nll['approximate']:.3f} retain={nll['retain']:.3f} "
             f"auc={r['mia_auc']:.3f} ({r['cpu_s']:.1f} s CPU)")
 

@@ -36,7 +36,7 @@ BAND = {"auc_tol": 0.05, "retain_tol": 0.05}
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.common_arguments(parser)
-    parser.add_argument("--methods", nargs="+", default=list(GRID_METHODS), choices=common.METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(GRID_METHODS), choices=common.document_methods())
     parser.add_argument("--learning-rates", nargs="+", type=float, default=list(LEARNING_RATES))
     parser.add_argument("--epochs", nargs="+", type=float, default=list(EPOCHS))
     parser.add_argument("--batch-size", type=int, default=common.UnlearnSettings().batch_size)

@@ -17,6 +17,7 @@ from .rmu import RMUConfig, RMUTrainer  # isort: skip
 from .undial import UndialTrainer  # isort: skip
 from .wga import WGATrainer  # isort: skip
 from .satimp import SatImpTrainer  # isort: skip
+from .unseen_match import UnseenMatchConfig, UnseenMatchTrainer  # isort: skip
 
 __all__ = [
     "AdversarialConfig",
@@ -33,6 +34,8 @@ __all__ = [
     "SimNPOConfig",
     "SimNPOTrainer",
     "UndialTrainer",
+    "UnseenMatchConfig",
+    "UnseenMatchTrainer",
     "WGATrainer",
     "RandomLabelConfig",
     "RandomLabelTrainer",

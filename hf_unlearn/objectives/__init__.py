@@ -3,7 +3,7 @@
 Importing this package registers the built-in objectives:
 
 - forget: `ga` (gradient ascent), `random_label`, `adversarial` (Yao et al. 2024); `npo`, `simnpo`, `idk`,
-  `idk_dpo`, `wga`, `satimp`, `undial`, `rmu` (the field since);
+  `idk_dpo`, `wga`, `satimp`, `undial`, `rmu` (the field since); `unseen_match` (per-example unseen-level targets);
 - retain: `none`, `nll` (descent), `kl` (KL to the original model), `rmu_retain` (RMU's activation matching).
 """
 
@@ -27,5 +27,6 @@ from .wga import WeightedGradientAscent  # noqa: F401  isort: skip
 from .satimp import SaturationImportance  # noqa: F401  isort: skip
 from .undial import AdjustedSelfDistillation  # noqa: F401  isort: skip
 from .rmu import RepresentationMisdirection, RepresentationRetain  # noqa: F401  isort: skip
+from .unseen_match import UnseenLevelMatch  # noqa: F401  isort: skip
 from .retain_nll import RetainNLL  # noqa: F401  isort: skip
 from .retain_kl import RetainKL  # noqa: F401  isort: skip

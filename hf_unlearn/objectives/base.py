@@ -62,6 +62,7 @@ class Objective:
     example_columns: ClassVar[tuple[str, ...]] = ()
     aligned: ClassVar[tuple[str, ...]] = ()  # names of the streams `aligned_streams` builds
     needs_reference: ClassVar[bool] = False
+    reads_unseen: ClassVar[bool] = False  # takes target levels from the trainer's `unseen_dataset`
     precomputes: ClassVar[bool] = False  # runs the original model once before training (then releases it)
 
     def __init__(self, trainer: UnlearningTrainer):
