@@ -45,7 +45,11 @@ class ScriptArguments:
         retain_data (`str` or `None`): data to keep (in-distribution or general) for methods with a retain term.
         approximate_data (`str` or `None`): same-domain data the model never saw (the paper's "approximate" set),
             used to report the unseen-data NLL before and after, and as the stopping target.
-        forget_split, retain_split, approximate_split (`str`, default `"train"`): split of each Hub dataset to use
+        unseen_data (`str` or `None`): more unseen same-domain data, disjoint from `approximate_data`, from which
+            objectives that target the unseen level (`unseen_match`) take their targets, so that the evaluation's
+            non-members are not the data the targets were fitted to. `None`: such objectives use `approximate_data`
+            (with a warning: the membership attacks are then not independent of the targets).
+        forget_split, retain_split, approximate_split, unseen_split (`str`, default `"train"`): split of each Hub dataset to use
             (ignored for local files); the paper's `llmunlearn/unlearn_dataset` has forget / retain / approximate.
         data_format (`str`, defaults to `"documents"`): "documents" (chunked text) or "qa" (prompt-masked records).
         text_column (`str`, defaults to `"text"`): text column of document data.
@@ -82,9 +86,13 @@ class ScriptArguments:
     forget_data: str | None = field(default=None, metadata={"help": "Forget set: one file, folder or Hub dataset id."})
     retain_data: str | None = field(default=None, metadata={"help": "Retain set (in-distribution or general)."})
     approximate_data: str | None = field(default=None, metadata={"help": "Unseen same-domain data (target, report)."})
+    unseen_data: str | None = field(
+        default=None, metadata={"help": "Unseen data for unseen_match's targets, disjoint from approximate_data."}
+    )
     forget_split: str = field(default="train", metadata={"help": "Split of a Hub forget_data (e.g. forget)."})
     retain_split: str = field(default="train", metadata={"help": "Split of a Hub retain_data (e.g. retain)."})
     approximate_split: str = field(default="train", metadata={"help": "Split of a Hub approximate_data."})
+    unseen_split: str = field(default="train", metadata={"help": "Split of a Hub unseen_data."})
     data_format: str = field(default="documents", metadata={"help": "documents (chunked text) or qa."})
     text_column: str = field(default="text", metadata={"help": "Text column of document data."})
     question_column: str = field(default="question", metadata={"help": "Question column of QA data."})

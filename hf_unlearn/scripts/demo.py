@@ -46,7 +46,7 @@ from ..gguf import gguf_to_hf_folder
 
 FORGET_MODULES = ("heapq.py", "bisect.py", "textwrap.py", "colorsys.py", "fnmatch.py", "shlex.py")
 RETAIN_MODULES = ("glob.py", "string.py", "sched.py", "queue.py", "copy.py", "graphlib.py", "reprlib.py", "keyword.py")
-CHUNKS_PER_SPLIT = {"forget": 16, "retain": 16, "approximate": 16}
+CHUNKS_PER_SPLIT = {"forget": 16, "retain": 16, "approximate": 16, "unseen": 32}
 
 
 def stdlib_texts(names: tuple[str, ...]) -> list[str]:
@@ -191,6 +191,9 @@ def _sha256_file(path: str) -> str:
 # The retain chunks the job descends on (GA + descent's retain term). The evaluated "retain" split is a disjoint,
 # held-out selection of chunks of the same modules, so the reported retain NLL is not measured on training data.
 DESCENT_RETAIN = "retain_descent"
+# Unseen chunks for objectives that target the unseen level (`unseen_match`): a selection disjoint from the
+# evaluated "approximate" split, so the membership attacks do not score the data the targets were fitted to.
+UNSEEN_TARGETS = "unseen"
 SELECTION_SEED = 0
 
 
@@ -206,8 +209,9 @@ def retain_selection(n_chunks: int, n_descent: int, n_heldout: int, seed: int = 
 
 def default_splits(tokenizer, max_length: int = 128, model: str = SMOLLM2.name) -> dict:
     """Chunk datasets of the embedded default job (a fixed, seeded selection): "forget", "approximate", "retain"
-    (held-out retain chunks: evaluated only) and `DESCENT_RETAIN` (the retain chunks trained on; disjoint from
-    "retain", chunks of the same modules). Every split has `CHUNKS_PER_SPLIT` chunks of `max_length` tokens; with
+    (held-out retain chunks: evaluated only), `DESCENT_RETAIN` (the retain chunks trained on; disjoint from
+    "retain", chunks of the same modules) and `UNSEEN_TARGETS` (unseen chunks disjoint from "approximate", read
+    only by objectives that target the unseen level). Every split has `CHUNKS_PER_SPLIT` chunks of `max_length` tokens; with
     a model whose `DemoModel.bos_every_chunk` is set (Gemma-3), each chunk starts with BOS (`with_bos`)."""
     from ..data import chunk_documents
 
@@ -219,8 +223,11 @@ def default_splits(tokenizer, max_length: int = 128, model: str = SMOLLM2.name) 
 
     splits = {}
     for split, texts in (("forget", stdlib_texts(FORGET_MODULES)), ("approximate", unseen_texts())):
-        chunks = chunked(texts)
-        splits[split] = chunks.shuffle(seed=SELECTION_SEED).select(range(min(CHUNKS_PER_SPLIT[split], len(chunks))))
+        chunks = chunked(texts).shuffle(seed=SELECTION_SEED)
+        count = min(CHUNKS_PER_SPLIT[split], len(chunks))
+        splits[split] = chunks.select(range(count))
+        if split == "approximate":  # the next chunks of the same shuffled order: disjoint from the evaluated ones
+            splits[UNSEEN_TARGETS] = chunks.select(range(count, min(len(chunks), count + CHUNKS_PER_SPLIT["unseen"])))
     retain = chunked(stdlib_texts(RETAIN_MODULES))
     descent, heldout = retain_selection(len(retain), CHUNKS_PER_SPLIT["retain"], CHUNKS_PER_SPLIT["retain"])
     splits["retain"] = retain.select(heldout)

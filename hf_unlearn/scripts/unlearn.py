@@ -190,6 +190,22 @@ def _start_record_callback(monitor, output_dir: str, stored):
 # ------------------------------------------------------------------ the run
 
 
+def unseen_targets(plan, unseen, approximate):
+    """The unseen data for objectives that take target levels from it (None when no objective reads it): the
+    `unseen_data` split, else the approximate split with a warning (its attacks then score the targets' data),
+    else None (the objective then names what it needs)."""
+    if not any(objective.reads_unseen for objective in plan.objectives):
+        return None
+    if unseen is not None or approximate is None:  # neither: the objective says what it needs
+        return unseen
+    warnings.warn(
+        f"forget_loss {plan.forget_loss!r} takes its targets from approximate_data, the membership attacks' "
+        "non-members too, so the attacks are not independent of the targets; pass a disjoint unseen_data.",
+        stacklevel=2,
+    )
+    return approximate
+
+
 def run(argv: list[str]) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -199,7 +215,7 @@ def run(argv: list[str]) -> dict:
     from ..distributed import setup_distributed
     from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
-    from .demo import DESCENT_RETAIN, VerbatimSampleCallback, default_model_dir, default_splits, summary_table
+    from .demo import DESCENT_RETAIN, UNSEEN_TARGETS, VerbatimSampleCallback, default_model_dir, default_splits, summary_table
 
     # No config and no model: the embedded default job (its config, with any command-line overrides on top).
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
@@ -232,7 +248,8 @@ def run(argv: list[str]) -> dict:
         if model_args.model_name_or_path is None:
             splits = default_splits(tokenizer, args.max_length, script.demo_model)
         else:
-            sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data}
+            sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data,
+                       UNSEEN_TARGETS: script.unseen_data}
             splits = {
                 name: build_examples(
                     source, tokenizer, script.data_format, args.max_length, script.text_column,
@@ -246,6 +263,7 @@ def run(argv: list[str]) -> dict:
     check_examples_fit_model(splits.values(), config, tokenizer.pad_token_id, model_path)
     # The default job trains on these retain chunks and evaluates "retain" on held-out ones (None: the same data).
     descent_retain = splits.pop(DESCENT_RETAIN, None)
+    unseen = unseen_targets(plan, splits.pop(UNSEEN_TARGETS, None), splits.get("approximate"))
 
     # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
     # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
@@ -278,6 +296,7 @@ def run(argv: list[str]) -> dict:
         train_dataset=splits["forget"],
         retain_dataset=(splits.get("retain") if descent_retain is None else descent_retain)
         if plan.uses_retain_data else None,  # unused data is not passed
+        unseen_dataset=unseen,
         ref_model=script.ref_model_name_or_path,  # None: the model's own checkpoint (or its adapter-free base)
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
