@@ -393,11 +393,11 @@ class SharedStartEvalCallback(UnlearningEvalCallback):
     """`UnlearningEvalCallback` whose start evaluation (step 0, the original model) is computed once per distinct
     model weights (`weights_fingerprint`) and evaluation settings, and reused by every later trial."""
 
-    def __init__(self, *args, starts: dict, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, splits: Mapping[str, Any], *args, starts: dict, **kwargs):
+        super().__init__(splits, *args, **kwargs)
         self.starts = starts
-        self.settings = (tuple((name, id(data)) for name, data in self.splits.items()), self.attacks,
-                         self.n_resamples, self.confidence, self.seed)
+        self.settings = (tuple((name, id(data)) for name, data in splits.items()), kwargs.get("max_examples"),
+                         self.attacks, self.n_resamples, self.confidence, self.seed)
 
     def evaluate(self, step: int) -> EvalRecord:
         if step != 0:

@@ -182,10 +182,11 @@ def test_api_search_picks_the_cheapest_setting_inside_the_criterion(
     assert not (tmp_path / "out").exists()  # no checkpoint written during the search
 
 
-def test_api_refuses_a_search_without_unseen_data(trained_model_dir, tokenizer, forget_data, retain_data, tmp_path):
+def test_api_refuses_a_search_without_unseen_data(tiny_model, tokenizer, forget_data, retain_data, tmp_path):
     from hf_unlearn.tuning import tune_trainer
 
-    trainer = model_init_trainer(trained_model_dir, tokenizer, forget_data, retain_data, tmp_path)
+    tiny_model.save_pretrained(tmp_path / "model")
+    trainer = model_init_trainer(str(tmp_path / "model"), tokenizer, forget_data, retain_data, tmp_path)
     with pytest.raises(ValueError, match=r"needs eval_splits \['approximate'\]"):
         tune_trainer(trainer, {"forget": forget_data, "retain": retain_data}, SearchSpace(learning_rates=(1e-3,), max_steps=(2,)))
 
@@ -270,14 +271,14 @@ def test_cli_says_so_when_no_setting_meets_the_criterion(trained_model_dir, data
         (("--tune_methods", "ga,nope"), "nope"),
     ],
 )
-def test_cli_bad_input_is_one_line_and_loads_nothing(trained_model_dir, data, tmp_path, capsys, monkeypatch, change, message):
+def test_cli_bad_input_is_one_line_and_loads_nothing(data, tmp_path, capsys, monkeypatch, change, message):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_unlearn import cli
 
     for cls in (AutoModelForCausalLM, AutoTokenizer):
         monkeypatch.setattr(cls, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("loaded before the error")))
-    argv = tune_argv(trained_model_dir, data, tmp_path)
+    argv = tune_argv(str(tmp_path / "model"), data, tmp_path)
     flag, value = change
     index = argv.index(flag) if flag in argv else len(argv)
     argv[index: index + 2] = [] if value is None else [flag, value]
@@ -285,3 +286,11 @@ def test_cli_bad_input_is_one_line_and_loads_nothing(trained_model_dir, data, tm
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("hf-unlearn tune: error:")
     assert not (tmp_path / "run_tune").exists()
+
+
+def test_cli_help_lists_the_tuning_and_the_training_options(capsys):
+    from hf_unlearn import cli
+
+    assert cli.main(["tune", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--tune_learning_rates" in out and "--tune_timeout" in out and "--learning_rate" in out
