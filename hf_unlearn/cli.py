@@ -5,6 +5,7 @@
     hf-unlearn train --accelerate_config zero3 --num_processes 8 --config ...
                                                          the same under `accelerate launch -m`
     hf-unlearn eval ...                                  run hf_unlearn.scripts.evaluate
+    hf-unlearn tune [--config my.yaml] [--tune_* ...]    pick learning rate and steps (hf_unlearn.scripts.tune)
     hf-unlearn traces [--output_dir DIR] [--remove]      list (or remove) what runs left that can hold forget data
     hf-unlearn accelerate-configs                        list the bundled accelerate configs
 
@@ -24,7 +25,7 @@ import sys
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 SCRIPTS = {"train": "hf_unlearn.scripts.unlearn", "eval": "hf_unlearn.scripts.evaluate"}
-COMMANDS = ("methods", "train", "eval", "traces", "accelerate-configs")
+COMMANDS = ("methods", "train", "eval", "tune", "traces", "accelerate-configs")
 
 
 def accelerate_configs() -> dict[str, str]:
@@ -83,18 +84,23 @@ def run_script(command: str, argv: list[str]) -> int:
         sys.stdout.flush()
     module = SCRIPTS[command]
     if known.accelerate_config is None and known.num_processes is None:
-        try:
-            importlib.import_module(module).main(rest)
-        except SystemExit as exit_:
-            code = exit_.code
-            return code if isinstance(code, int) else (0 if code is None else 1)
-        return 0
+        return run_in_process(importlib.import_module(module).main, rest)
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
     if known.accelerate_config is not None:
         launch += ["--config_file", resolve_accelerate_config(known.accelerate_config)]
     if known.num_processes is not None:
         launch += ["--num_processes", str(known.num_processes)]
     return subprocess.call(launch + ["-m", module] + rest)
+
+
+def run_in_process(script_main, argv: list[str]) -> int:
+    """Call a script's `main(argv)` here; its exit status (0, or its SystemExit code)."""
+    try:
+        script_main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command in SCRIPTS:
         return run_script(command, rest)
+    if command == "tune":  # one process: no launcher options
+        from .scripts.tune import main as tune_main
+
+        return run_in_process(tune_main, rest)
     if command == "traces":
         from .traces import main as traces_main
 

@@ -207,15 +207,14 @@ def unseen_targets(plan, unseen, approximate):
 
 
 def run(argv: list[str]) -> dict:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from .. import get_method
     from ..callbacks import StoppingCriteria, UnlearningEvalCallback
-    from ..data import build_examples, check_examples_fit_model
     from ..distributed import setup_distributed
     from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
-    from .demo import DESCENT_RETAIN, UNSEEN_TARGETS, VerbatimSampleCallback, default_model_dir, default_splits, summary_table
+    from .demo import UNSEEN_TARGETS, VerbatimSampleCallback, summary_table
 
     # No config and no model: the embedded default job (its config, with any command-line overrides on top).
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
@@ -237,32 +236,7 @@ def run(argv: list[str]) -> dict:
     setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
 
     # Tokenizer and data (before the model: bad data fails fast).
-    model_path = model_args.model_name_or_path or default_model_dir(args.cache_dir, script.demo_model)
-    check_model_path(model_path)
-    revision = model_args.model_revision
-    tokenizer = _load("tokenizer", model_path, lambda: AutoTokenizer.from_pretrained(model_path, revision=revision))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # The main process first: a Hub dataset is downloaded once, the other ranks then read it from the cache.
-    with args.main_process_first(desc="loading and tokenising the data"):
-        if model_args.model_name_or_path is None:
-            splits = default_splits(tokenizer, args.max_length, script.demo_model)
-        else:
-            sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data,
-                       UNSEEN_TARGETS: script.unseen_data}
-            splits = {
-                name: build_examples(
-                    source, tokenizer, script.data_format, args.max_length, script.text_column,
-                    script.question_column, script.answer_column, script.max_examples,
-                    split=getattr(script, f"{name}_split"),
-                )
-                for name, source in sources.items()
-                if source is not None
-            }
-    config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path, revision=revision))
-    check_examples_fit_model(splits.values(), config, tokenizer.pad_token_id, model_path)
-    # The default job trains on these retain chunks and evaluates "retain" on held-out ones (None: the same data).
-    descent_retain = splits.pop(DESCENT_RETAIN, None)
+    model_path, tokenizer, splits, descent_retain = load_data(args, script, model_args)
     unseen = unseen_targets(plan, splits.pop(UNSEEN_TARGETS, None), splits.get("approximate"))
 
     # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
@@ -326,6 +300,49 @@ def run(argv: list[str]) -> dict:
     # push_to_hub, save_model also pushes the final model, once.
     trainer.save_model(args.output_dir)
     return {"before": before, "after": after, "stop_reason": monitor.stop_reason, "history": list(monitor.history)}
+
+
+# ------------------------------------------------------------------ the data
+
+
+def load_data(args, script, model_args):
+    """The tokenizer and the data of a run, before the model (bad data fails fast): `(model_path, tokenizer, splits,
+    descent_retain)`. `splits` holds "forget" and, where given, "retain" and "approximate" (the evaluated sets) and
+    `UNSEEN_TARGETS` (unseen data read only by objectives that target the unseen level: the caller pops it);
+    `descent_retain` is the retain data trained on when it differs from the evaluated "retain" (the embedded
+    default job's held-out chunks), else None. Shared by `hf-unlearn train` and `hf-unlearn tune`."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..data import build_examples, check_examples_fit_model
+    from .demo import DESCENT_RETAIN, UNSEEN_TARGETS, default_model_dir, default_splits
+
+    model_path = model_args.model_name_or_path or default_model_dir(args.cache_dir, script.demo_model)
+    check_model_path(model_path)
+    revision = model_args.model_revision
+    tokenizer = _load("tokenizer", model_path, lambda: AutoTokenizer.from_pretrained(model_path, revision=revision))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # The main process first: a Hub dataset is downloaded once, the other ranks then read it from the cache.
+    with args.main_process_first(desc="loading and tokenising the data"):
+        if model_args.model_name_or_path is None:
+            splits = default_splits(tokenizer, args.max_length, script.demo_model)
+        else:
+            sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data,
+                       UNSEEN_TARGETS: script.unseen_data}
+            splits = {
+                name: build_examples(
+                    source, tokenizer, script.data_format, args.max_length, script.text_column,
+                    script.question_column, script.answer_column, script.max_examples,
+                    split=getattr(script, f"{name}_split"),
+                )
+                for name, source in sources.items()
+                if source is not None
+            }
+    config = _load("model config", model_path, lambda: AutoConfig.from_pretrained(model_path, revision=revision))
+    check_examples_fit_model(splits.values(), config, tokenizer.pad_token_id, model_path)
+    # The default job trains on these retain chunks and evaluates "retain" on held-out ones (None: the same data).
+    descent_retain = splits.pop(DESCENT_RETAIN, None)
+    return model_path, tokenizer, splits, descent_retain
 
 
 if __name__ == "__main__":
