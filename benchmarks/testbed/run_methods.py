@@ -44,7 +44,6 @@ inside the band AND closer to the retrained model than the original by KL on for
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
