@@ -1,6 +1,7 @@
 # Two commands that work on a fresh machine (they create or reuse .venv and install pinned versions):
 #   make demo   - the main job: an end-to-end unlearning run on an embedded default (no Hub, no GPU)
 #   make test   - the test suite (offline, CPU)
+#   make lint / make docs - ruff, and the documentation site built with --strict (both run in .ci/run)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean-venv
+.PHONY: demo test test-fast lint docs install clean-venv
 
 $(STAMP): requirements.txt setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not multiprocess and not gpu and not demo" $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The documentation site (docs/ + the API reference from the docstrings); --strict fails on broken links or pages.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 clean-venv:
 	rm -rf $(VENV)
