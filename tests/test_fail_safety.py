@@ -60,3 +60,35 @@ def test_errors_about_forget_data_quote_none_of_it(script, source, trained_model
     shown = full_error(debug_info.value) + "".join(capfd.readouterr())
     for text in (err, shown):
         assert "48213077" not in text and "vault" not in text, text
+
+
+# ------------------------------------------------------------------ an output folder never deletes an input
+
+
+@pytest.mark.parametrize("where", ["the model folder", "a link to the model folder", "the data's folder",
+                                   "inside the model folder"])
+def test_overwrite_output_dir_never_deletes_an_input(where, trained_model_dir, tmp_path, capfd, monkeypatch):
+    """`--overwrite_output_dir true` with an output folder that is, contains or lies inside an input: exit 2, one
+    line naming the value and the fix, and every input file still there."""
+    import os
+    import shutil
+
+    no_model_loading(monkeypatch)
+    model = str(tmp_path / "model")
+    shutil.copytree(trained_model_dir, model)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data = {name: write_jsonl(folder / f"{name}.jsonl", make_documents(4, seed=seed))
+            for seed, name in enumerate(("forget", "retain", "approximate"))}
+    if where == "a link to the model folder":
+        os.symlink(model, tmp_path / "link")
+    output = {"the model folder": model, "a link to the model folder": str(tmp_path / "link"),
+              "the data's folder": str(folder), "inside the model folder": os.path.join(model, "out")}[where]
+    before = {path: open(path, "rb").read() for root in (model, str(folder)) for path in
+              (os.path.join(r, n) for r, _, names in os.walk(root) for n in names)}
+    with pytest.raises(SystemExit) as exit_info:
+        unlearn(argv(model, data, output, "--overwrite_output_dir", "true"))
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert repr(output) in err and "choose an --output_dir outside every input folder" in err
+    assert all(os.path.isfile(path) and open(path, "rb").read() == content for path, content in before.items())

@@ -120,6 +120,25 @@ def prepare_output_dir(args, script) -> str | None:
     return None
 
 
+def check_output_dir_spares_inputs(output_dir: str, inputs: dict[str, str | None]) -> None:
+    """Refuse an output folder that is, contains or lies inside an input (a local model, data file or folder, the
+    cache), symlinks resolved: writing the result there, or `--overwrite_output_dir true` deleting it first, would
+    destroy the input. Inputs that are not local paths (Hub ids) are skipped."""
+    out = os.path.realpath(output_dir)
+    for name, value in inputs.items():
+        if not value or not os.path.exists(value):
+            continue
+        real = os.path.realpath(value)
+        inside = (out + os.sep).startswith(real.rstrip(os.sep) + os.sep)
+        contains = (real + os.sep).startswith(out.rstrip(os.sep) + os.sep)
+        if inside or contains:
+            relation = "is" if out == real else ("lies inside" if inside else "contains")
+            raise ValueError(
+                f"output_dir {output_dir!r} {relation} the input {name} {value!r}, which the run would overwrite or "
+                "delete; choose an --output_dir outside every input folder."
+            )
+
+
 def _check_deletable(path: str) -> None:
     real = os.path.realpath(path)
     cwd = os.path.realpath(os.getcwd())
@@ -213,6 +232,11 @@ def run(argv: list[str]) -> dict:
             f"Method {args.method!r} does not train on retain data: retain_data is not used for unlearning and not "
             "listed on the model card; it is only evaluated (retain NLL, blow-up guard).", UserWarning, stacklevel=2,
         )
+    check_output_dir_spares_inputs(args.output_dir, {
+        "model_name_or_path": model_args.model_name_or_path, "ref_model_name_or_path": script.ref_model_name_or_path,
+        "forget_data": script.forget_data, "retain_data": script.retain_data,
+        "approximate_data": script.approximate_data, "cache_dir": args.cache_dir,
+    })
     resume = prepare_output_dir(args, script)
     setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
 
