@@ -67,17 +67,21 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         return run(argv)
     except BlowUp as error:
-        if debug:
-            raise
-        if _is_main_process():
-            print(f"hf-unlearn: {error}", file=sys.stderr)
-        raise SystemExit(EXIT_BLOW_UP) from None
+        exit_with(EXIT_BLOW_UP, f"hf-unlearn: {error}", debug, _is_main_process())
     except (ValueError, FileNotFoundError) as error:
+        exit_with(EXIT_USER_ERROR, f"hf-unlearn: error: {error}", debug, _is_main_process())
+
+
+def exit_with(code: int, line: str, debug: bool, main_process: bool = True):
+    """Print `line` on stderr (after the traceback of the exception being handled, with `--debug`) and exit with
+    `code`: `--debug` shows more, it does not change the exit status."""
+    if main_process:
         if debug:
-            raise
-        if _is_main_process():
-            print(f"hf-unlearn: error: {error}", file=sys.stderr)
-        raise SystemExit(EXIT_USER_ERROR) from None
+            import traceback
+
+            traceback.print_exc()
+        print(line, file=sys.stderr)
+    raise SystemExit(code) from None
 
 
 # ------------------------------------------------------------------ checks before anything is loaded
