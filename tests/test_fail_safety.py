@@ -102,3 +102,52 @@ def test_debug_shows_the_traceback_and_keeps_exit_3(trained_model_dir, data, tmp
                      "--stop_at_unseen_nll", "false", "--debug", method="ga"))
     err = capfd.readouterr().err
     assert exit_info.value.code == 3 and "Traceback" in err and "BlowUp" in err
+
+
+# ------------------------------------------------------------------ a destroyed model is a blow-up
+
+
+def record(step, forget, approximate=5.15, retain=None):
+    from hf_unlearn.callbacks import EvalRecord
+
+    nll = {"forget": forget, "approximate": approximate}
+    if retain is not None:
+        nll["retain"] = retain
+    return EvalRecord(step=step, nll=nll)
+
+
+def test_overshooting_the_target_by_far_is_a_blow_up_not_a_target_reached():
+    """The measured GA run at lr 10 without retain data: start forget 1.86 / unseen 5.15 (the target); step 1
+    forget 2,394 > 10 x 5.15 = 51.5: a blow-up, and not best. Forget 6.0 (1.17 x target) is a target reached."""
+    from hf_unlearn.callbacks import StoppingCriteria
+
+    criteria, start = StoppingCriteria(), record(0, 1.86)
+    destroyed = record(1, 2394.0)
+    assert criteria.stop_reason(destroyed, start, 5.15).startswith("blow-up: forget NLL 2394.0000 > 10.0 x 5.1500")
+    assert not criteria.is_better(destroyed, None, start, 5.15)
+    assert criteria.stop_reason(record(1, 6.0), start, 5.15).startswith("target reached")
+    assert criteria.is_better(record(1, 6.0), None, start, 5.15)
+
+
+def test_the_unseen_nll_exploding_is_a_blow_up():
+    """Unseen NLL 34,167 against 5.15 at the start (> 10 x 5.15 = 51.5) with the target rule off; 30.0 is within."""
+    from hf_unlearn.callbacks import StoppingCriteria
+
+    criteria, start = StoppingCriteria(stop_at_target=False), record(0, 1.86)
+    assert criteria.stop_reason(record(3, 35815.0, approximate=34167.0), start, None).startswith(
+        "blow-up: approximate (unseen) NLL 34167.0000 > 10.0 x its start 5.1500")
+    assert criteria.stop_reason(record(3, 4.0, approximate=30.0), start, None) is None
+
+
+def test_the_relative_retain_guard_has_an_absolute_floor():
+    """A memorised retain set: 0.0059 -> 0.0090 is +0.0031 nats, over +50% (0.00885) but under the 0.05-nat floor
+    (limit max(1.5 x 0.0059, 0.0059 + 0.05) = 0.0559): no blow-up; 0.06 is over it. A large retain NLL keeps the
+    relative limit: 2.0 -> 3.1 > 1.5 x 2.0 = 3.0."""
+    from hf_unlearn.callbacks import StoppingCriteria
+
+    criteria = StoppingCriteria(stop_at_target=False, max_retain_nll_increase=0.5)
+    start = record(0, 1.0, retain=0.0059)
+    assert criteria.retain_limit(start) == pytest.approx(0.0559)
+    assert criteria.failure(record(1, 1.1, retain=0.0090), start) is None
+    assert criteria.failure(record(1, 1.1, retain=0.06), start).startswith("blow-up: retain NLL")
+    assert criteria.failure(record(1, 1.1, retain=3.1), record(0, 1.0, retain=2.0)).startswith("blow-up: retain NLL")
