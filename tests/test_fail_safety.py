@@ -151,3 +151,27 @@ def test_the_relative_retain_guard_has_an_absolute_floor():
     assert criteria.failure(record(1, 1.1, retain=0.0090), start) is None
     assert criteria.failure(record(1, 1.1, retain=0.06), start).startswith("blow-up: retain NLL")
     assert criteria.failure(record(1, 1.1, retain=3.1), record(0, 1.0, retain=2.0)).startswith("blow-up: retain NLL")
+
+
+# ------------------------------------------------------------------ resuming after a crash during a checkpoint write
+
+
+def test_resume_skips_incomplete_checkpoints_with_a_warning(tmp_path):
+    """checkpoint-3 lacks trainer_state.json, checkpoint-2's optimizer.pt is cut in half: checkpoint-1 is resumed."""
+    import torch
+
+    from hf_unlearn.scripts.unlearn import last_complete_checkpoint
+
+    for step in (1, 2, 3):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        torch.save({"state": torch.zeros(64)}, folder / "optimizer.pt")
+        if step < 3:
+            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    whole = (tmp_path / "checkpoint-2" / "optimizer.pt").read_bytes()
+    (tmp_path / "checkpoint-2" / "optimizer.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.warns(UserWarning) as caught:
+        assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-1")
+    messages = [str(w.message) for w in caught]
+    assert any("checkpoint-3" in m and "trainer_state.json" in m for m in messages)
+    assert any("checkpoint-2" in m and "optimizer.pt is incomplete" in m for m in messages)

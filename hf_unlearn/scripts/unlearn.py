@@ -89,13 +89,11 @@ def exit_with(code: int, line: str, debug: bool, main_process: bool = True):
 
 def prepare_output_dir(args, script) -> str | None:
     """Refuse a non-empty output folder unless resuming or told to overwrite; returns the checkpoint to resume."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     output_dir = args.output_dir
     resume = args.resume_from_checkpoint
     if resume:
         if resume.lower() in ("true", "last"):
-            resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+            resume = last_complete_checkpoint(output_dir) if os.path.isdir(output_dir) else None
             if resume is None:
                 raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint-* in "
                                         f"{output_dir!r}; pass the checkpoint folder to resume from.")
@@ -141,6 +139,43 @@ def check_output_dir_spares_inputs(output_dir: str, inputs: dict[str, str | None
                 f"output_dir {output_dir!r} {relation} the input {name} {value!r}, which the run would overwrite or "
                 "delete; choose an --output_dir outside every input folder."
             )
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (a write interrupted by a crash or a full disk), or None:
+    `trainer_state.json` missing or not JSON, `optimizer.pt` present but not a complete file."""
+    import zipfile
+
+    try:
+        with open(os.path.join(path, "trainer_state.json")) as handle:
+            json.load(handle)
+    except (OSError, ValueError):
+        return "its trainer_state.json is missing or incomplete"
+    optimizer = os.path.join(path, "optimizer.pt")
+    if os.path.exists(optimizer):
+        try:
+            with zipfile.ZipFile(optimizer):  # torch.save writes a zip archive; a truncated one has no directory
+                pass
+        except (OSError, zipfile.BadZipFile):
+            return "its optimizer.pt is incomplete"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The highest `checkpoint-N` of `output_dir` that can be resumed from; incomplete ones are skipped with a
+    warning naming them."""
+    import re
+
+    numbered = [(int(m.group(1)), name) for name in os.listdir(output_dir)
+                if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name))]
+    for _, name in sorted(numbered, reverse=True):
+        path = os.path.join(output_dir, name)
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        warnings.warn(f"Skipping checkpoint {path!r}: {problem} (a write interrupted by a crash or a full disk).",
+                      UserWarning, stacklevel=2)
+    return None
 
 
 def _check_deletable(path: str) -> None:
