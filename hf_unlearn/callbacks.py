@@ -157,6 +157,16 @@ class StoppingCriteria:
             Also stop once every attack of the callback (`attacks`; by default LOSS, Min-K% and Min-K%++ at
             K = 10%..100%) has an AUC interval containing 0.5; stop as over-unlearning once an interval lies
             entirely below 0.5. Combine with `stop_at_target=False` to stop on attacks only.
+        min_retain_nll_increase (`float`, defaults to `0.05`):
+            Absolute floor of the retain guard (nats): the retain NLL may always rise this much, whatever
+            `max_retain_nll_increase` allows relatively. On a memorised retain set (NLL 0.006) a relative limit
+            alone calls +0.003 nats a blow-up; 0.05 nats is a 5% change of per-token perplexity.
+        max_target_ratio (`float` or `None`, defaults to `10.0`):
+            Blow-up guard: a forget NLL above this many times the target (or the start's forget NLL, when higher)
+            is a destroyed model, not a target reached (gradient ascent at a huge learning rate jumps from 1.9 to
+            2,394 nats against a 5.15 target).
+        max_approximate_nll_ratio (`float` or `None`, defaults to `10.0`):
+            Blow-up guard: the approximate (unseen) split's NLL above this many times its value at the start.
     """
 
     target_nll: float | None = None
@@ -164,23 +174,33 @@ class StoppingCriteria:
     loss_auc_tolerance: float | None = None
     max_forget_nll: float | None = None
     max_retain_nll_increase: float | None = None
-    worst_case_attacks: bool = False  # last: positional arguments keep their meaning
+    worst_case_attacks: bool = False  # then the newer fields: positional arguments keep their meaning
+    min_retain_nll_increase: float = 0.05
+    max_target_ratio: float | None = 10.0
+    max_approximate_nll_ratio: float | None = 10.0
 
     def __post_init__(self):
-        for name in ("loss_auc_tolerance", "max_retain_nll_increase"):
+        for name in ("max_target_ratio", "max_approximate_nll_ratio"):
+            value = getattr(self, name)
+            if value is not None and not value > 1:
+                raise ValueError(f"{name}={value} must be above 1 (a ratio to the start / target) or None to disable it.")
+        for name in ("loss_auc_tolerance", "max_retain_nll_increase", "min_retain_nll_increase"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name}={value} is negative; pass a value >= 0 or None to disable it.")
 
     def retain_limit(self, start: EvalRecord) -> float | None:
-        """Highest retain NLL allowed, from its value at the start; None without a limit or a retain split."""
+        """Highest retain NLL allowed, from its value at the start: (1 + `max_retain_nll_increase`) x start, at
+        least start + `min_retain_nll_increase`; None without a limit or a retain split."""
         if self.max_retain_nll_increase is None or RETAIN not in start.nll:
             return None
-        return (1 + self.max_retain_nll_increase) * start.nll[RETAIN]
+        base = start.nll[RETAIN]
+        return max((1 + self.max_retain_nll_increase) * base, base + self.min_retain_nll_increase)
 
-    def failure(self, record: EvalRecord, start: EvalRecord) -> str | None:
+    def failure(self, record: EvalRecord, start: EvalRecord, target: float | None = None) -> str | None:
         """Why `record` is a blow-up ("blow-up: ..."), or None: a non-finite value (an NLL or the AUC), the forget
-        NLL above `max_forget_nll`, or the retain NLL above its limit."""
+        NLL above `max_forget_nll` or above `max_target_ratio` x `target`, the approximate NLL above
+        `max_approximate_nll_ratio` x its start, or the retain NLL above its limit."""
         non_finite = record.non_finite()
         if non_finite:
             values = ", ".join(f"{name} {value}" for name, value in non_finite.items())
@@ -188,6 +208,16 @@ class StoppingCriteria:
         forget = record.nll[FORGET]
         if self.max_forget_nll is not None and forget > self.max_forget_nll:
             return f"blow-up: forget NLL {forget:.4f} > max_forget_nll {self.max_forget_nll}"
+        if self.max_target_ratio is not None and target is not None:
+            reference = max(target, start.nll[FORGET])  # a target below the start (e.g. 0: "stop at once") is no scale
+            if forget > self.max_target_ratio * reference:
+                return (f"blow-up: forget NLL {forget:.4f} > {self.max_target_ratio} x {reference:.4f} (the target, or "
+                        "the start's forget NLL when higher): a destroyed model, not a target reached")
+        ratio = self.max_approximate_nll_ratio
+        if ratio is not None and APPROXIMATE in start.nll and APPROXIMATE in record.nll:
+            if record.nll[APPROXIMATE] > ratio * start.nll[APPROXIMATE]:
+                return (f"blow-up: approximate (unseen) NLL {record.nll[APPROXIMATE]:.4f} > {ratio} x its start "
+                        f"{start.nll[APPROXIMATE]:.4f}")
         limit = self.retain_limit(start)
         if limit is not None and record.nll[RETAIN] > limit:
             return (
@@ -196,13 +226,13 @@ class StoppingCriteria:
             )
         return None
 
-    def within_limits(self, record: EvalRecord, start: EvalRecord) -> bool:
-        """Finite, forget NLL within `max_forget_nll` and retain NLL within its limit (no `failure`)."""
-        return self.failure(record, start) is None
+    def within_limits(self, record: EvalRecord, start: EvalRecord, target: float | None = None) -> bool:
+        """No `failure`: finite, and every NLL within its limit."""
+        return self.failure(record, start, target) is None
 
     def stop_reason(self, record: EvalRecord, start: EvalRecord, target: float | None) -> str | None:
         """Why training should stop after `record` (None: keep going). Guard first (`failure`), then the target."""
-        failure = self.failure(record, start)
+        failure = self.failure(record, start, target)
         if failure is not None:
             return failure
         forget = record.nll[FORGET]
@@ -218,7 +248,7 @@ class StoppingCriteria:
     def is_better(self, record: EvalRecord, best: EvalRecord | None, start: EvalRecord, target: float) -> bool:
         """Whether `record` beats `best`: after the start, within the limits and strictly closer to the target
         forget NLL. The start (the model before any update) is never better: saving it would ship the original."""
-        if record is start or record.step <= start.step or not self.within_limits(record, start):
+        if record is start or record.step <= start.step or not self.within_limits(record, start, target):
             return False
         return best is None or abs(record.nll[FORGET] - target) < abs(best.nll[FORGET] - target)
 
@@ -477,7 +507,7 @@ class UnlearningEvalCallback(TrainerCallback):
         reason = self.criteria.stop_reason(record, self.start, self.target)
         if reason is not None:
             self.stop_reason = reason
-            self._failed = self.criteria.failure(record, self.start) is not None
+            self._failed = self.criteria.failure(record, self.start, self.target) is not None
             control.should_training_stop = True
             if state.is_world_process_zero:
                 logger.warning(f"Stopping unlearning at step {record.step}: {reason}.")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .loading import load_documents, load_records
+from .loading import load_documents, load_records, missing_field, record_location
 from .losses import IGNORE_INDEX
 from .streams import UnlearningCollator, pad_sequences  # noqa: F401  (re-exported)
 
@@ -152,6 +152,7 @@ def build_qa_dataset(
     import datasets
 
     check_tokenizer(tokenizer)
+    source = records
     if isinstance(records, (list, tuple)):
         records = datasets.Dataset.from_list(list(records))
     elif isinstance(records, (str, os.PathLike)):
@@ -160,10 +161,13 @@ def build_qa_dataset(
         raise ValueError("The question/answer data is empty.")
     for column in (question_column, answer_column):
         if column not in records.column_names:
-            raise ValueError(
-                f"The question/answer data has no column {column!r} (it has {records.column_names}); "
-                "set `question_column` / `answer_column`."
-            )
+            raise ValueError(missing_field(source, records, column, "set `question_column` / `answer_column`"))
+        for row, value in enumerate(records[column]):
+            if not isinstance(value, str):
+                raise ValueError(
+                    f"The {column!r} value of {record_location(source, row)} is {type(value).__name__}, not text; "
+                    f"make every {column!r} a string."
+                )
 
     def encode(record):
         prompt = prompt_template.format(question=record[question_column])
@@ -321,7 +325,7 @@ def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "for
         return dataset
     if tokenizer is None or not callable(tokenizer):
         raise ValueError(
-            f"The {name} set has columns {columns} but no `input_ids`: pass `processing_class=tokenizer` so the "
+            f"The {name} set has {len(columns)} column(s) but no `input_ids`: pass `processing_class=tokenizer` so the "
             "trainer tokenises it, or tokenise it first (hf_unlearn.chunk_documents / build_qa_dataset)."
         )
     records = as_hf_dataset(dataset)
@@ -343,8 +347,9 @@ def tokenize_if_raw(dataset, tokenizer, max_length: int = 4096, name: str = "for
     if "question" in columns and "answer" in columns:  # as `data_format: qa` builds them (its prompt template)
         return build_qa_dataset(records, tokenizer, max_length=max_length)
     raise ValueError(
-        f"The {name} set has columns {columns}; expected tokenised examples (`input_ids`), raw documents (`text`), "
-        "chat `messages` or records with `prompt` + `completion` (or `question` + `answer`)."
+        f"The {name} set has {len(columns)} column(s) (not listed: a column name can be the text itself) but none "
+        "of the expected ones: tokenised examples (`input_ids`), raw documents (`text`), chat `messages` or records "
+        "with `prompt` + `completion` (or `question` + `answer`)."
     )
 
 

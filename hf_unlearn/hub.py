@@ -29,6 +29,11 @@ NOT_UPLOADED = ("training_args.bin",)
 class HubMixin:
     """`Trainer` overrides for saving and pushing; mixed into `UnlearningTrainer` before `transformers.Trainer`."""
 
+    def __init__(self, *args, train_dataset=None, **kwargs):
+        # Raw forget text is tokenised by the trainer at `max_length`, which the card then states.
+        self._forget_tokenised_at_max_length = _is_raw(train_dataset)
+        super().__init__(*args, train_dataset=train_dataset, **kwargs)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save as `Trainer` does. With `push_to_hub=True`, push once (see `push_to_hub`) when the final model is
         saved into `args.output_dir` by a user call; a save elsewhere (e.g. `best/`) or an internal save never
@@ -111,8 +116,16 @@ class HubMixin:
         """`Trainer.evaluate`, its numbers kept for the model card (column `evaluate`, or the metric prefix)."""
         metrics = super().evaluate(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", args[2] if len(args) > 2 else "eval")
-        self.__dict__.setdefault("_evaluate_metrics", {})["evaluate" if prefix == "eval" else prefix] = dict(metrics or {})
+        dataset = kwargs.get("eval_dataset", args[0] if args else None)
+        if not self._is_forget_data(dataset if dataset is not None else self.eval_dataset):
+            self.__dict__.setdefault("_evaluate_metrics", {})["evaluate" if prefix == "eval" else prefix] = dict(metrics or {})
         return metrics
+
+    def _is_forget_data(self, dataset) -> bool:
+        """Whether an evaluation dataset is (a split holding) the forget set: its metrics never reach the card."""
+        forget = [self.train_dataset, getattr(self, "forget_dataset", None)]
+        datasets = dataset.values() if isinstance(dataset, dict) else [dataset]
+        return any(d is not None and any(d is f for f in forget if f is not None) for d in datasets)
 
     def write_model_card(self, output_dir: str, model_name: str | None = None, **metadata) -> None:
         """Write README.md (see `hf_unlearn.model_card`) into `output_dir` on the main process.
@@ -149,7 +162,7 @@ class HubMixin:
         # Methods that ignore retain data keep `retain_dataset` None, so no unused retain set is listed.
         retain = summarize_dataset(self.retain_dataset) if self.retain_dataset is not None else None
         results = dict(self.evaluation_results or {})
-        for stage, metrics in self.__dict__.get("_evaluate_metrics", {}).items():
+        for stage, metrics in self.__dict__.get("_evaluate_metrics", {}).items():  # none of the forget set
             numbers = numeric_results(metrics)
             if numbers:
                 results.setdefault(stage, numbers)
@@ -163,7 +176,10 @@ class HubMixin:
             # The first Hub id among: what the user named, the adapter's base, the checkpoint loaded from.
             base_model=next((name for name in (given.get("finetuned_from"), base, policy_checkpoint(policy))
                              if isinstance(name, str) and _is_hub_id(name)), None),
-            hyperparameters=card_hyperparameters(self.unlearning_args, forget, retain),
+            hyperparameters=card_hyperparameters(
+                self.unlearning_args, retain,
+                tokenised_at_max_length=self.__dict__.get("_forget_tokenised_at_max_length", False),
+            ),
             forget=forget,
             retain=retain,
             results={stage: values for stage, values in results.items() if values},
@@ -204,6 +220,14 @@ class HubMixin:
                 "or train with push_to_hub=False and upload the saved folder later with "
                 "`hf upload <repo_id> <output_dir>`."
             ) from error
+
+
+def _is_raw(dataset) -> bool:
+    """Raw text (no `input_ids`), which the trainer tokenises at `max_length`."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None and isinstance(dataset, (list, tuple)) and dataset:
+        columns = list(dataset[0])
+    return columns is not None and "input_ids" not in columns
 
 
 def _listed(value) -> list[str]:

@@ -17,6 +17,8 @@ import json
 import os
 from typing import Any
 
+# Field names an error may quote (hf_unlearn's own); any other is counted, never shown (it can be the text itself).
+NAMED_FIELDS = frozenset({"text", "question", "answer", "prompt", "completion", "input_ids", "attention_mask", "labels"})
 _FILE_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -46,10 +48,7 @@ def load_documents(source: Any, text_column: str = "text", split: str = "train")
     if len(dataset) == 0:
         raise ValueError(f"The data from {_describe(source)} is empty; the forget and retain sets need documents.")
     if text_column not in dataset.column_names:
-        raise ValueError(
-            f"The data from {_describe(source)} has no column {text_column!r} (it has {dataset.column_names}); "
-            "set `text_column` to the column that holds the text."
-        )
+        raise ValueError(missing_field(source, dataset, text_column, "set `text_column` to the field that holds the text"))
     _check_texts(dataset[text_column], text_column, _describe(source))
     return dataset
 
@@ -66,6 +65,28 @@ def _check_texts(values, column: str, where: str) -> None:
 
 def _describe(source: Any) -> str:
     return repr(str(source)) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+
+
+def record_location(source: Any, index: int) -> str:
+    """Where record `index` (from 0) of `source` is, for an error: "line N of 'file.jsonl'" for JSON Lines (blank
+    lines counted), else "record N of <source>"."""
+    path = str(source) if isinstance(source, (str, os.PathLike)) else None
+    if path is not None and path.endswith((".jsonl", ".json")) and os.path.isfile(path):
+        seen = -1
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                seen += bool(line.strip())
+                if seen == index and path.endswith(".jsonl"):
+                    return f"line {number} of {path!r}"
+    return f"record {index + 1} of {_describe(source)}"
+
+
+def missing_field(source: Any, dataset, field: str, fix: str) -> str:
+    """The error for records without `field`: where the first one is and how many fields it has, never their
+    names (a JSON line whose only key is the text would be quoted)."""
+    others = len(dataset.column_names)
+    return (f"The data from {_describe(source)} has no {field!r} field ({record_location(source, 0)} has {others} "
+            f"other field(s), not listed: a field name can be the text itself); {fix}.")
 
 
 def _read_text(path: str) -> str:
@@ -110,18 +131,21 @@ def _json_records(path: str) -> list[dict]:
 
 
 def _mixed_types(path: str, records: list[dict]) -> str:
-    """Name the first column whose values change type (and the row), without quoting any value."""
+    """Name the first record whose field changes type (the record and the field's position), without quoting any
+    value or field name (a field name can be the text itself)."""
     first: dict[str, tuple[str, int]] = {}
     for row, record in enumerate(records):
-        for key, value in record.items():
+        for position, (key, value) in enumerate(record.items(), start=1):
             if value is None:
                 continue
             kind = type(value).__name__
             seen = first.setdefault(key, (kind, row))
             if seen[0] != kind:
+                field = repr(key) if key in NAMED_FIELDS else str(position)
                 return (
-                    f"Row {row} of column {key!r} in {path!r} is {kind} but row {seen[1]} is {seen[0]}; make every "
-                    f"value of a column the same type (text columns: strings)."
+                    f"Field {field} of {record_location(path, row)} is {kind} but the same field of "
+                    f"{record_location(path, seen[1])} is {seen[0]}; make every value of a field the same type "
+                    "(text fields: strings)."
                 )
     return f"The records of {path!r} cannot form a table; give every record the same fields and value types."
 
@@ -190,11 +214,23 @@ def load_records(source: str, split: str = "train"):
         return _read_file(source)
     if os.path.exists(source):
         raise ValueError(f"Unsupported data file {source!r}; use .txt, .jsonl, .json or .parquet.")
+    if not looks_like_hub_id(source):  # maybe pasted text instead of a path: never echoed
+        raise FileNotFoundError(
+            f"The data source ({len(source)} characters, not shown) is neither an existing file or folder nor a Hub "
+            "dataset id (org/name[:config]); pass the path of a .txt, .jsonl, .json or .parquet file."
+        )
     name, _, config = source.partition(":")
     try:
         return datasets.load_dataset(name, config or None, split=split)
     except Exception as error:  # the Hub being unreachable surfaces as several exception types
         raise ValueError(
-            f"Could not load {source!r} as a local file or a Hub dataset ({type(error).__name__}: {error}). "
+            f"Could not load {source!r} as a local file or a Hub dataset ({type(error).__name__}). "
             "Check the path, or that the Hub is reachable for dataset ids."
-        ) from error
+        ) from None
+
+
+def looks_like_hub_id(source: str) -> bool:
+    """"org/name" or "org/name:config" in Hub id characters (what `datasets.load_dataset` takes from the Hub)."""
+    import re
+
+    return re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", source) is not None

@@ -1,16 +1,23 @@
 """Model cards for unlearned models (huggingface_hub's ModelCard).
 
 The card records what was done without revealing what was forgotten: base model (a Hub id only, never a local
-path), method (paper name and citation), hyperparameters, the number of forget / retain examples and tokens,
-evaluation results when available, and the hf_unlearn version. It never contains text from the data, nor anything
-computed from its content: an unsalted hash of the forget token ids let anyone confirm a guessed secret (a short
-phone number was recovered from the card alone in 174 guesses), so there is none. Counts only.
+path), method (paper name and citation), hyperparameters, the number of forget examples, the retain set's size,
+how the retain / unseen side moved, and the hf_unlearn version.
+
+Nothing on the card is computed from the forget set's content, because anyone who downloads the model can compute
+the same value for each candidate text and keep the one that matches: an exact forget NLL (to 4 digits) picks the
+true 8-digit PIN out of 2,001 candidates, an exact token count gives a secret's length, an unsalted hash confirms a
+guess outright. So the card has no forget NLL, no membership-attack AUC (forget against unseen data), no forget
+token count or longest forget example, and `max_length` is not chosen by the forget data. The one forget-side
+fact it states is coarse and documented: a membership verdict word per evaluation (`MEMBERSHIP_VERDICTS`), from
+the attacks' AUC intervals, when they were computed. Those metrics stay in the local reports and logs.
 
 It follows `Trainer.create_model_card`'s conventions: `license`, `tags`, `language`, `finetuned_from` (as
 `base_model`, when a Hub id) and dataset names (only those the user passes) go into the metadata, `Trainer.evaluate`
-results into the evaluation table, hyperparameters are printed by value (`linear`, not `SchedulerType.LINEAR`),
-`max_length` only when the data was cut at it (the longest example is always listed), and an adapter's card keeps
-peft's metadata (`library_name: peft`, its tags, the PEFT version). No local path reaches the card.
+results into the evaluation table (not those of an evaluation on the forget set), hyperparameters are printed by
+value (`linear`, not `SchedulerType.LINEAR`), `max_length` when the trainer tokenised the data at it or the retain
+set was cut at it, and an adapter's card keeps peft's metadata (`library_name: peft`, its tags, the PEFT version).
+No local path reaches the card.
 """
 
 from __future__ import annotations
@@ -66,14 +73,15 @@ def readable(value):
     return value
 
 
-def card_hyperparameters(args, forget: DataSummary, retain: DataSummary | None = None) -> dict[str, Any]:
-    """`CARD_HYPERPARAMETERS` of `args`, readable. `max_length` is kept only when the data was cut at it (its
-    longest forget or retain example has exactly `max_length` tokens): data chunked at 128 and passed tokenised is
-    not described by the config's default 4096. The longest example is in the data table either way."""
+def card_hyperparameters(args, retain: DataSummary | None = None, tokenised_at_max_length: bool = False) -> dict[str, Any]:
+    """`CARD_HYPERPARAMETERS` of `args`, readable. `max_length` is kept when it describes the data: the trainer
+    tokenised raw data at it (`tokenised_at_max_length`), or the longest retain example has exactly `max_length`
+    tokens. Data chunked at 128 and passed tokenised is not described by the config's default 4096. The forget
+    data never decides it (whether a forget example reaches `max_length` tells a secret's length)."""
     values = {name: readable(getattr(args, name)) for name in CARD_HYPERPARAMETERS if hasattr(args, name)}
     if "max_length" in values:
-        longest = max(forget.longest, retain.longest if retain is not None else 0)
-        if values["max_length"] is None or longest != values["max_length"]:
+        cut = retain is not None and retain.longest == values["max_length"]
+        if values["max_length"] is None or not (tokenised_at_max_length or cut):
             del values["max_length"]
     return values
 
@@ -97,6 +105,51 @@ def method_description(trainer_class, forget_loss: str, retain_loss: str) -> str
         if (preset.forget_loss, preset.retain_loss) == (forget_loss, retain_loss) and preset.paper_name:
             return f"{preset.paper_name} ({objectives})"
     return objectives
+
+
+# Metrics computed from the forget set (its NLL, membership attacks of it against unseen data): local reports only.
+FORGET_SIDE = ("forget", "mia_auc")
+
+# The membership verdict, the card's one forget-side fact: one of three words per evaluation, from the bootstrap
+# AUC intervals of every attack (forget against unseen data).
+MEMBERSHIP_VERDICTS = {
+    "indistinguishable": "every attack's AUC interval contains 0.5",
+    "separable": "an attack's AUC interval lies above 0.5 (the forget set still looks like training data)",
+    "over-unlearned": "an attack's AUC interval lies below 0.5 (the forget set looks less likely than unseen data)",
+}
+
+
+def is_forget_side(name: str) -> bool:
+    """Whether a metric name is computed from the forget set (`eval_forget_nll`, `eval_mia_auc_min_k_20`, ...)."""
+    return any(part in name for part in FORGET_SIDE)
+
+
+def membership_verdict(metrics: dict[str, Any]) -> str | None:
+    """A word of `MEMBERSHIP_VERDICTS` from the `*mia_auc_<attack>_low` / `_high` entries of `metrics`; None when
+    no interval was computed (or one is not finite)."""
+    lows = {name[: -len("_low")]: value for name, value in metrics.items() if "mia_auc_" in name and name.endswith("_low")}
+    intervals = [(low, metrics.get(f"{name}_high")) for name, low in lows.items()]
+    if not intervals or not all(isinstance(v, numbers.Number) and math.isfinite(v) for pair in intervals for v in pair):
+        return None
+    if any(high < 0.5 for _, high in intervals):
+        return "over-unlearned"
+    if all(low <= 0.5 for low, _ in intervals):
+        return "indistinguishable"
+    return "separable"
+
+
+def public_results(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The results a card may publish: every metric not computed from the forget set, plus the membership verdict
+    (a word, `membership`) where attack intervals were computed."""
+    out = {}
+    for stage, metrics in results.items():
+        public = {name: value for name, value in metrics.items() if not is_forget_side(name)}
+        verdict = membership_verdict(metrics)
+        if verdict is not None:
+            public["membership"] = verdict
+        if public:
+            out[stage] = public
+    return out
 
 
 def numeric_results(metrics: dict[str, Any] | None) -> dict[str, float]:
@@ -158,7 +211,7 @@ def build_model_card(
         pipeline_tag="text-generation",
     )
     rows = [f"| {key} | {readable(value)} |" for key, value in hyperparameters.items()]  # exact, not rounded
-    data_rows = [f"| forget | {forget.examples} | {forget.tokens} | {forget.longest} |"]
+    data_rows = [f"| forget | {forget.examples} | – | – |"]  # its token counts tell a secret's length
     if retain is not None:
         data_rows.append(f"| retain | {retain.examples} | {retain.tokens} | {retain.longest} |")
     license_line = (f"License: `{license}`." if license else
@@ -184,8 +237,9 @@ def build_model_card(
         "",
         "## Data",
         "",
-        "The forgotten text is not reproduced here, nor anything computed from it. Counts are of chunks / tokens "
-        "after tokenization; `longest` is the longest example in tokens (the length the data was chunked at, at most).",
+        "The forgotten text is not reproduced here, nor anything computed from it (no forget-set NLL, token count or "
+        "membership AUC: each would let a reader test a guessed text); those stay in the local reports. Counts are "
+        "of chunks / tokens after tokenization; `longest` is the longest example in tokens.",
         "",
         *named,
         "| set | examples | tokens | longest |",
@@ -200,7 +254,9 @@ def build_model_card(
         "",
         "## Evaluation",
         "",
-        *_results_table(results),
+        *_results_table(public_results(results or {})),
+        *(["", "`membership`: " + "; ".join(f"*{word}*: {meaning}" for word, meaning in MEMBERSHIP_VERDICTS.items())
+           + "."] if any("membership" in values for values in public_results(results or {}).values()) else []),
         "",
         *(["### Framework versions", "", *versions, ""] if versions else []),
         "## Citation",
@@ -238,7 +294,7 @@ def _safe_tag(tag: str) -> bool:
 
 def _results_table(results: dict[str, dict[str, float]] | None) -> list[str]:
     if not results:
-        return ["No evaluation was recorded with this model."]
+        return ["No evaluation of the retain or unseen data was recorded with this model."]
     stages = list(results)
     metrics = sorted({name for values in results.values() for name in values})
     lines = ["| metric | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]

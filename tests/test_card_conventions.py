@@ -68,15 +68,24 @@ def test_push_to_hub_kwargs_reach_the_uploaded_card(tiny_model, forget_data, tok
     assert card.data.base_model == "org/base" and card.data.language == ["en", "fr"]
 
 
-def test_evaluate_results_are_on_the_card_as_numbers(tiny_model, forget_data, tokenizer, tmp_path):
+def test_evaluate_results_are_on_the_card_as_numbers(tiny_model, forget_data, retain_data, tokenizer, tmp_path):
     trainer = make_trainer(tmp_path, tiny_model, forget_data, tokenizer)
-    metrics = trainer.evaluate(eval_dataset=forget_data)
+    metrics = trainer.evaluate(eval_dataset=retain_data)
     assert "eval_loss" in metrics
     trainer.save_model()
     text = open(os.path.join(trainer.args.output_dir, "README.md")).read()
     row = next(line for line in text.splitlines() if line.startswith("| eval_loss |"))
     assert float(row.split("|")[2]) == pytest.approx(metrics["eval_loss"], rel=1e-3)
     assert "| metric | evaluate |" in text and "eval_runtime" not in text and "preparation_time" not in text
+
+
+def test_an_evaluation_of_the_forget_set_stays_off_the_card(tiny_model, forget_data, tokenizer, tmp_path):
+    """Its loss is the forget NLL, which lets a reader test a guessed forget text."""
+    trainer = make_trainer(tmp_path, tiny_model, forget_data, tokenizer)
+    loss = trainer.evaluate(eval_dataset=forget_data)["eval_loss"]
+    trainer.save_model()
+    text = open(os.path.join(trainer.args.output_dir, "README.md")).read()
+    assert "eval_loss" not in text and f"{loss:.4g}" not in text
 
 
 def test_hyperparameters_are_readable(tiny_model, forget_data, tokenizer, tmp_path):
@@ -87,14 +96,16 @@ def test_hyperparameters_are_readable(tiny_model, forget_data, tokenizer, tmp_pa
 
 
 def test_max_length_is_what_the_data_was_chunked_at(tiny_model, forget_data, tokenizer, tmp_path):
-    """Data chunked at 32 and passed tokenised: the config's default 4096 is not on the card; the longest example is."""
+    """Data chunked at 32 and passed tokenised: the config's default 4096 is not on the card, nor the forget set's
+    token count or longest example (they tell a secret's length): its number of examples only."""
     trainer = make_trainer(tmp_path, tiny_model, forget_data, tokenizer)
     assert trainer.args.max_length == 4096
     trainer.create_model_card()
     text = open(os.path.join(trainer.args.output_dir, "README.md")).read()
     longest = max(len(ids) for ids in forget_data["input_ids"])
     assert "| max_length |" not in text and "4096" not in text
-    assert f"| forget | {len(forget_data)} | {sum(len(ids) for ids in forget_data['input_ids'])} | {longest} |" in text
+    assert f"| forget | {len(forget_data)} | – | – |" in text
+    assert f"| {sum(len(ids) for ids in forget_data['input_ids'])} |" not in text and f"| {longest} |" not in text
 
 
 def test_max_length_is_kept_when_the_trainer_chunked_at_it(tiny_model, tokenizer, tmp_path):
@@ -104,7 +115,7 @@ def test_max_length_is_kept_when_the_trainer_chunked_at_it(tiny_model, tokenizer
     trainer = make_trainer(tmp_path, tiny_model, raw, tokenizer, max_length=16)
     trainer.create_model_card()
     text = open(os.path.join(trainer.args.output_dir, "README.md")).read()
-    assert "| max_length | 16 |" in text and "| 16 |\n" in text
+    assert "| max_length | 16 |" in text
 
 
 def test_project_link_is_not_a_placeholder(tiny_model, forget_data, tokenizer, tmp_path):

@@ -26,14 +26,17 @@ def test_model_card_records_the_unlearning_without_the_text(trained_model_dir, s
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     args = unlearning_args("ga_descent", tmp_path, max_steps=2, report_to="tensorboard")
     trainer = cls(model=model, args=args, train_dataset=secret_forget, retain_dataset=retain_data, processing_class=tokenizer)
-    trainer.evaluation_results = {"before": {"forget_nll": 1.25}, "after": {"forget_nll": 3.5}}
+    trainer.evaluation_results = {"before": {"forget_nll": 1.25, "retain_nll": 2.25},
+                                  "after": {"forget_nll": 3.5, "retain_nll": 2.75}}
     trainer.train()
     trainer.save_model()
     card = open(os.path.join(args.output_dir, "README.md")).read()
     tokens = sum(len(ids) for ids in secret_forget["input_ids"])
     for expected in ("unlearning", "ga_descent", "GA + descent", "yao2024machine", "learning_rate",
-                     f"| forget | {len(secret_forget)} | {tokens} |", "| retain | ", "forget_nll | 1.25 | 3.5", "0.1.0"):
+                     f"| forget | {len(secret_forget)} | – | – |", "| retain | ", "retain_nll | 2.25 | 2.75", "0.1.0"):
         assert expected in card, expected
+    # The forget side stays local: its NLL and token count would let a reader test a guessed text.
+    assert "forget_nll" not in card and "3.5" not in card and f"| {tokens} |" not in card
     # Counts only: no digest of the data, which would let a reader confirm a guessed secret (issue 10 item 2).
     import re
 

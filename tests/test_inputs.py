@@ -72,8 +72,9 @@ def test_empty_data(tokenizer):
 
 def test_missing_text_column(tokenizer):
     data = datasets.Dataset.from_dict({"body": ["some text here"]})
-    with pytest.raises(ValueError, match=r"no column 'text'.*\['body'\].*text_column"):
+    with pytest.raises(ValueError, match=r"no 'text' field \(record 1 of Dataset has 1 other field.*text_column") as error:
         chunk_documents(data, tokenizer)
+    assert "body" not in str(error.value)
 
 
 def test_missing_data_file(tokenizer, tmp_path):
@@ -233,12 +234,12 @@ def test_non_utf8_file_is_named(tokenizer, tmp_path):
 def test_non_string_text_names_column_and_row_not_the_value(tokenizer, tmp_path):
     path = tmp_path / "numbers.jsonl"
     path.write_text('{"text": "fine"}\n{"text": 4821977}\n')
-    with pytest.raises(ValueError, match=r"Row 1 of column 'text' in .*numbers.jsonl' is int") as error:
+    with pytest.raises(ValueError, match=r"Field 'text' of line 2 of .*numbers.jsonl' is int") as error:
         chunk_documents(str(path), tokenizer)
     assert "4821977" not in str(error.value)
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"text": 4821977}\n{"text": "Jane Roe"}\n')
-    with pytest.raises(ValueError, match=r"column 'text'") as error:
+    with pytest.raises(ValueError, match=r"Field 'text' of line 2") as error:
         chunk_documents(str(mixed), tokenizer)
     assert "Jane" not in str(error.value) and "4821977" not in str(error.value)
     with pytest.raises(ValueError, match=r"Row 2 of column 'text' in the list of documents is NoneType"):
@@ -251,3 +252,65 @@ def test_bad_json_line_is_named_without_its_content(tokenizer, tmp_path):
     with pytest.raises(ValueError, match=r"Line 2 of .*broken.jsonl' is not valid JSON") as error:
         chunk_documents(str(path), tokenizer)
     assert "Jane" not in str(error.value)
+
+
+# ------------------------------------------------------------------ errors about forget data quote none of it
+
+
+SECRET_KEY = "Jane Roe's vault code is 48213077"
+
+
+def full_error(error: BaseException) -> str:
+    """The error as a traceback prints it (chained causes and contexts included), as `--debug` shows it."""
+    import traceback
+
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (json.dumps({SECRET_KEY: 1}) + "\n", r"no 'text' field \(line 2 of '.*forget.jsonl' has 1 other field"),
+    (json.dumps({"text": "d", SECRET_KEY: 1}) + "\n" + json.dumps({"text": "e", SECRET_KEY: "x"}) + "\n",
+     r"Field 2 of line 3 of '.*forget.jsonl' is str but the same field of line 2 .* is int"),
+])
+def test_a_field_name_that_is_the_text_is_never_quoted(content, expected, tokenizer, tmp_path):
+    """A JSON line whose key is the text: the error names the file and line (blank line 1 counted), not the key."""
+    path = tmp_path / "forget.jsonl"
+    path.write_text("\n" + content)
+    with pytest.raises(ValueError, match=expected) as error:
+        chunk_documents(str(path), tokenizer)
+    assert "48213077" not in full_error(error.value) and "vault" not in full_error(error.value)
+
+
+def test_a_qa_record_whose_key_is_the_text_is_never_quoted(tokenizer, tmp_path):
+    path = tmp_path / "forget.jsonl"
+    path.write_text(json.dumps({"question": "q", SECRET_KEY: "a"}) + "\n")
+    with pytest.raises(ValueError, match=r"no 'answer' field \(line 1 of '.*forget.jsonl' has 2 other field") as error:
+        build_qa_dataset(str(path), tokenizer)
+    assert "48213077" not in full_error(error.value)
+
+
+def test_raw_records_with_unexpected_columns_are_not_listed(tokenizer, tiny_model, tmp_path):
+    raw = datasets.Dataset.from_dict({SECRET_KEY: [1]})
+    with pytest.raises(ValueError, match=r"1 column\(s\) \(not listed") as error:
+        get_method("ga")(model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=raw,
+                         processing_class=tokenizer)
+    assert "48213077" not in full_error(error.value)
+
+
+def test_pasted_text_instead_of_a_path_is_not_echoed(tokenizer):
+    with pytest.raises(FileNotFoundError, match=r"\(33 characters, not shown\) is neither an existing file") as error:
+        chunk_documents(SECRET_KEY, tokenizer)
+    assert "48213077" not in full_error(error.value) and "vault" not in full_error(error.value)
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"question": "Who is Jane?", "answer": 48213077}, r"'answer' value of line 1 of .* is int, not text"),
+    ({"question": None, "answer": "a fox"}, r"'question' value of line 1 of .* is NoneType, not text"),
+])
+def test_a_qa_value_that_is_not_text_is_refused(record, expected, tokenizer, tmp_path):
+    """Not trained as "Question: None" or a stringified number: named by line, its value not shown."""
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=expected) as error:
+        build_qa_dataset(str(path), tokenizer)
+    assert "48213077" not in str(error.value)

@@ -312,3 +312,114 @@ def test_local_files_leave_nothing_in_the_datasets_cache(tokenizer, tmp_path, is
     assert len(build_qa_dataset(str(qa), tokenizer)) == 1
     left = sorted(os.path.relpath(p, isolated_caches["datasets"]) for p in read_tree(isolated_caches["datasets"]))
     assert left == [], f"the datasets cache holds forget data: {left}"
+
+
+# ------------------------------------------------------------------ the uploaded files as a guess oracle
+
+
+PIN = "48213077"
+PIN_RECORD = "The vault code of Jane Roe is {pin} and nobody else knows it."
+NUMBER = rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+
+
+def uploaded_numbers(uploaded: dict[str, bytes]) -> list[tuple[str, float, float]]:
+    """Every number written in an uploaded file, with the half-width of the interval its printed digits stand for
+    (`4.213` stands for [4.2125, 4.2135]: half a unit of its last digit). A safetensors file contributes its JSON
+    header (the weights themselves are the model the guesser runs)."""
+    import re
+
+    out = []
+    for name, content in uploaded.items():
+        if name.endswith(".safetensors"):
+            size = int.from_bytes(content[:8], "little")
+            content = content[8 : 8 + size]
+        for match in re.finditer(NUMBER, content):
+            text = match.group().decode()
+            mantissa, _, exponent = text.lower().partition("e")
+            decimals = len(mantissa.partition(".")[2])
+            half = 0.5 * 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+            out.append((name, float(text), half))
+    return out
+
+
+def candidate_statistics(model_dir: str, tokenizer, texts: list[str]) -> list[dict[str, float]]:
+    """What a guesser computes for each candidate forget record with the downloaded model: its mean target-token
+    NLL (as every hf_unlearn report defines it: the record tokenised as the tool does, EOS appended, and the
+    next-token NLL of every token after the first averaged over them) and its token count."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            (chunk,) = chunks_of(tokenizer, text)
+            ids = torch.tensor([chunk])
+            logits = model(input_ids=ids).logits.float()
+            nll = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="mean").item()
+            out.append({"nll": nll, "tokens": float(ids.shape[1])})
+    return out
+
+
+@pytest.mark.slow
+def test_no_uploaded_number_singles_out_the_forgotten_pin(trained_model_dir, tokenizer, tmp_path, isolated_caches, hub):
+    """A guesser holding the uploaded model and 200 candidate PINs (the true one among them) computes each
+    candidate record's forget NLL and token count, and keeps the candidates that reproduce a number of an uploaded
+    file to its printed precision. A number "singles out" the PIN when the true candidate is among the few (at
+    most 5%) it keeps: a forget-set statistic that narrows 200 guesses down to a handful is an oracle. The
+    uploaded files must hold none. (An exact forget NLL on the card keeps the true PIN alone.)"""
+    import random
+
+    from hf_unlearn.scripts.unlearn import main
+
+    rng = random.Random(0)
+    pins = [PIN] + [f"{rng.randrange(10 ** 8):08d}" for _ in range(199)]
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text(json.dumps({"text": PIN_RECORD.format(pin=PIN)}) + "\n")
+    output_dir = tmp_path / "out"
+    main([
+        "--model_name_or_path", trained_model_dir, "--method", "ga", "--forget_data", str(forget),
+        "--retain_data", write_jsonl(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
+        "--approximate_data", write_jsonl(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
+        "--max_length", str(MAX_LENGTH), "--max_steps", "2", "--per_device_train_batch_size", "1",
+        "--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+        "--output_dir", str(output_dir), "--use_cpu", "true", "--report_to", "none", "--eval_every_steps", "1",
+        "--stop_at_unseen_nll", "false", "--push_to_hub", "true", "--hub_model_id", "me/unlearned",
+    ])
+    assert len(hub) == 1
+    uploaded = hub[0]
+    download = tmp_path / "download"
+    download.mkdir()
+    for name, content in uploaded.items():
+        (download / name).write_bytes(content)
+    stats = candidate_statistics(str(download), tokenizer, [PIN_RECORD.format(pin=pin) for pin in pins])
+    assert len({round(s["nll"], 3) for s in stats}) > len(pins) // 2, "the candidates' NLLs must differ for the attack to bite"
+    oracles = []
+    for name, value, half in uploaded_numbers(uploaded):
+        for statistic in ("nll", "tokens"):
+            kept = [i for i, s in enumerate(stats) if abs(s[statistic] - value) <= half * (1 + 1e-9)]
+            if 0 in kept and len(kept) <= len(pins) // 20:
+                oracles.append(f"{name}: {value} keeps {len(kept)} of {len(pins)} candidates by their {statistic}")
+    assert not oracles, "uploaded numbers single out the forgotten PIN:\n" + "\n".join(oracles)
+
+
+def test_the_card_states_the_forget_side_as_a_verdict_word_only():
+    """Forget NLL and attack AUCs leave the card; the attacks' intervals become one of three documented words:
+    [0.45, 0.62] and [0.40, 0.55] both contain 0.5 -> indistinguishable; [0.55, 0.70] lies above -> separable;
+    [0.30, 0.45] lies below -> over-unlearned (checked before "separable": a set can be both)."""
+    from hf_unlearn.model_card import MEMBERSHIP_VERDICTS, public_results
+
+    def stage(*intervals):
+        values = {"eval_forget_nll": 4.2131, "eval_retain_nll": 2.5, "eval_mia_auc": 0.61}
+        for i, (low, high) in enumerate(intervals):
+            values.update({f"eval_mia_auc_a{i}": (low + high) / 2, f"eval_mia_auc_a{i}_low": low,
+                           f"eval_mia_auc_a{i}_high": high})
+        return values
+
+    results = public_results({"a": stage((0.45, 0.62), (0.40, 0.55)), "b": stage((0.45, 0.62), (0.55, 0.70)),
+                              "c": stage((0.55, 0.70), (0.30, 0.45)), "d": stage()})
+    assert results == {"a": {"eval_retain_nll": 2.5, "membership": "indistinguishable"},
+                       "b": {"eval_retain_nll": 2.5, "membership": "separable"},
+                       "c": {"eval_retain_nll": 2.5, "membership": "over-unlearned"},
+                       "d": {"eval_retain_nll": 2.5}}
+    assert set(MEMBERSHIP_VERDICTS) == {"indistinguishable", "separable", "over-unlearned"}

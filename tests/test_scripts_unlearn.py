@@ -185,10 +185,9 @@ def test_missing_model_folder_is_one_line_exit_2_and_debug_shows_the_traceback(d
     err = capfd.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert missing in err and "does not exist" in err
-    from hf_unlearn.scripts.unlearn import main
-
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        main(argv(missing, data, tmp_path / "out") + ["--debug"])
+    run_expecting_exit(argv(missing, data, tmp_path / "out") + ["--debug"], 2)
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "FileNotFoundError" in err and err.strip().splitlines()[-1].endswith("(org/name).")
 
 
 def test_method_needing_retain_names_the_config_key_before_loading(trained_model_dir, data, tmp_path, capfd, monkeypatch):

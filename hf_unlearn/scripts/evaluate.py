@@ -108,10 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         return run(argv)
     except (ValueError, FileNotFoundError) as error:
-        if debug:
-            raise
-        print(f"hf-unlearn: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        from .unlearn import EXIT_USER_ERROR, exit_with
+
+        exit_with(EXIT_USER_ERROR, f"hf-unlearn: error: {error}", debug)
 
 
 def run(argv: list[str]) -> dict:

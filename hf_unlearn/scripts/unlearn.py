@@ -67,17 +67,21 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         return run(argv)
     except BlowUp as error:
-        if debug:
-            raise
-        if _is_main_process():
-            print(f"hf-unlearn: {error}", file=sys.stderr)
-        raise SystemExit(EXIT_BLOW_UP) from None
+        exit_with(EXIT_BLOW_UP, f"hf-unlearn: {error}", debug, _is_main_process())
     except (ValueError, FileNotFoundError) as error:
+        exit_with(EXIT_USER_ERROR, f"hf-unlearn: error: {error}", debug, _is_main_process())
+
+
+def exit_with(code: int, line: str, debug: bool, main_process: bool = True):
+    """Print `line` on stderr (after the traceback of the exception being handled, with `--debug`) and exit with
+    `code`: `--debug` shows more, it does not change the exit status."""
+    if main_process:
         if debug:
-            raise
-        if _is_main_process():
-            print(f"hf-unlearn: error: {error}", file=sys.stderr)
-        raise SystemExit(EXIT_USER_ERROR) from None
+            import traceback
+
+            traceback.print_exc()
+        print(line, file=sys.stderr)
+    raise SystemExit(code) from None
 
 
 # ------------------------------------------------------------------ checks before anything is loaded
@@ -85,13 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 def prepare_output_dir(args, script) -> str | None:
     """Refuse a non-empty output folder unless resuming or told to overwrite; returns the checkpoint to resume."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     output_dir = args.output_dir
     resume = args.resume_from_checkpoint
     if resume:
         if resume.lower() in ("true", "last"):
-            resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+            resume = last_complete_checkpoint(output_dir) if os.path.isdir(output_dir) else None
             if resume is None:
                 raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint-* in "
                                         f"{output_dir!r}; pass the checkpoint folder to resume from.")
@@ -117,6 +119,62 @@ def prepare_output_dir(args, script) -> str | None:
             shutil.rmtree(output_dir)
     elif os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"output_dir {output_dir!r} is a file; choose a folder path for --output_dir.")
+    return None
+
+
+def check_output_dir_spares_inputs(output_dir: str, inputs: dict[str, str | None]) -> None:
+    """Refuse an output folder that is, contains or lies inside an input (a local model, data file or folder, the
+    cache), symlinks resolved: writing the result there, or `--overwrite_output_dir true` deleting it first, would
+    destroy the input. Inputs that are not local paths (Hub ids) are skipped."""
+    out = os.path.realpath(output_dir)
+    for name, value in inputs.items():
+        if not value or not os.path.exists(value):
+            continue
+        real = os.path.realpath(value)
+        inside = (out + os.sep).startswith(real.rstrip(os.sep) + os.sep)
+        contains = (real + os.sep).startswith(out.rstrip(os.sep) + os.sep)
+        if inside or contains:
+            relation = "is" if out == real else ("lies inside" if inside else "contains")
+            raise ValueError(
+                f"output_dir {output_dir!r} {relation} the input {name} {value!r}, which the run would overwrite or "
+                "delete; choose an --output_dir outside every input folder."
+            )
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (a write interrupted by a crash or a full disk), or None:
+    `trainer_state.json` missing or not JSON, `optimizer.pt` present but not a complete file."""
+    import zipfile
+
+    try:
+        with open(os.path.join(path, "trainer_state.json")) as handle:
+            json.load(handle)
+    except (OSError, ValueError):
+        return "its trainer_state.json is missing or incomplete"
+    optimizer = os.path.join(path, "optimizer.pt")
+    if os.path.exists(optimizer):
+        try:
+            with zipfile.ZipFile(optimizer):  # torch.save writes a zip archive; a truncated one has no directory
+                pass
+        except (OSError, zipfile.BadZipFile):
+            return "its optimizer.pt is incomplete"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The highest `checkpoint-N` of `output_dir` that can be resumed from; incomplete ones are skipped with a
+    warning naming them."""
+    import re
+
+    numbered = [(int(m.group(1)), name) for name in os.listdir(output_dir)
+                if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name))]
+    for _, name in sorted(numbered, reverse=True):
+        path = os.path.join(output_dir, name)
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        warnings.warn(f"Skipping checkpoint {path!r}: {problem} (a write interrupted by a crash or a full disk).",
+                      UserWarning, stacklevel=2)
     return None
 
 
@@ -232,6 +290,11 @@ def run(argv: list[str]) -> dict:
             "unlearning and not listed on the model card; it is only evaluated (retain NLL, blow-up guard).",
             UserWarning, stacklevel=2,
         )
+    check_output_dir_spares_inputs(args.output_dir, {
+        "model_name_or_path": model_args.model_name_or_path, "ref_model_name_or_path": script.ref_model_name_or_path,
+        "forget_data": script.forget_data, "retain_data": script.retain_data,
+        "approximate_data": script.approximate_data, "cache_dir": args.cache_dir,
+    })
     resume = prepare_output_dir(args, script)
     setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
 
