@@ -90,3 +90,37 @@ def test_original_model_alone_without_a_gap_cannot_tell():
 
 def test_report_without_membership_inference_has_no_verdict():
     assert "## Verdict" not in markdown_report({"m": {"splits": {"forget": {"nll": 2.0}}}})
+
+
+def _attacks(**intervals):
+    """{attack: (low, high)} -> the verdict functions' attack records (AUC at the interval's middle)."""
+    return {name: {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for name, (low, high) in intervals.items()}
+
+
+def test_missed_window_says_when_the_attacks_disagree():
+    """Step 4: min_k_30 still above 0.5 ([0.527, 0.883]); step 5: min_k_plus_plus_100 below ([0.121, 0.492]); no
+    evaluation had every interval containing 0.5, so the line names both attacks with their intervals."""
+    from hf_unlearn.evaluation.verdict import missed_window
+
+    history = [
+        (0, _attacks(loss=(0.69, 0.96), min_k_30=(0.80, 0.99), min_k_plus_plus_100=(0.60, 0.91))),
+        (4, _attacks(loss=(0.42, 0.81), min_k_30=(0.527, 0.883), min_k_plus_plus_100=(0.30, 0.70))),
+        (5, _attacks(loss=(0.33, 0.74), min_k_30=(0.45, 0.80), min_k_plus_plus_100=(0.121, 0.492))),
+    ]
+    line = missed_window(history)
+    assert "step 4 min_k_30" in line and "[0.527, 0.883]" in line
+    assert "step 5 min_k_plus_plus_100" in line and "[0.121, 0.492]" in line
+
+
+def test_missed_window_is_silent_when_a_step_was_forgotten_or_never_over():
+    from hf_unlearn.evaluation.verdict import missed_window
+
+    forgotten_then_over = [
+        (0, _attacks(loss=(0.7, 0.9))), (1, _attacks(loss=(0.4, 0.6))), (2, _attacks(loss=(0.1, 0.3))),
+    ]
+    never_over = [(0, _attacks(loss=(0.7, 0.9))), (1, _attacks(loss=(0.55, 0.8)))]
+    over_from_a_start_with_nothing_above = [(0, _attacks(loss=(0.45, 0.9))), (1, _attacks(loss=(0.1, 0.3)))]
+    assert missed_window(forgotten_then_over) is None
+    assert missed_window(never_over) is None
+    assert missed_window(over_from_a_start_with_nothing_above) is None
+    assert missed_window([]) is None

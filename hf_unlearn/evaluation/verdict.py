@@ -157,3 +157,31 @@ def report_attacks(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         low, high = row.get("auc_ci") or (math.nan, math.nan)
         out[name] = {"auc": row["auc"], "auc_low": low, "auc_high": high}
     return out
+
+
+def missed_window(history: list[tuple[int, Attacks | None]]) -> str | None:
+    """Why a run that ends over-unlearned never was forgotten by every attack, from `(step, attacks)` of each
+    evaluation in order: when no evaluation had every interval containing 0.5 and the last one before the first
+    over-unlearned evaluation still had an interval above 0.5, the attacks disagree on this data (one family still
+    separates while another already finds the forget set less likely than unseen data), said with both attacks'
+    numbers. None when the run was forgotten at some evaluation, never over-unlearned, or has no intervals."""
+    checked = [(step, _with_intervals(attacks)) for step, attacks in history]
+    checked = [(step, attacks) for step, attacks in checked if attacks]
+    if any(all(v["auc_low"] <= 0.5 <= v["auc_high"] for v in attacks.values()) for _, attacks in checked):
+        return None
+    first_below = next((i for i, (_, attacks) in enumerate(checked) if any(v["auc_high"] < 0.5 for v in attacks.values())), None)
+    if not first_below:  # never over-unlearned, or already at the first evaluation
+        return None
+    step_above, above = checked[first_below - 1]
+    step_below, below = checked[first_below]
+    still = {name: v for name, v in above.items() if v["auc_low"] > 0.5}
+    if not still:
+        return None
+    name_above = max(still, key=lambda n: still[n]["auc_low"])
+    name_below = min((n for n in below if below[n]["auc_high"] < 0.5), key=lambda n: below[n]["auc_high"])
+    return (
+        f"No evaluation was forgotten by every attack: at step {step_above} {name_above} still separated the sets "
+        f"({format_auc(still[name_above])}), at step {step_below} {name_below} already put the forget set below unseen "
+        f"data ({format_auc(below[name_below])}). The attacks disagree on this data, so it cannot support a "
+        "'forgotten by every attack' verdict at this sample size; more forget and unseen examples narrow the intervals."
+    )

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
-from ..evaluation.verdict import format_auc, gap_warning, strongest_attack, verdict_lines
+from ..evaluation.verdict import format_auc, gap_warning, missed_window, strongest_attack, verdict_lines
 from ..gguf import gguf_to_hf_folder
 
 FORGET_MODULES = ("heapq.py", "bisect.py", "textwrap.py", "colorsys.py", "fnmatch.py", "shlex.py")
@@ -300,13 +300,14 @@ class VerbatimSampleCallback(TrainerCallback):
 
 
 def summary_table(before, after, stop_reason: str | None, sample_before: dict | None = None,
-                  sample_after: dict | None = None, held_out_retain: bool = False) -> str:
+                  sample_after: dict | None = None, held_out_retain: bool = False, history=None) -> str:
     """Before/after table of two `EvalRecord`s and the stopping reason: each split's NLL, the LOSS attack's AUC and
     the strongest attack's (largest |AUC - 0.5| after unlearning) with their bootstrap 95 percent intervals, a
     warning when the starting gap is not established, and the verdict of the attacks (over-unlearning included).
     The verbatim continuation samples (forget text) are shown only when given, which the script does only with
     `show_forget_samples=True`. `held_out_retain`: the "retain" split is held-out chunks, not the descent data
-    (the embedded default job), and its row says so."""
+    (the embedded default job), and its row says so. `history`: every `EvalRecord` of the run, to say when no
+    evaluation was forgotten by every attack because the attacks disagree (`missed_window`)."""
     width = 22
     lines = ["", f"{'':<34}{'before':>{width}}{'after':>{width}}"]
     labels = {"forget": "forget NLL (to unlearn)", "approximate": "unseen NLL (approximate set)", "retain": "retain NLL (held-out, to keep)" if held_out_retain else "retain NLL (to keep)"}
@@ -324,7 +325,8 @@ def summary_table(before, after, stop_reason: str | None, sample_before: dict | 
     elif before.mia_auc is not None:
         lines.append(f"{'MIA AUC forget vs unseen (0.5 =':<34}{before.mia_auc:>{width}.3f}{after.mia_auc:>{width}.3f}")
         lines.append("  indistinguishable from unseen data)")
-    for message in (gap_warning(before.attacks), verdict_lines(after.attacks)):
+    window = missed_window([(r.step, r.attacks) for r in history]) if history else None
+    for message in (gap_warning(before.attacks), verdict_lines(after.attacks), window):
         if message is not None:
             lines.append(message)
     lines.append(f"stopped at step {after.step}: {stop_reason or 'end of the schedule'}")

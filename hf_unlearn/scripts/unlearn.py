@@ -351,7 +351,8 @@ def run(argv: list[str]) -> dict:
     trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}  # numbers only
     if trainer.is_world_process_zero():
         samples = (sample.before, sample.after) if sample is not None else (None, None)
-        print(summary_table(before, after, monitor.stop_reason, *samples, held_out_retain=descent_retain is not None))
+        print(summary_table(before, after, monitor.stop_reason, *samples, held_out_retain=descent_retain is not None,
+                            history=monitor.history))
     if monitor.failed:
         raise BlowUp(
             f"unlearning stopped: {monitor.stop_reason}. The model was NOT saved as the unlearned result"
