@@ -20,7 +20,7 @@ and on CPU, the same code path with a tiny model (tests/test_gpu_check.py):
 
 The JSON is rewritten after every step, so a run stopped by its timeout still reports what it measured.
 
-`--setting single` (issue 13): one GPU, no DeepSpeed, no offload, chunked losses (`loss_chunk_size`, default
+`--setting single`: one GPU, no DeepSpeed, no offload, chunked losses (`loss_chunk_size`, default
 512): a plain `transformers.Trainer` step, GA, GA + KL and NPO on the same model shape, batch and config, one after
 the other in the same process (a fresh model per phase, the same seed), each 1 warm-up + --steps timed steps;
 tokens/s, MFU and peak GPU memory per phase. bf16 weights with torch AdamW (states in bf16: 8 bytes/parameter,

@@ -13,7 +13,8 @@ Inherent cost ("budget") of each method, in terms measured in the same invocatio
     FB_plain  the forward + backward part of it (on_step_begin -> on_pre_optimizer_step)
     T_nograd  one forward pass without gradients (eval mode, `torch.no_grad()`), same model and batch shape
 
-    budget = T_plain + (forward/backward passes - 1) * FB_plain + no-grad forwards * T_nograd, with (INHERENT):
+    budget = T_plain + (forward/backward passes - 1) * FB_plain + no-grad forwards * T_nograd, with
+    (`inherent_cost`, derived from each configuration's run plan):
     ga, random_label, adversarial, npo_forget_only   1 fwd/bwd
     ga_descent, npo, simnpo, wga, satimp             2 fwd/bwd (forget term + retain NLL, one optimizer step)
     ga_kl, undial                                    2 fwd/bwd + 1 no-grad fwd (the reference model's forward:
@@ -122,24 +123,20 @@ MMAP_THRESHOLD = 65536  # bytes; glibc malloc setting of the memory pass
 PRECOMPUTES = {"adversarial_precompute": "adversarial", "npo_precompute": "npo"}
 
 # Inherent cost of each configuration: (forward/backward passes per step, no-grad forwards per step).
-INHERENT = {
-    "ga": (1, 0),
-    "random_label": (1, 0),
-    "adversarial": (1, 0),
-    "ga_descent": (2, 0),
-    "ga_descent_single_backward": (2, 0),
-    "ga_descent_ddp": (2, 0),
-    "ga_recompute": (1, 0),
-    "ga_kl": (2, 1),
-    "ga_kl_recompute": (2, 1),
-    "npo": (2, 0),
-    "npo_forget_only": (1, 0),
-    "simnpo": (2, 0),
-    "wga": (2, 0),
-    "satimp": (2, 0),
-    "undial": (2, 1),
-    "rmu": (2, 1),
-}
+def inherent_cost(name: str) -> tuple[int, int]:
+    """(forward/backward passes, no-grad forwards) of one optimizer step of `name` (a registered method or a
+    VARIANTS entry), from its run plan: one pass for the forget term, one more when a retain objective runs, and
+    one no-grad forward when an active objective runs the reference during training. Values precomputed before
+    training (NPO's reference log-probabilities, adversarial targets) cost nothing per step."""
+    from types import SimpleNamespace
+
+    from hf_unlearn import get_method, run_plan
+
+    method, overrides = VARIANTS.get(name, (name, {}))
+    plan = run_plan(SimpleNamespace(**overrides), get_method(method))  # fields it lacks: the method's defaults
+    return 1 + int(plan.needs_retain_data), int(plan.needs_reference)
+
+
 
 # Benchmark configurations that are not a registered method as-is: name -> (method, config overrides).
 VARIANTS = {
@@ -205,7 +202,7 @@ FULL = dict(hidden=320, layers=4, heads=5, vocab=16384, seq_len=256, batch=4, wa
             model_vocab=0)
 QUICK = dict(hidden=32, layers=2, heads=2, vocab=300, seq_len=32, batch=2, warmup=1, steps=1, rounds=1, threads=1,
              model_vocab=0)
-# The large-vocabulary case (issue 13): memory only, every method with chunked losses and with full logits.
+# The large-vocabulary case: memory only, every method with chunked losses and with full logits.
 LARGE = dict(hidden=64, layers=2, heads=2, vocab=16384, seq_len=1024, batch=1, warmup=1, steps=1, rounds=1, threads=1,
              model_vocab=131072)
 LARGE_QUICK = dict(QUICK, seq_len=64, model_vocab=4096)
@@ -504,8 +501,11 @@ def _peak(runs: list[dict]) -> float:
 
 
 def ordered_methods(methods: list[str]) -> list[str]:
-    known = [m for m in INHERENT if m in methods]
-    return known + [m for m in methods if m not in INHERENT]
+    """Registered methods in registration order, each followed by its variants, then anything else."""
+    from hf_unlearn import list_methods
+
+    known = [m for base in list_methods() for m in (base, *(v for v, (of, _) in VARIANTS.items() if of == base))]
+    return [m for m in known if m in methods] + [m for m in methods if m not in known]
 
 
 def summarize(runs: dict[str, list[dict]], memory_runs: dict[str, list[dict]], methods: list[str]) -> dict:
@@ -533,7 +533,7 @@ def summarize(runs: dict[str, list[dict]], memory_runs: dict[str, list[dict]], m
         }
     }
     for name in methods:
-        fb, nograd = INHERENT.get(name, (1, 0))
+        fb, nograd = inherent_cost(name)
         budgets = {k: v[0] + (fb - 1) * v[1] + nograd * v[2] for k, v in base.items()}
         step = _stat(runs[name], "step_times")
         wall = _best(runs[name], "step_times_wall")
@@ -557,7 +557,7 @@ def summarize(runs: dict[str, list[dict]], memory_runs: dict[str, list[dict]], m
             "memory_ratio": mem / m_plain,
             "has_reference_model": has_ref,
             "memory_within_target": None if has_ref else mem <= MEMORY_TOLERANCE * m_plain,
-            "inherent_cost_known": name in INHERENT,
+            "inherent_cost_known": True,
             "method": base_method(name),
             "config_overrides": runs[name][0]["config_overrides"],
             "trainable_parameters": runs[name][0]["trainable_parameters"],

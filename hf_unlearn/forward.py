@@ -6,7 +6,7 @@
 - Optionally the output of decoder layer `layer` (0-based, `get_decoder().layers[layer]`), for representation-level
   objectives (RMU), read by a forward hook on that layer: `output_hidden_states` is not a layer's output for the
   last layer (its last entry is after the final norm in transformers 5).
-- `full_logits=False` (issue 13): the `[batch, seq, vocab]` logits are not computed. The model is still called
+- `full_logits=False`: the `[batch, seq, vocab]` logits are not computed. The model is still called
   through its wrapper (DDP / DeepSpeed / PEFT see the forward pass) with `logits_to_keep=1`, so its LM head runs on
   the last position only; the final hidden states (after the final norm) are read by a forward hook on the
   model's decoder (`get_decoder()`, whose output is the `last_hidden_state` the head reads), and the loss applies

@@ -10,7 +10,7 @@ Padding: a target counts only when both the predicting position and the predicte
 (`attention_mask` 1). With left padding the pad right before a row's first token would otherwise be scored
 against that token; with this rule left and right padding give the same targets.
 
-Logits that are never materialised (issue 13). Every token-level loss here is a sum of per-position terms, each a
+Logits that are never materialised. Every token-level loss here is a sum of per-position terms, each a
 function of one position's logits (and the reference's logits at that position). So every loss is written once,
 as a *per-position kernel* on `[N, vocab]` logits, and `map_positions` applies it to the positions that have a
 target, `chunk_size` positions at a time. The logits may be given as

@@ -163,7 +163,7 @@ def test_unattached_callback_explains_the_fix(tokenizer, splits, tmp_path):
         trainer.train()
 
 
-# ---------------------------------------------------------------------------- regressions (issues 9 and 10)
+# ---------------------------------------------------------------------------- regressions
 
 
 def test_eval_every_step_keeps_the_training_logs(tokenizer, splits, tmp_path):
@@ -245,7 +245,7 @@ class PoisonWeightsAt:
 
 
 def test_nan_weights_stop_as_a_blow_up_without_crashing(tokenizer, splits, tmp_path):
-    """Issue 10 item 6: weights turned to nan after step 2. The evaluation at step 2 must not crash in the AUC
+    """weights turned to nan after step 2. The evaluation at step 2 must not crash in the AUC
     (members' and non-members' scores are all nan): its record carries nan, the stop rule reports a non-finite
     blow-up, `failed` is True, and the best model saved is the step-1 evaluation (finite, the only one after the
     start: 100 nats is never reached)."""
@@ -276,7 +276,7 @@ def test_failed_is_false_when_the_target_is_reached(tokenizer, splits, tmp_path)
 
 
 def test_the_start_is_never_best(tokenizer, splits, tmp_path):
-    """Issue 10 item 3: lr 1.0 makes the first gradient-ascent step overshoot, so the only evaluation within the
+    """lr 1.0 makes the first gradient-ascent step overshoot, so the only evaluation within the
     retain limit (+10%) is the start (the original model, which the old rule then picked as best and saved).
     The start can never be best: nothing is saved, `best` is None, and the run is a failure (blow-up)."""
     criteria = StoppingCriteria(max_retain_nll_increase=0.1)
@@ -299,7 +299,7 @@ def leaves(value):
 
 
 def test_saving_best_never_pushes_and_selection_holds_numbers_only(tokenizer, splits, tmp_path, monkeypatch):
-    """Issue 10 item 3: with push_to_hub=True, saving the best model must not push (the Hub is mocked so nothing
+    """with push_to_hub=True, saving the best model must not push (the Hub is mocked so nothing
     touches the network: `init_hf_repo` and `push_to_hub` record their calls). selection.json holds numbers,
     steps, split names and fixed identifiers only: no text and no token ids of the forget set."""
     from hf_unlearn.trainer import UnlearningTrainer
@@ -319,7 +319,7 @@ def test_saving_best_never_pushes_and_selection_holds_numbers_only(tokenizer, sp
     assert not any(isinstance(value, list) for value in selection.values())
 
 
-# ---------------------------------------------------------------------------- worst case over attacks (issue 15)
+# ---------------------------------------------------------------------------- worst case over attacks
 
 
 def attack_record(step, **intervals):

@@ -1,4 +1,4 @@
-"""Model card conventions (issue 14 item 5): what `Trainer.create_model_card` / `push_to_hub(**kwargs)` take, a
+"""Model card conventions: what `Trainer.create_model_card` / `push_to_hub(**kwargs)` take, a
 license, evaluation results, readable hyperparameters, the real chunking length, the project link, adapter cards.
 
 The privacy rules stay: counts only, and no local path anywhere in the card.

@@ -1,4 +1,4 @@
-"""Chunked token-level losses (issue 13): logits from the final hidden states, a chunk of positions at a time.
+"""Chunked token-level losses: logits from the final hidden states, a chunk of positions at a time.
 
 Reference values are the straightforward full-logits formulas, written out here independently of
 `hf_unlearn.losses` (the pre-issue-13 code), on `[batch, seq, vocab]` logits.

@@ -1,4 +1,4 @@
-"""Regression tests for the core defects of issue 9 (each failed on the code before core v2)."""
+"""Regression tests for the core defects."""
 
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ def test_documents_start_with_the_tokenizers_bos():
 
 
 def test_short_documents_are_kept(tokenizer):
-    """Issue 10: documents shorter than 5 tokens were dropped silently; short PII is what people unlearn."""
+    """documents shorter than 5 tokens were dropped silently; short PII is what people unlearn."""
     chunks = chunk_documents(["fox", "the cat", "   "], tokenizer, max_length=32)
     assert len(chunks) == 2 and all(len(ids) >= 2 for ids in chunks["input_ids"])
 
@@ -334,7 +334,7 @@ def test_golden_value_through_train(tmp_path):
 
 
 def test_raw_text_and_prompt_completion_datasets_train(trained_model_dir, tokenizer, tmp_path):
-    """Issue 14 item 2: raw `text` and trl's prompt/completion datasets are tokenised by the trainer."""
+    """raw `text` and trl's prompt/completion datasets are tokenised by the trainer."""
     import datasets
 
     text = datasets.Dataset.from_dict({"text": make_documents(6, seed=4)})
@@ -349,7 +349,7 @@ def test_raw_text_and_prompt_completion_datasets_train(trained_model_dir, tokeni
 
 
 def test_evaluation_only_use_needs_no_forget_set(trained_model_dir, forget_data, tokenizer, tmp_path):
-    """Issue 14 item 3: `trainer.evaluate()` without a forget set works; `train()` then asks for one."""
+    """`trainer.evaluate()` without a forget set works; `train()` then asks for one."""
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     trainer = get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), processing_class=tokenizer,
                                eval_dataset=forget_data)
@@ -359,7 +359,7 @@ def test_evaluation_only_use_needs_no_forget_set(trained_model_dir, forget_data,
 
 
 def test_examples_longer_than_the_models_positions_are_refused(tokenizer, forget_data, tmp_path):
-    """Issue 10 item 9, through the public API too: a Llama with 16 positions and 32-token chunks trained silently."""
+    """Through the public API too: a Llama with 16 positions and 32-token chunks trained silently."""
     from hf_unlearn.testing import build_llama
 
     model = build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2, max_position_embeddings=16)

@@ -5,6 +5,7 @@ import os
 from hf_unlearn.callbacks import EvalRecord
 from hf_unlearn.scripts.demo import (
     DESCENT_RETAIN,
+    UNSEEN_TARGETS,
     FORGET_MODULES,
     RETAIN_MODULES,
     default_splits,
@@ -16,19 +17,22 @@ from hf_unlearn.scripts.demo import (
 
 def test_default_splits_are_full_chunks_of_disjoint_sources(tokenizer):
     splits = default_splits(tokenizer, max_length=32)
-    assert set(splits) == {"forget", "retain", "approximate", DESCENT_RETAIN}
+    assert set(splits) == {"forget", "retain", "approximate", DESCENT_RETAIN, UNSEEN_TARGETS}
     for name, data in splits.items():
-        assert len(data) == 16, name
+        assert len(data) == (32 if name == UNSEEN_TARGETS else 16), name
         assert all(len(ids) == 32 for ids in data["input_ids"]), name
     assert not set(FORGET_MODULES) & set(RETAIN_MODULES)
-    # The unseen set is a frozen, checksummed snapshot of this package's November 2026 source (issue 14 item 7: the
-    # live source made the demo's numbers drift with every code change).
+    # The chunks that give unseen_match its targets are not the attacks' non-members.
+    evaluated = {tuple(ids) for ids in splits["approximate"]["input_ids"]}
+    assert not evaluated & {tuple(ids) for ids in splits[UNSEEN_TARGETS]["input_ids"]}
+    # The unseen set is a frozen, checksummed snapshot of this package's November 2026 source (the live source would
+    # move the demo's numbers with every code change).
     texts = unseen_texts()
     assert len(texts) == 72 and any("class UnlearningTrainer" in text for text in texts)
 
 
 def test_held_out_retain_chunks_are_disjoint_from_the_descent_chunks(tokenizer):
-    """Issue 14 item 7: the reported retain NLL is measured on retain chunks the job does not descend on (same
+    """The reported retain NLL is measured on retain chunks the job does not descend on (same
     modules, a fixed seeded selection), not on its training data."""
     descent, heldout = retain_selection(100, 16, 16)
     assert len(descent) == len(heldout) == 16 and not set(descent) & set(heldout)
@@ -188,10 +192,11 @@ def test_default_job_runs_from_the_packaged_config(tokenizer, tmp_path, monkeypa
     assert "forget NLL (to unlearn)" in out and "verbatim continuation of a forget chunk" in out
     assert "LOSS attack AUC" in out and "strongest: " in out and "of 21 attacks" in out
     assert result["after"].step == 1 and (tmp_path / "out" / "model.safetensors").exists()
-    # The model card has every attack's AUC with its interval (numbers only).
+    # The model card has the membership verdict word, never a forget-set statistic (an AUC or NLL of it).
     card = (tmp_path / "out" / "README.md").read_text()
-    for name in ("eval_mia_auc_loss", "eval_mia_auc_min_k_20_low", "eval_mia_auc_min_k_plus_plus_100_high"):
-        assert name in card, name
+    assert "membership" in card
+    for name in ("eval_mia_auc_loss", "eval_mia_auc_min_k_20_low", "eval_forget_nll"):
+        assert name not in card, name
 
 
 def test_gguf_parts_are_assembled_in_order_and_checked(tmp_path, monkeypatch):

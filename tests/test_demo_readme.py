@@ -1,4 +1,4 @@
-"""The README's main-job table is what the main job prints (issue 14 item 7).
+"""The README's main-job table is what the main job prints.
 
 Runs the real embedded default job (SmolLM2-135M-Instruct from PyPI, converted once into the hf_unlearn cache; ~2
 min on 2 cores after that), so it is marked `demo` and is not part of CI: run it with `pytest -m demo`. The job is

@@ -1,4 +1,4 @@
-"""The unlearning metrics as `evaluate` modules (issue 14, item 9): each loads offline by path from the package
+"""The unlearning metrics as `evaluate` modules: each loads offline by path from the package
 (`evaluate.load(metric_path(name))`) and returns what the `hf_unlearn.evaluation` function returns.
 
 Every module and data file `evaluate` writes goes under the test's tmp_path (its module cache and metric cache are

@@ -543,7 +543,7 @@ def test_cuda_scores_match_cpu():
     assert [len(c) for c in continuations] == [4] * 6
 
 
-# ---------------------------------------------------------------------------- regressions (issues 9 and 10)
+# ---------------------------------------------------------------------------- regressions
 
 
 def test_tofu_model_utility_needs_all_nine_values():
@@ -613,7 +613,7 @@ def test_examples_without_targets_are_excluded_from_membership_inference():
 
 
 def test_auc_and_tpr_are_nan_for_nan_scores_and_rank_infinities():
-    """Issue 10 item 6: a nan score (a model that blew up) makes the AUC and TPR undefined (nan), not an
+    """a nan score (a model that blew up) makes the AUC and TPR undefined (nan), not an
     exception; +-inf are ordered values: members [inf, 1] vs non-members [0, -inf] are perfectly separated
     (AUC 1, TPR 1 at FPR 0 <= 50%)."""
     assert math.isnan(metrics.roc_auc([math.nan, 1.0], [0.0, 0.5]))
@@ -623,7 +623,7 @@ def test_auc_and_tpr_are_nan_for_nan_scores_and_rank_infinities():
 
 
 def test_nan_model_evaluates_to_nan_without_crashing(tiny_model, tokenizer, forget_data, retain_data):
-    """Issue 10 item 6: every weight nan. The evaluation reports nan NLLs and nan AUCs instead of crashing in the
+    """every weight nan. The evaluation reports nan NLLs and nan AUCs instead of crashing in the
     AUC computation."""
     from hf_unlearn.evaluation import evaluate_model
 

@@ -1,4 +1,4 @@
-"""The field's methods (issue 11): hand-derived golden values, training behaviour, RMU's frozen parameters.
+"""The field's methods: hand-derived golden values, training behaviour, RMU's frozen parameters.
 
 Golden values use the bigram model of tests/test_methods.py: P(next | current = c) = softmax(W[c]) with
 

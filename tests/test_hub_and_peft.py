@@ -37,7 +37,7 @@ def test_model_card_records_the_unlearning_without_the_text(trained_model_dir, s
         assert expected in card, expected
     # The forget side stays local: its NLL and token count would let a reader test a guessed text.
     assert "forget_nll" not in card and "3.5" not in card and f"| {tokens} |" not in card
-    # Counts only: no digest of the data, which would let a reader confirm a guessed secret (issue 10 item 2).
+    # Counts only: no digest of the data, which would let a reader confirm a guessed secret.
     import re
 
     assert not re.search(r"[0-9a-f]{32,}", card), "a hex digest is on the card"
@@ -132,7 +132,7 @@ def test_merge_and_save(trained_model_dir, forget_data, tokenizer, tmp_path):
 
 def test_push_uploads_the_final_model_once_and_nothing_else(tiny_model, forget_data, tokenizer, tmp_path, hub):
     """Checkpoints are never pushed (whatever hub_strategy), saving best/ does not push, save_model() pushes once,
-    and the upload holds the model, tokenizer, configs and card only (issue 10 items 3 and 4)."""
+    and the upload holds the model, tokenizer, configs and card only."""
     import fnmatch
 
     args = unlearning_args("ga", tmp_path, max_steps=2, push_to_hub=True, hub_model_id="me/unlearned",

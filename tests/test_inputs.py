@@ -175,7 +175,7 @@ def test_compute_loss_func_is_refused(tiny_model, forget_data, tokenizer, tmp_pa
                               processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0)
 
 
-# ------------------------------------------------------------------ issue 10 item 9: values where one is expected
+# ------------------------------------------------------------------ values where one is expected
 
 
 def test_yaml_list_where_one_value_is_expected(tmp_path):
@@ -213,7 +213,7 @@ def test_every_default_is_a_valid_single_value():
     assert {"forget_data", "max_retain_nll_increase"} <= set(scalar_fields(ScriptArguments))
 
 
-# ------------------------------------------------------------------ issue 10 item 9: data files
+# ------------------------------------------------------------------ data files
 
 
 def test_empty_jsonl(tokenizer, tmp_path):

@@ -1,4 +1,4 @@
-"""Issue 10's acceptance test: unlearning a secret must not leak it anywhere.
+"""The acceptance test of privacy: unlearning a secret must not leak it anywhere.
 
 A tiny Llama is made to memorise a synthetic secret, then every registered method unlearns it, through the public
 API (`trainer.train(); trainer.save_model()` with `push_to_hub`) and through the recipe's `main` (with `save_best`,

@@ -1,5 +1,5 @@
-"""`--help` of every script and CLI sub-command exits 0 and lists the options (issue 14 item 1), and the scripts
-run as modules (`python -m`, `accelerate launch -m`) from any folder (issue 14 item 6)."""
+"""`--help` of every script and CLI sub-command exits 0 and lists the options, and the scripts
+run as modules (`python -m`, `accelerate launch -m`) from any folder."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_train_runs_the_packaged_script_not_a_recipes_file(monkeypatch):
 @pytest.mark.slow
 def test_wheel_ships_the_scripts_and_the_default_config(tmp_path):
     """A wheel built from the repository holds hf_unlearn.scripts and the default job's YAML; installed elsewhere, the
-    scripts run from an unrelated folder without recipes/ (issue 14 item 6)."""
+    scripts run from an unrelated folder without recipes/."""
     import shutil
 
     source = tmp_path / "source"  # a copy: building in the repository would leave build/ and *.egg-info there

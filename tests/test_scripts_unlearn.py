@@ -1,6 +1,6 @@
 """The unlearning script (`hf_unlearn.scripts.unlearn`) fails safe: blow-ups, resumes, output folders, bad input.
 
-Issue 10 items 6-9 and issue 14 item 8. Each run is a tiny Llama on a few JSONL documents (seconds).
+Each run is a tiny Llama on a few JSONL documents (seconds).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def test_resume_without_the_first_runs_record_is_refused(trained_model_dir, data
     assert "unlearning_start.json" in capfd.readouterr().err
 
 
-# ------------------------------------------------------------------ issue 15: attacks and the stopping rule
+# ------------------------------------------------------------------ attacks and the stopping rule
 
 
 def recording_callback(monkeypatch):
@@ -176,7 +176,7 @@ def test_non_empty_output_dir_is_refused_then_overwritten_when_told(trained_mode
     assert (out / "model.safetensors").exists()
 
 
-# ------------------------------------------------------------------ item 9 and issue 14 item 8: user errors
+# ------------------------------------------------------------------ user errors
 
 
 def test_missing_model_folder_is_one_line_exit_2_and_debug_shows_the_traceback(data, tmp_path, capfd):
@@ -268,7 +268,7 @@ def test_evaluate_script_missing_model_folder_is_one_line_exit_2(data, tmp_path,
     assert exit_info.value.code == 2 and "does not exist" in err and "Traceback" not in err
 
 
-# ------------------------------------------------------------------ issue 14 item 4: trl's ModelConfig
+# ------------------------------------------------------------------ trl's ModelConfig
 
 
 def test_script_arguments_combine_with_trl_model_config():
