@@ -52,11 +52,20 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 LLAMA_2_7B = dict(
-    hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, intermediate_size=11008,
+    hidden_size=4096,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    intermediate_size=11008,
     vocab_size=32000,
 )
 TINY = dict(
-    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=256, vocab_size=512
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=256,
+    vocab_size=512,
 )
 GIB = 2**30
 
@@ -70,11 +79,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grad-accum", type=int, default=4, help="micro-batches per optimizer step")
     parser.add_argument("--ga-steps", type=int, default=3, help="timed GA steps (after 1 warm-up step)")
     parser.add_argument("--kl-steps", type=int, default=3, help="timed GA + KL steps (after 1 warm-up step)")
-    parser.add_argument("--layers", type=int, default=None, help="override the number of layers (e.g. if CPU RAM is short)")
-    parser.add_argument("--no-offload", action="store_true", help="keep the optimizer on the accelerator (small models)")
-    parser.add_argument("--setting", choices=("zero3", "single"), default="zero3",
-                        help="zero3: ZeRO-3 + CPU optimizer offload (GA, GA + KL); single: one GPU, no offload, chunked "
-                             "losses (plain step, GA, GA + KL, NPO)")
+    parser.add_argument(
+        "--layers", type=int, default=None, help="override the number of layers (e.g. if CPU RAM is short)"
+    )
+    parser.add_argument(
+        "--no-offload", action="store_true", help="keep the optimizer on the accelerator (small models)"
+    )
+    parser.add_argument(
+        "--setting",
+        choices=("zero3", "single"),
+        default="zero3",
+        help="zero3: ZeRO-3 + CPU optimizer offload (GA, GA + KL); single: one GPU, no offload, chunked "
+        "losses (plain step, GA, GA + KL, NPO)",
+    )
     parser.add_argument("--steps", type=int, default=2, help="single: timed steps per phase (after 1 warm-up step)")
     parser.add_argument("--optim8bit", action="store_true", help="single: bitsandbytes 8-bit AdamW (if importable)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="single: the GPU's peak bf16 TFLOP/s (MFU)")
@@ -210,8 +227,13 @@ class Phases(TrainerCallback):
         step = state.global_step
         name, warmup = self.phase_of_step[step]
         seconds = now - self.last + sum(self.substeps)
-        record = {"step": step, "warmup": warmup, "seconds": round(seconds, 3),
-                  "micro_batch_seconds": [round(s, 3) for s in self.substeps], **gpu_memory()}
+        record = {
+            "step": step,
+            "warmup": warmup,
+            "seconds": round(seconds, 3),
+            "micro_batch_seconds": [round(s, 3) for s in self.substeps],
+            **gpu_memory(),
+        }
         self.substeps, self.last = [], now
         phase = self.report.data["phases"].setdefault(name, {"steps": []})
         phase["steps"].append(record)
@@ -244,12 +266,11 @@ class Phases(TrainerCallback):
 
 
 def run(options: argparse.Namespace, report: Report) -> None:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     import deepspeed
     import transformers
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from hf_unlearn import get_method, run_plan
+    from hf_unlearn import get_method
     from hf_unlearn.distributed import setup_distributed
 
     shape = dict(TINY if options.tiny else LLAMA_2_7B)
@@ -258,9 +279,17 @@ def run(options: argparse.Namespace, report: Report) -> None:
     offload = not options.no_offload
     report.update(
         status="setup",
-        device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or 'unknown'})",
-        versions={"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-                  "deepspeed": deepspeed.__version__, "cuda": torch.version.cuda, "cpu_threads": torch.get_num_threads()},
+        device=torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"cpu ({platform.processor() or 'unknown'})",
+        versions={
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "deepspeed": deepspeed.__version__,
+            "cuda": torch.version.cuda,
+            "cpu_threads": torch.get_num_threads(),
+        },
     )
     report.data["setup_seconds"]["imports"] = round(time.time() - START, 1)
 
@@ -275,28 +304,52 @@ def run(options: argparse.Namespace, report: Report) -> None:
     max_steps = sum(count for _, count in plan)
     with tempfile.TemporaryDirectory() as scratch:
         args = cls.config_class(
-            output_dir=scratch, max_steps=max_steps, per_device_train_batch_size=options.micro_batch,
-            gradient_accumulation_steps=options.grad_accum, learning_rate=2e-5, lr_scheduler_type="constant",
-            warmup_steps=0, bf16=True, activation_checkpointing=True, deepspeed=deepspeed_config(offload, cpu_adam_error),
-            retain_weight=0.0, logging_steps=1, save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
-            dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
+            output_dir=scratch,
+            max_steps=max_steps,
+            per_device_train_batch_size=options.micro_batch,
+            gradient_accumulation_steps=options.grad_accum,
+            learning_rate=2e-5,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            bf16=True,
+            activation_checkpointing=True,
+            deepspeed=deepspeed_config(offload, cpu_adam_error),
+            retain_weight=0.0,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=0,
+            disable_tqdm=True,
+            dataloader_drop_last=True,
+            use_cpu=not torch.cuda.is_available(),
         )
         setup_distributed(args)
         processes = args.world_size
         forget_tokens = options.micro_batch * options.grad_accum * processes * options.seq_len
         report.update(
             model={**shape, "parameters": None, "dtype": "bfloat16", "activation_checkpointing": True},
-            batch={"seq_len": options.seq_len, "micro_batch": options.micro_batch, "grad_accum": options.grad_accum,
-                   "processes": processes, "forget_tokens_per_step": forget_tokens,
-                   "arithmetic": f"{options.micro_batch} x {options.grad_accum} x {processes} x {options.seq_len} = "
-                                 f"{forget_tokens:,} forget tokens per step (+ as many retain tokens in GA + KL)"},
+            batch={
+                "seq_len": options.seq_len,
+                "micro_batch": options.micro_batch,
+                "grad_accum": options.grad_accum,
+                "processes": processes,
+                "forget_tokens_per_step": forget_tokens,
+                "arithmetic": f"{options.micro_batch} x {options.grad_accum} x {processes} x {options.seq_len} = "
+                f"{forget_tokens:,} forget tokens per step (+ as many retain tokens in GA + KL)",
+            },
             deepspeed_zero=args.hf_deepspeed_config.config["zero_optimization"],
         )
 
         # Both models are built partitioned (ZeRO-3 is active once `args` exists), from the same seed: the reference
         # starts equal to the policy, as in a real run.
-        config = LlamaConfig(**shape, max_position_embeddings=max(4096, options.seq_len), pad_token_id=0, bos_token_id=1,
-                             eos_token_id=2, tie_word_embeddings=False)
+        config = LlamaConfig(
+            **shape,
+            max_position_embeddings=max(4096, options.seq_len),
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        )
         start = time.time()
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -311,8 +364,9 @@ def run(options: argparse.Namespace, report: Report) -> None:
         retain = random_sequences(count, options.seq_len, shape["vocab_size"], seed=2)
         trainer_ref: dict = {}
         phases = Phases(trainer_ref, report, plan, {"forget": forget_tokens})
-        trainer = cls(model=model, args=args, train_dataset=forget, retain_dataset=retain, ref_model=reference,
-                      callbacks=[phases])
+        trainer = cls(
+            model=model, args=args, train_dataset=forget, retain_dataset=retain, ref_model=reference, callbacks=[phases]
+        )
         trainer_ref["trainer"] = trainer
         synchronize()
         report.data["setup_seconds"]["build_reference_and_trainer"] = round(time.time() - start, 1)
@@ -330,8 +384,11 @@ def run(options: argparse.Namespace, report: Report) -> None:
         trainer.train()
         report.update(
             status="done",
-            losses=[{k: h[k] for k in ("step", "loss", "forget_nll", "retain_loss") if k in h}
-                    for h in trainer.state.log_history if "loss" in h],
+            losses=[
+                {k: h[k] for k in ("step", "loss", "forget_nll", "retain_loss") if k in h}
+                for h in trainer.state.log_history
+                if "loss" in h
+            ],
         )
 
 
@@ -360,16 +417,33 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
             optim_note = "8-bit AdamW skipped: bitsandbytes is not importable (or no GPU); torch AdamW used"
             print(optim_note, flush=True)
     dtype = torch.bfloat16 if cuda else torch.float32
-    config = LlamaConfig(**shape, max_position_embeddings=max(4096, options.seq_len), pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2, tie_word_embeddings=False)
+    config = LlamaConfig(
+        **shape,
+        max_position_embeddings=max(4096, options.seq_len),
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
     tokens_per_step = options.micro_batch * options.grad_accum * options.seq_len
     report.update(
-        setting="single", status="setup", optimizer=optim, optimizer_note=optim_note,
+        setting="single",
+        status="setup",
+        optimizer=optim,
+        optimizer_note=optim_note,
         device=torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or 'unknown'})",
-        versions={"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__},
+        versions={
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
         model={**shape, "dtype": str(dtype).removeprefix("torch."), "activation_checkpointing": True},
-        batch={"seq_len": options.seq_len, "micro_batch": options.micro_batch, "grad_accum": options.grad_accum,
-               "forget_tokens_per_step": tokens_per_step},
+        batch={
+            "seq_len": options.seq_len,
+            "micro_batch": options.micro_batch,
+            "grad_accum": options.grad_accum,
+            "forget_tokens_per_step": tokens_per_step,
+        },
     )
     steps = 1 + options.steps
     count = options.micro_batch * options.grad_accum * steps
@@ -399,17 +473,32 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
         model = build()
         parameters = sum(p.numel() for p in model.parameters())
         values = dict(
-            output_dir=tempfile.mkdtemp(prefix=f"gpu_single_{phase}_"), max_steps=steps,
-            per_device_train_batch_size=options.micro_batch, gradient_accumulation_steps=options.grad_accum,
-            learning_rate=2e-5, lr_scheduler_type="constant", warmup_steps=0, optim=optim,
-            gradient_checkpointing=True, logging_steps=1, save_strategy="no", report_to="none", seed=0,
-            disable_tqdm=True, use_cpu=not cuda,
+            output_dir=tempfile.mkdtemp(prefix=f"gpu_single_{phase}_"),
+            max_steps=steps,
+            per_device_train_batch_size=options.micro_batch,
+            gradient_accumulation_steps=options.grad_accum,
+            learning_rate=2e-5,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            optim=optim,
+            gradient_checkpointing=True,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=0,
+            disable_tqdm=True,
+            use_cpu=not cuda,
         )
         timer = Timer()
         reference = None
         if phase == "plain":
-            trainer = Trainer(model=model, args=TrainingArguments(**values), train_dataset=forget,
-                              data_collator=UnlearningCollator(0), callbacks=[timer])
+            trainer = Trainer(
+                model=model,
+                args=TrainingArguments(**values),
+                train_dataset=forget,
+                data_collator=UnlearningCollator(0),
+                callbacks=[timer],
+            )
             trained, no_grad = 1, 0
         else:
             cls = get_method(phase)
@@ -418,9 +507,11 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
             plan = run_plan(args, cls)
             kwargs = {"retain_dataset": retain} if plan.uses_retain_data else {}
             reference = build() if plan.reference != "no" else None
-            for p in (reference.parameters() if reference is not None else ()):
+            for p in reference.parameters() if reference is not None else ():
                 p.requires_grad_(False)
-            trainer = cls(model=model, args=args, train_dataset=forget, ref_model=reference, callbacks=[timer], **kwargs)
+            trainer = cls(
+                model=model, args=args, train_dataset=forget, ref_model=reference, callbacks=[timer], **kwargs
+            )
             if phase == "npo":
                 reference = None  # released after the precomputation
             trained = 2 if plan.uses_retain_data else 1
@@ -432,7 +523,8 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
         mean = statistics.mean(timed)
         flops = (6 * trained + 2 * no_grad) * parameters * tokens_per_step
         entry = {
-            "step_seconds": [round(t, 4) for t in timer.marks], "mean_step_seconds": round(mean, 4),
+            "step_seconds": [round(t, 4) for t in timer.marks],
+            "mean_step_seconds": round(mean, 4),
             "forget_tokens_per_s": round(tokens_per_step / mean, 1),
             "model_flops_per_step": flops,
             "mfu": round(flops / mean / (options.peak_tflops * 1e12), 4) if cuda else None,
@@ -457,10 +549,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_single(options, report) if options.setting == "single" else run(options, report)
     except BaseException as error:
-        report.update(status=f"failed: {type(error).__name__}: {error}"[:2000], traceback=traceback.format_exc()[-6000:])
+        report.update(
+            status=f"failed: {type(error).__name__}: {error}"[:2000], traceback=traceback.format_exc()[-6000:]
+        )
         raise
     if report.rank0:
-        summary = {name: {k: v for k, v in phase.items() if k != "steps"} for name, phase in report.data["phases"].items()}
+        summary = {
+            name: {k: v for k, v in phase.items() if k != "steps"} for name, phase in report.data["phases"].items()
+        }
         data = report.data
         print(json.dumps({"setup_seconds": data["setup_seconds"], "phases": summary, "host": data["host"]}, indent=1))
 

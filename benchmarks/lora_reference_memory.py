@@ -43,18 +43,34 @@ def worker(mode: str, model_dir: str) -> dict:
     rows = [torch.randint(3, vocab, (256,)).tolist() for _ in range(16)]
     data = [{"input_ids": r, "attention_mask": [1] * 256, "labels": r} for r in rows]
     cls = get_method("ga_kl")
-    args = cls.config_class(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, max_steps=3, report_to="none",
-                            use_cpu=True, save_strategy="no", logging_steps=1, warmup_steps=0)
+    args = cls.config_class(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        warmup_steps=0,
+    )
     before = rss_mb()
     with open("/proc/self/clear_refs", "w") as handle:  # reset the high-water mark
         handle.write("5")
-    trainer = cls(model=model, args=args, train_dataset=data, retain_dataset=data,
-                  peft_config=LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
-                  ref_model=model_dir if mode == "second_copy" else None)
+    trainer = cls(
+        model=model,
+        args=args,
+        train_dataset=data,
+        retain_dataset=data,
+        peft_config=LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        ref_model=model_dir if mode == "second_copy" else None,
+    )
     trainer.train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mode": mode, "peak_over_baseline_mb": round(peak - before, 1),
-            "reference_loaded": trainer.ref_model is not None}
+    return {
+        "mode": mode,
+        "peak_over_baseline_mb": round(peak - before, 1),
+        "reference_loaded": trainer.ref_model is not None,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,14 +91,18 @@ def main(argv: list[str] | None = None) -> None:
         model.save_pretrained(model_dir)
         results = []
         for mode in ("adapter_disabled", "second_copy"):
-            out = subprocess.run([sys.executable, __file__, "--worker", mode, model_dir], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", mode, model_dir], capture_output=True, text=True, check=True
+            )
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     saved = results[1]["peak_over_baseline_mb"] - results[0]["peak_over_baseline_mb"]
     report = {
         "command": "python benchmarks/lora_reference_memory.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-        "model_parameters": params, "model_fp32_mb": round(params * 4 / 2**20, 1),
-        "results": results, "saved_mb": round(saved, 1),
+        "model_parameters": params,
+        "model_fp32_mb": round(params * 4 / 2**20, 1),
+        "results": results,
+        "saved_mb": round(saved, 1),
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "lora_reference_memory.json"), "w") as handle:

@@ -122,6 +122,7 @@ MMAP_THRESHOLD = 65536  # bytes; glibc malloc setting of the memory pass
 # it times. Every configuration of that method (variants included) reads the cache it fills.
 PRECOMPUTES = {"adversarial_precompute": "adversarial", "npo_precompute": "npo"}
 
+
 # Inherent cost of each configuration: (forward/backward passes per step, no-grad forwards per step).
 def inherent_cost(name: str) -> tuple[int, int]:
     """(forward/backward passes, no-grad forwards) of one optimizer step of `name` (a registered method or a
@@ -135,7 +136,6 @@ def inherent_cost(name: str) -> tuple[int, int]:
     method, overrides = VARIANTS.get(name, (name, {}))
     plan = run_plan(SimpleNamespace(**overrides), get_method(method))  # fields it lacks: the method's defaults
     return 1 + int(plan.needs_retain_data), int(plan.needs_reference)
-
 
 
 # Benchmark configurations that are not a registered method as-is: name -> (method, config overrides).
@@ -178,7 +178,8 @@ def overrides(config: str, cfg: dict) -> tuple[str, dict]:
     if method == "rmu":  # WMDP's layer 7 of 32 does not exist here: the middle layer, it and the one below train
         layer = cfg["layers"] // 2
         values.update(
-            rmu_layer=layer, rmu_trainable_params=rf"layers\.({layer - 1}|{layer})\.mlp\.down_proj\.weight",
+            rmu_layer=layer,
+            rmu_trainable_params=rf"layers\.({layer - 1}|{layer})\.mlp\.down_proj\.weight",
             retain_weight=1.0,
         )
     return method, values
@@ -198,13 +199,36 @@ def precompute_of(config: str) -> str | None:
 # tokenizer of 128k entries cannot be trained on 4 MB of text, so the large-vocabulary case keeps the 16k tokenizer
 # and gives the model 128k output rows (a padded vocabulary, as many checkpoints have): the logits, and so the
 # losses' memory and time, are those of a 128k vocabulary.
-FULL = dict(hidden=320, layers=4, heads=5, vocab=16384, seq_len=256, batch=4, warmup=2, steps=6, rounds=2, threads=1,
-            model_vocab=0)
-QUICK = dict(hidden=32, layers=2, heads=2, vocab=300, seq_len=32, batch=2, warmup=1, steps=1, rounds=1, threads=1,
-             model_vocab=0)
+FULL = dict(
+    hidden=320,
+    layers=4,
+    heads=5,
+    vocab=16384,
+    seq_len=256,
+    batch=4,
+    warmup=2,
+    steps=6,
+    rounds=2,
+    threads=1,
+    model_vocab=0,
+)
+QUICK = dict(
+    hidden=32, layers=2, heads=2, vocab=300, seq_len=32, batch=2, warmup=1, steps=1, rounds=1, threads=1, model_vocab=0
+)
 # The large-vocabulary case: memory only, every method with chunked losses and with full logits.
-LARGE = dict(hidden=64, layers=2, heads=2, vocab=16384, seq_len=1024, batch=1, warmup=1, steps=1, rounds=1, threads=1,
-             model_vocab=131072)
+LARGE = dict(
+    hidden=64,
+    layers=2,
+    heads=2,
+    vocab=16384,
+    seq_len=1024,
+    batch=1,
+    warmup=1,
+    steps=1,
+    rounds=1,
+    threads=1,
+    model_vocab=131072,
+)
 LARGE_QUICK = dict(QUICK, seq_len=64, model_vocab=4096)
 
 
@@ -283,7 +307,6 @@ def _corpus(quick: bool, seed: int = 0) -> tuple[list[str], str]:
 
 def setup(workdir: str, cfg: dict, quick: bool) -> dict:
     """Tokenizer, model checkpoint and forget / retain chunks, saved under `workdir` for the workers."""
-    import datasets
 
     from hf_unlearn import chunk_documents
     from hf_unlearn.testing import build_llama, build_tokenizer
@@ -305,8 +328,13 @@ def setup(workdir: str, cfg: dict, quick: bool) -> dict:
     chunks = chunks.shuffle(seed=0)
     chunks.select(range(n)).save_to_disk(os.path.join(workdir, "forget"))
     chunks.select(range(n, 2 * n)).save_to_disk(os.path.join(workdir, "retain"))
-    return {"corpus": corpus, "parameters": params, "vocab_size": vocab, "tokenizer_vocab_size": len(tokenizer),
-            "examples_per_set": n}
+    return {
+        "corpus": corpus,
+        "parameters": params,
+        "vocab_size": vocab,
+        "tokenizer_vocab_size": len(tokenizer),
+        "examples_per_set": n,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- worker (child)
@@ -585,15 +613,17 @@ def comparisons(summary: dict) -> list[dict]:
             a, b = summary[name], summary[ref]
             time_ratio = a["step_s"] / b["step_s"]
             memory_ratio = a["peak_over_baseline_mb"] / b["peak_over_baseline_mb"]
-            out.append({
-                "config": name,
-                "reference": ref,
-                "time_ratio": time_ratio,
-                "wall_best_time_ratio": a["wall_best_step_s"] / b["wall_best_step_s"],
-                "memory_ratio": memory_ratio,
-                "time_within_target": time_ratio <= TIME_TOLERANCE,
-                "memory_within_target": memory_ratio <= MEMORY_TOLERANCE,
-            })
+            out.append(
+                {
+                    "config": name,
+                    "reference": ref,
+                    "time_ratio": time_ratio,
+                    "wall_best_time_ratio": a["wall_best_step_s"] / b["wall_best_step_s"],
+                    "memory_ratio": memory_ratio,
+                    "time_within_target": time_ratio <= TIME_TOLERANCE,
+                    "memory_within_target": memory_ratio <= MEMORY_TOLERANCE,
+                }
+            )
     return out
 
 
@@ -604,7 +634,14 @@ def markdown(report: dict) -> str:
     lines = [
         "# Unlearning overhead vs a plain `transformers.Trainer` step",
         "",
-        *(["**Smoke run (--quick): tiny model, 2 steps, memory measured in the timed pass; the numbers mean nothing.**", ""] if report["quick"] else []),
+        *(
+            [
+                "**Smoke run (--quick): tiny model, 2 steps, memory measured in the timed pass; the numbers mean nothing.**",
+                "",
+            ]
+            if report["quick"]
+            else []
+        ),
         f"- Command: `{report['command']}`",
         f"- Date: {report['date']}; {info['cpu_model']}, {info['cpus_available']} CPUs available "
         f"({info['cpu_count']} logical); torch {info['torch']}, transformers {info['transformers']}, "
@@ -664,8 +701,10 @@ def markdown(report: dict) -> str:
             lines.append(f"- {name}: {note}.")
     pre_rows = [n for n in report["methods"] if "precompute_s" in s[n] and s[n]["method"] == n]
     if pre_rows:
-        what = {"adversarial": "adversarial targets (the original model's most likely wrong token at each position)",
-                "npo": "NPO's reference log-probabilities (one number per forget chunk)"}
+        what = {
+            "adversarial": "adversarial targets (the original model's most likely wrong token at each position)",
+            "npo": "NPO's reference log-probabilities (one number per forget chunk)",
+        }
         lines += [
             "",
             f"One-off precomputation before training ({setup_info['examples_per_set']} forget chunks; the trainer's "
@@ -711,7 +750,8 @@ def markdown(report: dict) -> str:
         n for n in report["methods"] if s[n]["time_within_target"] is False or s[n]["memory_within_target"] is False
     ]
     missed += [
-        f"{c['config']} vs {c['reference']}" for c in report.get("comparisons", [])
+        f"{c['config']} vs {c['reference']}"
+        for c in report.get("comparisons", [])
         if not (c["time_within_target"] and c["memory_within_target"])
     ]
     lines += ["", f"Missed targets: {', '.join(missed)}." if missed else "Every method is within its targets."]
@@ -725,7 +765,9 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
     from hf_unlearn import UnlearningConfig, list_methods
 
     python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(REPO) else sys.executable
-    command = " ".join(shlex.quote(a) for a in [python, os.path.relpath(os.path.abspath(__file__), REPO), *sys.argv[1:]])
+    command = " ".join(
+        shlex.quote(a) for a in [python, os.path.relpath(os.path.abspath(__file__), REPO), *sys.argv[1:]]
+    )
     info = machine_info()
     workdir = args.workdir or tempfile.mkdtemp(prefix="hf_unlearn_overhead_large_")
     os.makedirs(workdir, exist_ok=True)
@@ -733,10 +775,17 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
     try:
         setup_info = setup(workdir, cfg, args.quick)
         print(f"set-up: {setup_info}", flush=True)
-        env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-                   MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS=str(cfg["threads"]),
+            TOKENIZERS_PARALLELISM="false",
+            HF_HUB_OFFLINE="1",
+            MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD),
+        )
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-        order = [PLAIN] + [c for m in methods for c in (m, m + FULL_LOGITS) if not (m in VARIANTS and c.endswith(FULL_LOGITS))]
+        order = [PLAIN] + [
+            c for m in methods for c in (m, m + FULL_LOGITS) if not (m in VARIANTS and c.endswith(FULL_LOGITS))
+        ]
         runs = {name: run_config(name, "memory", workdir, cfg, env) for name in with_precompute(order)}
     finally:
         if args.workdir is None:
@@ -831,8 +880,18 @@ def with_precompute(sequence: list[str]) -> list[str]:
 def run_config(name: str, tag: str, workdir: str, cfg: dict, env: dict) -> dict:
     """Run one configuration in a fresh process; return its result."""
     result_path = os.path.join(workdir, f"{name}_{tag}.json")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--workdir", workdir, "--result", result_path,
-           "--cache-dir", os.path.join(workdir, f"cache_{tag}")]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        name,
+        "--workdir",
+        workdir,
+        "--result",
+        result_path,
+        "--cache-dir",
+        os.path.join(workdir, f"cache_{tag}"),
+    ]
     cmd += [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items() if k in FULL]
     start = time.perf_counter()
     log_path = os.path.join(workdir, f"{name}_{tag}.log")
@@ -860,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: tiny model, 2 steps, 1 round")
     parser.add_argument(
-        "--large-vocab", action="store_true",
+        "--large-vocab",
+        action="store_true",
         help="the large-vocabulary case: peak memory of every method with chunked losses and with full logits "
         "(vocab 128k, 1 x 1024 tokens, hidden 64); writes overhead_large_vocab.{json,md}",
     )

@@ -183,7 +183,9 @@ class StoppingCriteria:
         for name in ("max_target_ratio", "max_approximate_nll_ratio"):
             value = getattr(self, name)
             if value is not None and not value > 1:
-                raise ValueError(f"{name}={value} must be above 1 (a ratio to the start / target) or None to disable it.")
+                raise ValueError(
+                    f"{name}={value} must be above 1 (a ratio to the start / target) or None to disable it."
+                )
         for name in ("loss_auc_tolerance", "max_retain_nll_increase", "min_retain_nll_increase"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -211,13 +213,17 @@ class StoppingCriteria:
         if self.max_target_ratio is not None and target is not None:
             reference = max(target, start.nll[FORGET])  # a target below the start (e.g. 0: "stop at once") is no scale
             if forget > self.max_target_ratio * reference:
-                return (f"blow-up: forget NLL {forget:.4f} > {self.max_target_ratio} x {reference:.4f} (the target, or "
-                        "the start's forget NLL when higher): a destroyed model, not a target reached")
+                return (
+                    f"blow-up: forget NLL {forget:.4f} > {self.max_target_ratio} x {reference:.4f} (the target, or "
+                    "the start's forget NLL when higher): a destroyed model, not a target reached"
+                )
         ratio = self.max_approximate_nll_ratio
         if ratio is not None and APPROXIMATE in start.nll and APPROXIMATE in record.nll:
             if record.nll[APPROXIMATE] > ratio * start.nll[APPROXIMATE]:
-                return (f"blow-up: approximate (unseen) NLL {record.nll[APPROXIMATE]:.4f} > {ratio} x its start "
-                        f"{start.nll[APPROXIMATE]:.4f}")
+                return (
+                    f"blow-up: approximate (unseen) NLL {record.nll[APPROXIMATE]:.4f} > {ratio} x its start "
+                    f"{start.nll[APPROXIMATE]:.4f}"
+                )
         limit = self.retain_limit(start)
         if limit is not None and record.nll[RETAIN] > limit:
             return (
@@ -294,7 +300,11 @@ def resolve_attacks(attacks: Sequence[str] | str | None) -> tuple[str, ...] | No
 
 
 def attack_intervals(
-    members: ExampleScores, nonmembers: ExampleScores, names: Sequence[str], n_resamples: int, confidence: float,
+    members: ExampleScores,
+    nonmembers: ExampleScores,
+    names: Sequence[str],
+    n_resamples: int,
+    confidence: float,
     seed: int,
 ) -> dict[str, dict[str, float]]:
     """`{attack: {"auc", "auc_low", "auc_high"}}` of each named attack, members against non-members, from scores
@@ -438,7 +448,11 @@ class UnlearningEvalCallback(TrainerCallback):
             pad = getattr(trainer.processing_class, "pad_token_id", None) or 0
         scores: dict[str, ExampleScores] = {
             name: score_examples(
-                trainer.model_wrapped, dataset, pad, self.batch_size, accelerator=trainer.accelerator,
+                trainer.model_wrapped,
+                dataset,
+                pad,
+                self.batch_size,
+                accelerator=trainer.accelerator,
                 token_scores=self.attacks is not None and name in (FORGET, APPROXIMATE),  # same single forward pass
             )
             for name, dataset in self.splits.items()
@@ -460,7 +474,7 @@ class UnlearningEvalCallback(TrainerCallback):
         if skipped and self.trainer.is_world_process_zero():
             logger.warning(
                 f"Examples without any target token (all labels -100, or a single token) are left out of the "
-                f"evaluation: {skipped} (of {({name: len(split) for name, split in scores.items()})}). Drop them from "
+                f"evaluation: {skipped} (of { ({name: len(split) for name, split in scores.items()}) }). Drop them from "
                 "the data or lengthen them."
             )
 
@@ -492,7 +506,9 @@ class UnlearningEvalCallback(TrainerCallback):
         if state.global_step % self.eval_steps == 0 or state.global_step >= state.max_steps:
             self._record(self.evaluate(state.global_step), args, state, control)
 
-    def _record(self, record: EvalRecord, args: TrainingArguments, state: TrainerState, control: TrainerControl) -> None:
+    def _record(
+        self, record: EvalRecord, args: TrainingArguments, state: TrainerState, control: TrainerControl
+    ) -> None:
         self.history.append(record)
         logs = record.logs(self.prefix)
         if self.target is not None and record is self.start:

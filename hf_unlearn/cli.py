@@ -33,7 +33,11 @@ def accelerate_configs() -> dict[str, str]:
     folder = os.path.join(RECIPES, "accelerate")
     if not os.path.isdir(folder):
         return {}
-    return {name[: -len(".yaml")]: os.path.join(folder, name) for name in sorted(os.listdir(folder)) if name.endswith(".yaml")}
+    return {
+        name[: -len(".yaml")]: os.path.join(folder, name)
+        for name in sorted(os.listdir(folder))
+        if name.endswith(".yaml")
+    }
 
 
 def resolve_accelerate_config(name_or_path: str) -> str:
@@ -61,7 +65,9 @@ def list_methods_table() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hf-unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=COMMANDS)
     return parser
 
@@ -119,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         from .traces import main as traces_main
 
         return traces_main(rest)
-    descriptions = {"methods": "List the registered unlearning methods.", "accelerate-configs": "List the bundled accelerate configs."}
+    descriptions = {
+        "methods": "List the registered unlearning methods.",
+        "accelerate-configs": "List the bundled accelerate configs.",
+    }
     argparse.ArgumentParser(prog=f"hf-unlearn {command}", description=descriptions[command]).parse_args(rest)
     if command == "methods":
         print(list_methods_table())

@@ -21,7 +21,11 @@ from transformers import TrainingArguments
 
 def default_cache_dir(configured: str | None = None) -> str:
     """hf_unlearn's cache folder: `configured`, else $HF_UNLEARN_CACHE, else ~/.cache/hf_unlearn."""
-    return configured or os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
+    return (
+        configured
+        or os.environ.get("HF_UNLEARN_CACHE")
+        or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
+    )
 
 
 @dataclass
@@ -129,7 +133,9 @@ class UnlearningConfig(TrainingArguments):
     )
     loss_chunk_size: int = field(
         default=512,
-        metadata={"help": "Positions per chunk of the token-level losses (logits never materialised); 0 = full logits."},
+        metadata={
+            "help": "Positions per chunk of the token-level losses (logits never materialised); 0 = full logits."
+        },
     )
     backward_per_objective: bool = field(
         default=True,

@@ -60,7 +60,9 @@ def chunk_documents(
         documents = documents.filter(lambda row: bool(row[text_column].strip()))
         logger.warning("Skipped %d whitespace-only document(s) of %d.", blank, len(texts))
         if len(documents) == 0:
-            raise ValueError(f"All {len(texts)} documents are empty or whitespace; there is nothing to unlearn or keep.")
+            raise ValueError(
+                f"All {len(texts)} documents are empty or whitespace; there is nothing to unlearn or keep."
+            )
 
     def chunk(batch):
         ids = tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]
@@ -300,7 +302,9 @@ def build_examples(
     if data_format == "documents":
         examples = chunk_documents(source, tokenizer, max_length=max_length, text_column=text_column, split=split)
     elif data_format == "qa":
-        examples = build_qa_dataset(source, tokenizer, question_column, answer_column, max_length=max_length, split=split)
+        examples = build_qa_dataset(
+            source, tokenizer, question_column, answer_column, max_length=max_length, split=split
+        )
     else:
         raise ValueError(f"data_format={data_format!r} is unknown; use 'documents' or 'qa'.")
     if max_examples is not None:

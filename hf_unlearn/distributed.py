@@ -33,7 +33,9 @@ AUTO = "auto"
 
 def deepspeed_requested(args) -> bool:
     """Whether DeepSpeed is asked for, by `--deepspeed` or by `accelerate launch` with a DeepSpeed config."""
-    return bool(getattr(args, "deepspeed", None)) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return (
+        bool(getattr(args, "deepspeed", None)) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    )
 
 
 def started_by_launcher() -> bool:

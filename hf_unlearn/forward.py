@@ -246,11 +246,16 @@ def forward(
     layer_output: list[torch.Tensor] = []
     handles = []
     if layer is not None:
-        handles.append(decoder_layers(inner_module)[layer].register_forward_hook(
-            lambda module, args, output: layer_output.append(_last_hidden(output))))
+        handles.append(
+            decoder_layers(inner_module)[layer].register_forward_hook(
+                lambda module, args, output: layer_output.append(_last_hidden(output))
+            )
+        )
     if route is not None:
         kwargs["logits_to_keep"] = 1
-        handles.append(route[0].register_forward_hook(lambda module, args, output: captured.append(_last_hidden(output))))
+        handles.append(
+            route[0].register_forward_hook(lambda module, args, output: captured.append(_last_hidden(output)))
+        )
     try:
         output = model(**kwargs)
     finally:
@@ -264,7 +269,8 @@ def forward(
         return ForwardOutput(logits=None, hidden=hidden, token_logits=TokenLogits(final, route[1]))
     logger.warning(
         "%s: its final hidden states with its output embedding did not reproduce its logits; computing full "
-        "logits for this model class instead (more memory at large vocabularies).", inner.__name__,
+        "logits for this model class instead (more memory at large vocabularies).",
+        inner.__name__,
     )
     _MISMATCHED.add(inner)
     kwargs.pop("logits_to_keep")

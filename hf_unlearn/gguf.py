@@ -59,8 +59,12 @@ def read_gguf_vocabulary(path: str) -> GGUFVocabulary:
     tokens = list(value("tokenizer.ggml.tokens"))
     merges = value("tokenizer.ggml.merges")
     special_ids = {}
-    for name, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"),
-                      ("pad", "padding_token_id")):
+    for name, key in (
+        ("bos", "bos_token_id"),
+        ("eos", "eos_token_id"),
+        ("unk", "unknown_token_id"),
+        ("pad", "padding_token_id"),
+    ):
         token_id = value(f"tokenizer.ggml.{key}")
         if token_id is not None:
             special_ids[name] = int(token_id)
@@ -99,25 +103,36 @@ def build_sentencepiece_bpe(vocabulary: GGUFVocabulary) -> Tokenizer:
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
 
     if vocabulary.model != "llama":
-        raise ValueError(f"tokenizer.ggml.model={vocabulary.model!r}: only SentencePiece ('llama') vocabularies "
-                         "are rebuilt here; load this file's tokenizer with transformers.")
+        raise ValueError(
+            f"tokenizer.ggml.model={vocabulary.model!r}: only SentencePiece ('llama') vocabularies "
+            "are rebuilt here; load this file's tokenizer with transformers."
+        )
     tokens, types = vocabulary.tokens, vocabulary.token_types
     merges = vocabulary.merges if vocabulary.merges is not None else derive_merges(tokens, vocabulary.scores, types)
     unk = tokens[vocabulary.special_ids["unk"]] if "unk" in vocabulary.special_ids else None
-    bpe = models.BPE(vocab={token: index for index, token in enumerate(tokens)}, merges=merges, unk_token=unk,
-                     byte_fallback=True, fuse_unk=True)
+    bpe = models.BPE(
+        vocab={token: index for index, token in enumerate(tokens)},
+        merges=merges,
+        unk_token=unk,
+        byte_fallback=True,
+        fuse_unk=True,
+    )
     tokenizer = Tokenizer(bpe)
     replace = normalizers.Replace(" ", SPACE)
     prepend = [normalizers.Prepend(SPACE)] if vocabulary.add_space_prefix else []
     tokenizer.normalizer = normalizers.Sequence(prepend + [replace])
     tokenizer.pre_tokenizer = None  # SentencePiece: merges may cross spaces
     strip = [decoders.Strip(" ", 1, 0)] if vocabulary.add_space_prefix else []  # the prepended space
-    tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()] + strip)
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()] + strip
+    )
     # Control tokens are special; user-defined ones ("\n", runs of spaces) are matched whole, on the raw text.
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                  for t, kind in zip(tokens, types) if kind == CONTROL])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False)
-                          for t, kind in zip(tokens, types) if kind == USER_DEFINED])
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, kind in zip(tokens, types) if kind == CONTROL]
+    )
+    tokenizer.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t, kind in zip(tokens, types) if kind == USER_DEFINED]
+    )
     single, special = "$A", []
     for name, wanted, position in (("bos", vocabulary.add_bos, "start"), ("eos", vocabulary.add_eos, "end")):
         if wanted and name in vocabulary.special_ids:

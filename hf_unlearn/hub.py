@@ -46,8 +46,15 @@ class HubMixin:
         else:
             logger.info("Saved to %s without pushing: only the final model in output_dir is pushed.", output_dir)
 
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
-                    revision: str | None = None, private: bool | None = None, **kwargs):
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ):
         """Upload the unlearned model, its tokenizer, config(s), generation config and model card, in one commit.
 
         The files are staged in a fresh temporary folder (removed afterwards, also on failure) by
@@ -63,7 +70,9 @@ class HubMixin:
         model_name = kwargs.pop("model_name", None)
         self._remember_card_metadata(kwargs)
         if model_name is None:
-            model_name = (self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))).split("/")[-1]
+            model_name = (self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))).split(
+                "/"
+            )[-1]
         token = token if token is not None else self.args.hub_token
         if getattr(self, "hub_model_id", None) is None:
             self.init_hf_repo(token=token, private=private)
@@ -103,7 +112,16 @@ class HubMixin:
         self.write_model_card(output_dir or self.args.output_dir)
 
     # Metadata of `create_model_card` / `push_to_hub` that the card keeps (plain `Trainer` takes the same).
-    CARD_METADATA = ("language", "license", "tags", "finetuned_from", "tasks", "dataset_tags", "dataset", "dataset_args")
+    CARD_METADATA = (
+        "language",
+        "license",
+        "tags",
+        "finetuned_from",
+        "tasks",
+        "dataset_tags",
+        "dataset",
+        "dataset_args",
+    )
 
     def _remember_card_metadata(self, kwargs: dict) -> None:
         """Keep the card metadata given to `create_model_card` / `push_to_hub`, so every later card has it too."""
@@ -118,7 +136,9 @@ class HubMixin:
         prefix = kwargs.get("metric_key_prefix", args[2] if len(args) > 2 else "eval")
         dataset = kwargs.get("eval_dataset", args[0] if args else None)
         if not self._is_forget_data(dataset if dataset is not None else self.eval_dataset):
-            self.__dict__.setdefault("_evaluate_metrics", {})["evaluate" if prefix == "eval" else prefix] = dict(metrics or {})
+            self.__dict__.setdefault("_evaluate_metrics", {})["evaluate" if prefix == "eval" else prefix] = dict(
+                metrics or {}
+            )
         return metrics
 
     def _is_forget_data(self, dataset) -> bool:
@@ -137,7 +157,12 @@ class HubMixin:
             return
         from . import __version__
         from .model_card import (
-            _is_hub_id, build_model_card, card_hyperparameters, method_description, numeric_results, summarize_dataset,
+            _is_hub_id,
+            build_model_card,
+            card_hyperparameters,
+            method_description,
+            numeric_results,
+            summarize_dataset,
         )
         from .objectives import NO_RETAIN
         from .reference import policy_checkpoint
@@ -171,13 +196,22 @@ class HubMixin:
         card = build_model_card(
             method=self.method_name,
             paper_name=method_description(
-                type(self), self.forget_objective.name, self.retain_objective.name if self.retain_objective else NO_RETAIN
+                type(self),
+                self.forget_objective.name,
+                self.retain_objective.name if self.retain_objective else NO_RETAIN,
             ),
             # The first Hub id among: what the user named, the adapter's base, the checkpoint loaded from.
-            base_model=next((name for name in (given.get("finetuned_from"), base, policy_checkpoint(policy))
-                             if isinstance(name, str) and _is_hub_id(name)), None),
+            base_model=next(
+                (
+                    name
+                    for name in (given.get("finetuned_from"), base, policy_checkpoint(policy))
+                    if isinstance(name, str) and _is_hub_id(name)
+                ),
+                None,
+            ),
             hyperparameters=card_hyperparameters(
-                self.unlearning_args, retain,
+                self.unlearning_args,
+                retain,
                 tokenised_at_max_length=self.__dict__.get("_forget_tokenised_at_max_length", False),
             ),
             forget=forget,

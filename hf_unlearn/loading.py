@@ -18,7 +18,9 @@ import os
 from typing import Any
 
 # Field names an error may quote (hf_unlearn's own); any other is counted, never shown (it can be the text itself).
-NAMED_FIELDS = frozenset({"text", "question", "answer", "prompt", "completion", "input_ids", "attention_mask", "labels"})
+NAMED_FIELDS = frozenset(
+    {"text", "question", "answer", "prompt", "completion", "input_ids", "attention_mask", "labels"}
+)
 _FILE_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -48,7 +50,9 @@ def load_documents(source: Any, text_column: str = "text", split: str = "train")
     if len(dataset) == 0:
         raise ValueError(f"The data from {_describe(source)} is empty; the forget and retain sets need documents.")
     if text_column not in dataset.column_names:
-        raise ValueError(missing_field(source, dataset, text_column, "set `text_column` to the field that holds the text"))
+        raise ValueError(
+            missing_field(source, dataset, text_column, "set `text_column` to the field that holds the text")
+        )
     _check_texts(dataset[text_column], text_column, _describe(source))
     return dataset
 
@@ -85,8 +89,10 @@ def missing_field(source: Any, dataset, field: str, fix: str) -> str:
     """The error for records without `field`: where the first one is and how many fields it has, never their
     names (a JSON line whose only key is the text would be quoted)."""
     others = len(dataset.column_names)
-    return (f"The data from {_describe(source)} has no {field!r} field ({record_location(source, 0)} has {others} "
-            f"other field(s), not listed: a field name can be the text itself); {fix}.")
+    return (
+        f"The data from {_describe(source)} has no {field!r} field ({record_location(source, 0)} has {others} "
+        f"other field(s), not listed: a field name can be the text itself); {fix}."
+    )
 
 
 def _read_text(path: str) -> str:
@@ -183,7 +189,9 @@ def _read_file(path: str):
     try:
         table = pq.read_table(path)
     except Exception as error:  # pyarrow raises several types for a damaged or non-Parquet file
-        raise ValueError(f"Data file {path!r} is not a readable Parquet file ({type(error).__name__}); check it.") from None
+        raise ValueError(
+            f"Data file {path!r} is not a readable Parquet file ({type(error).__name__}); check it."
+        ) from None
     return datasets.Dataset(table)
 
 
@@ -230,7 +238,7 @@ def load_records(source: str, split: str = "train"):
 
 
 def looks_like_hub_id(source: str) -> bool:
-    """"org/name" or "org/name:config" in Hub id characters (what `datasets.load_dataset` takes from the Hub)."""
+    """ "org/name" or "org/name:config" in Hub id characters (what `datasets.load_dataset` takes from the Hub)."""
     import re
 
     return re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", source) is not None

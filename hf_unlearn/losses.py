@@ -169,7 +169,14 @@ class _SumWithGradient(torch.autograd.Function):
         for start in range(0, index.numel(), chunk_size):
             chunk_columns = [column[start : start + chunk_size] for column in columns]
             chunk_sums, differentiable = _SumWithGradient.chunk(
-                kernel, sources, which, flat, index[start : start + chunk_size], chunk_columns, params, grad_states,
+                kernel,
+                sources,
+                which,
+                flat,
+                index[start : start + chunk_size],
+                chunk_columns,
+                params,
+                grad_states,
                 grad_params,
             )
             sums = chunk_sums if sums is None else [a + b for a, b in zip(sums, chunk_sums)]
@@ -237,7 +244,9 @@ def _true_token_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
     return (F.cross_entropy(logits.float(), targets, reduction="none"),)
 
 
-def _substitute_nll(logits: torch.Tensor, substitute: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _substitute_nll(
+    logits: torch.Tensor, substitute: torch.Tensor, true: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-log p(substitute) (with gradient) and -log p(true) (detached) per position from one log-softmax; 0 where the
     respective target is -100."""
     log_probs = F.log_softmax(logits.float(), dim=-1)
@@ -266,7 +275,9 @@ def _most_likely_wrong(ref_logits: torch.Tensor, targets: torch.Tensor) -> tuple
     return (scores.argmax(dim=-1),)
 
 
-def _undial(ref_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _undial(
+    ref_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CE(softmax(z_ref - beta onehot(y)), p_theta) (with gradient) and -log p_theta(y) (detached), per position."""
     with torch.no_grad():
         adjusted = ref_logits.float().clone()
@@ -314,7 +325,6 @@ def count_positions(labels: torch.Tensor, attention_mask: torch.Tensor | None = 
     return positions.sum()
 
 
-
 LogitsLike = torch.Tensor | TokenLogits
 
 
@@ -324,7 +334,9 @@ def nll_sum(
     """Sum of next-token negative log-likelihoods over valid targets (float32), and their count."""
     targets = next_token_targets(labels, attention_mask)
     index = target_positions(targets)
-    (total,) = sum_positions(_true_token_nll, [as_token_logits(logits)], index, [targets.reshape(-1)[index]], chunk_size)
+    (total,) = sum_positions(
+        _true_token_nll, [as_token_logits(logits)], index, [targets.reshape(-1)[index]], chunk_size
+    )
     return total, index.new_tensor(index.numel())
 
 
@@ -447,7 +459,9 @@ def dpo_sum(logp_chosen, ref_chosen, logp_rejected, ref_rejected, beta: float, r
     return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
 
 
-def _weighted_ascent(logits: torch.Tensor, targets: torch.Tensor, beta1: float, beta2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _weighted_ascent(
+    logits: torch.Tensor, targets: torch.Tensor, beta1: float, beta2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-sg(p^beta1 * (1 - p)^beta2) * NLL (with gradient) and NLL (detached) per position, with p = exp(-NLL) the
     probability of the true token."""
     (nll,) = _true_token_nll(logits, targets)
@@ -473,8 +487,11 @@ def weighted_ascent_sums(
     targets = next_token_targets(labels, attention_mask)
     index = target_positions(targets)
     weighted, nll = sum_positions(
-        partial(_weighted_ascent, beta1=beta1, beta2=beta2), [as_token_logits(logits)], index,
-        [targets.reshape(-1)[index]], chunk_size,
+        partial(_weighted_ascent, beta1=beta1, beta2=beta2),
+        [as_token_logits(logits)],
+        index,
+        [targets.reshape(-1)[index]],
+        chunk_size,
     )
     return weighted, index.new_tensor(index.numel()), nll
 
@@ -494,13 +511,18 @@ def undial_sums(
     targets = next_token_targets(labels, attention_mask)
     index = target_positions(targets)
     cross, true = sum_positions(
-        partial(_undial, beta=beta), [as_token_logits(ref_logits), as_token_logits(logits)], index,
-        [targets.reshape(-1)[index]], chunk_size,
+        partial(_undial, beta=beta),
+        [as_token_logits(ref_logits), as_token_logits(logits)],
+        index,
+        [targets.reshape(-1)[index]],
+        chunk_size,
     )
     return cross, index.new_tensor(index.numel()), true
 
 
-def activation_mse_sum(hidden: torch.Tensor, target: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def activation_mse_sum(
+    hidden: torch.Tensor, target: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over the selected `positions` (bool `[batch, seq]`) of the mean over the hidden dimension of the squared
     difference between `hidden` `[batch, seq, d]` and `target` (broadcastable), and the number of positions (RMU)."""
     per_position = (hidden.float() - target.float()).pow(2).mean(dim=-1)

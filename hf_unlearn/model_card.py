@@ -42,9 +42,21 @@ PROJECT_URL = "https://pypi.org/project/hf-unlearn/"
 
 # Hyperparameters worth a reader's attention; everything else stays in training_args.bin.
 CARD_HYPERPARAMETERS = (
-    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "max_length", "forget_weight",
-    "retain_weight", "pairing_seed", "seed", "bf16",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "world_size",
+    "max_length",
+    "forget_weight",
+    "retain_weight",
+    "pairing_seed",
+    "seed",
+    "bf16",
 )
 
 
@@ -73,7 +85,9 @@ def readable(value):
     return value
 
 
-def card_hyperparameters(args, retain: DataSummary | None = None, tokenised_at_max_length: bool = False) -> dict[str, Any]:
+def card_hyperparameters(
+    args, retain: DataSummary | None = None, tokenised_at_max_length: bool = False
+) -> dict[str, Any]:
     """`CARD_HYPERPARAMETERS` of `args`, readable. `max_length` is kept when it describes the data: the trainer
     tokenised raw data at it (`tokenised_at_max_length`), or the longest retain example has exactly `max_length`
     tokens. Data chunked at 128 and passed tokenised is not described by the config's default 4096. The forget
@@ -97,8 +111,10 @@ def method_description(trainer_class, forget_loss: str, retain_loss: str) -> str
     own = (trainer_class.forget_loss, trainer_class.retain_loss)
     if (forget_loss, retain_loss) == own:
         return trainer_class.paper_name or trainer_class.method_name
-    objectives = f"forget_loss `{forget_loss}` + retain_loss `{retain_loss}`" if retain_loss != NO_RETAIN else (
-        f"forget_loss `{forget_loss}`, no retain loss"
+    objectives = (
+        f"forget_loss `{forget_loss}` + retain_loss `{retain_loss}`"
+        if retain_loss != NO_RETAIN
+        else (f"forget_loss `{forget_loss}`, no retain loss")
     )
     for name in list_methods():
         preset = get_method(name)
@@ -127,7 +143,9 @@ def is_forget_side(name: str) -> bool:
 def membership_verdict(metrics: dict[str, Any]) -> str | None:
     """A word of `MEMBERSHIP_VERDICTS` from the `*mia_auc_<attack>_low` / `_high` entries of `metrics`; None when
     no interval was computed (or one is not finite)."""
-    lows = {name[: -len("_low")]: value for name, value in metrics.items() if "mia_auc_" in name and name.endswith("_low")}
+    lows = {
+        name[: -len("_low")]: value for name, value in metrics.items() if "mia_auc_" in name and name.endswith("_low")
+    }
     intervals = [(low, metrics.get(f"{name}_high")) for name, low in lows.items()]
     if not intervals or not all(isinstance(v, numbers.Number) and math.isfinite(v) for pair in intervals for v in pair):
         return None
@@ -214,10 +232,17 @@ def build_model_card(
     data_rows = [f"| forget | {forget.examples} | – | – |"]  # its token counts tell a secret's length
     if retain is not None:
         data_rows.append(f"| retain | {retain.examples} | {retain.tokens} | {retain.longest} |")
-    license_line = (f"License: `{license}`." if license else
-                    "License: none was given when this card was written (pass `license=` to `create_model_card` / "
-                    "`push_to_hub`); the base model's license terms apply.")
-    named = [f"Datasets, as named by the uploader: {', '.join(f'`{name}`' for name in dataset_names)}.", ""] if dataset_names else []
+    license_line = (
+        f"License: `{license}`."
+        if license
+        else "License: none was given when this card was written (pass `license=` to `create_model_card` / "
+        "`push_to_hub`); the base model's license terms apply."
+    )
+    named = (
+        [f"Datasets, as named by the uploader: {', '.join(f'`{name}`' for name in dataset_names)}.", ""]
+        if dataset_names
+        else []
+    )
     versions = [f"- {name} {value}" for name, value in (framework_versions or {}).items()]
     sections = [
         "---",
@@ -255,8 +280,16 @@ def build_model_card(
         "## Evaluation",
         "",
         *_results_table(public_results(results or {})),
-        *(["", "`membership`: " + "; ".join(f"*{word}*: {meaning}" for word, meaning in MEMBERSHIP_VERDICTS.items())
-           + "."] if any("membership" in values for values in public_results(results or {}).values()) else []),
+        *(
+            [
+                "",
+                "`membership`: "
+                + "; ".join(f"*{word}*: {meaning}" for word, meaning in MEMBERSHIP_VERDICTS.items())
+                + ".",
+            ]
+            if any("membership" in values for values in public_results(results or {}).values())
+            else []
+        ),
         "",
         *(["### Framework versions", "", *versions, ""] if versions else []),
         "## Citation",
@@ -280,8 +313,12 @@ def _looks_local(name: str) -> bool:
     """A local path (absolute, relative, home-relative, Windows, or existing here) rather than a name or Hub id."""
     import os
 
-    return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-            or ("/" in name and os.path.exists(name)))
+    return (
+        name.startswith(("/", ".", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or ("/" in name and os.path.exists(name))
+    )
 
 
 def _safe_tag(tag: str) -> bool:

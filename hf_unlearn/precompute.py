@@ -28,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -96,7 +96,9 @@ def cache_secret(cache_dir: str) -> bytes:
             value = existing.read().strip()
         if len(value) == 64:
             return bytes.fromhex(value)
-        raise ValueError(f"The cache secret {path!r} is damaged; delete it (its cache entries are then recomputed).") from None
+        raise ValueError(
+            f"The cache secret {path!r} is damaged; delete it (its cache entries are then recomputed)."
+        ) from None
     value = secrets.token_hex(32)
     with os.fdopen(handle, "w") as new:
         new.write(value)
@@ -134,8 +136,11 @@ def save_values(path: str, values: Sequence[torch.Tensor], key: str, secret: byt
     os.close(handle)
     try:
         flat = flat.contiguous()
-        metadata = {"key": key, "format": FORMAT_VERSION,
-                    "checksum": checksum(flat, lengths, secret if secret is not None else key.encode())}
+        metadata = {
+            "key": key,
+            "format": FORMAT_VERSION,
+            "checksum": checksum(flat, lengths, secret if secret is not None else key.encode()),
+        }
         save_file({"values": flat, "lengths": lengths}, temporary, metadata=metadata)
         os.replace(temporary, path)
     finally:
@@ -144,7 +149,10 @@ def save_values(path: str, values: Sequence[torch.Tensor], key: str, secret: byt
 
 
 def load_values(
-    path: str, key: str, expected_lengths: Sequence[int] | None, secret: bytes | None = None,
+    path: str,
+    key: str,
+    expected_lengths: Sequence[int] | None,
+    secret: bytes | None = None,
     value_range: tuple[float, float] | None = None,
 ) -> list[torch.Tensor] | None:
     """The values stored at `path`, or None when the file is missing, corrupt or does not match: key, lengths,
@@ -159,7 +167,9 @@ def load_values(
             metadata = handle.metadata() or {}
             flat, lengths = handle.get_tensor("values"), handle.get_tensor("lengths")
     except Exception as error:  # a truncated or garbled file raises several exception types
-        logger.warning("Ignoring the unreadable precomputed cache file %s (%s); recomputing.", path, type(error).__name__)
+        logger.warning(
+            "Ignoring the unreadable precomputed cache file %s (%s); recomputing.", path, type(error).__name__
+        )
         return None
     problems = []
     if metadata.get("key") != key or metadata.get("format") != FORMAT_VERSION:
@@ -168,7 +178,9 @@ def load_values(
         problems.append("its lengths do not add up")
     if expected_lengths is not None and lengths.tolist() != list(expected_lengths):
         problems.append("its per-example lengths do not match the data")
-    if not hmac.compare_digest(str(metadata.get("checksum", "")), checksum(flat, lengths, secret if secret is not None else key.encode())):
+    if not hmac.compare_digest(
+        str(metadata.get("checksum", "")), checksum(flat, lengths, secret if secret is not None else key.encode())
+    ):
         problems.append("its checksum does not match its values")
     if value_range is not None and flat.numel() and (flat.min() < value_range[0] or flat.max() > value_range[1]):
         problems.append(f"a value lies outside [{value_range[0]}, {value_range[1]}]")
@@ -254,7 +266,9 @@ def precompute(
         save_values(path, values, key, secret)
         logger.warning(
             "Cached %d precomputed %s values derived from the data at %s; remove them with `hf-unlearn traces --remove`.",
-            len(values), kind, path,
+            len(values),
+            kind,
+            path,
         )
     if accelerator is not None:
         accelerator.wait_for_everyone()

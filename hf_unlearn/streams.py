@@ -69,7 +69,9 @@ class StreamDataset(TorchDataset):
             if len(dataset) == 0:
                 raise ValueError(f"The {name} set is empty; pass at least one example.")
             if name in aligned and len(dataset) != len(streams[FORGET]):
-                raise ValueError(f"The {name} stream has {len(dataset)} examples, the forget set {len(streams[FORGET])}.")
+                raise ValueError(
+                    f"The {name} stream has {len(dataset)} examples, the forget set {len(streams[FORGET])}."
+                )
         self.aligned = tuple(aligned)
         self.streams = dict(streams)
         self.columns = {name: tuple((columns or {}).get(name, BASE_COLUMNS)) for name in self.streams}

@@ -226,7 +226,8 @@ class UnlearningTrainer(HubMixin, Trainer):
         if retain_dataset is not None and not self.plan.uses_retain_data:
             logger.warning(
                 "retain_dataset is ignored: method %r has no retain objective (retain_loss=%r).",
-                self.method_name, self.plan.retain_loss,
+                self.method_name,
+                self.plan.retain_loss,
             )
         self.retain_dataset = retain_dataset if self.plan.uses_retain_data else None
         self.forget_dataset = None
@@ -285,15 +286,24 @@ class UnlearningTrainer(HubMixin, Trainer):
         # The reference is loaded when an objective runs it in training with a weight > 0 (ga_kl with retain_weight 0
         # loads none), or when it is handed over as a model (nothing to load; a later weight change can use it).
         handed = isinstance(self._ref_source, nn.Module) and any(o.needs_reference for o in self.objectives)
-        if (plan.needs_reference or handed) and self.ref_model is None and not self.adapter_is_reference(self._ref_source):
+        if (
+            (plan.needs_reference or handed)
+            and self.ref_model is None
+            and not self.adapter_is_reference(self._ref_source)
+        ):
             self.ref_model = self.load_reference_model(self._ref_source)
         return plan
 
     def _streams_key_now(self) -> tuple:
         """What the prepared streams depend on: the objectives, the retain data and the non-loss-only fields."""
         values = {k: v for k, v in self.unlearning_args.values().items() if k not in self.LOSS_ONLY_FIELDS}
-        return (self.plan.forget_objective, self.plan.retain_objective, id(self._forget_source),
-                id(self._retain_source), tuple(sorted(values.items())))
+        return (
+            self.plan.forget_objective,
+            self.plan.retain_objective,
+            id(self._forget_source),
+            id(self._retain_source),
+            tuple(sorted(values.items())),
+        )
 
     @staticmethod
     def _pad_token_id(processing_class, model, data_collator) -> int:
@@ -329,7 +339,9 @@ class UnlearningTrainer(HubMixin, Trainer):
         if hasattr(source, "__len__") and len(source) == 0:
             raise ValueError("The forget set (`train_dataset`) is empty; pass at least one example to unlearn.")
         if retain_source is not None and hasattr(retain_source, "__len__") and len(retain_source) == 0:
-            raise ValueError("The retain dataset is empty; pass retain examples or choose a method without a retain objective.")
+            raise ValueError(
+                "The retain dataset is empty; pass retain examples or choose a method without a retain objective."
+            )
         if self.plan.needs_retain_data and retain_source is None:
             raise ValueError(
                 f"Method {self.method_name!r} has a retain objective ({self.retain_objective.name}) and needs retain "
@@ -350,15 +362,20 @@ class UnlearningTrainer(HubMixin, Trainer):
         columns: dict[str, tuple[str, ...]] = {}
         for objective in self.objectives:
             for stream in (objective.stream, *aligned):
-                columns[stream] = tuple(dict.fromkeys(
-                    columns.get(stream, ("input_ids", "attention_mask", "labels"))
-                    + objective.token_columns + objective.example_columns
-                ))
+                columns[stream] = tuple(
+                    dict.fromkeys(
+                        columns.get(stream, ("input_ids", "attention_mask", "labels"))
+                        + objective.token_columns
+                        + objective.example_columns
+                    )
+                )
         config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
         if config is not None:
             check_examples_fit_model(streams.values(), config, self.pad_token_id)
         self.forget_dataset, self.retain_dataset = streams[FORGET], streams.get(RETAIN)
-        self.train_dataset = StreamDataset(streams, columns, seed=self.unlearning_args.pairing_seed, aligned=tuple(aligned))
+        self.train_dataset = StreamDataset(
+            streams, columns, seed=self.unlearning_args.pairing_seed, aligned=tuple(aligned)
+        )
         self._streams_key = key
 
     def _hp_search_setup(self, trial) -> None:
@@ -367,12 +384,19 @@ class UnlearningTrainer(HubMixin, Trainer):
         super()._hp_search_setup(trial)
         self.apply_plan()
         self.prepare_streams()
-        logger.info("%s (%s + %s): %s", self.method_name, self.plan.forget_loss, self.plan.retain_loss,
-                    self.loss_route().describe())
+        logger.info(
+            "%s (%s + %s): %s",
+            self.method_name,
+            self.plan.forget_loss,
+            self.plan.retain_loss,
+            self.loss_route().describe(),
+        )
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        extra = ["labels", FORGET, RETAIN] + [c for o in self.objectives for c in o.aligned + o.token_columns + o.example_columns]
+        extra = ["labels", FORGET, RETAIN] + [
+            c for o in self.objectives for c in o.aligned + o.token_columns + o.example_columns
+        ]
         self._signature_columns = list(dict.fromkeys(list(self._signature_columns) + extra))
 
     # ------------------------------------------------------------------ models
@@ -520,7 +544,9 @@ class UnlearningTrainer(HubMixin, Trainer):
         for name in self.normaliser_names:
             stream, _, unit = name.rpartition("_")
             count = NORMALISER_UNITS[unit]
-            counts.append(sum(int(count(b[stream]["labels"], b[stream].get("attention_mask"))) for b in batches if stream in b))
+            counts.append(
+                sum(int(count(b[stream]["labels"], b[stream].get("attention_mask"))) for b in batches if stream in b)
+            )
         return torch.tensor(counts, dtype=torch.float64)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -541,7 +567,9 @@ class UnlearningTrainer(HubMixin, Trainer):
             counts, scale = StepCounts(zip(self.normaliser_names, self.count_normalisers([inputs]))), 1
 
         def weighted(term: LossTerm) -> torch.Tensor:
-            return term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
+            return (
+                term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
+            )
 
         done: set[str] = set()  # terms whose backward already ran
 

@@ -112,8 +112,10 @@ class SearchSpace:
         if self.learning_rate is not None:
             low, high = self.learning_rate
             if not (0 < low <= high and math.isfinite(high)):
-                raise ValueError(f"learning_rate range {self.learning_rate} is empty or not positive; give 0 < low <= "
-                                 "high (e.g. 1e-5:1e-3).")
+                raise ValueError(
+                    f"learning_rate range {self.learning_rate} is empty or not positive; give 0 < low <= "
+                    "high (e.g. 1e-5:1e-3)."
+                )
         bad = [value for value in self.learning_rates if not (value > 0 and math.isfinite(value))]
         if bad:
             raise ValueError(f"learning_rates {list(self.learning_rates)} holds {bad[0]}; give positive finite values.")
@@ -134,13 +136,16 @@ class SearchSpace:
             else:
                 space = {"learning_rates": tuple(float(part) for part in text.split(",") if part.strip())}
         except ValueError:
-            raise ValueError(f"--tune_learning_rates {learning_rates!r} is not LOW:HIGH or a comma-separated list of "
-                             "numbers (e.g. 1e-5:1e-3 or 1e-5,3e-5,1e-4).") from None
+            raise ValueError(
+                f"--tune_learning_rates {learning_rates!r} is not LOW:HIGH or a comma-separated list of "
+                "numbers (e.g. 1e-5:1e-3 or 1e-5,3e-5,1e-4)."
+            ) from None
         try:
             steps = tuple(int(part) for part in max_steps.split(",") if part.strip())
         except ValueError:
-            raise ValueError(f"--tune_max_steps {max_steps!r} is not a comma-separated list of whole numbers "
-                             "(e.g. 10,20).") from None
+            raise ValueError(
+                f"--tune_max_steps {max_steps!r} is not a comma-separated list of whole numbers (e.g. 10,20)."
+            ) from None
         return cls(**space, max_steps=steps)
 
     def suggest(self, trial) -> dict[str, float | int]:
@@ -183,15 +188,18 @@ class TuningCriterion:
 
     def stopping_criteria(self) -> StoppingCriteria:
         """The stopping rule of a trial: `hf-unlearn train`'s worst case over attacks with this retain guard."""
-        return StoppingCriteria(stop_at_target=False, max_retain_nll_increase=self.retain_tolerance,
-                                worst_case_attacks=True)
+        return StoppingCriteria(
+            stop_at_target=False, max_retain_nll_increase=self.retain_tolerance, worst_case_attacks=True
+        )
 
     def status(self, record: EvalRecord, start: EvalRecord) -> str | None:
         """`MET`, or why the record can never be chosen (`NON_FINITE`, `RETAIN_OVER`, `OVER_UNLEARNED`), or None
         while an attack still separates the forget set (an interval entirely above 0.5)."""
         if RETAIN not in start.nll or not record.attacks:
-            raise ValueError("The tuning criterion needs a 'retain' split and per-attack AUC intervals (an "
-                             "'approximate' split, attacks and n_resamples >= 1).")
+            raise ValueError(
+                "The tuning criterion needs a 'retain' split and per-attack AUC intervals (an "
+                "'approximate' split, attacks and n_resamples >= 1)."
+            )
         if record.non_finite():
             return NON_FINITE
         if self.stopping_criteria().failure(record, start) is not None:
@@ -270,18 +278,25 @@ class TuningResult:
 
     def advice(self) -> str:
         """What to change when no trial met the criterion, from how the trials failed."""
-        counts = {status: sum(t.status == status for t in self.trials) for status in
-                  (OVER_UNLEARNED, RETAIN_OVER, NON_FINITE, NOT_FORGOTTEN, BUDGET, PRUNED)}
+        counts = {
+            status: sum(t.status == status for t in self.trials)
+            for status in (OVER_UNLEARNED, RETAIN_OVER, NON_FINITE, NOT_FORGOTTEN, BUDGET, PRUNED)
+        }
         hints = []
         if counts[NOT_FORGOTTEN]:
-            hints.append(f"{counts[NOT_FORGOTTEN]} ended still separated by an attack: raise the learning rates or "
-                         "max_steps")
+            hints.append(
+                f"{counts[NOT_FORGOTTEN]} ended still separated by an attack: raise the learning rates or max_steps"
+            )
         if counts[OVER_UNLEARNED]:
-            hints.append(f"{counts[OVER_UNLEARNED]} over-unlearned: lower the learning rates or evaluate more often "
-                         "(eval_every_steps)")
+            hints.append(
+                f"{counts[OVER_UNLEARNED]} over-unlearned: lower the learning rates or evaluate more often "
+                "(eval_every_steps)"
+            )
         if counts[RETAIN_OVER] or counts[NON_FINITE]:
-            hints.append(f"{counts[RETAIN_OVER] + counts[NON_FINITE]} damaged the retain set: lower the learning rates, "
-                         "use a method with a retain term (ga_descent), or allow a larger --tune_retain_tolerance")
+            hints.append(
+                f"{counts[RETAIN_OVER] + counts[NON_FINITE]} damaged the retain set: lower the learning rates, "
+                "use a method with a retain term (ga_descent), or allow a larger --tune_retain_tolerance"
+            )
         if counts[BUDGET]:
             hints.append(f"{counts[BUDGET]} stopped by the wall-time budget: raise --tune_timeout")
         return "; ".join(hints) or "give more trials"
@@ -289,31 +304,44 @@ class TuningResult:
     def summary(self) -> str:
         """A table of every trial and the choice (local output: it shows forget-set AUCs)."""
         chosen = self.chosen
-        lines = [f"{'trial':>5} {'method':<12} {'lr':>9} {'max':>4} {'step':>4} {'tokens':>9} {'strongest AUC [95%]':>26} "
-                 f"{'retain':>7}  status"]
+        lines = [
+            f"{'trial':>5} {'method':<12} {'lr':>9} {'max':>4} {'step':>4} {'tokens':>9} {'strongest AUC [95%]':>26} "
+            f"{'retain':>7}  status"
+        ]
         for t in self.trials:
             s = t.strongest
             interval = f"{s['auc']:.3f} [{s['auc_low']:.3f}, {s['auc_high']:.3f}]"
             mark = "  <- chosen" if chosen is not None and t is chosen else ""
-            lines.append(f"{t.number:>5} {t.method:<12} {t.params['learning_rate']:>9.2e} {t.params['max_steps']:>4} "
-                         f"{t.step:>4} {t.cost_tokens:>9} {interval:>26} {t.nll[RETAIN]:>7.3f}  {t.status}{mark}")
+            lines.append(
+                f"{t.number:>5} {t.method:<12} {t.params['learning_rate']:>9.2e} {t.params['max_steps']:>4} "
+                f"{t.step:>4} {t.cost_tokens:>9} {interval:>26} {t.nll[RETAIN]:>7.3f}  {t.status}{mark}"
+            )
         limit = f"{self.trials[0].retain_limit:.3f}" if self.trials else "-"
-        lines.append(f"criterion: every attack's AUC interval contains 0.5, retain NLL <= {limit} "
-                     f"(+{self.criterion.retain_tolerance:g} of the original); the cheapest (tokens trained on) wins.")
+        lines.append(
+            f"criterion: every attack's AUC interval contains 0.5, retain NLL <= {limit} "
+            f"(+{self.criterion.retain_tolerance:g} of the original); the cheapest (tokens trained on) wins."
+        )
         if chosen is not None:
-            lines.append(f"chosen: trial {chosen.number} ({chosen.method}, learning_rate {chosen.params['learning_rate']:.3g}, "
-                         f"max_steps {chosen.params['max_steps']}): met at step {chosen.step}.")
+            lines.append(
+                f"chosen: trial {chosen.number} ({chosen.method}, learning_rate {chosen.params['learning_rate']:.3g}, "
+                f"max_steps {chosen.params['max_steps']}): met at step {chosen.step}."
+            )
         else:
-            lines.append(f"no setting in the search space met the criterion ({len(self.trials)} trials): "
-                         f"{self.advice()}.")
+            lines.append(
+                f"no setting in the search space met the criterion ({len(self.trials)} trials): {self.advice()}."
+            )
         return "\n".join(lines)
 
     def report(self) -> dict[str, Any]:
         """Everything as plain numbers and names (for trials.json)."""
         chosen = self.chosen
         return {
-            "criterion": {"every_attack_interval_contains": 0.5, "retain_tolerance": self.criterion.retain_tolerance,
-                          "start_retain_nll": self.start_retain_nll, "cost": "tokens trained on until the step"},
+            "criterion": {
+                "every_attack_interval_contains": 0.5,
+                "retain_tolerance": self.criterion.retain_tolerance,
+                "start_retain_nll": self.start_retain_nll,
+                "cost": "tokens trained on until the step",
+            },
             "search_space": self.spaces,
             "wall_time_s": round(self.wall_time_s, 1),
             "chosen_trial": None if chosen is None else chosen.number,
@@ -339,8 +367,13 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 STATUS_STYLE = {  # marker, colour
-    MET: ("o", "tab:green"), OVER_UNLEARNED: ("v", "tab:red"), RETAIN_OVER: ("^", "tab:orange"),
-    NON_FINITE: ("X", "black"), NOT_FORGOTTEN: ("s", "tab:blue"), PRUNED: ("x", "tab:gray"), BUDGET: ("d", "tab:purple"),
+    MET: ("o", "tab:green"),
+    OVER_UNLEARNED: ("v", "tab:red"),
+    RETAIN_OVER: ("^", "tab:orange"),
+    NON_FINITE: ("X", "black"),
+    NOT_FORGOTTEN: ("s", "tab:blue"),
+    PRUNED: ("x", "tab:gray"),
+    BUDGET: ("d", "tab:purple"),
 }
 
 
@@ -358,24 +391,54 @@ def plot_trials(result: TuningResult, path: str) -> str | None:
         return None
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for trial in result.trials:
-        axis.plot([p["auc"] for p in trial.trajectory], [p["retain_nll"] for p in trial.trajectory], color="lightgray",
-                  linewidth=0.8, zorder=1)
+        axis.plot(
+            [p["auc"] for p in trial.trajectory],
+            [p["retain_nll"] for p in trial.trajectory],
+            color="lightgray",
+            linewidth=0.8,
+            zorder=1,
+        )
     for status, (marker, colour) in STATUS_STYLE.items():
         trials = [t for t in result.trials if t.status == status]
         if not trials:
             continue
         x = [t.strongest["auc"] for t in trials]
-        errors = [[t.strongest["auc"] - t.strongest["auc_low"] for t in trials],
-                  [t.strongest["auc_high"] - t.strongest["auc"] for t in trials]]
-        axis.errorbar(x, [t.nll[RETAIN] for t in trials], xerr=errors, fmt=marker, color=colour, ecolor=colour,
-                      elinewidth=0.6, capsize=2, label=f"{status} ({len(trials)})", zorder=2)
+        errors = [
+            [t.strongest["auc"] - t.strongest["auc_low"] for t in trials],
+            [t.strongest["auc_high"] - t.strongest["auc"] for t in trials],
+        ]
+        axis.errorbar(
+            x,
+            [t.nll[RETAIN] for t in trials],
+            xerr=errors,
+            fmt=marker,
+            color=colour,
+            ecolor=colour,
+            elinewidth=0.6,
+            capsize=2,
+            label=f"{status} ({len(trials)})",
+            zorder=2,
+        )
     chosen = result.chosen
     if chosen is not None:
-        axis.scatter([chosen.strongest["auc"]], [chosen.nll[RETAIN]], marker="*", s=250, color="gold",
-                     edgecolors="black", zorder=3, label=f"chosen: trial {chosen.number}")
+        axis.scatter(
+            [chosen.strongest["auc"]],
+            [chosen.nll[RETAIN]],
+            marker="*",
+            s=250,
+            color="gold",
+            edgecolors="black",
+            zorder=3,
+            label=f"chosen: trial {chosen.number}",
+        )
     axis.axvline(0.5, color="black", linewidth=0.8, linestyle=":")
-    axis.axhline(result.trials[0].retain_limit, color="tab:orange", linewidth=0.8, linestyle="--",
-                 label=f"retain limit (+{result.criterion.retain_tolerance:g})")
+    axis.axhline(
+        result.trials[0].retain_limit,
+        color="tab:orange",
+        linewidth=0.8,
+        linestyle="--",
+        label=f"retain limit (+{result.criterion.retain_tolerance:g})",
+    )
     axis.set_xlabel("strongest attack AUC, forget vs unseen (0.5 = indistinguishable; bar: 95% interval)")
     axis.set_ylabel("retain NLL")
     axis.set_title(f"hf-unlearn tune: {len(result.trials)} trials")
@@ -396,8 +459,14 @@ class SharedStartEvalCallback(UnlearningEvalCallback):
     def __init__(self, splits: Mapping[str, Any], *args, starts: dict, **kwargs):
         super().__init__(splits, *args, **kwargs)
         self.starts = starts
-        self.settings = (tuple((name, id(data)) for name, data in splits.items()), kwargs.get("max_examples"),
-                         self.attacks, self.n_resamples, self.confidence, self.seed)
+        self.settings = (
+            tuple((name, id(data)) for name, data in splits.items()),
+            kwargs.get("max_examples"),
+            self.attacks,
+            self.n_resamples,
+            self.confidence,
+            self.seed,
+        )
 
     def evaluate(self, step: int) -> EvalRecord:
         if step != 0:
@@ -428,7 +497,11 @@ def tokens_per_step(trainer) -> int:
     args = trainer.args
     examples = args.train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
     streams = [trainer.forget_dataset]
-    if trainer.retain_objective is not None and trainer.retain_objective.active() and trainer.retain_dataset is not None:
+    if (
+        trainer.retain_objective is not None
+        and trainer.retain_objective.active()
+        and trainer.retain_dataset is not None
+    ):
         streams.append(trainer.retain_dataset)
     mean = sum(sum(len(example["input_ids"]) for example in data) / max(len(data), 1) for data in streams)
     return round(examples * mean)
@@ -473,12 +546,21 @@ class _TrialMonitor(TrainerCallback):
     def finish(self, forced: str | None) -> None:
         search, monitor = self.search, self.search.monitor
         last = monitor.history[-1]
-        status = forced or search.criterion.status(last, monitor.start) or (BUDGET if self.out_of_time else NOT_FORGOTTEN)
+        status = (
+            forced or search.criterion.status(last, monitor.start) or (BUDGET if self.out_of_time else NOT_FORGOTTEN)
+        )
         outcome = TrialOutcome(
-            number=len(search.result.trials), method=search.method, params=dict(search.params), status=status,
-            step=last.step, cost_tokens=last.step * search.tokens_per_step, strongest=strongest(last),
-            nll=dict(last.nll), retain_limit=search.criterion.stopping_criteria().retain_limit(monitor.start),
-            trajectory=list(self.trajectory), wall_time_s=round(time.monotonic() - self.began, 1),
+            number=len(search.result.trials),
+            method=search.method,
+            params=dict(search.params),
+            status=status,
+            step=last.step,
+            cost_tokens=last.step * search.tokens_per_step,
+            strongest=strongest(last),
+            nll=dict(last.nll),
+            retain_limit=search.criterion.stopping_criteria().retain_limit(monitor.start),
+            trajectory=list(self.trajectory),
+            wall_time_s=round(time.monotonic() - self.began, 1),
         )
         search.result.trials.append(outcome)
         search.result.start_retain_nll = monitor.start.nll[RETAIN]
@@ -514,8 +596,9 @@ class _Search:
 
     def progress_step(self, step: int) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"trial {len(self.result.trials)}: step {step}/{self.params['max_steps']}"
-                                     f"{self._best()}", refresh=True)
+            self.bar.set_postfix_str(
+                f"trial {len(self.result.trials)}: step {step}/{self.params['max_steps']}{self._best()}", refresh=True
+            )
 
     def progress_trial(self, outcome: TrialOutcome) -> None:
         if self.bar is not None:
@@ -592,28 +675,48 @@ def tune_trainer(
     criterion = criterion or TuningCriterion()
     missing = [name for name in ("forget", "approximate", "retain") if name not in eval_splits]
     if missing:
-        raise ValueError(f"Tuning needs eval_splits {missing}: 'approximate' is unseen same-domain data (the attacks' "
-                         "non-members), 'retain' the data whose NLL must stay within the tolerance.")
+        raise ValueError(
+            f"Tuning needs eval_splits {missing}: 'approximate' is unseen same-domain data (the attacks' "
+            "non-members), 'retain' the data whose NLL must stay within the tolerance."
+        )
     if n_resamples < 1:
         raise ValueError(f"n_resamples={n_resamples}: the criterion needs AUC intervals; use at least 1 (e.g. 1000).")
     if trainer.model_init is None:
-        raise ValueError("Tuning needs a trainer built with model_init= (a function returning a fresh original model "
-                         "for every trial), as Trainer.hyperparameter_search does.")
+        raise ValueError(
+            "Tuning needs a trainer built with model_init= (a function returning a fresh original model "
+            "for every trial), as Trainer.hyperparameter_search does."
+        )
     if trainer.args.world_size > 1:
-        raise ValueError(f"Tuning runs in one process; this run has {trainer.args.world_size}. Launch it with plain "
-                         "python (or hf-unlearn tune without a launcher).")
+        raise ValueError(
+            f"Tuning runs in one process; this run has {trainer.args.world_size}. Launch it with plain "
+            "python (or hf-unlearn tune without a launcher)."
+        )
     method = method or trainer.method_name
     result = result if result is not None else TuningResult(criterion=criterion)
     result.spaces[method] = space.describe()
     trainer.prepare_streams()  # once: every trial trains on the same prepared streams (precomputed values included)
     per_step = tokens_per_step(trainer)
     began = time.monotonic()
-    search = _Search(trainer=trainer, method=method, criterion=criterion, result=result, monitor=None,
-                     tokens_per_step=per_step, max_cost=max(space.max_steps) * per_step,
-                     deadline=None if timeout is None else began + timeout)
+    search = _Search(
+        trainer=trainer,
+        method=method,
+        criterion=criterion,
+        result=result,
+        monitor=None,
+        tokens_per_step=per_step,
+        max_cost=max(space.max_steps) * per_step,
+        deadline=None if timeout is None else began + timeout,
+    )
     search.monitor = SharedStartEvalCallback(
-        eval_splits, eval_steps=eval_steps, criteria=criterion.stopping_criteria(), batch_size=eval_batch_size,
-        max_examples=eval_max_examples, attacks=attacks, n_resamples=n_resamples, seed=0, starts=result._starts,
+        eval_splits,
+        eval_steps=eval_steps,
+        criteria=criterion.stopping_criteria(),
+        batch_size=eval_batch_size,
+        max_examples=eval_max_examples,
+        attacks=attacks,
+        n_resamples=n_resamples,
+        seed=0,
+        starts=result._starts,
     ).attach(trainer)
     trial_monitor = _TrialMonitor(search)
     trainer.add_callback(trial_monitor)
@@ -640,8 +743,12 @@ def tune_trainer(
     search.bar = tqdm(total=n_trials, desc=f"tuning {method}", unit="trial", disable=not progress)
     try:
         trainer.hyperparameter_search(
-            hp_space=search.hp_space(space), n_trials=n_trials, direction="minimize", backend="optuna",
-            compute_objective=lambda metrics: trainer.objective, timeout=timeout,
+            hp_space=search.hp_space(space),
+            n_trials=n_trials,
+            direction="minimize",
+            backend="optuna",
+            compute_objective=lambda metrics: trainer.objective,
+            timeout=timeout,
             sampler=_sampler(sampler, space, args.seed),
             pruner=pruner if pruner is not None else cost_bound_pruner(result.best_cost),
             study_name=f"hf-unlearn-tune-{method}",

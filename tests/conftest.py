@@ -67,8 +67,14 @@ def trained_model_dir(tmp_path_factory, tokenizer, forget_data, retain_data):
     path = str(tmp_path_factory.mktemp("trained"))
     model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)
     args = TrainingArguments(
-        output_dir=path, per_device_train_batch_size=8, num_train_epochs=15, learning_rate=1e-2,
-        report_to="none", save_strategy="no", use_cpu=True, logging_strategy="no",
+        output_dir=path,
+        per_device_train_batch_size=8,
+        num_train_epochs=15,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        logging_strategy="no",
     )
     train = datasets.concatenate_datasets([forget_data, retain_data])
     Trainer(model=model, args=args, train_dataset=train, data_collator=UnlearningCollator(0)).train()
@@ -82,9 +88,17 @@ def unlearning_args(method: str, tmp_path, **overrides):
     from hf_unlearn import get_method
 
     values = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-3,
-        warmup_steps=0, lr_scheduler_type="constant", report_to="none", use_cpu=True, logging_steps=1,
-        save_strategy="no", seed=0,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
     )
     values.update(overrides)
     return get_method(method).config_class(**values)

@@ -61,7 +61,9 @@ def reference_layout(ref_model) -> dict:
 
 
 # Method-specific settings for the 2-layer test model (RMU: steer layer 1, train both MLP down projections).
-METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}}
+METHOD_CONFIG = {
+    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
+}
 
 
 def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, save_steps: int, method: str = "ga_kl"):
@@ -101,8 +103,13 @@ def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, 
     retain = chunk_documents(os.path.join(work_dir, "retain.jsonl"), tokenizer, max_length=32)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     return cls(
-        model=model, args=args, train_dataset=forget, eval_dataset=forget, retain_dataset=retain,
-        processing_class=tokenizer, ref_model=model_dir,
+        model=model,
+        args=args,
+        train_dataset=forget,
+        eval_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+        ref_model=model_dir,
     )
 
 
@@ -120,8 +127,12 @@ def main() -> None:
     parser.add_argument("--work-dir", required=True)
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--save-steps", type=int, default=2)
-    parser.add_argument("--methods", nargs="*", default=None,
-                        help="instead of the ga_kl run: train each of these methods (no resume) and write methods.json")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        help="instead of the ga_kl run: train each of these methods (no resume) and write methods.json",
+    )
     options = parser.parse_args()
     torch.set_num_threads(1)  # two processes on two cores
     if options.methods:
@@ -129,11 +140,15 @@ def main() -> None:
         return
 
     out = os.path.join(options.work_dir, options.backend)
-    full = build_trainer(options.work_dir, options.backend, os.path.join(out, "full"), options.max_steps, options.save_steps)
+    full = build_trainer(
+        options.work_dir, options.backend, os.path.join(out, "full"), options.max_steps, options.save_steps
+    )
     layout = reference_layout(full.ref_model)
     # Evaluated at the start (inside train(), once the model is wrapped: DeepSpeed cannot train a model that an
     # earlier evaluate() wrapped for inference) and at the last step, as recipes/unlearn.py does.
-    monitor = UnlearningEvalCallback({"forget": full.eval_dataset}, eval_steps=options.max_steps, batch_size=3).attach(full)
+    monitor = UnlearningEvalCallback({"forget": full.eval_dataset}, eval_steps=options.max_steps, batch_size=3).attach(
+        full
+    )
     full.train()
     full.save_model(os.path.join(out, "final"))
     result = {
@@ -162,11 +177,15 @@ def train_methods(options) -> None:
     out = os.path.join(options.work_dir, options.backend)
     result = {}
     for method in options.methods:
-        trainer = build_trainer(options.work_dir, options.backend, os.path.join(out, method), options.max_steps,
-                                save_steps=0, method=method)  # nothing to resume here: no checkpoints
+        trainer = build_trainer(
+            options.work_dir, options.backend, os.path.join(out, method), options.max_steps, save_steps=0, method=method
+        )  # nothing to resume here: no checkpoints
         trainer.train()
-        result[method] = [{k: h[k] for k in ("step", "loss", "forget_loss", "retain_loss") if k in h}
-                          for h in trainer.state.log_history if "loss" in h]
+        result[method] = [
+            {k: h[k] for k in ("step", "loss", "forget_loss", "retain_loss") if k in h}
+            for h in trainer.state.log_history
+            if "loss" in h
+        ]
         del trainer
     if int(os.environ.get("RANK", "0")) == 0:
         with open(os.path.join(out, "methods.json"), "w") as handle:

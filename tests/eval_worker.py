@@ -40,13 +40,25 @@ def run(model_dir: str, out: str | None, per_device_batch: int) -> dict:
     generated = greedy_generate(model, prompts, 5, tokenizer.pad_token_id, None, batch_size=2, accelerator=state)
 
     callback = UnlearningEvalCallback(
-        {"forget": forget, "approximate": approximate}, eval_steps=1, criteria=StoppingCriteria(stop_at_target=False),
-        attacks=("loss", "min_k_20"), n_resamples=100,
+        {"forget": forget, "approximate": approximate},
+        eval_steps=1,
+        criteria=StoppingCriteria(stop_at_target=False),
+        attacks=("loss", "min_k_20"),
+        n_resamples=100,
     )
     args = get_method("ga").config_class(
-        output_dir=os.path.join(os.path.dirname(out or model_dir), "ga"), per_device_train_batch_size=per_device_batch,
-        max_steps=3, learning_rate=3e-3, warmup_steps=0, lr_scheduler_type="constant", report_to="none", use_cpu=True,
-        logging_steps=1, save_strategy="no", seed=0, dataloader_drop_last=True,
+        output_dir=os.path.join(os.path.dirname(out or model_dir), "ga"),
+        per_device_train_batch_size=per_device_batch,
+        max_steps=3,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        dataloader_drop_last=True,
     )
     trainer = get_method("ga")(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     callback.attach(trainer)
@@ -63,7 +75,8 @@ def run(model_dir: str, out: str | None, per_device_batch: int) -> dict:
         # A digest, not the token ids: continuations of forget-set prefixes are never written out.
         "generated_sha256": hashlib.sha256(json.dumps(generated).encode()).hexdigest(),
         "history": [
-            {"step": r.step, **r.nll, "auc": r.mia_auc, "min_k_20": r.attacks["min_k_20"]["auc"]} for r in callback.history
+            {"step": r.step, **r.nll, "auc": r.mia_auc, "min_k_20": r.attacks["min_k_20"]["auc"]}
+            for r in callback.history
         ],
         "target": callback.target,
     }

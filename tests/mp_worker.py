@@ -21,21 +21,35 @@ from tests.conftest import exit_worker, make_documents  # noqa: E402
 
 METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
 # RMU on the 2-layer test model: steer layer 1, train both layers' MLP down projections.
-METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}}
+METHOD_CONFIG = {
+    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
+}
 
 
 def make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir, **overrides):
     cls = get_method(method)
     values = dict(
-        output_dir=os.path.join(out, method), per_device_train_batch_size=batch, warmup_steps=0,
-        lr_scheduler_type="constant", report_to="none", use_cpu=True, logging_steps=1, save_strategy="no", seed=0,
-        dataloader_drop_last=True, optim="sgd", max_grad_norm=0.0, cache_dir=cache_dir,
+        output_dir=os.path.join(out, method),
+        per_device_train_batch_size=batch,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        dataloader_drop_last=True,
+        optim="sgd",
+        max_grad_norm=0.0,
+        cache_dir=cache_dir,
     )
     values.update(METHOD_CONFIG.get(method, {}))
     values.update(overrides)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
-    trainer = cls(model=model, args=cls.config_class(**values), train_dataset=forget, processing_class=tokenizer, **kwargs)
+    trainer = cls(
+        model=model, args=cls.config_class(**values), train_dataset=forget, processing_class=tokenizer, **kwargs
+    )
     return trainer, model
 
 
@@ -45,19 +59,35 @@ def main(model_dir: str, out: str, batch: int, cache_dir: str) -> None:
     forget = chunk_documents(make_documents(16, seed=11, min_words=3, max_words=30), tokenizer, max_length=32)
     retain = chunk_documents(make_documents(16, seed=12, min_words=3, max_words=30), tokenizer, max_length=32)
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    result = {"world_size": int(os.environ.get("WORLD_SIZE", "1")), "first_step": {}, "train_loss": {},
-              "gradient_in_forward": {}}
+    result = {
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "first_step": {},
+        "train_loss": {},
+        "gradient_in_forward": {},
+    }
     for method in METHODS:
-        trainer, model = make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir,
-                                      max_steps=1, learning_rate=1.0)
+        trainer, model = make_trainer(
+            method, model_dir, out, batch, tokenizer, forget, retain, cache_dir, max_steps=1, learning_rate=1.0
+        )
         trainer.train()
         result["first_step"][method] = trainer.state.log_history[0]
         result["gradient_in_forward"][method] = trainer.gradient_in_forward()
         if rank0:
             torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, os.path.join(out, f"{method}.pt"))
         # train_loss when the last step is not logged (logging_steps 3 of 4 steps); lr 0 keeps the model fixed.
-        trainer, _ = make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir,
-                                  max_steps=4, learning_rate=0.0, logging_steps=3)
+        trainer, _ = make_trainer(
+            method,
+            model_dir,
+            out,
+            batch,
+            tokenizer,
+            forget,
+            retain,
+            cache_dir,
+            max_steps=4,
+            learning_rate=0.0,
+            logging_steps=3,
+        )
         result["train_loss"][method] = trainer.train().training_loss
     if rank0:
         with open(os.path.join(out, "result.json"), "w") as handle:

@@ -125,8 +125,13 @@ def test_relearning_lowers_nll_on_the_relearn_set_and_leaves_the_model(tmp_path,
     half, held_out = rows[:4], rows[4:]
     before = state(model)
     result = relearning_attack(
-        model, half, {"relearned": lambda m: mean_nll(m, half), "held_out": lambda m: mean_nll(m, held_out)},
-        pad_token_id=0, steps=20, learning_rate=1e-2, batch_size=4,
+        model,
+        half,
+        {"relearned": lambda m: mean_nll(m, half), "held_out": lambda m: mean_nll(m, held_out)},
+        pad_token_id=0,
+        steps=20,
+        learning_rate=1e-2,
+        batch_size=4,
     )
     assert_same_state(model, before)
     assert result["after"]["relearned"] < result["before"]["relearned"] - 0.5
@@ -149,7 +154,8 @@ def test_relearning_trains_a_frozen_model_too():
     model = build_llama(VOCAB)
     model.requires_grad_(False)
     rows = examples(4)
-    result = relearning_attack(model, rows, {"nll": lambda m: mean_nll(m, rows)}, pad_token_id=0, steps=10,
-                               learning_rate=1e-2, batch_size=4)
+    result = relearning_attack(
+        model, rows, {"nll": lambda m: mean_nll(m, rows)}, pad_token_id=0, steps=10, learning_rate=1e-2, batch_size=4
+    )
     assert result["after"]["nll"] < result["before"]["nll"] - 0.5
     assert not any(p.requires_grad for p in model.parameters())

@@ -35,7 +35,11 @@ def test_overhead_benchmark_quick(tmp_path):
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "overhead.py"), "--quick", "--out-dir", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "overhead.json").read_text())
@@ -74,9 +78,22 @@ def test_overhead_large_vocabulary_quick(tmp_path):
     out = tmp_path / "results"
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "overhead.py"), "--large-vocab", "--quick", "--methods", "ga",
-         "ga_descent", "--out-dir", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "overhead.py"),
+            "--large-vocab",
+            "--quick",
+            "--methods",
+            "ga",
+            "ga_descent",
+            "--out-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "overhead_large_vocab.json").read_text())

@@ -7,7 +7,6 @@ import logging
 import os
 import stat
 
-import pytest
 import torch
 
 
@@ -79,13 +78,20 @@ def test_precompute_reads_back_its_own_entry_and_recomputes_a_damaged_one(tmp_pa
         return [torch.tensor([i, i + 1]) for i in indices]
 
     dataset = [{"input_ids": [5, 6]}, {"input_ids": [7, 8]}]
-    kwargs = dict(kind="kind", batch_size=2, cache_dir=str(tmp_path), model_fingerprint=lambda: "m",
-                  expected_lengths=[2, 2], value_range=(0, 10))
+    kwargs = dict(
+        kind="kind",
+        batch_size=2,
+        cache_dir=str(tmp_path),
+        model_fingerprint=lambda: "m",
+        expected_lengths=[2, 2],
+        value_range=(0, 10),
+    )
     first = precompute(dataset, compute, **kwargs)
     assert [v.tolist() for v in precompute(dataset, compute, **kwargs)] == [v.tolist() for v in first]
     assert len(calls) == 1
-    (entry,) = [os.path.join(root, name) for root, _, names in os.walk(tmp_path / "precomputed" / "kind")
-                for name in names]
+    (entry,) = [
+        os.path.join(root, name) for root, _, names in os.walk(tmp_path / "precomputed" / "kind") for name in names
+    ]
     rewrite_values(entry, torch.tensor([9, 9, 9, 9]))
     assert [v.tolist() for v in precompute(dataset, compute, **kwargs)] == [[0, 1], [1, 2]]
     assert len(calls) == 2

@@ -93,7 +93,9 @@ def unlearn(tokenizer, splits, tmp_path, callback, attach=True, **overrides):
     values.update(overrides)
     model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2, seed=0)
     trainer = get_method("ga")(
-        model=model, args=unlearning_args("ga", tmp_path, **values), train_dataset=splits["forget"],
+        model=model,
+        args=unlearning_args("ga", tmp_path, **values),
+        train_dataset=splits["forget"],
         processing_class=tokenizer,
     )
     if attach:
@@ -254,8 +256,11 @@ def test_nan_weights_stop_as_a_blow_up_without_crashing(tokenizer, splits, tmp_p
     callback = UnlearningEvalCallback(splits, eval_steps=1, criteria=criteria, save_best=True)
     model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2, seed=0)
     trainer = get_method("ga")(
-        model=model, args=unlearning_args("ga", tmp_path, max_steps=6, learning_rate=1e-2), train_dataset=splits["forget"],
-        processing_class=tokenizer, callbacks=[poison.callback],
+        model=model,
+        args=unlearning_args("ga", tmp_path, max_steps=6, learning_rate=1e-2),
+        train_dataset=splits["forget"],
+        processing_class=tokenizer,
+        callbacks=[poison.callback],
     )
     callback.attach(trainer)
     trainer.train()
@@ -325,9 +330,15 @@ def test_saving_best_never_pushes_and_selection_holds_numbers_only(tokenizer, sp
 def attack_record(step, **intervals):
     """A record whose attacks have the given (low, high) AUC intervals; the AUC is their midpoint and the LOSS
     attack's AUC is also the record's `mia_auc`."""
-    attacks = {name: {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for name, (low, high) in intervals.items()}
-    return EvalRecord(step=step, nll={"forget": 2.5, "approximate": 3.0, "retain": 2.0},
-                      mia_auc=attacks["loss"]["auc"], attacks=attacks)
+    attacks = {
+        name: {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for name, (low, high) in intervals.items()
+    }
+    return EvalRecord(
+        step=step,
+        nll={"forget": 2.5, "approximate": 3.0, "retain": 2.0},
+        mia_auc=attacks["loss"]["auc"],
+        attacks=attacks,
+    )
 
 
 def first_stop(criteria, records):
@@ -363,8 +374,9 @@ def test_callback_computes_every_attack_from_one_forward_pass_per_split(tokenize
     each split (ceil(n / 4) with batch size 4). The LOSS entry equals `mia_auc`, Min-100% is the LOSS attack, every
     interval holds 2 ordered bounds within [0, 1], and the names are logged."""
     model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2, seed=0)
-    trainer = get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), train_dataset=splits["forget"],
-                               processing_class=tokenizer)
+    trainer = get_method("ga")(
+        model=model, args=unlearning_args("ga", tmp_path), train_dataset=splits["forget"], processing_class=tokenizer
+    )
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
     expected_calls = sum(math.ceil(len(split) / 4) for split in splits.values())
@@ -381,14 +393,22 @@ def test_callback_computes_every_attack_from_one_forward_pass_per_split(tokenize
     assert all(0 <= v["auc_low"] <= v["auc_high"] <= 1 for v in attacks.values())
     logs = records["all"].logs()
     assert "eval_mia_auc_min_k_plus_plus_20" in logs  # each AUC reaches the training logs with its interval
-    assert logs["eval_mia_auc_loss_low"] == attacks["loss"]["auc_low"] and logs["eval_mia_auc_loss_high"] == attacks["loss"]["auc_high"]
+    assert (
+        logs["eval_mia_auc_loss_low"] == attacks["loss"]["auc_low"]
+        and logs["eval_mia_auc_loss_high"] == attacks["loss"]["auc_high"]
+    )
 
 
 def test_attack_configuration_errors(forget_data):
     with pytest.raises(ValueError, match="unknown \\['zlib'\\]"):
         UnlearningEvalCallback({"forget": forget_data, "approximate": forget_data}, attacks=("loss", "zlib"))
     with pytest.raises(ValueError, match="need an 'approximate' split"):
-        UnlearningEvalCallback({"forget": forget_data}, criteria=StoppingCriteria(target_nll=1.0, worst_case_attacks=True))
+        UnlearningEvalCallback(
+            {"forget": forget_data}, criteria=StoppingCriteria(target_nll=1.0, worst_case_attacks=True)
+        )
     with pytest.raises(ValueError, match="n_resamples=0"):
-        UnlearningEvalCallback({"forget": forget_data, "approximate": forget_data}, n_resamples=0,
-                               criteria=StoppingCriteria(target_nll=1.0, worst_case_attacks=True))
+        UnlearningEvalCallback(
+            {"forget": forget_data, "approximate": forget_data},
+            n_resamples=0,
+            criteria=StoppingCriteria(target_nll=1.0, worst_case_attacks=True),
+        )

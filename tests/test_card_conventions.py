@@ -26,9 +26,15 @@ def read_card(path):
 
 def test_create_model_card_keeps_trainer_metadata(tiny_model, forget_data, tokenizer, tmp_path):
     trainer = make_trainer(tmp_path, tiny_model, forget_data, tokenizer)
-    trainer.create_model_card(model_name="my-unlearned", license="apache-2.0", tags=["mine", "demo"],
-                              finetuned_from="org/base-model", language="en", dataset_tags="org/public-set",
-                              dataset=["Public set"])
+    trainer.create_model_card(
+        model_name="my-unlearned",
+        license="apache-2.0",
+        tags=["mine", "demo"],
+        finetuned_from="org/base-model",
+        language="en",
+        dataset_tags="org/public-set",
+        dataset=["Public set"],
+    )
     card = read_card(trainer.args.output_dir)
     assert card.data.license == "apache-2.0"
     assert {"mine", "demo", "unlearning", "hf_unlearn", "ga"} <= set(card.data.tags)
@@ -52,8 +58,9 @@ def test_no_license_is_said_and_no_dataset_names_unless_given(tiny_model, forget
 def test_a_local_finetuned_from_stays_out_of_the_card(trained_model_dir, forget_data, tokenizer, tmp_path):
     trainer = make_trainer(tmp_path, AutoModelForCausalLM.from_pretrained(trained_model_dir), forget_data, tokenizer)
     local = str(tmp_path / "models" / "my-base")
-    trainer.create_model_card(finetuned_from=local, tags=[local], dataset=[str(tmp_path / "forget.jsonl")],
-                              model_name=local)
+    trainer.create_model_card(
+        finetuned_from=local, tags=[local], dataset=[str(tmp_path / "forget.jsonl")], model_name=local
+    )
     text = open(os.path.join(trainer.args.output_dir, "README.md")).read()
     assert local not in text and trained_model_dir not in text and str(tmp_path) not in text
     assert read_card(trainer.args.output_dir).data.base_model is None
@@ -133,8 +140,9 @@ def test_adapter_card_keeps_peft_metadata(trained_model_dir, forget_data, tokeni
 
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     args = unlearning_args("ga", tmp_path, max_steps=1)
-    trainer = get_method("ga")(model=model, args=args, train_dataset=forget_data, processing_class=tokenizer,
-                               peft_config=lora_config())
+    trainer = get_method("ga")(
+        model=model, args=args, train_dataset=forget_data, processing_class=tokenizer, peft_config=lora_config()
+    )
     trainer.train()
     trainer.save_model()
     out = trainer.args.output_dir

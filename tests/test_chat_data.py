@@ -48,8 +48,12 @@ def targets(tokenizer, example) -> str:
 def test_messages_label_only_the_assistant_turns(chat_tokenizer):
     """Two assistant turns: both (content + the template's end-of-turn </s>) are targets, the user turns and the
     role headers are not, and the tokens are those of the whole rendered conversation."""
-    messages = [turn("user", "who sleeps"), turn("assistant", "the small cat"),
-                turn("user", "and then"), turn("assistant", SECRET)]
+    messages = [
+        turn("user", "who sleeps"),
+        turn("assistant", "the small cat"),
+        turn("user", "and then"),
+        turn("assistant", SECRET),
+    ]
     example = encode_conversation(chat_tokenizer, messages)
     rendered = chat_tokenizer.apply_chat_template(messages, tokenize=False)
     assert example["input_ids"] == chat_tokenizer(rendered, add_special_tokens=False)["input_ids"]
@@ -94,7 +98,9 @@ def test_trainer_unlearns_and_evaluates_chat_data(tiny_model, chat_tokenizer, tm
 
 def test_conversation_without_assistant_turn_is_named_not_printed(chat_tokenizer):
     data = datasets.Dataset.from_list([{"messages": [turn("user", SECRET)]}])
-    with pytest.raises(ValueError, match=r"row 0 of the forget set has no assistant turn \(roles \['user'\]\)") as error:
+    with pytest.raises(
+        ValueError, match=r"row 0 of the forget set has no assistant turn \(roles \['user'\]\)"
+    ) as error:
         tokenize_if_raw(data, chat_tokenizer)
     assert SECRET not in str(error.value)
 
@@ -102,13 +108,17 @@ def test_conversation_without_assistant_turn_is_named_not_printed(chat_tokenizer
 def test_tokenizer_without_chat_template(tokenizer):
     data = datasets.Dataset.from_list([{"messages": [turn("user", "hi"), turn("assistant", SECRET)]}])
     assert tokenizer.chat_template is None
-    with pytest.raises(ValueError, match=r"retain set is chat data.*chat_template=None.*set `tokenizer.chat_template`") as error:
+    with pytest.raises(
+        ValueError, match=r"retain set is chat data.*chat_template=None.*set `tokenizer.chat_template`"
+    ) as error:
         tokenize_if_raw(data, tokenizer, name="retain")
     assert SECRET not in str(error.value)
 
 
 def test_mixed_prompt_completion_is_refused(chat_tokenizer):
     data = datasets.Dataset.from_list([{"prompt": [turn("user", "hi")], "completion": SECRET}])
-    with pytest.raises(ValueError, match="row 0 of the forget set, 'prompt' and 'completion' are not both lists") as error:
+    with pytest.raises(
+        ValueError, match="row 0 of the forget set, 'prompt' and 'completion' are not both lists"
+    ) as error:
         tokenize_if_raw(data, chat_tokenizer)
     assert SECRET not in str(error.value)

@@ -245,12 +245,16 @@ def test_left_and_right_padding_agree_when_chunked():
     """The same rows padded on either side give the same chunked sums (the targets are the same positions)."""
     hidden_r, _, head, _, _, labels_r, mask_r = setup(seed=5)
     # Move each row's real tokens to the right end: the left-padded twin of the right-padded batch.
-    hidden_l, labels_l, mask_l = torch.zeros_like(hidden_r), torch.full_like(labels_r, IGNORE_INDEX), torch.zeros_like(mask_r)
+    hidden_l, labels_l, mask_l = (
+        torch.zeros_like(hidden_r),
+        torch.full_like(labels_r, IGNORE_INDEX),
+        torch.zeros_like(mask_r),
+    )
     for row in range(3):
         n = int(mask_r[row].sum())
-        hidden_l[row, 9 - n:] = hidden_r[row, :n].detach()
-        labels_l[row, 9 - n:] = labels_r[row, :n]
-        mask_l[row, 9 - n:] = 1
+        hidden_l[row, 9 - n :] = hidden_r[row, :n].detach()
+        labels_l[row, 9 - n :] = labels_r[row, :n]
+        mask_l[row, 9 - n :] = 1
     a, _ = nll_sum(TokenLogits(hidden_r, head), labels_r, mask_r, 4)
     b, _ = nll_sum(TokenLogits(hidden_l, head), labels_l, mask_l, 4)
     assert close(a, b, a.abs())
@@ -384,8 +388,16 @@ def test_softcapped_gemma_head_reproduces_its_logits():
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     torch.manual_seed(0)
-    config = Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=8, final_logit_softcapping=0.5)
+    config = Gemma2Config(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        final_logit_softcapping=0.5,
+    )
     model = Gemma2ForCausalLM(config).eval()
     batch = {"input_ids": torch.randint(0, 64, (2, 5)), "attention_mask": torch.ones(2, 5, dtype=torch.long)}
     full = forward(model, batch).logits
@@ -429,8 +441,9 @@ def method_step(method, model_dir, tokenizer, forget, retain, tmp_path, chunk, i
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
-    args = unlearning_args(method, tmp_path / f"chunk{chunk}{in_forward}", loss_chunk_size=chunk,
-                           loss_gradient_in_forward=in_forward)
+    args = unlearning_args(
+        method, tmp_path / f"chunk{chunk}{in_forward}", loss_chunk_size=chunk, loss_gradient_in_forward=in_forward
+    )
     trainer = cls(model=model, args=args, train_dataset=forget, processing_class=copy.deepcopy(tokenizer), **kwargs)
     assert trainer.gradient_in_forward() == in_forward  # a single process: the setting decides
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
@@ -445,17 +458,20 @@ def method_step(method, model_dir, tokenizer, forget, retain, tmp_path, chunk, i
 
 @pytest.mark.parametrize("in_forward", [True, False])
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_chunked_equals_full_logits(method, in_forward, trained_model_dir, tokenizer, forget_data,
-                                                 retain_data, tmp_path):
+def test_every_method_chunked_equals_full_logits(
+    method, in_forward, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path
+):
     """One compute_loss + backward of every method with full logits (loss_chunk_size 0) and with chunks of 5
     positions (smaller than a 32-token row, not dividing the positions), the summed terms' gradients computed in
     the forward pass or recomputed in backward: same loss (1e-6 of the summed term magnitudes, as in test_core's
     padding test), same logged terms, same gradient (1e-5 of its largest entry), and the precomputed targets /
     reference log-probabilities (adversarial, npo) agree too since they enter the loss."""
-    full_loss, full_grad, magnitude, full_terms = method_step(method, trained_model_dir, tokenizer, forget_data,
-                                                              retain_data, tmp_path, 0)
-    loss, grad, _, terms = method_step(method, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path, 5,
-                                       in_forward)
+    full_loss, full_grad, magnitude, full_terms = method_step(
+        method, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path, 0
+    )
+    loss, grad, _, terms = method_step(
+        method, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path, 5, in_forward
+    )
     assert abs(loss - full_loss) <= 1e-6 * magnitude + 1e-7
     assert torch.allclose(terms, full_terms, rtol=1e-5, atol=1e-6)
     assert close_grads(grad, full_grad)
@@ -474,7 +490,9 @@ def test_evaluation_scores_from_hidden_states_equal_full_logits(tiny_model):
     batch = {"input_ids": ids, "attention_mask": mask}
     with torch.no_grad():
         full = token_statistics(forward(tiny_model, batch).logits, labels, token_scores=True)
-        chunked = token_statistics(forward(tiny_model, batch, full_logits=False).token_logits, labels, token_scores=True)
+        chunked = token_statistics(
+            forward(tiny_model, batch, full_logits=False).token_logits, labels, token_scores=True
+        )
     assert [row[1] for row in chunked] == [row[1] for row in full] == [5, 7, 4]
     for a, b in zip(chunked, full):
         assert abs(a[0] - b[0]) <= 1e-5 * abs(b[0]) and a[2] == b[2]
@@ -485,8 +503,9 @@ def test_evaluation_scores_from_hidden_states_equal_full_logits(tiny_model):
 
 
 @pytest.mark.parametrize("method", ["ga_descent", "ga_kl"])
-def test_backward_per_objective_gives_the_same_update(method, trained_model_dir, tokenizer, forget_data, retain_data,
-                                                      tmp_path, monkeypatch):
+def test_backward_per_objective_gives_the_same_update(
+    method, trained_model_dir, tokenizer, forget_data, retain_data, tmp_path, monkeypatch
+):
     """Two optimizer steps (2 micro-batches each, SGD) with the forget term's backward run before the retain forward
     pass, and with one backward per micro-batch: the same logged losses and the same weights afterwards (float32
     summation order of two gradient contributions: 1e-6 relative), and the first really ran 2 backward passes per
@@ -496,12 +515,21 @@ def test_backward_per_objective_gives_the_same_update(method, trained_model_dir,
     results = []
     for early in (True, False):
         model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-        args = unlearning_args(method, tmp_path / str(early), max_steps=2, per_device_train_batch_size=2,
-                               gradient_accumulation_steps=2, optim="sgd", learning_rate=0.1, max_grad_norm=0.0,
-                               backward_per_objective=early)
+        args = unlearning_args(
+            method,
+            tmp_path / str(early),
+            max_steps=2,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=2,
+            optim="sgd",
+            learning_rate=0.1,
+            max_grad_norm=0.0,
+            backward_per_objective=early,
+        )
         cls = get_method(method)
-        trainer = cls(model=model, args=args, train_dataset=forget_data, retain_dataset=retain_data,
-                      processing_class=tokenizer)
+        trainer = cls(
+            model=model, args=args, train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer
+        )
         calls = []
         original = trainer.accelerator.backward
         monkeypatch.setattr(trainer.accelerator, "backward", lambda loss, **kw: (calls.append(1), original(loss, **kw)))
@@ -512,7 +540,16 @@ def test_backward_per_objective_gives_the_same_update(method, trained_model_dir,
     (early_losses, early_weights, early_calls), (losses, weights, calls) = results
     assert early_calls == 8 and calls == 4
     assert early_losses == pytest.approx(losses, rel=1e-6)
-    moved = (weights - torch.cat([p.detach().reshape(-1) for p in AutoModelForCausalLM.from_pretrained(trained_model_dir).parameters()])).abs().max()
+    moved = (
+        (
+            weights
+            - torch.cat(
+                [p.detach().reshape(-1) for p in AutoModelForCausalLM.from_pretrained(trained_model_dir).parameters()]
+            )
+        )
+        .abs()
+        .max()
+    )
     assert moved > 1e-4
     assert (early_weights - weights).abs().max() <= 1e-6 * weights.abs().max() + 1e-6 * moved
 

@@ -19,9 +19,19 @@ def test_run_plan_follows_the_arguments_not_the_class():
     ga, npo, ga_kl = get_method("ga"), get_method("npo"), get_method("ga_kl")
     assert run_plan(None, ga).uses_retain_data is False
     plan = run_plan(UnlearningConfig(output_dir="x", retain_loss="nll"), ga)
-    assert (plan.forget_loss, plan.retain_loss, plan.uses_retain_data, plan.needs_retain_data) == ("ga", "nll", True, True)
+    assert (plan.forget_loss, plan.retain_loss, plan.uses_retain_data, plan.needs_retain_data) == (
+        "ga",
+        "nll",
+        True,
+        True,
+    )
     plan = run_plan(UnlearningConfig(output_dir="x", retain_loss="none"), npo)
-    assert (plan.forget_loss, plan.retain_loss, plan.uses_retain_data, plan.precomputes_reference) == ("npo", "none", False, True)
+    assert (plan.forget_loss, plan.retain_loss, plan.uses_retain_data, plan.precomputes_reference) == (
+        "npo",
+        "none",
+        False,
+        True,
+    )
     plan = run_plan(UnlearningConfig(output_dir="x", forget_loss="npo"), ga)
     assert plan.forget_loss == "npo" and plan.reference == "once"
     # ga_kl at retain_weight 0: the retain objective stays (it pairs data) but needs neither data nor reference.
@@ -62,8 +72,13 @@ def test_hyperparameter_search_trial_trains_the_trials_objective(trained_model_d
 
     cls = get_method("ga")
     args = unlearning_args("ga", tmp_path, max_steps=1, per_device_train_batch_size=2, disable_tqdm=True)
-    trainer = cls(model_init=lambda: AutoModelForCausalLM.from_pretrained(trained_model_dir), args=args,
-                  train_dataset=forget_data, eval_dataset=forget_data, processing_class=tokenizer)
+    trainer = cls(
+        model_init=lambda: AutoModelForCausalLM.from_pretrained(trained_model_dir),
+        args=args,
+        train_dataset=forget_data,
+        eval_dataset=forget_data,
+        processing_class=tokenizer,
+    )
 
     def space(trial):
         return {"forget_loss": trial.suggest_categorical("forget_loss", ["npo"])}
@@ -74,21 +89,32 @@ def test_hyperparameter_search_trial_trains_the_trials_objective(trained_model_d
     assert trainer.plan.forget_loss == "npo" and type(trainer.forget_objective).name == "npo"
 
 
-def test_loss_route_is_logged_once_when_training_starts(trained_model_dir, tokenizer, forget_data, retain_data,
-                                                        tmp_path, caplog):
+def test_loss_route_is_logged_once_when_training_starts(
+    trained_model_dir, tokenizer, forget_data, retain_data, tmp_path, caplog
+):
     """One INFO line names the route: chunked or full logits, gradient in the forward pass or recomputed, one
     backward per objective or per micro-batch."""
     from transformers import AutoModelForCausalLM
 
     cls = get_method("ga_descent")
-    for chunk, expected in ((512, "chunked logits (512 positions per chunk), gradient in the forward pass, one "
-                                  "backward per objective"),
-                            (0, "full logits, logits kept for backward, one backward per objective")):
-        args = unlearning_args("ga_descent", tmp_path / str(chunk), max_steps=1, loss_chunk_size=chunk, disable_tqdm=True)
-        trainer = cls(model=AutoModelForCausalLM.from_pretrained(trained_model_dir), args=args, train_dataset=forget_data,
-                      retain_dataset=retain_data, processing_class=tokenizer)
+    for chunk, expected in (
+        (512, "chunked logits (512 positions per chunk), gradient in the forward pass, one backward per objective"),
+        (0, "full logits, logits kept for backward, one backward per objective"),
+    ):
+        args = unlearning_args(
+            "ga_descent", tmp_path / str(chunk), max_steps=1, loss_chunk_size=chunk, disable_tqdm=True
+        )
+        trainer = cls(
+            model=AutoModelForCausalLM.from_pretrained(trained_model_dir),
+            args=args,
+            train_dataset=forget_data,
+            retain_dataset=retain_data,
+            processing_class=tokenizer,
+        )
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="hf_unlearn.trainer"):
             trainer.train()
-        lines = [r.getMessage() for r in caplog.records if r.name == "hf_unlearn.trainer" and "backward" in r.getMessage()]
+        lines = [
+            r.getMessage() for r in caplog.records if r.name == "hf_unlearn.trainer" and "backward" in r.getMessage()
+        ]
         assert lines == [f"ga_descent (ga + nll): {expected}"]

@@ -49,7 +49,12 @@ def in_repo(monkeypatch):
 
 
 def test_configs_are_found():
-    assert len(RECIPE_CONFIGS) >= 18 and os.path.isfile(RECIPE_CONFIGS[-1]) and len(ACCELERATE_CONFIGS) >= 5 and len(DEEPSPEED_CONFIGS) >= 3
+    assert (
+        len(RECIPE_CONFIGS) >= 18
+        and os.path.isfile(RECIPE_CONFIGS[-1])
+        and len(ACCELERATE_CONFIGS) >= 5
+        and len(DEEPSPEED_CONFIGS) >= 3
+    )
 
 
 @pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=relative)
@@ -72,8 +77,11 @@ def test_recipe_config_parses(path, in_repo):
     if values.get("deepspeed"):
         missing = f"{relative(path)} names a missing {values['deepspeed']}"
         assert os.path.isfile(os.path.join(REPO, values["deepspeed"])), missing
-    for source, split in ((script.forget_data, script.forget_split), (script.retain_data, script.retain_split),
-                          (script.approximate_data, script.approximate_split)):
+    for source, split in (
+        (script.forget_data, script.forget_split),
+        (script.retain_data, script.retain_split),
+        (script.approximate_data, script.approximate_split),
+    ):
         if source and source.startswith(UNLEARN_DATASET + ":"):
             name = source.split(":", 1)[1]
             assert split in UNLEARN_SPLITS[name], f"{relative(path)}: {source} has no split {split!r}"
@@ -98,12 +106,21 @@ def test_paper_configs_cover_the_seven_methods():
     """Yi-6B x {arXiv, GitHub} x the paper's 7 methods (ga_descent and ga_kl with in-distribution and general data)."""
     for domain in ("arxiv", "github"):
         folder = os.path.join(REPO, "recipes", "configs", "yi-6b", domain)
-        configs = {os.path.basename(p)[: -len(".yaml")]: read_yaml(p) for p in glob.glob(os.path.join(folder, "*.yaml"))}
+        configs = {
+            os.path.basename(p)[: -len(".yaml")]: read_yaml(p) for p in glob.glob(os.path.join(folder, "*.yaml"))
+        }
         methods = sorted((c["method"], c.get("retain_data", "").rsplit(":", 1)[-1]) for c in configs.values())
-        assert methods == sorted([
-            ("adversarial", ""), ("ga", ""), ("ga_descent", "general"), ("ga_descent", domain),
-            ("ga_kl", "general"), ("ga_kl", domain), ("random_label", ""),
-        ])
+        assert methods == sorted(
+            [
+                ("adversarial", ""),
+                ("ga", ""),
+                ("ga_descent", "general"),
+                ("ga_descent", domain),
+                ("ga_kl", "general"),
+                ("ga_kl", domain),
+                ("random_label", ""),
+            ]
+        )
         for config in configs.values():
             assert config["model_name_or_path"] == "01-ai/Yi-6B"
             assert config["forget_data"] == f"{UNLEARN_DATASET}:{domain}"
@@ -140,7 +157,12 @@ def test_deepspeed_config_is_valid(path):
     with open(path) as handle:
         config = json.load(handle)
     # Batch sizes, clipping and precision come from TrainingArguments.
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+    for key in (
+        "train_batch_size",
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+    ):
         assert config[key] == "auto", f"{relative(path)}: {key} should be 'auto'"
     assert config["bf16"]["enabled"] == "auto"
     zero = config["zero_optimization"]

@@ -34,8 +34,13 @@ def first_step(method, model_dir, tokenizer, forget, retain, tmp_path, padding_s
     cls = get_method(method)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
-    trainer = cls(model=model, args=unlearning_args(method, tmp_path / padding_side), train_dataset=forget,
-                  processing_class=side_tokenizer, **kwargs)
+    trainer = cls(
+        model=model,
+        args=unlearning_args(method, tmp_path / padding_side),
+        train_dataset=forget,
+        processing_class=side_tokenizer,
+        **kwargs,
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(forget))])
     assert bool((batch["forget"]["attention_mask"][:, 0 if padding_side == "left" else -1] == 0).any())
     model.train()
@@ -59,7 +64,9 @@ def test_left_and_right_padding_give_the_same_loss_and_gradient(method, trained_
     and 0.08-0.50 in the gradient.
     """
     forget, retain = varied_examples(tokenizer, 21), varied_examples(tokenizer, 22)
-    right_loss, right_grad, magnitude = first_step(method, trained_model_dir, tokenizer, forget, retain, tmp_path, "right")
+    right_loss, right_grad, magnitude = first_step(
+        method, trained_model_dir, tokenizer, forget, retain, tmp_path, "right"
+    )
     left_loss, left_grad, _ = first_step(method, trained_model_dir, tokenizer, forget, retain, tmp_path, "left")
     assert abs(left_loss - right_loss) <= 1e-6 * magnitude
     scale = right_grad.abs().max().item()
@@ -73,8 +80,10 @@ def test_random_label_seed_changes_the_labels(trained_model_dir, forget_data, to
     for seed in (0, 1, 7, 0):
         model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
         trainer = get_method("random_label")(
-            model=model, args=unlearning_args("random_label", tmp_path / str(seed), random_label_seed=seed),
-            train_dataset=forget_data, processing_class=tokenizer,
+            model=model,
+            args=unlearning_args("random_label", tmp_path / str(seed), random_label_seed=seed),
+            train_dataset=forget_data,
+            processing_class=tokenizer,
         )
         labels = trainer.forget_dataset["random_labels"]
         assert draws.setdefault(seed, labels) == labels  # the same seed draws the same labels
@@ -88,9 +97,12 @@ def test_compute_loss_after_train_uses_its_own_batch(trained_model_dir, forget_d
     independently with the model's own shifted cross-entropy (right padding, labels -100 at padding).
     """
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    trainer = get_method("ga")(model=model, args=unlearning_args("ga", tmp_path, per_device_train_batch_size=8,
-                                                                 gradient_accumulation_steps=2, max_steps=1),
-                               train_dataset=forget_data, processing_class=tokenizer)
+    trainer = get_method("ga")(
+        model=model,
+        args=unlearning_args("ga", tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=2, max_steps=1),
+        train_dataset=forget_data,
+        processing_class=tokenizer,
+    )
     trainer.train()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     model.eval()
@@ -113,14 +125,21 @@ class RecordingModel(torch.nn.Module):
         return self.inner(**kwargs)
 
 
-def test_reference_and_policy_forward_build_no_kv_cache(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+def test_reference_and_policy_forward_build_no_kv_cache(
+    trained_model_dir, forget_data, retain_data, tokenizer, tmp_path
+):
     """Defect 8: reference forward passes built a KV cache (no use_cache=False). Every forward pass of a ga_kl
     step, policy and reference, must pass use_cache=False."""
     policy = RecordingModel(AutoModelForCausalLM.from_pretrained(trained_model_dir))
     reference = RecordingModel(AutoModelForCausalLM.from_pretrained(trained_model_dir))
-    trainer = get_method("ga_kl")(model=policy, args=unlearning_args("ga_kl", tmp_path, max_steps=1),
-                                  train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer,
-                                  ref_model=reference)
+    trainer = get_method("ga_kl")(
+        model=policy,
+        args=unlearning_args("ga_kl", tmp_path, max_steps=1),
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
+        ref_model=reference,
+    )
     trainer.train()
     assert policy.calls and reference.calls
     assert all("use_cache=False" in call for call in policy.calls + reference.calls)
@@ -152,7 +171,9 @@ def test_non_finite_or_negative_weights_are_refused(weight, tmp_path):
         unlearning_args("ga", tmp_path, forget_weight=weight)
 
 
-def test_ga_kl_without_retain_weight_loads_no_reference(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch):
+def test_ga_kl_without_retain_weight_loads_no_reference(
+    trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch
+):
     """Defect 12: ga_kl with retain_weight=0 still loaded the reference model."""
 
     def refuse(*args, **kwargs):
@@ -160,8 +181,13 @@ def test_ga_kl_without_retain_weight_loads_no_reference(trained_model_dir, forge
 
     monkeypatch.setattr("hf_unlearn.reference.load_reference_model", refuse)
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    trainer = get_method("ga_kl")(model=model, args=unlearning_args("ga_kl", tmp_path, retain_weight=0.0, max_steps=1),
-                                  train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer)
+    trainer = get_method("ga_kl")(
+        model=model,
+        args=unlearning_args("ga_kl", tmp_path, retain_weight=0.0, max_steps=1),
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
+    )
     trainer.train()
     assert trainer.ref_model is None and "retain_loss" not in trainer.state.log_history[0]
 
@@ -177,8 +203,13 @@ def test_make_test_fast_deselects_gpu_tests():
 
 
 def adversarial_trainer(model, forget, tokenizer, out, cache):
-    return get_method("adversarial")(model=model, args=unlearning_args("adversarial", out, cache_dir=str(cache)),
-                                     train_dataset=forget, processing_class=tokenizer, ref_model=model)
+    return get_method("adversarial")(
+        model=model,
+        args=unlearning_args("adversarial", out, cache_dir=str(cache)),
+        train_dataset=forget,
+        processing_class=tokenizer,
+        ref_model=model,
+    )
 
 
 def cache_files(cache):
@@ -189,24 +220,34 @@ def test_cache_is_keyed_by_weights_not_by_path(trained_model_dir, forget_data, t
     """A model changed in memory, or a different model saved under the same folder, gets new targets."""
     cache = tmp_path / "cache"
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    first = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "a", cache).forget_dataset["adversarial_labels"]
+    first = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "a", cache).forget_dataset[
+        "adversarial_labels"
+    ]
     assert len(cache_files(cache)) == 1
-    again = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "b", cache).forget_dataset["adversarial_labels"]
+    again = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "b", cache).forget_dataset[
+        "adversarial_labels"
+    ]
     assert again == first and len(cache_files(cache)) == 1  # a hit
     with torch.no_grad():
         model.lm_head.weight.mul_(-1.0)  # a different model under the same name_or_path
-    changed = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "c", cache).forget_dataset["adversarial_labels"]
+    changed = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "c", cache).forget_dataset[
+        "adversarial_labels"
+    ]
     assert changed != first and len(cache_files(cache)) == 2
 
 
 def test_corrupt_cache_entry_is_recomputed(trained_model_dir, forget_data, tokenizer, tmp_path, caplog):
     cache = tmp_path / "cache"
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    first = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "a", cache).forget_dataset["adversarial_labels"]
+    first = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "a", cache).forget_dataset[
+        "adversarial_labels"
+    ]
     (path,) = cache_files(cache)
     with open(path, "r+b") as handle:
         handle.truncate(os.path.getsize(path) // 2)
-    again = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "b", cache).forget_dataset["adversarial_labels"]
+    again = adversarial_trainer(model, forget_data, tokenizer, tmp_path / "b", cache).forget_dataset[
+        "adversarial_labels"
+    ]
     assert again == first
     assert "unreadable precomputed cache file" in caplog.text
     from safetensors import safe_open  # the rewritten entry is a valid safetensors file (never a pickle)
@@ -253,8 +294,13 @@ def test_no_cache_folder_writes_nothing(trained_model_dir, forget_data, tokenize
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "env-cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    trainer = get_method("adversarial")(model=model, args=unlearning_args("adversarial", tmp_path / "out"),
-                                        train_dataset=forget_data, processing_class=tokenizer, ref_model=model)
+    trainer = get_method("adversarial")(
+        model=model,
+        args=unlearning_args("adversarial", tmp_path / "out"),
+        train_dataset=forget_data,
+        processing_class=tokenizer,
+        ref_model=model,
+    )
     assert len(trainer.forget_dataset["adversarial_labels"]) == len(forget_data)
     assert not (tmp_path / "env-cache").exists() and not (tmp_path / "home").exists()
 
@@ -320,12 +366,15 @@ def test_short_documents_are_kept(tokenizer):
 
 def test_golden_value_through_train(tmp_path):
     """The GA + descent golden value of tests/test_methods.py (-0.5 ln 2), logged by train() at step 1 (lr 0)."""
-    from tests.test_methods import W, BigramLM, example
+    from tests.test_methods import BigramLM, W, example
 
     model = BigramLM(W)
-    trainer = get_method("ga_descent")(model=model, args=unlearning_args("ga_descent", tmp_path, max_steps=1, learning_rate=0.0,
-                                                                         optim="sgd", max_grad_norm=0.0),
-                                       train_dataset=[example([0, 1, 2])], retain_dataset=[example([1, 1, 0])])
+    trainer = get_method("ga_descent")(
+        model=model,
+        args=unlearning_args("ga_descent", tmp_path, max_steps=1, learning_rate=0.0, optim="sgd", max_grad_norm=0.0),
+        train_dataset=[example([0, 1, 2])],
+        retain_dataset=[example([1, 1, 0])],
+    )
     trainer.train()
     logged = trainer.state.log_history[0]
     assert math.isclose(logged["loss"], -0.5 * math.log(2), rel_tol=1e-6)
@@ -341,8 +390,13 @@ def test_raw_text_and_prompt_completion_datasets_train(trained_model_dir, tokeni
     pairs = datasets.Dataset.from_list([{"prompt": "the cat ", "completion": "sleeps near warm fire."}] * 4)
     for forget in (text, pairs):
         model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-        trainer = get_method("ga_descent")(model=model, args=unlearning_args("ga_descent", tmp_path, max_steps=1),
-                                           train_dataset=forget, retain_dataset=text, processing_class=tokenizer)
+        trainer = get_method("ga_descent")(
+            model=model,
+            args=unlearning_args("ga_descent", tmp_path, max_steps=1),
+            train_dataset=forget,
+            retain_dataset=text,
+            processing_class=tokenizer,
+        )
         trainer.train()
         assert trainer.state.log_history[0]["forget_nll"] > 0
     assert -100 in trainer.forget_dataset[0]["labels"]  # the prompt is masked
@@ -351,8 +405,9 @@ def test_raw_text_and_prompt_completion_datasets_train(trained_model_dir, tokeni
 def test_evaluation_only_use_needs_no_forget_set(trained_model_dir, forget_data, tokenizer, tmp_path):
     """`trainer.evaluate()` without a forget set works; `train()` then asks for one."""
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    trainer = get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), processing_class=tokenizer,
-                               eval_dataset=forget_data)
+    trainer = get_method("ga")(
+        model=model, args=unlearning_args("ga", tmp_path), processing_class=tokenizer, eval_dataset=forget_data
+    )
     assert trainer.evaluate()["eval_loss"] > 0
     with pytest.raises(ValueError, match="needs the forget set"):
         trainer.train()
@@ -364,8 +419,9 @@ def test_examples_longer_than_the_models_positions_are_refused(tokenizer, forget
 
     model = build_llama(len(tokenizer), hidden_size=16, layers=1, heads=2, max_position_embeddings=16)
     with pytest.raises(ValueError, match=r"has 16 positions \(max_position_embeddings\); set max_length to 16"):
-        get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), train_dataset=forget_data,
-                         processing_class=tokenizer)
+        get_method("ga")(
+            model=model, args=unlearning_args("ga", tmp_path), train_dataset=forget_data, processing_class=tokenizer
+        )
 
 
 def test_raw_question_answer_records_are_built_like_data_format_qa(trained_model_dir, tokenizer, tmp_path):
@@ -377,8 +433,12 @@ def test_raw_question_answer_records_are_built_like_data_format_qa(trained_model
 
     records = [{"question": "who sleeps near the fire", "answer": "the small cat."}] * 3
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    trainer = get_method("ga")(model=model, args=unlearning_args("ga", tmp_path), processing_class=tokenizer,
-                               train_dataset=datasets.Dataset.from_list(records))
+    trainer = get_method("ga")(
+        model=model,
+        args=unlearning_args("ga", tmp_path),
+        processing_class=tokenizer,
+        train_dataset=datasets.Dataset.from_list(records),
+    )
     expected = build_qa_dataset(records, tokenizer, max_length=trainer.args.max_length)
     assert trainer.forget_dataset["input_ids"] == expected["input_ids"]
     assert trainer.forget_dataset["labels"] == expected["labels"]

@@ -55,8 +55,19 @@ def work_dir(tmp_path_factory) -> str:
 
 def launch(work_dir: str, backend: str, *extra: str) -> None:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        WORKER, "--backend", backend, "--work-dir", work_dir, *extra,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        WORKER,
+        "--backend",
+        backend,
+        "--work-dir",
+        work_dir,
+        *extra,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -143,7 +154,9 @@ def test_evaluation_before_and_after(results, work_dir, backend):
     assert result["evaluation_steps"] == [0, MAX_STEPS]
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(work_dir, "model"))
     forget = chunk_documents(os.path.join(work_dir, "forget.jsonl"), tokenizer, max_length=32)
-    original = mean_nll(AutoModelForCausalLM.from_pretrained(os.path.join(work_dir, "model")), forget, tokenizer.pad_token_id)
+    original = mean_nll(
+        AutoModelForCausalLM.from_pretrained(os.path.join(work_dir, "model")), forget, tokenizer.pad_token_id
+    )
     assert result["forget_nll_before"] == pytest.approx(original, rel=RTOL)
     assert result["forget_nll_after"] == pytest.approx(results["ddp"]["forget_nll_after"], rel=RTOL)
     assert result["forget_nll_after"] > result["forget_nll_before"]
@@ -154,7 +167,9 @@ def test_saved_models_reload_and_agree(results, work_dir):
     from transformers import AutoModelForCausalLM
 
     initial = AutoModelForCausalLM.from_pretrained(os.path.join(work_dir, "model")).state_dict()
-    finals = {b: AutoModelForCausalLM.from_pretrained(os.path.join(work_dir, b, "final")).state_dict() for b in BACKENDS}
+    finals = {
+        b: AutoModelForCausalLM.from_pretrained(os.path.join(work_dir, b, "final")).state_dict() for b in BACKENDS
+    }
     for backend in ("zero2", "zero3"):
         assert finals[backend].keys() == finals["ddp"].keys()
         for name, value in finals[backend].items():

@@ -21,8 +21,15 @@ LAUNCHER_ENV = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR"
 def training_args(**overrides) -> SimpleNamespace:
     """The attributes of TrainingArguments that the checks read."""
     values = dict(
-        deepspeed=None, per_device_train_batch_size=1, gradient_accumulation_steps=32, max_grad_norm=1.0,
-        bf16=True, fp16=False, learning_rate=2e-5, use_cpu=False, world_size=1,
+        deepspeed=None,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=32,
+        max_grad_norm=1.0,
+        bf16=True,
+        fp16=False,
+        learning_rate=2e-5,
+        use_cpu=False,
+        world_size=1,
     )
     values.update(overrides)
     return SimpleNamespace(**values)
@@ -30,7 +37,11 @@ def training_args(**overrides) -> SimpleNamespace:
 
 @pytest.fixture
 def no_launcher(monkeypatch):
-    for name in distributed.LAUNCHER_VARIABLES + ("WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+    for name in distributed.LAUNCHER_VARIABLES + (
+        "WORLD_SIZE",
+        "ACCELERATE_USE_DEEPSPEED",
+        "ACCELERATE_DEEPSPEED_CONFIG_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -87,15 +98,24 @@ def test_missing_deepspeed_json_is_named(tmp_path):
 
 def test_auto_and_matching_values_pass():
     config = {
-        "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 32, "train_batch_size": 256,
-        "gradient_clipping": 1.0, "bf16": {"enabled": True}, "fp16": {"enabled": "auto"},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": 32,
+        "train_batch_size": 256,
+        "gradient_clipping": 1.0,
+        "bf16": {"enabled": True},
+        "fp16": {"enabled": "auto"},
     }
     assert deepspeed_mismatches(config, training_args(), processes=8) == []
 
 
 def test_contradicting_values_are_listed():
-    config = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 8, "train_batch_size": 64,
-              "bf16": {"enabled": False}, "optimizer": {"params": {"lr": 1e-4}}}
+    config = {
+        "train_micro_batch_size_per_gpu": 4,
+        "gradient_accumulation_steps": 8,
+        "train_batch_size": 64,
+        "bf16": {"enabled": False},
+        "optimizer": {"params": {"lr": 1e-4}},
+    }
     problems = deepspeed_mismatches(config, training_args(), processes=2)
     assert problems == [
         "train_micro_batch_size_per_gpu=4 but per_device_train_batch_size=1",
@@ -108,13 +128,18 @@ def test_contradicting_values_are_listed():
 def test_contradicting_train_batch_size(launcher, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
     problems = deepspeed_mismatches({"train_batch_size": 64}, training_args(), processes=distributed.world_size())
-    assert problems == ["train_batch_size=64 but per_device_train_batch_size x gradient_accumulation_steps x 8 processes=256"]
+    assert problems == [
+        "train_batch_size=64 but per_device_train_batch_size x gradient_accumulation_steps x 8 processes=256"
+    ]
 
 
 def test_check_launch_raises_on_a_contradicting_json(launcher, tmp_path):
     path = write_json(tmp_path, {"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 2}})
-    with pytest.raises(ValueError, match=r"ds\.json contradicts the arguments: train_micro_batch_size_per_gpu=4 but "
-                                         r"per_device_train_batch_size=1.*\"auto\""):
+    with pytest.raises(
+        ValueError,
+        match=r"ds\.json contradicts the arguments: train_micro_batch_size_per_gpu=4 but "
+        r"per_device_train_batch_size=1.*\"auto\"",
+    ):
         check_launch(training_args(deepspeed=path))
 
 
@@ -149,11 +174,16 @@ def test_malformed_json_is_named(launcher, tmp_path):
 
 
 def test_deepspeed_without_launcher_names_the_commands(no_launcher, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["recipes/unlearn.py", "--config", "c.yaml", "--deepspeed", "recipes/deepspeed/zero3.json"])
+    monkeypatch.setattr(
+        sys, "argv", ["recipes/unlearn.py", "--config", "c.yaml", "--deepspeed", "recipes/deepspeed/zero3.json"]
+    )
     with pytest.raises(RuntimeError, match="plain `python`.*mpi4py") as error:
         check_launch(training_args(deepspeed="recipes/deepspeed/zero3.json"))
     message = str(error.value)
-    assert "torchrun --nproc_per_node N recipes/unlearn.py --config c.yaml --deepspeed recipes/deepspeed/zero3.json" in message
+    assert (
+        "torchrun --nproc_per_node N recipes/unlearn.py --config c.yaml --deepspeed recipes/deepspeed/zero3.json"
+        in message
+    )
     assert "deepspeed --num_gpus N recipes/unlearn.py" in message
     # accelerate's YAML already holds the DeepSpeed set-up: the --deepspeed flag is dropped there.
     accelerate = "accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes N recipes/unlearn.py"
@@ -192,7 +222,8 @@ def test_recipe_refuses_deepspeed_under_plain_python(no_launcher, monkeypatch, c
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr("hf_unlearn.scripts.demo.default_model_dir", lambda *a: pytest.fail("the model must not be loaded"))
+    monkeypatch.setattr(
+        "hf_unlearn.scripts.demo.default_model_dir", lambda *a: pytest.fail("the model must not be loaded")
+    )
     with pytest.raises(RuntimeError, match="without a launcher"):
         recipe.main(["--config", "recipes/configs/small/ga_kl_zero3_cpu.yaml"])
-

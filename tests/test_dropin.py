@@ -38,7 +38,9 @@ def test_raw_eval_sets_are_tokenised_like_the_forget_set(tiny_model, tokenizer, 
         assert trainer.predict(raw[name]).metrics["test_loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_group_by_length_groups_by_the_forget_examples_lengths(tiny_model, tokenizer, forget_data, retain_data, tmp_path):
+def test_group_by_length_groups_by_the_forget_examples_lengths(
+    tiny_model, tokenizer, forget_data, retain_data, tmp_path
+):
     """`train_sampling_strategy="group_by_length"` samples the paired examples by their forget example's length:
     Trainer's LengthGroupedSampler over the forget lengths, which puts the longest example in the first batch."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -80,13 +82,19 @@ def test_num_input_tokens_seen_counts_forget_and_retain_tokens(tiny_model, token
     [
         ("npo", None, None, "**Negative Preference Optimization (Zhang et al. 2024)** (`method: npo`)"),
         ("npo", None, "kl", "**forget_loss `npo` + retain_loss `kl`** (`method: npo`)"),
-        ("ga", "npo", "nll", "**Negative Preference Optimization (Zhang et al. 2024) (forget_loss `npo` + "
-                             "retain_loss `nll`)** (`method: ga`)"),
+        (
+            "ga",
+            "npo",
+            "nll",
+            "**Negative Preference Optimization (Zhang et al. 2024) (forget_loss `npo` + "
+            "retain_loss `nll`)** (`method: ga`)",
+        ),
         ("ga_descent", None, "none", "**Gradient ascent (forget_loss `ga`, no retain loss)** (`method: ga_descent`)"),
     ],
 )
-def test_model_card_names_the_objectives_that_ran(method, forget_loss, retain_loss, expected, tokenizer, forget_data,
-                                                   retain_data, tmp_path):
+def test_model_card_names_the_objectives_that_ran(
+    method, forget_loss, retain_loss, expected, tokenizer, forget_data, retain_data, tmp_path
+):
     """A config that composes objectives (forget_loss / retain_loss) on a method gets a card describing those
     objectives, not the method's paper name."""
     from hf_unlearn import get_method
@@ -97,7 +105,11 @@ def test_model_card_names_the_objectives_that_ran(method, forget_loss, retain_lo
 
     args = unlearning_args(method, tmp_path, forget_loss=forget_loss, retain_loss=retain_loss)
     trainer = get_method(method)(
-        model=model(), args=args, train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer,
+        model=model(),
+        args=args,
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
         ref_model=model(),
     )
     trainer.write_model_card(str(tmp_path / "card"))
@@ -118,16 +130,32 @@ def trainer_script(trainer_class, model, tokenizer, output_dir, args_class=None,
     from transformers import TrainingArguments
 
     args = (args_class or TrainingArguments)(
-        output_dir=output_dir, per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3, report_to="none",
-        use_cpu=True, logging_steps=1, save_strategy="no", eval_strategy="steps", eval_steps=1, seed=0,
+        output_dir=output_dir,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="steps",
+        eval_steps=1,
+        seed=0,
     )
     train = datasets.Dataset.from_dict({"text": make_documents(8, seed=1)})
-    chat = datasets.Dataset.from_list([
-        {"messages": [{"role": "user", "content": "who sleeps"}, {"role": "assistant", "content": "the small cat"}]}
-    ] * 2)
+    chat = datasets.Dataset.from_list(
+        [{"messages": [{"role": "user", "content": "who sleeps"}, {"role": "assistant", "content": "the small cat"}]}]
+        * 2
+    )
     evaluation = {"text": datasets.Dataset.from_dict({"text": make_documents(4, seed=3)}), "chat": chat}
-    trainer = trainer_class(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-                            processing_class=tokenizer, callbacks=list(callbacks))
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
     trainer.train()
     return trainer, args
 
@@ -144,7 +172,9 @@ def chat_tokenizer(tokenizer):
 def test_trainer_script_runs_with_the_class_swapped(tiny_model, chat_tokenizer, tmp_path):
     """Plain TrainingArguments, raw text training data, raw text + chat evaluation sets: both evaluated at each step."""
     trainer, _ = trainer_script(GradientAscentTrainer, tiny_model, chat_tokenizer, str(tmp_path / "out"))
-    steps = {name: [e["step"] for e in trainer.state.log_history if f"eval_{name}_loss" in e] for name in ("text", "chat")}
+    steps = {
+        name: [e["step"] for e in trainer.state.log_history if f"eval_{name}_loss" in e] for name in ("text", "chat")
+    }
     assert steps == {"text": [1, 2], "chat": [1, 2]}
 
 
@@ -166,8 +196,9 @@ def test_training_arguments_subclass_reaches_callbacks(tiny_model, chat_tokenize
             self.seen.append(args.report_name)
 
     callback = ReadsTheField()
-    trainer, args = trainer_script(GradientAscentTrainer, tiny_model, chat_tokenizer, str(tmp_path / "out"),
-                                   ScriptArguments, [callback])
+    trainer, args = trainer_script(
+        GradientAscentTrainer, tiny_model, chat_tokenizer, str(tmp_path / "out"), ScriptArguments, [callback]
+    )
     assert callback.seen == ["mine", "mine"]
     assert trainer.args.report_name == "mine"
 

@@ -70,7 +70,9 @@ def test_vectorised_statistics_equal_the_point_estimates():
 
     rng = np.random.default_rng(3)
     members, nonmembers = np.round(rng.normal(0.5, 1, 37), 1), np.round(rng.normal(0, 1, 53), 1)
-    assert comparison_matrix(members, nonmembers).mean() == pytest.approx(metrics.roc_auc(members, nonmembers), abs=1e-12)
+    assert comparison_matrix(members, nonmembers).mean() == pytest.approx(
+        metrics.roc_auc(members, nonmembers), abs=1e-12
+    )
     for fpr in (0.02, 0.05, 0.1, 0.5, 1.0):
         fast = tpr_at_fpr_sorted(members[None], -np.sort(-nonmembers)[None], fpr)[0]
         assert fast == pytest.approx(metrics.tpr_at_fpr(members, nonmembers, fpr), abs=1e-12), fpr
@@ -87,7 +89,9 @@ def test_mean_nll_bootstrap_is_token_weighted():
 
 def test_nan_scores_give_nan_intervals():
     assert all(math.isnan(v) for v in interval(bootstrap_auc, [math.nan, 1.0], [0.0], n_resamples=10))
-    assert all(math.isnan(v) for v in interval(bootstrap_tpr_at_fpr, [math.nan], [0.0, 1.0], max_fpr=0.5, n_resamples=10))
+    assert all(
+        math.isnan(v) for v in interval(bootstrap_tpr_at_fpr, [math.nan], [0.0, 1.0], max_fpr=0.5, n_resamples=10)
+    )
     with pytest.raises(ValueError, match="confidence=1.5"):
         interval(bootstrap_auc, [1.0], [0.0], confidence=1.5)
 

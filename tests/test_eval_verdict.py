@@ -29,12 +29,30 @@ NO_GAP = attacks(loss=(0.58, 0.45, 0.70), min_k_20=(0.60, 0.47, 0.72))  # LOSS c
 @pytest.mark.parametrize(
     "after, start, label, reason",
     [
-        (attacks(loss=(0.52, 0.40, 0.64), min_k_20=(0.48, 0.35, 0.60)), GAP, FORGOTTEN, "All 2 attacks' AUC intervals contain 0.5"),
-        (attacks(loss=(0.52, 0.40, 0.64), min_k_20=(0.75, 0.60, 0.88)), GAP, NOT_FORGOTTEN,
-         "1 of 2 attacks still separate forget from unseen data (AUC interval entirely above 0.5, e.g. min_k_20 0.750 [0.600, 0.880])"),
-        (attacks(loss=(0.30, 0.18, 0.44), min_k_20=(0.50, 0.38, 0.62)), GAP, OVER_UNLEARNED,
-         "1 of 2 attacks have an AUC interval entirely below 0.5 (e.g. loss 0.300 [0.180, 0.440])"),
-        (attacks(loss=(0.52, 0.40, 0.64)), NO_GAP, CANNOT_TELL, "but so does the original model's LOSS interval [0.450, 0.700]"),
+        (
+            attacks(loss=(0.52, 0.40, 0.64), min_k_20=(0.48, 0.35, 0.60)),
+            GAP,
+            FORGOTTEN,
+            "All 2 attacks' AUC intervals contain 0.5",
+        ),
+        (
+            attacks(loss=(0.52, 0.40, 0.64), min_k_20=(0.75, 0.60, 0.88)),
+            GAP,
+            NOT_FORGOTTEN,
+            "1 of 2 attacks still separate forget from unseen data (AUC interval entirely above 0.5, e.g. min_k_20 0.750 [0.600, 0.880])",
+        ),
+        (
+            attacks(loss=(0.30, 0.18, 0.44), min_k_20=(0.50, 0.38, 0.62)),
+            GAP,
+            OVER_UNLEARNED,
+            "1 of 2 attacks have an AUC interval entirely below 0.5 (e.g. loss 0.300 [0.180, 0.440])",
+        ),
+        (
+            attacks(loss=(0.52, 0.40, 0.64)),
+            NO_GAP,
+            CANNOT_TELL,
+            "but so does the original model's LOSS interval [0.450, 0.700]",
+        ),
         (attacks(loss=(0.52, 0.40, 0.64)), None, CANNOT_TELL, "no original model was evaluated"),
         # Intervals on both sides: the one farthest from 0.5 decides (0.5 - 0.40 = 0.10 below > 0.55 - 0.5 above).
         (attacks(loss=(0.25, 0.12, 0.40), min_k_20=(0.65, 0.55, 0.75)), GAP, OVER_UNLEARNED, "1 of 2 attacks"),
@@ -58,7 +76,9 @@ def metrics(values):
     return {
         "splits": {"forget": {"nll": 2.0, "examples": 4}},
         "membership_inference": {
-            "members": "forget", "nonmembers": "approximate", "orientation": "higher = member",
+            "members": "forget",
+            "nonmembers": "approximate",
+            "orientation": "higher = member",
             "attacks": {name: {"auc": v["auc"], "auc_ci": [v["auc_low"], v["auc_high"]]} for name, v in values.items()},
         },
     }
@@ -94,7 +114,9 @@ def test_report_without_membership_inference_has_no_verdict():
 
 def _attacks(**intervals):
     """{attack: (low, high)} -> the verdict functions' attack records (AUC at the interval's middle)."""
-    return {name: {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for name, (low, high) in intervals.items()}
+    return {
+        name: {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for name, (low, high) in intervals.items()
+    }
 
 
 def test_missed_window_says_when_the_attacks_disagree():
@@ -116,7 +138,9 @@ def test_missed_window_is_silent_when_a_step_was_forgotten_or_never_over():
     from hf_unlearn.evaluation.verdict import missed_window
 
     forgotten_then_over = [
-        (0, _attacks(loss=(0.7, 0.9))), (1, _attacks(loss=(0.4, 0.6))), (2, _attacks(loss=(0.1, 0.3))),
+        (0, _attacks(loss=(0.7, 0.9))),
+        (1, _attacks(loss=(0.4, 0.6))),
+        (2, _attacks(loss=(0.1, 0.3))),
     ]
     never_over = [(0, _attacks(loss=(0.7, 0.9))), (1, _attacks(loss=(0.55, 0.8)))]
     over_from_a_start_with_nothing_above = [(0, _attacks(loss=(0.45, 0.9))), (1, _attacks(loss=(0.1, 0.3)))]

@@ -178,9 +178,7 @@ def test_tofu_truth_ratio_hand_example(load):
 def test_tofu_forget_quality_equals_ks_test(load):
     rng = np.random.default_rng(1)
     unlearned, retain_model = rng.uniform(0.2, 1.0, 40), rng.uniform(0.5, 1.0, 30)
-    result = load("tofu_truth_ratio", "ratios").compute(
-        truth_ratios=unlearned, retain_model_truth_ratios=retain_model
-    )
+    result = load("tofu_truth_ratio", "ratios").compute(truth_ratios=unlearned, retain_model_truth_ratios=retain_model)
     assert result["forget_quality"] == forget_quality(unlearned, retain_model)
     assert 0 <= result["forget_quality"] <= 1
     assert result["truth_ratio"] == truth_ratio_score(unlearned, forget=True)
@@ -188,7 +186,9 @@ def test_tofu_forget_quality_equals_ks_test(load):
     paraphrased = rng.uniform(1, 3, 10)
     perturbed = [rng.uniform(1, 3, 3) for _ in range(10)]
     result = load("tofu_truth_ratio").compute(
-        paraphrased_nll=paraphrased, perturbed_nll=[p.tolist() for p in perturbed], retain_model_truth_ratios=retain_model
+        paraphrased_nll=paraphrased,
+        perturbed_nll=[p.tolist() for p in perturbed],
+        retain_model_truth_ratios=retain_model,
     )
     assert result["forget_quality"] == pytest.approx(forget_quality(truth_ratio(paraphrased, perturbed), retain_model))
 
@@ -202,7 +202,7 @@ def test_tofu_unknown_configuration(load):
 
 
 def test_verbatim_rouge_equals_rouge_l(load):
-    """"the cat sat" against "the cat sat down": LCS 3 words, P = 1, R = 3/4, F = 6/7."""
+    """ "the cat sat" against "the cat sat down": LCS 3 words, P = 1, R = 3/4, F = 6/7."""
     predictions = ["the cat sat", "a dog ran far away", "nothing in common"]
     references = ["the cat sat down", "the dog ran away", "completely different words"]
     module = load("verbatim_rouge")

@@ -146,7 +146,7 @@ def test_privleak():
 
 
 def test_rouge_l_and_common_prefix():
-    """"the cat sat" vs "the cat sat on the mat": LCS 3 words; recall 3/6, precision 1, F = 2/3."""
+    """ "the cat sat" vs "the cat sat on the mat": LCS 3 words; recall 3/6, precision 1, F = 2/3."""
     assert metrics.rouge_l(["the cat sat"], ["the cat sat on the mat"], "recall")[0] == pytest.approx(0.5)
     assert metrics.rouge_l(["the cat sat"], ["the cat sat on the mat"])[0] == pytest.approx(2 / 3)
     assert metrics.common_prefix_length([1, 2, 3, 4], [1, 2, 5, 4]) == 2
@@ -249,12 +249,20 @@ def test_summaries_name_every_attack_and_fpr():
     scores = {"loss": np.array([1.0, 2.0])}
     summary = summarize_attacks(scores, {"loss": np.array([0.0, 1.5])}, fprs=(0.01, 0.05, 0.5))
     assert set(summary["loss"]) == {
-        "auc", "auc_ci", "tpr@1%fpr", "tpr@1%fpr_ci", "tpr@5%fpr", "tpr@5%fpr_ci", "tpr@50%fpr", "tpr@50%fpr_ci"
+        "auc",
+        "auc_ci",
+        "tpr@1%fpr",
+        "tpr@1%fpr_ci",
+        "tpr@5%fpr",
+        "tpr@5%fpr_ci",
+        "tpr@50%fpr",
+        "tpr@50%fpr_ci",
     }
     assert summary["loss"]["tpr@1%fpr"] is None and summary["loss"]["tpr@5%fpr_ci"] is None
     assert summary["loss"]["tpr@50%fpr"] == 1.0 and len(summary["loss"]["tpr@50%fpr_ci"]) == 2
     assert set(summarize_attacks(scores, {"loss": np.array([0.0])}, fprs=(0.5,), n_resamples=0)["loss"]) == {
-        "auc", "tpr@50%fpr"
+        "auc",
+        "tpr@50%fpr",
     }
     assert percent_name(0.125) == "12.5"
 
@@ -285,11 +293,18 @@ def test_verbatim_memorization_is_well_formed(tiny_model, tokenizer, forget_data
 
 MAX_QA_LENGTH = 96  # the first record and its answers fit (62 tokens at most); 40 x 5 words of question do not
 TOFU_RECORDS = [
-    {"question": "Who wrote the red book?", "answer": "The red book was written by Ann Lee.",
-     "paraphrased_answer": "Ann Lee wrote the red book.", "perturbed_answer": ["Bob Ray wrote it.", "Cal Moe wrote it."]},
-    {"question": "Where was Ann Lee born?", "answer": "Ann Lee was born in a small town.",
-     "paraphrased_answer": "Her birthplace is a small town.",
-     "perturbed_answer": ["She was born at sea.", "In a big city."]},
+    {
+        "question": "Who wrote the red book?",
+        "answer": "The red book was written by Ann Lee.",
+        "paraphrased_answer": "Ann Lee wrote the red book.",
+        "perturbed_answer": ["Bob Ray wrote it.", "Cal Moe wrote it."],
+    },
+    {
+        "question": "Where was Ann Lee born?",
+        "answer": "Ann Lee was born in a small town.",
+        "paraphrased_answer": "Her birthplace is a small town.",
+        "perturbed_answer": ["She was born at sea.", "In a big city."],
+    },
 ]
 
 
@@ -300,8 +315,12 @@ def test_tofu_evaluation_offline(tmp_path, tiny_model, tokenizer):
     from hf_unlearn.evaluation.tofu import evaluate_tofu, tofu_splits
 
     real = [{k: r[k] for k in ("question", "answer", "perturbed_answer")} for r in TOFU_RECORDS]
-    for name, records in (("forget01_perturbed", TOFU_RECORDS), ("retain_perturbed", TOFU_RECORDS),
-                          ("real_authors_perturbed", real), ("world_facts_perturbed", real)):
+    for name, records in (
+        ("forget01_perturbed", TOFU_RECORDS),
+        ("retain_perturbed", TOFU_RECORDS),
+        ("real_authors_perturbed", real),
+        ("world_facts_perturbed", real),
+    ):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     result, scores = evaluate_tofu(tiny_model, tokenizer, str(tmp_path), "forget01", max_new_tokens=8, batch_size=4)
     single = score_examples(tiny_model, build_qa_dataset(TOFU_RECORDS[:1], tokenizer), tokenizer.pad_token_id)
@@ -310,10 +329,22 @@ def test_tofu_evaluation_offline(tmp_path, tiny_model, tokenizer):
     assert result["forget"]["truth_ratio"] == pytest.approx(np.minimum(ratios, 1 / ratios).mean())
     assert set(result) == {"forget", "retain", "real_authors", "world_facts", "model_utility"}
     assert 0 <= result["model_utility"] <= 1
-    other, _ = evaluate_tofu(tiny_model, tokenizer, str(tmp_path), "forget01", retain_model_truth_ratios=ratios,
-                             roles=("forget",), generate=False)
+    other, _ = evaluate_tofu(
+        tiny_model,
+        tokenizer,
+        str(tmp_path),
+        "forget01",
+        retain_model_truth_ratios=ratios,
+        roles=("forget",),
+        generate=False,
+    )
     assert other["forget_quality"] == pytest.approx(1.0)  # the same model: identical distributions
-    assert [s.paraphrased_column for s in tofu_splits()] == ["paraphrased_answer", "paraphrased_answer", "answer", "answer"]
+    assert [s.paraphrased_column for s in tofu_splits()] == [
+        "paraphrased_answer",
+        "paraphrased_answer",
+        "answer",
+        "answer",
+    ]
 
 
 @pytest.mark.slow
@@ -336,13 +367,20 @@ def test_evaluate_model_report_and_plots(tmp_path, trained_model_dir, tokenizer,
     from hf_unlearn.evaluation.plots import plot_roc_curves, plot_score_histograms, plot_training_curves
 
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    from tests.conftest import make_documents
     from hf_unlearn import chunk_documents
+    from tests.conftest import make_documents
 
     unseen = chunk_documents(make_documents(8, seed=5), tokenizer, max_length=32)
     splits = {"forget": forget_data, "approximate": unseen, "retain": retain_data}
-    evaluation = evaluate_model(model, tokenizer, splits, min_k=(0.2, 1.0), verbatim_prefix_tokens=8,
-                                verbatim_continuation_tokens=8, verbatim_max_examples=4)
+    evaluation = evaluate_model(
+        model,
+        tokenizer,
+        splits,
+        min_k=(0.2, 1.0),
+        verbatim_prefix_tokens=8,
+        verbatim_continuation_tokens=8,
+        verbatim_max_examples=4,
+    )
     mia = evaluation.metrics["membership_inference"]["attacks"]
     assert set(mia) == {"loss", "zlib", "min_k_20", "min_k_100", "min_k_plus_plus_20", "min_k_plus_plus_100"}
     assert mia["loss"]["auc"] == pytest.approx(mia["min_k_100"]["auc"])  # Min-100% is the LOSS attack
@@ -357,9 +395,11 @@ def test_evaluate_model_report_and_plots(tmp_path, trained_model_dir, tokenizer,
     assert "## Membership inference" in report and "| forget | before |" in report
     assert "n/a: TPR at FPR 0.01 needs at least 100 non-members" in report
     history = [{"step": 0, "eval_forget_nll": 1.0}, {"step": 2, "eval_forget_nll": 2.0, "eval_retain_nll": 1.5}]
-    for path in (plot_score_histograms({"m": evaluation}, str(tmp_path / "h.png")),
-                 plot_roc_curves({"m": evaluation}, str(tmp_path / "r.png")),
-                 plot_training_curves(history, str(tmp_path / "t.png"))):
+    for path in (
+        plot_score_histograms({"m": evaluation}, str(tmp_path / "h.png")),
+        plot_roc_curves({"m": evaluation}, str(tmp_path / "r.png")),
+        plot_training_curves(history, str(tmp_path / "t.png")),
+    ):
         assert os.path.getsize(path) > 1000
     assert plot_training_curves([{"step": 1, "loss": 1.0}], str(tmp_path / "none.png")) is None
 
@@ -370,17 +410,41 @@ def test_evaluate_recipe(tmp_path, trained_model_dir, monkeypatch):
     from tests.conftest import make_documents
 
     for name, seed in (("forget", 1), ("approximate", 5), ("retain", 2)):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in make_documents(6, seed)))
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"text": t}) + "\n" for t in make_documents(6, seed))
+        )
     state = {"log_history": [{"step": 0, "eval_forget_nll": 1.0}, {"step": 4, "eval_forget_nll": 3.0}]}
     (tmp_path / "trainer_state.json").write_text(json.dumps(state))
     out = tmp_path / "report"
     argv = [
-        "--model_name_or_path", trained_model_dir, "--checkpoints", trained_model_dir, "--labels", "before", "after",
-        "--forget_data", str(tmp_path / "forget.jsonl"), "--approximate_data", str(tmp_path / "approximate.jsonl"),
-        "--retain_data", str(tmp_path / "retain.jsonl"), "--max_length", "32", "--output_dir", str(out),
-        "--min_k", "0.2", "1.0", "--verbatim_prefix_tokens", "8", "--verbatim_continuation_tokens", "8",
-        "--verbatim_max_examples", "4",
-        "--trainer_state", str(tmp_path / "trainer_state.json"),
+        "--model_name_or_path",
+        trained_model_dir,
+        "--checkpoints",
+        trained_model_dir,
+        "--labels",
+        "before",
+        "after",
+        "--forget_data",
+        str(tmp_path / "forget.jsonl"),
+        "--approximate_data",
+        str(tmp_path / "approximate.jsonl"),
+        "--retain_data",
+        str(tmp_path / "retain.jsonl"),
+        "--max_length",
+        "32",
+        "--output_dir",
+        str(out),
+        "--min_k",
+        "0.2",
+        "1.0",
+        "--verbatim_prefix_tokens",
+        "8",
+        "--verbatim_continuation_tokens",
+        "8",
+        "--verbatim_max_examples",
+        "4",
+        "--trainer_state",
+        str(tmp_path / "trainer_state.json"),
     ]
     recipe = importlib.util.spec_from_file_location("evaluate_recipe", os.path.join(ROOT, "recipes", "evaluate.py"))
     module = importlib.util.module_from_spec(recipe)
@@ -452,10 +516,14 @@ def test_min_k_plus_plus_statistics_match_float64_definition(dtype):
     assert ((logp.double() - ref["logp"]).abs() <= logp_bound).all(), (logp, ref["logp"])
     spread = [0, 1, 2, 3, 5]
     sigma = ref["sigma"][spread]
-    z_bound = 2 * (
-        ref["z"][spread].abs() * 1.5 * d * ref["mean_y2"][spread] / sigma**2
-        + d * (ref["y_target"][spread].abs() + ref["mean_y"][spread].abs()) / sigma
-    ) + 1e-6
+    z_bound = (
+        2
+        * (
+            ref["z"][spread].abs() * 1.5 * d * ref["mean_y2"][spread] / sigma**2
+            + d * (ref["y_target"][spread].abs() + ref["mean_y"][spread].abs()) / sigma
+        )
+        + 1e-6
+    )
     assert ((z[spread].double() - ref["z"][spread]).abs() <= z_bound).all(), (z, ref["z"], z_bound)
     assert z[4].item() == 0.0
     assert nll == pytest.approx(-ref["logp"].sum().item(), rel=1e-5)
@@ -499,7 +567,11 @@ def test_two_processes_match_one(trained_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     result = subprocess.run(
         torchrun + [os.path.join(ROOT, "tests", "eval_worker.py"), trained_model_dir, str(out), "2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     double = json.loads(out.read_text())
@@ -585,7 +657,9 @@ def test_tofu_model_utility_needs_all_nine_values():
 
 def hand_scores(nll_sums, tokens):
     return ExampleScores(
-        nll_sum=torch.tensor(nll_sums, dtype=torch.float64), tokens=torch.tensor(tokens), correct=torch.zeros(len(tokens))
+        nll_sum=torch.tensor(nll_sums, dtype=torch.float64),
+        tokens=torch.tensor(tokens),
+        correct=torch.zeros(len(tokens)),
     )
 
 

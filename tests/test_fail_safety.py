@@ -28,8 +28,16 @@ def evaluate(args):
 
 
 def eval_argv(model, forget, output_dir):
-    return ["--model_name_or_path", model, "--forget_data", forget, "--output_dir", str(output_dir),
-            "--max_length", "32"]
+    return [
+        "--model_name_or_path",
+        model,
+        "--forget_data",
+        forget,
+        "--output_dir",
+        str(output_dir),
+        "--max_length",
+        "32",
+    ]
 
 
 def bad_forget_sources(tmp_path):
@@ -40,8 +48,9 @@ def bad_forget_sources(tmp_path):
 
 @pytest.mark.parametrize("script", ["train", "eval"])
 @pytest.mark.parametrize("source", ["a key that is the text", "pasted text"])
-def test_errors_about_forget_data_quote_none_of_it(script, source, trained_model_dir, data, tmp_path, capfd,
-                                                   monkeypatch):
+def test_errors_about_forget_data_quote_none_of_it(
+    script, source, trained_model_dir, data, tmp_path, capfd, monkeypatch
+):
     """Without `--debug`: one line, exit 2, naming the file and line (or the length of what was passed);
     with `--debug`: the traceback, its chained causes included, holds none of it either."""
     no_model_loading(monkeypatch)
@@ -66,8 +75,9 @@ def test_errors_about_forget_data_quote_none_of_it(script, source, trained_model
 # ------------------------------------------------------------------ an output folder never deletes an input
 
 
-@pytest.mark.parametrize("where", ["the model folder", "a link to the model folder", "the data's folder",
-                                   "inside the model folder"])
+@pytest.mark.parametrize(
+    "where", ["the model folder", "a link to the model folder", "the data's folder", "inside the model folder"]
+)
 def test_overwrite_output_dir_never_deletes_an_input(where, trained_model_dir, tmp_path, capfd, monkeypatch):
     """`--overwrite_output_dir true` with an output folder that is, contains or lies inside an input: exit 2, one
     line naming the value and the fix, and every input file still there."""
@@ -79,14 +89,23 @@ def test_overwrite_output_dir_never_deletes_an_input(where, trained_model_dir, t
     shutil.copytree(trained_model_dir, model)
     folder = tmp_path / "data"
     folder.mkdir()
-    data = {name: write_jsonl(folder / f"{name}.jsonl", make_documents(4, seed=seed))
-            for seed, name in enumerate(("forget", "retain", "approximate"))}
+    data = {
+        name: write_jsonl(folder / f"{name}.jsonl", make_documents(4, seed=seed))
+        for seed, name in enumerate(("forget", "retain", "approximate"))
+    }
     if where == "a link to the model folder":
         os.symlink(model, tmp_path / "link")
-    output = {"the model folder": model, "a link to the model folder": str(tmp_path / "link"),
-              "the data's folder": str(folder), "inside the model folder": os.path.join(model, "out")}[where]
-    before = {path: open(path, "rb").read() for root in (model, str(folder)) for path in
-              (os.path.join(r, n) for r, _, names in os.walk(root) for n in names)}
+    output = {
+        "the model folder": model,
+        "a link to the model folder": str(tmp_path / "link"),
+        "the data's folder": str(folder),
+        "inside the model folder": os.path.join(model, "out"),
+    }[where]
+    before = {
+        path: open(path, "rb").read()
+        for root in (model, str(folder))
+        for path in (os.path.join(r, n) for r, _, names in os.walk(root) for n in names)
+    }
     with pytest.raises(SystemExit) as exit_info:
         unlearn(argv(model, data, output, "--overwrite_output_dir", "true"))
     err = capfd.readouterr().err
@@ -98,8 +117,21 @@ def test_overwrite_output_dir_never_deletes_an_input(where, trained_model_dir, t
 def test_debug_shows_the_traceback_and_keeps_exit_3(trained_model_dir, data, tmp_path, capfd):
     """A blow-up (lr 1.0, as in test_scripts_unlearn) under `--debug`: the traceback, then exit 3 (not 1)."""
     with pytest.raises(SystemExit) as exit_info:
-        unlearn(argv(trained_model_dir, data, tmp_path / "out", "--learning_rate", "1.0", "--max_steps", "6",
-                     "--stop_at_unseen_nll", "false", "--debug", method="ga"))
+        unlearn(
+            argv(
+                trained_model_dir,
+                data,
+                tmp_path / "out",
+                "--learning_rate",
+                "1.0",
+                "--max_steps",
+                "6",
+                "--stop_at_unseen_nll",
+                "false",
+                "--debug",
+                method="ga",
+            )
+        )
     err = capfd.readouterr().err
     assert exit_info.value.code == 3 and "Traceback" in err and "BlowUp" in err
 
@@ -135,7 +167,8 @@ def test_the_unseen_nll_exploding_is_a_blow_up():
 
     criteria, start = StoppingCriteria(stop_at_target=False), record(0, 1.86)
     assert criteria.stop_reason(record(3, 35815.0, approximate=34167.0), start, None).startswith(
-        "blow-up: approximate (unseen) NLL 34167.0000 > 10.0 x its start 5.1500")
+        "blow-up: approximate (unseen) NLL 34167.0000 > 10.0 x its start 5.1500"
+    )
     assert criteria.stop_reason(record(3, 4.0, approximate=30.0), start, None) is None
 
 

@@ -85,8 +85,14 @@ def test_dpo_and_activation_losses_golden():
     from hf_unlearn.losses import activation_mse_sum, dpo_sum
 
     rows = torch.tensor([True, False])
-    total = dpo_sum(torch.tensor([-1.0, 5.0]), torch.tensor([-1.5, 0.0]), torch.tensor([-2.5, 0.0]),
-                    torch.tensor([-2.0, 0.0]), 1.0, rows)
+    total = dpo_sum(
+        torch.tensor([-1.0, 5.0]),
+        torch.tensor([-1.5, 0.0]),
+        torch.tensor([-2.5, 0.0]),
+        torch.tensor([-2.0, 0.0]),
+        1.0,
+        rows,
+    )
     assert math.isclose(total.item(), 2 * math.log(1 + math.exp(-1)), rel_tol=1e-6)
     hidden = torch.tensor([[[1.0, 2.0], [9.0, 9.0]]])
     total, count = activation_mse_sum(hidden, torch.zeros(2), torch.tensor([[True, False]]))
@@ -98,8 +104,13 @@ def qa_records(n, seed):
 
     rng = random.Random(seed)
     words = "the fox cat dog river book tree bird stone light".split()
-    return [{"question": f"what does the {rng.choice(words)} do near the {rng.choice(words)}",
-             "answer": " ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "."} for _ in range(n)]
+    return [
+        {
+            "question": f"what does the {rng.choice(words)} do near the {rng.choice(words)}",
+            "answer": " ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + ".",
+        }
+        for _ in range(n)
+    ]
 
 
 def field_trainer(method, model_dir, tokenizer, tmp_path, **config):
@@ -115,11 +126,21 @@ def field_trainer(method, model_dir, tokenizer, tmp_path, **config):
         forget = chunk_documents(make_documents(8, seed=1), tokenizer, max_length=32)
         retain = chunk_documents(make_documents(12, seed=2), tokenizer, max_length=32)
     if method == "rmu":
-        config = {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0,
-                  "rmu_steering_coeff": 20.0, **config}
+        config = {
+            "rmu_layer": 1,
+            "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight",
+            "retain_weight": 1.0,
+            "rmu_steering_coeff": 20.0,
+            **config,
+        }
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    trainer = cls(model=model, args=unlearning_args(method, tmp_path, **config), train_dataset=forget,
-                  retain_dataset=retain, processing_class=tokenizer)
+    trainer = cls(
+        model=model,
+        args=unlearning_args(method, tmp_path, **config),
+        train_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+    )
     return trainer, model, forget
 
 
@@ -128,7 +149,9 @@ def test_field_method_unlearns(method, trained_model_dir, tokenizer, tmp_path):
     """A few steps move the method's forget measure the right way: the true forget NLL rises; for the IDK methods
     the preference for the refusal over the true answer (NLL(answer) - NLL(refusal)) rises; for RMU, whose
     objective is the activations, the forget activations move towards c*u (the logged forget loss falls)."""
-    trainer, model, forget = field_trainer(method, trained_model_dir, tokenizer, tmp_path, max_steps=6, learning_rate=3e-3)
+    trainer, model, forget = field_trainer(
+        method, trained_model_dir, tokenizer, tmp_path, max_steps=6, learning_rate=3e-3
+    )
 
     def measure():
         if method in ("idk", "idk_dpo"):
@@ -180,13 +203,20 @@ def test_idk_stream_answers_the_forget_questions_with_refusals(trained_model_dir
         item = trainer.train_dataset[index]
         prompt = [t for t, label in zip(item["forget"]["input_ids"], item["forget"]["labels"]) if label == -100]
         assert item["idk"]["input_ids"][: len(prompt)] == prompt
-        answer = tokenizer.decode([t for t, label in zip(idk[index]["input_ids"], idk[index]["labels"]) if label != -100],
-                                  skip_special_tokens=True).strip()
+        answer = tokenizer.decode(
+            [t for t, label in zip(idk[index]["input_ids"], idk[index]["labels"]) if label != -100],
+            skip_special_tokens=True,
+        ).strip()
         assert answer in IDK_ANSWERS
 
 
 def test_idk_needs_question_answer_data(trained_model_dir, forget_data, tokenizer, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     with pytest.raises(ValueError, match="question/answer forget data"):
-        get_method("idk")(model=model, args=unlearning_args("idk", tmp_path), train_dataset=forget_data,
-                          retain_dataset=forget_data, processing_class=tokenizer)
+        get_method("idk")(
+            model=model,
+            args=unlearning_args("idk", tmp_path),
+            train_dataset=forget_data,
+            retain_dataset=forget_data,
+            processing_class=tokenizer,
+        )

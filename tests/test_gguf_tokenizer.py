@@ -15,8 +15,23 @@ from hf_unlearn.gguf import BYTE, CONTROL, NORMAL, USER_DEFINED, derive_merges, 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 # (token, score): higher merges first. "bc" outranks "ab" although it comes later in the file, so a conversion
 # that merges in file order (or not at all) segments "abc" differently from llama.cpp.
-NORMALS = [("▁", 0.0), ("a", 0.0), ("b", 0.0), ("c", 0.0), ("l", 0.0), ("o", 0.0), ("w", 0.0), ("e", 0.0), ("r", 0.0),
-           ("ab", -2.0), ("bc", -1.0), ("lo", -3.0), ("low", -4.0), ("▁low", -5.0), ("er", -6.0)]
+NORMALS = [
+    ("▁", 0.0),
+    ("a", 0.0),
+    ("b", 0.0),
+    ("c", 0.0),
+    ("l", 0.0),
+    ("o", 0.0),
+    ("w", 0.0),
+    ("e", 0.0),
+    ("r", 0.0),
+    ("ab", -2.0),
+    ("bc", -1.0),
+    ("lo", -3.0),
+    ("low", -4.0),
+    ("▁low", -5.0),
+    ("er", -6.0),
+]
 
 
 def write_tiny_gguf(path, merges: list[str] | None = None) -> str:
@@ -59,7 +74,11 @@ def test_rebuilt_tokenizer_merges_by_score_and_round_trips(tmp_path):
     assert pieces(tokenizer, "a\nb") == ["<bos>", "a", "\n", "b"]  # a user-defined token is matched whole
     assert pieces(tokenizer, "é") == ["<bos>", "<0xC3>", "<0xA9>"]  # byte fallback for characters not in the vocab
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token) == (
-        "<bos>", "<eos>", "<pad>", "<unk>")
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        "<unk>",
+    )
     for text in ("abc", " lower", "low abc  é\nb", "ca bc"):
         ids = tokenizer(text)["input_ids"]
         assert tokenizer.decode(ids, skip_special_tokens=True) == text

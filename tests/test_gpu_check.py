@@ -28,8 +28,23 @@ def free_port() -> int:
 @pytest.mark.multiprocess
 def test_tiny_mode_reports_memory_and_throughput(tmp_path):
     out = tmp_path / "gpu_check.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(free_port()),
-               SCRIPT, "--tiny", "--ga-steps", "2", "--kl-steps", "2", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "1",
+        "--master_port",
+        str(free_port()),
+        SCRIPT,
+        "--tiny",
+        "--ga-steps",
+        "2",
+        "--kl-steps",
+        "2",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="2", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
@@ -72,7 +87,9 @@ def test_deepspeed_config_is_the_shipped_zero3_plus_offload():
     config = gpu_check.deepspeed_config(offload=True, cpu_adam_error=None)
     assert config["zero_optimization"].pop("offload_optimizer") == {"device": "cpu", "pin_memory": True}
     assert config == shipped
-    assert gpu_check.deepspeed_config(offload=True, cpu_adam_error="no compiler")["zero_force_ds_cpu_optimizer"] is False
+    assert (
+        gpu_check.deepspeed_config(offload=True, cpu_adam_error="no compiler")["zero_force_ds_cpu_optimizer"] is False
+    )
 
 
 @pytest.mark.slow
@@ -82,9 +99,27 @@ def test_single_device_setting_tiny_mode(tmp_path):
     optimizer is skipped with a message where bitsandbytes (or a GPU) is missing."""
     out = tmp_path / "gpu_single.json"
     env = dict(os.environ, OMP_NUM_THREADS="2", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, SCRIPT, "--setting", "single", "--tiny", "--steps", "1", "--optim8bit",
-                           "--loss-chunk-size", "16", "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--setting",
+            "single",
+            "--tiny",
+            "--steps",
+            "1",
+            "--optim8bit",
+            "--loss-chunk-size",
+            "16",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     report = json.loads(out.read_text())
     assert report["status"] == "done" and report["setting"] == "single"

@@ -21,19 +21,34 @@ def secret_forget(tokenizer):
     return chunk_documents([f"the old man said {SECRET} near the river"] * 4, tokenizer, max_length=32)
 
 
-def test_model_card_records_the_unlearning_without_the_text(trained_model_dir, secret_forget, retain_data, tokenizer, tmp_path):
+def test_model_card_records_the_unlearning_without_the_text(
+    trained_model_dir, secret_forget, retain_data, tokenizer, tmp_path
+):
     cls = get_method("ga_descent")
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     args = unlearning_args("ga_descent", tmp_path, max_steps=2, report_to="tensorboard")
-    trainer = cls(model=model, args=args, train_dataset=secret_forget, retain_dataset=retain_data, processing_class=tokenizer)
-    trainer.evaluation_results = {"before": {"forget_nll": 1.25, "retain_nll": 2.25},
-                                  "after": {"forget_nll": 3.5, "retain_nll": 2.75}}
+    trainer = cls(
+        model=model, args=args, train_dataset=secret_forget, retain_dataset=retain_data, processing_class=tokenizer
+    )
+    trainer.evaluation_results = {
+        "before": {"forget_nll": 1.25, "retain_nll": 2.25},
+        "after": {"forget_nll": 3.5, "retain_nll": 2.75},
+    }
     trainer.train()
     trainer.save_model()
     card = open(os.path.join(args.output_dir, "README.md")).read()
     tokens = sum(len(ids) for ids in secret_forget["input_ids"])
-    for expected in ("unlearning", "ga_descent", "GA + descent", "yao2024machine", "learning_rate",
-                     f"| forget | {len(secret_forget)} | – | – |", "| retain | ", "retain_nll | 2.25 | 2.75", "0.1.0"):
+    for expected in (
+        "unlearning",
+        "ga_descent",
+        "GA + descent",
+        "yao2024machine",
+        "learning_rate",
+        f"| forget | {len(secret_forget)} | – | – |",
+        "| retain | ",
+        "retain_nll | 2.25 | 2.75",
+        "0.1.0",
+    ):
         assert expected in card, expected
     # The forget side stays local: its NLL and token count would let a reader test a guessed text.
     assert "forget_nll" not in card and "3.5" not in card and f"| {tokens} |" not in card
@@ -60,15 +75,23 @@ def test_push_without_token_is_a_clear_error(tiny_model, forget_data, tokenizer,
 
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     with pytest.raises(ValueError, match=r"push_to_hub needs a Hugging Face token.*hf auth login"):
-        get_method("ga")(model=tiny_model, args=unlearning_args("ga", tmp_path, push_to_hub=True),
-                         train_dataset=forget_data, processing_class=tokenizer)
+        get_method("ga")(
+            model=tiny_model,
+            args=unlearning_args("ga", tmp_path, push_to_hub=True),
+            train_dataset=forget_data,
+            processing_class=tokenizer,
+        )
 
 
 def test_push_with_unreachable_hub_is_a_clear_error(tiny_model, forget_data, tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_test")
     with pytest.raises(RuntimeError, match=r"Could not reach the Hugging Face Hub.*push_to_hub=False.*hf upload"):
-        get_method("ga")(model=tiny_model, args=unlearning_args("ga", tmp_path, push_to_hub=True, hub_model_id="me/unlearned"),
-                         train_dataset=forget_data, processing_class=tokenizer)
+        get_method("ga")(
+            model=tiny_model,
+            args=unlearning_args("ga", tmp_path, push_to_hub=True, hub_model_id="me/unlearned"),
+            train_dataset=forget_data,
+            processing_class=tokenizer,
+        )
 
 
 def lora_config():
@@ -78,24 +101,40 @@ def lora_config():
 
 
 @pytest.mark.parametrize("method", ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"])
-def test_every_method_trains_a_lora_adapter(method, trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch):
+def test_every_method_trains_a_lora_adapter(
+    method, trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch
+):
     """Only adapter weights change, with gradient checkpointing on; the reference is the adapter-free base."""
-    monkeypatch.setattr("hf_unlearn.reference.load_reference_model",
-                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("a second model was loaded")))
+    monkeypatch.setattr(
+        "hf_unlearn.reference.load_reference_model",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("a second model was loaded")),
+    )
     cls = get_method(method)
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     kwargs = {"retain_dataset": retain_data} if run_plan(None, cls).uses_retain_data else {}
     args = unlearning_args(method, tmp_path, max_steps=3, learning_rate=1e-2, gradient_checkpointing=True)
-    trainer = cls(model=model, args=args, train_dataset=forget_data, processing_class=tokenizer, peft_config=lora_config(), **kwargs)
+    trainer = cls(
+        model=model,
+        args=args,
+        train_dataset=forget_data,
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+        **kwargs,
+    )
     peft_model = trainer.model
     lora_before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_B" in n}
     trainer.train()
     assert trainer.ref_model is None
     lora_after = {n: p.detach() for n, p in peft_model.named_parameters() if "lora_B" in n}
-    assert lora_before and all(not torch.equal(lora_before[n], lora_after[n]) for n in lora_before), "LoRA did not train"
-    frozen = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
-              for n, p in peft_model.named_parameters() if "lora_" not in n}
+    assert lora_before and all(not torch.equal(lora_before[n], lora_after[n]) for n in lora_before), (
+        "LoRA did not train"
+    )
+    frozen = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p
+        for n, p in peft_model.named_parameters()
+        if "lora_" not in n
+    }
     assert all(torch.equal(base[n], frozen[n]) for n in base if n in frozen), "base weights changed"
 
 
@@ -103,8 +142,14 @@ def test_lora_reference_equals_the_original_model(trained_model_dir, forget_data
     """After training the adapter, the adapter-disabled logits still equal the original model's."""
     original = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     cls = get_method("ga_kl")
-    trainer = cls(model=AutoModelForCausalLM.from_pretrained(trained_model_dir), args=unlearning_args("ga_kl", tmp_path, max_steps=2, learning_rate=1e-2),
-                  train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer, peft_config=lora_config())
+    trainer = cls(
+        model=AutoModelForCausalLM.from_pretrained(trained_model_dir),
+        args=unlearning_args("ga_kl", tmp_path, max_steps=2, learning_rate=1e-2),
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+    )
     trainer.train()
     batch = trainer.data_collator([forget_data[i] for i in range(2)])
     with torch.no_grad():
@@ -116,9 +161,13 @@ def test_lora_reference_equals_the_original_model(trained_model_dir, forget_data
 def test_merge_and_save(trained_model_dir, forget_data, tokenizer, tmp_path):
     from hf_unlearn.adapters import merge_and_save
 
-    trainer = get_method("ga")(model=AutoModelForCausalLM.from_pretrained(trained_model_dir),
-                               args=unlearning_args("ga", tmp_path, max_steps=2, learning_rate=1e-2),
-                               train_dataset=forget_data, processing_class=tokenizer, peft_config=lora_config())
+    trainer = get_method("ga")(
+        model=AutoModelForCausalLM.from_pretrained(trained_model_dir),
+        args=unlearning_args("ga", tmp_path, max_steps=2, learning_rate=1e-2),
+        train_dataset=forget_data,
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+    )
     trainer.train()
     batch = trainer.data_collator([forget_data[i] for i in range(2)])
     expected = forward(trainer.model.eval(), batch).logits.detach()
@@ -126,7 +175,9 @@ def test_merge_and_save(trained_model_dir, forget_data, tokenizer, tmp_path):
     merge_and_save(trainer, path)
     merged = AutoModelForCausalLM.from_pretrained(path)
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    assert torch.allclose(merged(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, expected, atol=1e-4)
+    assert torch.allclose(
+        merged(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, expected, atol=1e-4
+    )
     assert os.path.exists(os.path.join(path, "README.md"))
 
 
@@ -135,8 +186,17 @@ def test_push_uploads_the_final_model_once_and_nothing_else(tiny_model, forget_d
     and the upload holds the model, tokenizer, configs and card only."""
     import fnmatch
 
-    args = unlearning_args("ga", tmp_path, max_steps=2, push_to_hub=True, hub_model_id="me/unlearned",
-                           hub_strategy="all_checkpoints", save_strategy="steps", save_steps=1, report_to="tensorboard")
+    args = unlearning_args(
+        "ga",
+        tmp_path,
+        max_steps=2,
+        push_to_hub=True,
+        hub_model_id="me/unlearned",
+        hub_strategy="all_checkpoints",
+        save_strategy="steps",
+        save_steps=1,
+        report_to="tensorboard",
+    )
     trainer = get_method("ga")(model=tiny_model, args=args, train_dataset=forget_data, processing_class=tokenizer)
     trainer.train()
     (tmp_path / "out" / "stale_from_an_earlier_run.txt").write_text("old")

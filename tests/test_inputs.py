@@ -5,11 +5,16 @@ import json
 import datasets
 import pytest
 
-from hf_unlearn import GradientAscentDescentTrainer, GradientAscentTrainer, build_qa_dataset, chunk_documents, get_method
+from hf_unlearn import (
+    GradientAscentDescentTrainer,
+    GradientAscentTrainer,
+    build_qa_dataset,
+    chunk_documents,
+    get_method,
+)
 from hf_unlearn.config import UnlearningConfig
 from hf_unlearn.scripts.args import parse_args
 from tests.conftest import make_documents, unlearning_args
-
 
 # ------------------------------------------------------------------ data
 
@@ -72,7 +77,9 @@ def test_empty_data(tokenizer):
 
 def test_missing_text_column(tokenizer):
     data = datasets.Dataset.from_dict({"body": ["some text here"]})
-    with pytest.raises(ValueError, match=r"no 'text' field \(record 1 of Dataset has 1 other field.*text_column") as error:
+    with pytest.raises(
+        ValueError, match=r"no 'text' field \(record 1 of Dataset has 1 other field.*text_column"
+    ) as error:
         chunk_documents(data, tokenizer)
     assert "body" not in str(error.value)
 
@@ -90,27 +97,43 @@ def test_tokenizer_without_pad_token(tokenizer):
 
 
 def test_method_needing_retain_data_without_it(tiny_model, forget_data, tmp_path):
-    with pytest.raises(ValueError, match=r"'ga_descent' has a retain objective \(nll\) and needs retain data: pass `retain_dataset=`"):
-        GradientAscentDescentTrainer(model=tiny_model, args=unlearning_args("ga_descent", tmp_path), train_dataset=forget_data)
+    with pytest.raises(
+        ValueError, match=r"'ga_descent' has a retain objective \(nll\) and needs retain data: pass `retain_dataset=`"
+    ):
+        GradientAscentDescentTrainer(
+            model=tiny_model, args=unlearning_args("ga_descent", tmp_path), train_dataset=forget_data
+        )
 
 
 def test_empty_forget_set(tiny_model, tokenizer, tmp_path):
     empty = datasets.Dataset.from_dict({"input_ids": [], "attention_mask": [], "labels": []})
     with pytest.raises(ValueError, match="forget set .* is empty"):
-        GradientAscentTrainer(model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=empty, processing_class=tokenizer)
+        GradientAscentTrainer(
+            model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=empty, processing_class=tokenizer
+        )
 
 
 def test_empty_retain_set(tiny_model, forget_data, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="retain dataset is empty"):
-        GradientAscentDescentTrainer(model=tiny_model, args=unlearning_args("ga_descent", tmp_path), train_dataset=forget_data,
-                                     retain_dataset=[], processing_class=tokenizer)
+        GradientAscentDescentTrainer(
+            model=tiny_model,
+            args=unlearning_args("ga_descent", tmp_path),
+            train_dataset=forget_data,
+            retain_dataset=[],
+            processing_class=tokenizer,
+        )
 
 
 def test_reference_needed_but_not_identifiable(tiny_model, forget_data, retain_data, tokenizer, tmp_path):
     cls = get_method("ga_kl")
     with pytest.raises(ValueError, match=r"needs the original model.*Pass `ref_model=`"):
-        cls(model=tiny_model, args=unlearning_args("ga_kl", tmp_path), train_dataset=forget_data, retain_dataset=retain_data,
-            processing_class=tokenizer)
+        cls(
+            model=tiny_model,
+            args=unlearning_args("ga_kl", tmp_path),
+            train_dataset=forget_data,
+            retain_dataset=retain_data,
+            processing_class=tokenizer,
+        )
 
 
 def test_unknown_method_name():
@@ -139,7 +162,9 @@ def test_config_defaults_follow_the_paper():
 
 
 def test_yaml_with_command_line_overrides(tmp_path):
-    path = write_yaml(tmp_path, "method: random_label\nlearning_rate: 1.0e-4\nrandom_label_seed: 7\nforget_data: f.jsonl\n")
+    path = write_yaml(
+        tmp_path, "method: random_label\nlearning_rate: 1.0e-4\nrandom_label_seed: 7\nforget_data: f.jsonl\n"
+    )
     args, script, _ = parse_args(["--config", path, "--learning_rate", "3e-4", "--output_dir", str(tmp_path)])
     assert type(args).__name__ == "RandomLabelConfig"
     assert args.learning_rate == 3e-4 and args.random_label_seed == 7 and args.method == "random_label"
@@ -171,8 +196,13 @@ def test_unknown_method_in_config(tmp_path):
 
 def test_compute_loss_func_is_refused(tiny_model, forget_data, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="compute_loss_func"):
-        GradientAscentTrainer(model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=forget_data,
-                              processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0)
+        GradientAscentTrainer(
+            model=tiny_model,
+            args=unlearning_args("ga", tmp_path),
+            train_dataset=forget_data,
+            processing_class=tokenizer,
+            compute_loss_func=lambda *a, **k: 0,
+        )
 
 
 # ------------------------------------------------------------------ values where one is expected
@@ -267,11 +297,16 @@ def full_error(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
-@pytest.mark.parametrize("content, expected", [
-    (json.dumps({SECRET_KEY: 1}) + "\n", r"no 'text' field \(line 2 of '.*forget.jsonl' has 1 other field"),
-    (json.dumps({"text": "d", SECRET_KEY: 1}) + "\n" + json.dumps({"text": "e", SECRET_KEY: "x"}) + "\n",
-     r"Field 2 of line 3 of '.*forget.jsonl' is str but the same field of line 2 .* is int"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (json.dumps({SECRET_KEY: 1}) + "\n", r"no 'text' field \(line 2 of '.*forget.jsonl' has 1 other field"),
+        (
+            json.dumps({"text": "d", SECRET_KEY: 1}) + "\n" + json.dumps({"text": "e", SECRET_KEY: "x"}) + "\n",
+            r"Field 2 of line 3 of '.*forget.jsonl' is str but the same field of line 2 .* is int",
+        ),
+    ],
+)
 def test_a_field_name_that_is_the_text_is_never_quoted(content, expected, tokenizer, tmp_path):
     """A JSON line whose key is the text: the error names the file and line (blank line 1 counted), not the key."""
     path = tmp_path / "forget.jsonl"
@@ -292,8 +327,9 @@ def test_a_qa_record_whose_key_is_the_text_is_never_quoted(tokenizer, tmp_path):
 def test_raw_records_with_unexpected_columns_are_not_listed(tokenizer, tiny_model, tmp_path):
     raw = datasets.Dataset.from_dict({SECRET_KEY: [1]})
     with pytest.raises(ValueError, match=r"1 column\(s\) \(not listed") as error:
-        get_method("ga")(model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=raw,
-                         processing_class=tokenizer)
+        get_method("ga")(
+            model=tiny_model, args=unlearning_args("ga", tmp_path), train_dataset=raw, processing_class=tokenizer
+        )
     assert "48213077" not in full_error(error.value)
 
 
@@ -303,10 +339,13 @@ def test_pasted_text_instead_of_a_path_is_not_echoed(tokenizer):
     assert "48213077" not in full_error(error.value) and "vault" not in full_error(error.value)
 
 
-@pytest.mark.parametrize("record, expected", [
-    ({"question": "Who is Jane?", "answer": 48213077}, r"'answer' value of line 1 of .* is int, not text"),
-    ({"question": None, "answer": "a fox"}, r"'question' value of line 1 of .* is NoneType, not text"),
-])
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        ({"question": "Who is Jane?", "answer": 48213077}, r"'answer' value of line 1 of .* is int, not text"),
+        ({"question": None, "answer": "a fox"}, r"'question' value of line 1 of .* is NoneType, not text"),
+    ],
+)
 def test_a_qa_value_that_is_not_text_is_refused(record, expected, tokenizer, tmp_path):
     """Not trained as "Question: None" or a stringified number: named by line, its value not shown."""
     path = tmp_path / "qa.jsonl"

@@ -53,7 +53,9 @@ def golden_loss(method, tmp_path, policy_table=W, ref_table=None, **config):
     if ref_table is not None:
         kwargs["ref_model"] = BigramLM(ref_table)
     model = BigramLM(policy_table)
-    trainer = cls(model=model, args=unlearning_args(method, tmp_path, **config), train_dataset=[example([0, 1, 2])], **kwargs)
+    trainer = cls(
+        model=model, args=unlearning_args(method, tmp_path, **config), train_dataset=[example([0, 1, 2])], **kwargs
+    )
     batch = trainer.data_collator([trainer.train_dataset[0]])
     model.train()
     return trainer.compute_loss(model, batch).item(), trainer
@@ -128,8 +130,22 @@ def test_every_method_has_a_golden_test():
     """Fails when a method is registered without a golden test (here, in tests/test_unseen_match.py, or in
     tests/test_field_methods.py, where idk, idk_dpo and rmu have golden values for their pure losses and training
     tests through the trainer)."""
-    tested = {"ga", "ga_descent", "ga_kl", "adversarial", "random_label",
-              "npo", "simnpo", "wga", "satimp", "undial", "idk", "idk_dpo", "rmu", "unseen_match"}
+    tested = {
+        "ga",
+        "ga_descent",
+        "ga_kl",
+        "adversarial",
+        "random_label",
+        "npo",
+        "simnpo",
+        "wga",
+        "satimp",
+        "undial",
+        "idk",
+        "idk_dpo",
+        "rmu",
+        "unseen_match",
+    }
     assert {name for name in list_methods() if not name.startswith("test_")} == tested
 
 

@@ -36,8 +36,14 @@ def arguments(kind: str, tmp_path, **values):
 
 def build(method, args, tiny_model, forget_data, retain_data, tokenizer):
     reference = {"ref_model": copy.deepcopy(tiny_model)} if run_plan(args, get_method(method)).reference != "no" else {}
-    return get_method(method)(model=tiny_model, args=args, train_dataset=forget_data, retain_dataset=retain_data,
-                              processing_class=tokenizer, **reference)
+    return get_method(method)(
+        model=tiny_model,
+        args=args,
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
+        **reference,
+    )
 
 
 def test_presets_exist():
@@ -47,8 +53,9 @@ def test_presets_exist():
 
 @pytest.mark.parametrize("kind", ["training_arguments", "unlearning_config"])
 @pytest.mark.parametrize("method,name,default", presets())
-def test_every_preset_holds_for_plain_arguments(method, name, default, kind, tiny_model, forget_data, retain_data,
-                                                tokenizer, tmp_path):
+def test_every_preset_holds_for_plain_arguments(
+    method, name, default, kind, tiny_model, forget_data, retain_data, tokenizer, tmp_path
+):
     """TrainingArguments and the base UnlearningConfig both train with the method's default, as its own config does;
     the loss terms carry that weight."""
     if method == "rmu":  # RMU's defaults (layer 7, layers 5-7 train) need 8 decoder layers
@@ -66,11 +73,18 @@ def test_every_preset_holds_for_plain_arguments(method, name, default, kind, tin
 
 def test_values_the_user_set_win(tiny_model, forget_data, retain_data, tokenizer, tmp_path):
     """A value other than the base default is the user's; the method's own config class is read as is."""
-    trainer = build("simnpo", arguments("unlearning_config", tmp_path, forget_weight=0.5), tiny_model, forget_data,
-                    retain_data, tokenizer)
+    trainer = build(
+        "simnpo",
+        arguments("unlearning_config", tmp_path, forget_weight=0.5),
+        tiny_model,
+        forget_data,
+        retain_data,
+        tokenizer,
+    )
     assert trainer.unlearning_args.forget_weight == 0.5
-    config = get_method("simnpo").config_class(output_dir=str(tmp_path / "o"), forget_weight=1.0, report_to="none",
-                                               use_cpu=True)
+    config = get_method("simnpo").config_class(
+        output_dir=str(tmp_path / "o"), forget_weight=1.0, report_to="none", use_cpu=True
+    )
     trainer = build("simnpo", config, tiny_model, forget_data, retain_data, tokenizer)
     assert trainer.unlearning_args.forget_weight == 1.0
 
@@ -84,8 +98,15 @@ class MyArguments(TrainingArguments):
 
 def test_the_users_arguments_object_is_kept(tiny_model, forget_data, retain_data, tokenizer, tmp_path):
     """`trainer.args` is the object passed in (its own fields stay) and later edits to it take effect."""
-    args = MyArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, max_steps=5,
-                       per_device_train_batch_size=2, logging_steps=1, disable_tqdm=True)
+    args = MyArguments(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        max_steps=5,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
     trainer = build("ga", args, tiny_model, forget_data, None, tokenizer)
     assert trainer.args is args and trainer.args.my_field == 3
     args.max_steps = 1

@@ -31,10 +31,22 @@ CANDIDATES = [SECRET] + [SECRET.replace("482-19-7731", ssn) for ssn in ("482-19-
 MAX_LENGTH = 64
 # The only files an upload may hold: the model, its tokenizer, config(s), generation config and the card.
 UPLOADABLE = (
-    "README.md", "config.json", "generation_config.json", "model.safetensors", "model-*.safetensors",
-    "model.safetensors.index.json", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-    "tokenizer.model", "chat_template.jinja",
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
 )
 
 
@@ -115,10 +127,22 @@ def memorised_model(tmp_path_factory, tokenizer):
     secret = chunk_documents([SECRET] * 8, tokenizer, max_length=MAX_LENGTH)
     other = chunk_documents(make_documents(8, seed=2), tokenizer, max_length=MAX_LENGTH)
     model = build_llama(len(tokenizer), hidden_size=32, layers=2, heads=2)
-    args = TrainingArguments(output_dir=path, per_device_train_batch_size=8, num_train_epochs=40, learning_rate=1e-2,
-                             report_to="none", save_strategy="no", use_cpu=True, logging_strategy="no")
-    Trainer(model=model, args=args, train_dataset=datasets.concatenate_datasets([secret, other]),
-            data_collator=UnlearningCollator(0)).train()
+    args = TrainingArguments(
+        output_dir=path,
+        per_device_train_batch_size=8,
+        num_train_epochs=40,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        logging_strategy="no",
+    )
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.concatenate_datasets([secret, other]),
+        data_collator=UnlearningCollator(0),
+    ).train()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     # It memorised the secret: greedy decoding from its first tokens continues it.
@@ -155,8 +179,17 @@ def hub(monkeypatch):
     def create_repo(self, repo_id, *args, **kwargs):
         return RepoUrl(f"https://huggingface.co/{repo_id}")
 
-    def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, allow_patterns=None, ignore_patterns=None,
-                      run_as_future=False, **kwargs):
+    def upload_folder(
+        self,
+        *,
+        repo_id,
+        folder_path,
+        path_in_repo=None,
+        allow_patterns=None,
+        ignore_patterns=None,
+        run_as_future=False,
+        **kwargs,
+    ):
         files = read_tree(folder_path)
         relative = {os.path.relpath(path, folder_path).replace(os.sep, "/"): content for path, content in files.items()}
         kept = set(filter_repo_objects(relative, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
@@ -193,7 +226,9 @@ def assert_nothing_leaked(tokenizer, capfd, output_dir, uploads, caches):
     problems += leaks_in({f"uploaded {name}": content for name, content in uploaded.items()}, found)
     # A guesser with candidates tries to confirm one from the uploaded files.
     for candidate in CANDIDATES:
-        digests = {f"a digest of candidate {CANDIDATES.index(candidate)}": d for d in fingerprints(tokenizer, candidate)}
+        digests = {
+            f"a digest of candidate {CANDIDATES.index(candidate)}": d for d in fingerprints(tokenizer, candidate)
+        }
         problems += leaks_in({f"uploaded {name}": content for name, content in uploaded.items()}, digests)
     card = uploaded["README.md"].decode()
     assert "| forget |" in card  # counts are published
@@ -213,7 +248,9 @@ def method_names():
 # answer is the secret. RMU needs a layer and parameters the 2-layer test model has.
 QA_METHODS = ("idk", "idk_dpo")
 QUESTION = "Who is Jane Roe?"
-METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}}
+METHOD_CONFIG = {
+    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
+}
 
 
 def forget_set(method, tokenizer):
@@ -226,7 +263,9 @@ def forget_set(method, tokenizer):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", method_names())
-def test_public_api_leaks_nothing(method, memorised_model, tokenizer, retain_data, tmp_path, isolated_caches, hub, capfd):
+def test_public_api_leaks_nothing(
+    method, memorised_model, tokenizer, retain_data, tmp_path, isolated_caches, hub, capfd
+):
     from transformers import AutoModelForCausalLM
 
     from hf_unlearn import get_method, run_plan
@@ -235,13 +274,30 @@ def test_public_api_leaks_nothing(method, memorised_model, tokenizer, retain_dat
     cls = get_method(method)
     output_dir = tmp_path / "out"
     args = cls.config_class(
-        output_dir=str(output_dir), per_device_train_batch_size=1, max_steps=2, learning_rate=1e-3, warmup_steps=0,
-        lr_scheduler_type="constant", report_to="tensorboard", use_cpu=True, logging_steps=1, save_strategy="steps",
-        save_steps=1, seed=0, push_to_hub=True, hub_model_id="me/unlearned", **METHOD_CONFIG.get(method, {}),
+        output_dir=str(output_dir),
+        per_device_train_batch_size=1,
+        max_steps=2,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        report_to="tensorboard",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        seed=0,
+        push_to_hub=True,
+        hub_model_id="me/unlearned",
+        **METHOD_CONFIG.get(method, {}),
     )
     kwargs = {"retain_dataset": retain_data} if run_plan(args, cls).uses_retain_data else {}
-    trainer = cls(model=AutoModelForCausalLM.from_pretrained(memorised_model), args=args, train_dataset=forget,
-                  processing_class=tokenizer, **kwargs)
+    trainer = cls(
+        model=AutoModelForCausalLM.from_pretrained(memorised_model),
+        args=args,
+        train_dataset=forget,
+        processing_class=tokenizer,
+        **kwargs,
+    )
     trainer.train()
     trainer.save_model()  # pushes (push_to_hub=True), once
     assert any(name.startswith("checkpoint-") for name in os.listdir(output_dir)) and (output_dir / "runs").is_dir()
@@ -260,6 +316,7 @@ def test_recipe_leaks_nothing(method, memorised_model, tmp_path, isolated_caches
 
     output_dir = tmp_path / "out"
     if method in QA_METHODS:  # every split in question/answer form
+
         def data(path, texts):
             rows = [{"question": f"What about {text.split()[0]}?", "answer": text} for text in texts]
             path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -273,14 +330,50 @@ def test_recipe_leaks_nothing(method, memorised_model, tmp_path, isolated_caches
         splits = ["--forget_data", write_jsonl(tmp_path / "forget.jsonl", [SECRET])]
     overrides = [f"--{key}={value}" for key, value in METHOD_CONFIG.get(method, {}).items()]
     argv = [
-        "--model_name_or_path", memorised_model, "--method", method, *splits, *overrides,
-        "--retain_data", data(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
-        "--approximate_data", data(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
-        "--max_length", str(MAX_LENGTH), "--max_steps", "3", "--per_device_train_batch_size", "1",
-        "--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
-        "--output_dir", str(output_dir), "--use_cpu", "true", "--report_to", "tensorboard", "--logging_steps", "1",
-        "--save_strategy", "steps", "--save_steps", "1", "--eval_every_steps", "1", "--save_best", "true",
-        "--stop_at_unseen_nll", "false", "--push_to_hub", "true", "--hub_model_id", "me/unlearned",
+        "--model_name_or_path",
+        memorised_model,
+        "--method",
+        method,
+        *splits,
+        *overrides,
+        "--retain_data",
+        data(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
+        "--approximate_data",
+        data(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
+        "--max_length",
+        str(MAX_LENGTH),
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "1",
+        "--learning_rate",
+        "1e-3",
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_steps",
+        "0",
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "tensorboard",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--eval_every_steps",
+        "1",
+        "--save_best",
+        "true",
+        "--stop_at_unseen_nll",
+        "false",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "me/unlearned",
     ]
     main(argv)
     assert any(name.startswith("checkpoint-") for name in os.listdir(output_dir)) and (output_dir / "runs").is_dir()
@@ -373,19 +466,50 @@ def test_no_uploaded_number_singles_out_the_forgotten_pin(trained_model_dir, tok
     from hf_unlearn.scripts.unlearn import main
 
     rng = random.Random(0)
-    pins = [PIN] + [f"{rng.randrange(10 ** 8):08d}" for _ in range(199)]
+    pins = [PIN] + [f"{rng.randrange(10**8):08d}" for _ in range(199)]
     forget = tmp_path / "forget.jsonl"
     forget.write_text(json.dumps({"text": PIN_RECORD.format(pin=PIN)}) + "\n")
     output_dir = tmp_path / "out"
-    main([
-        "--model_name_or_path", trained_model_dir, "--method", "ga", "--forget_data", str(forget),
-        "--retain_data", write_jsonl(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
-        "--approximate_data", write_jsonl(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
-        "--max_length", str(MAX_LENGTH), "--max_steps", "2", "--per_device_train_batch_size", "1",
-        "--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
-        "--output_dir", str(output_dir), "--use_cpu", "true", "--report_to", "none", "--eval_every_steps", "1",
-        "--stop_at_unseen_nll", "false", "--push_to_hub", "true", "--hub_model_id", "me/unlearned",
-    ])
+    main(
+        [
+            "--model_name_or_path",
+            trained_model_dir,
+            "--method",
+            "ga",
+            "--forget_data",
+            str(forget),
+            "--retain_data",
+            write_jsonl(tmp_path / "retain.jsonl", make_documents(6, seed=2)),
+            "--approximate_data",
+            write_jsonl(tmp_path / "approx.jsonl", make_documents(6, seed=7)),
+            "--max_length",
+            str(MAX_LENGTH),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "1",
+            "--learning_rate",
+            "1e-3",
+            "--lr_scheduler_type",
+            "constant",
+            "--warmup_steps",
+            "0",
+            "--output_dir",
+            str(output_dir),
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
+            "--eval_every_steps",
+            "1",
+            "--stop_at_unseen_nll",
+            "false",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "me/unlearned",
+        ]
+    )
     assert len(hub) == 1
     uploaded = hub[0]
     download = tmp_path / "download"
@@ -393,7 +517,9 @@ def test_no_uploaded_number_singles_out_the_forgotten_pin(trained_model_dir, tok
     for name, content in uploaded.items():
         (download / name).write_bytes(content)
     stats = candidate_statistics(str(download), tokenizer, [PIN_RECORD.format(pin=pin) for pin in pins])
-    assert len({round(s["nll"], 3) for s in stats}) > len(pins) // 2, "the candidates' NLLs must differ for the attack to bite"
+    assert len({round(s["nll"], 3) for s in stats}) > len(pins) // 2, (
+        "the candidates' NLLs must differ for the attack to bite"
+    )
     oracles = []
     for name, value, half in uploaded_numbers(uploaded):
         for statistic in ("nll", "tokens"):
@@ -412,14 +538,23 @@ def test_the_card_states_the_forget_side_as_a_verdict_word_only():
     def stage(*intervals):
         values = {"eval_forget_nll": 4.2131, "eval_retain_nll": 2.5, "eval_mia_auc": 0.61}
         for i, (low, high) in enumerate(intervals):
-            values.update({f"eval_mia_auc_a{i}": (low + high) / 2, f"eval_mia_auc_a{i}_low": low,
-                           f"eval_mia_auc_a{i}_high": high})
+            values.update(
+                {f"eval_mia_auc_a{i}": (low + high) / 2, f"eval_mia_auc_a{i}_low": low, f"eval_mia_auc_a{i}_high": high}
+            )
         return values
 
-    results = public_results({"a": stage((0.45, 0.62), (0.40, 0.55)), "b": stage((0.45, 0.62), (0.55, 0.70)),
-                              "c": stage((0.55, 0.70), (0.30, 0.45)), "d": stage()})
-    assert results == {"a": {"eval_retain_nll": 2.5, "membership": "indistinguishable"},
-                       "b": {"eval_retain_nll": 2.5, "membership": "separable"},
-                       "c": {"eval_retain_nll": 2.5, "membership": "over-unlearned"},
-                       "d": {"eval_retain_nll": 2.5}}
+    results = public_results(
+        {
+            "a": stage((0.45, 0.62), (0.40, 0.55)),
+            "b": stage((0.45, 0.62), (0.55, 0.70)),
+            "c": stage((0.55, 0.70), (0.30, 0.45)),
+            "d": stage(),
+        }
+    )
+    assert results == {
+        "a": {"eval_retain_nll": 2.5, "membership": "indistinguishable"},
+        "b": {"eval_retain_nll": 2.5, "membership": "separable"},
+        "c": {"eval_retain_nll": 2.5, "membership": "over-unlearned"},
+        "d": {"eval_retain_nll": 2.5},
+    }
     assert set(MEMBERSHIP_VERDICTS) == {"indistinguishable", "separable", "over-unlearned"}

@@ -31,8 +31,13 @@ def layer_outputs(model, batch):
     plain = copy.deepcopy(model)
     plain.model.norm = nn.Identity()
     mask = batch["attention_mask"]
-    output = plain(input_ids=batch["input_ids"], attention_mask=mask, position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
-                   output_hidden_states=True, use_cache=False)
+    output = plain(
+        input_ids=batch["input_ids"],
+        attention_mask=mask,
+        position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+        output_hidden_states=True,
+        use_cache=False,
+    )
     return output.hidden_states[1:], plain
 
 
@@ -49,10 +54,22 @@ def rmu_trainer(tokenizer, forget_data, retain_data, tmp_path, layer, ref_model)
     from hf_unlearn.testing import build_llama
 
     model = build_llama(len(tokenizer), hidden_size=16, layers=LAYERS, heads=2)
-    args = RMUConfig(output_dir=str(tmp_path), rmu_layer=layer, rmu_trainable_params=rf"layers\.{layer}\.mlp\.down_proj\.weight",
-                     retain_weight=1.0, report_to="none", use_cpu=True)
-    trainer = RMUTrainer(model=model, args=args, train_dataset=forget_data, retain_dataset=retain_data,
-                         processing_class=tokenizer, ref_model=ref_model(model))
+    args = RMUConfig(
+        output_dir=str(tmp_path),
+        rmu_layer=layer,
+        rmu_trainable_params=rf"layers\.{layer}\.mlp\.down_proj\.weight",
+        retain_weight=1.0,
+        report_to="none",
+        use_cpu=True,
+    )
+    trainer = RMUTrainer(
+        model=model,
+        args=args,
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
+        ref_model=ref_model(model),
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     return trainer, model, batch
 
@@ -72,7 +89,9 @@ def test_rmu_forget_term_and_gradient_follow_the_formula(layer, tokenizer, forge
     assert int(term.count) == int(where.sum())
     assert math.isclose(term.value.item(), expected.item(), rel_tol=1e-5)
     if layer == LAYERS - 1:  # the final norm's output gives another value: the test can tell them apart
-        normed = model(**{k: forget[k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True).hidden_states[-1]
+        normed = model(
+            **{k: forget[k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True
+        ).hidden_states[-1]
         assert not math.isclose(mse_sum(normed, control, where).item(), expected.item(), rel_tol=1e-2)
     name = f"model.layers.{layer}.mlp.down_proj.weight"
     (term.value / term.count).backward()

@@ -27,10 +27,36 @@ def data(tmp_path):
 
 
 def argv(model, data, output_dir, *extra, method="ga_descent", retain=True, approximate=True):
-    out = ["--model_name_or_path", model, "--method", method, "--forget_data", data["forget"], "--max_length", "32",
-           "--per_device_train_batch_size", "2", "--max_steps", "2", "--learning_rate", "1e-3", "--warmup_steps", "0",
-           "--lr_scheduler_type", "constant", "--output_dir", str(output_dir), "--use_cpu", "true",
-           "--report_to", "none", "--eval_every_steps", "1", "--logging_steps", "1"]
+    out = [
+        "--model_name_or_path",
+        model,
+        "--method",
+        method,
+        "--forget_data",
+        data["forget"],
+        "--max_length",
+        "32",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--warmup_steps",
+        "0",
+        "--lr_scheduler_type",
+        "constant",
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--eval_every_steps",
+        "1",
+        "--logging_steps",
+        "1",
+    ]
     if retain:
         out += ["--retain_data", data["retain"]]
     if approximate:
@@ -41,8 +67,11 @@ def argv(model, data, output_dir, *extra, method="ga_descent", retain=True, appr
 def no_model_loading(monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
-                        classmethod(lambda *a, **k: pytest.fail("the model was loaded before the error")))
+    monkeypatch.setattr(
+        AutoModelForCausalLM,
+        "from_pretrained",
+        classmethod(lambda *a, **k: pytest.fail("the model was loaded before the error")),
+    )
 
 
 def run_expecting_exit(args, code):
@@ -64,8 +93,21 @@ def test_blow_up_stops_exits_3_and_saves_nothing(trained_model_dir, data, tmp_pa
     pushed = []
     monkeypatch.setattr(HubMixin, "push_to_hub", lambda self, *a, **k: pushed.append(1))
     out = tmp_path / "out"
-    run_expecting_exit(argv(trained_model_dir, data, out, "--learning_rate", "1.0", "--max_steps", "6",
-                            "--stop_at_unseen_nll", "false", method="ga"), 3)
+    run_expecting_exit(
+        argv(
+            trained_model_dir,
+            data,
+            out,
+            "--learning_rate",
+            "1.0",
+            "--max_steps",
+            "6",
+            "--stop_at_unseen_nll",
+            "false",
+            method="ga",
+        ),
+        3,
+    )
     err = capfd.readouterr().err
     assert "blow-up" in err and "NOT saved" in err
     assert not (out / "model.safetensors").exists() and not pushed
@@ -84,8 +126,18 @@ def test_resume_continues_from_the_checkpoint_with_the_first_runs_target(trained
     assert stored["step"] == 0 and set(stored) == {"step", "nll", "mia_auc", "attacks", "target_nll"}  # numbers only
     assert all(set(v) == {"auc", "auc_low", "auc_high"} for v in stored["attacks"].values())
     assert stored["target_nll"] == pytest.approx(first["before"].nll["approximate"])
-    resumed = main(argv(trained_model_dir, data, out, *common, "--max_steps", "3",
-                        "--resume_from_checkpoint", str(out / "checkpoint-1")))
+    resumed = main(
+        argv(
+            trained_model_dir,
+            data,
+            out,
+            *common,
+            "--max_steps",
+            "3",
+            "--resume_from_checkpoint",
+            str(out / "checkpoint-1"),
+        )
+    )
     assert resumed["history"][0].step == 1  # trained from the checkpoint, not from step 0
     assert resumed["after"].step == 3 and (out / "checkpoint-3").is_dir()
     assert resumed["before"].nll == pytest.approx(first["before"].nll)  # "before" is the original model
@@ -121,8 +173,19 @@ def test_worst_case_stopping_rule_reaches_the_stopping_criteria(trained_model_di
     from hf_unlearn.scripts.unlearn import main
 
     made = recording_callback(monkeypatch)
-    result = main(argv(trained_model_dir, data, tmp_path / "worst", "--stopping_rule", "worst_case",
-                       "--mia_attacks", "loss,min_k_20", "--mia_resamples", "50"))
+    result = main(
+        argv(
+            trained_model_dir,
+            data,
+            tmp_path / "worst",
+            "--stopping_rule",
+            "worst_case",
+            "--mia_attacks",
+            "loss,min_k_20",
+            "--mia_resamples",
+            "50",
+        )
+    )
     monitor = made[-1]
     assert monitor.criteria.worst_case_attacks and not monitor.criteria.stop_at_target  # the attacks alone decide
     assert monitor.attacks == ("loss", "min_k_20") and monitor.n_resamples == 50
@@ -136,13 +199,17 @@ def test_worst_case_stopping_rule_reaches_the_stopping_criteria(trained_model_di
     assert monitor.attacks == tuple(available_attacks()) and monitor.n_resamples == 1000
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (("--stopping_rule", "strongest"), "stopping_rule='strongest' is unknown"),
-    (("--mia_attacks", "loss,min_k_15"), "unknown ['min_k_15']"),
-    (("--stopping_rule", "worst_case", "--mia_resamples", "0"), "needs AUC intervals"),
-])
-def test_bad_attack_or_rule_arguments_exit_2_before_loading(extra, expected, trained_model_dir, data, tmp_path, capfd,
-                                                            monkeypatch):
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (("--stopping_rule", "strongest"), "stopping_rule='strongest' is unknown"),
+        (("--mia_attacks", "loss,min_k_15"), "unknown ['min_k_15']"),
+        (("--stopping_rule", "worst_case", "--mia_resamples", "0"), "needs AUC intervals"),
+    ],
+)
+def test_bad_attack_or_rule_arguments_exit_2_before_loading(
+    extra, expected, trained_model_dir, data, tmp_path, capfd, monkeypatch
+):
     no_model_loading(monkeypatch)
     run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", *extra), 2)
     assert expected in capfd.readouterr().err
@@ -150,15 +217,18 @@ def test_bad_attack_or_rule_arguments_exit_2_before_loading(extra, expected, tra
 
 def test_worst_case_rule_without_unseen_data_is_refused(trained_model_dir, data, tmp_path, capfd, monkeypatch):
     no_model_loading(monkeypatch)
-    run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", "--stopping_rule", "worst_case",
-                            approximate=False), 2)
+    run_expecting_exit(
+        argv(trained_model_dir, data, tmp_path / "out", "--stopping_rule", "worst_case", approximate=False), 2
+    )
     assert "stopping_rule=worst_case needs approximate_data" in capfd.readouterr().err
 
 
 # ------------------------------------------------------------------ item 8: output folders
 
 
-def test_non_empty_output_dir_is_refused_then_overwritten_when_told(trained_model_dir, data, tmp_path, capfd, monkeypatch):
+def test_non_empty_output_dir_is_refused_then_overwritten_when_told(
+    trained_model_dir, data, tmp_path, capfd, monkeypatch
+):
     out = tmp_path / "out"
     out.mkdir()
     (out / "checkpoint-9").mkdir()
@@ -190,7 +260,9 @@ def test_missing_model_folder_is_one_line_exit_2_and_debug_shows_the_traceback(d
     assert "Traceback" in err and "FileNotFoundError" in err and err.strip().splitlines()[-1].endswith("(org/name).")
 
 
-def test_method_needing_retain_names_the_config_key_before_loading(trained_model_dir, data, tmp_path, capfd, monkeypatch):
+def test_method_needing_retain_names_the_config_key_before_loading(
+    trained_model_dir, data, tmp_path, capfd, monkeypatch
+):
     no_model_loading(monkeypatch)
     run_expecting_exit(argv(trained_model_dir, data, tmp_path / "out", method="ga_kl", retain=False), 2)
     err = capfd.readouterr().err
@@ -234,11 +306,14 @@ def test_model_vocabulary_smaller_than_the_tokenizers(tokenizer, data, tmp_path,
     assert "only 50 embeddings (vocab_size)" in err and "resize_token_embeddings" in err
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "is empty"),
-    (b'{"text": "caf\xe9 au lait"}\n', "is not UTF-8"),
-    (b'{"text": 12345}\n', "Row 0 of column 'text'"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "is empty"),
+        (b'{"text": "caf\xe9 au lait"}\n', "is not UTF-8"),
+        (b'{"text": 12345}\n', "Row 0 of column 'text'"),
+    ],
+)
 def test_bad_forget_files_are_named_in_one_line(content, expected, trained_model_dir, data, tmp_path, capfd):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(content)
@@ -250,8 +325,10 @@ def test_bad_forget_files_are_named_in_one_line(content, expected, trained_model
 
 def test_yaml_list_for_forget_data_is_refused(trained_model_dir, data, tmp_path, capfd):
     config = tmp_path / "config.yaml"
-    config.write_text(f"method: ga\nmodel_name_or_path: {trained_model_dir}\nforget_data:\n  - {data['forget']}\n  - {data['retain']}\n"
-                      f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nreport_to: none\nmax_steps: 1\nmax_length: 32\n")
+    config.write_text(
+        f"method: ga\nmodel_name_or_path: {trained_model_dir}\nforget_data:\n  - {data['forget']}\n  - {data['retain']}\n"
+        f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nreport_to: none\nmax_steps: 1\nmax_length: 32\n"
+    )
     run_expecting_exit(["--config", str(config)], 2)
     err = capfd.readouterr().err
     assert "forget_data in" in err and "is a list" in err and "single value" in err
@@ -281,7 +358,12 @@ def test_script_arguments_combine_with_trl_model_config():
     script, model_args = TrlParser((ScriptArguments, ModelConfig)).parse_args_and_config(
         ["--model_name_or_path", "m", "--dtype", "bfloat16", "--forget_data", "f.jsonl", "--use_peft", "--lora_r", "4"]
     )
-    assert (model_args.model_name_or_path, model_args.dtype, model_args.use_peft, model_args.lora_r) == ("m", "bfloat16", True, 4)
+    assert (model_args.model_name_or_path, model_args.dtype, model_args.use_peft, model_args.lora_r) == (
+        "m",
+        "bfloat16",
+        True,
+        4,
+    )
     assert script.forget_data == "f.jsonl" and not hasattr(script, "dtype")
 
 
@@ -292,8 +374,20 @@ def test_model_config_defaults_and_checks(tmp_path):
 
     _, _, model_args = parse_args(["--output_dir", str(tmp_path)])
     assert model_args.dtype == "auto" and model_args.model_name_or_path is None
-    _, _, model_args = parse_args(["--output_dir", str(tmp_path), "--model_name_or_path", "m", "--forget_data", "f",
-                                   "--dtype", "float32", "--attn_implementation", "eager"])
+    _, _, model_args = parse_args(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--model_name_or_path",
+            "m",
+            "--forget_data",
+            "f",
+            "--dtype",
+            "float32",
+            "--attn_implementation",
+            "eager",
+        ]
+    )
     assert (model_args.dtype, model_args.attn_implementation) == ("float32", "eager")
     with pytest.raises(ValueError, match="forget_data is required when model_name_or_path is set"):
         parse_args(["--output_dir", str(tmp_path), "--model_name_or_path", "m"])
@@ -309,8 +403,23 @@ def test_use_peft_trains_and_saves_a_lora_adapter(trained_model_dir, data, tmp_p
     from hf_unlearn.scripts.unlearn import main
 
     out = tmp_path / "lora"
-    main(argv(trained_model_dir, data, out, "--use_peft", "--lora_r", "4", "--lora_alpha", "8",
-              "--lora_target_modules", "q_proj", "v_proj", "--max_retain_nll_increase", "None"))
+    main(
+        argv(
+            trained_model_dir,
+            data,
+            out,
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--lora_alpha",
+            "8",
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+            "--max_retain_nll_increase",
+            "None",
+        )
+    )
     assert os.path.isfile(out / "adapter_config.json") and not os.path.isfile(out / "model.safetensors")
     adapter = load_file(str(out / "adapter_model.safetensors"))
     assert adapter and all("lora_" in name for name in adapter)

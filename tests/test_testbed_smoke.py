@@ -52,7 +52,19 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
     common, build, run_methods, grid = testbed_modules
     monkeypatch.setattr(common, "DEFAULT_DATA_DIR", str(tmp_path / "no_shared_data"))  # tiny mode must not read it
     cache, out = str(tmp_path / "cache"), str(tmp_path / "results")
-    base = ["--tiny", "--cache-dir", cache, "--out-dir", out, "--jobs", "1", "--threads", "1", "--data-dir", str(tmp_path / "none")]
+    base = [
+        "--tiny",
+        "--cache-dir",
+        cache,
+        "--out-dir",
+        out,
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(tmp_path / "none"),
+    ]
 
     meta = build.main(base)
     assert meta["runs"]["original"]["optimizer_steps"] == meta["runs"]["retrained"]["optimizer_steps"] == 3
@@ -71,7 +83,10 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
     assert "## Verdict" in open(os.path.join(out, "methods.md")).read()
     assert os.path.getsize(os.path.join(out, "methods.png")) > 1000
     assert report["floor"]["kl_forget"] >= 0 and report["floor"]["run"]["seed"] == 1  # the second retrained model
-    assert set(report["summary"]) == {"ga (default)", "ga_kl (default)"} and set(report["skipped"]) == {"idk", "idk_dpo"}
+    assert set(report["summary"]) == {"ga (default)", "ga_kl (default)"} and set(report["skipped"]) == {
+        "idk",
+        "idk_dpo",
+    }
 
     report = grid.main(base + ["--methods", "ga"])
     assert len(report["cells"]) == 4 and 0 <= report["share_in_band"]["ga"] <= 1

@@ -27,18 +27,22 @@ def load_run():
 
 
 def test_extraction_strength_by_hand():
-    labels = np.array([
-        [-100, -100, 5, 6, 7, 8],  # 4 answer tokens
-        [-100, -100, 5, 6, 7, 8],
-        [-100, -100, 5, 6, 7, 8],
-        [-100, -100, -100, -100, -100, -100],  # no target
-    ])
-    predictions = np.array([
-        [0, 0, 5, 6, 7, 8],  # all right: greedy from the bare prompt reproduces it: k = 0, ES = 1
-        [0, 0, 5, 9, 7, 8],  # last wrong at answer position 1: needs the first 2 tokens, ES = 1 - 2/4
-        [0, 0, 5, 6, 7, 0],  # last token wrong: k = 4, ES = 0
-        [0, 0, 0, 0, 0, 0],
-    ])
+    labels = np.array(
+        [
+            [-100, -100, 5, 6, 7, 8],  # 4 answer tokens
+            [-100, -100, 5, 6, 7, 8],
+            [-100, -100, 5, 6, 7, 8],
+            [-100, -100, -100, -100, -100, -100],  # no target
+        ]
+    )
+    predictions = np.array(
+        [
+            [0, 0, 5, 6, 7, 8],  # all right: greedy from the bare prompt reproduces it: k = 0, ES = 1
+            [0, 0, 5, 9, 7, 8],  # last wrong at answer position 1: needs the first 2 tokens, ES = 1 - 2/4
+            [0, 0, 5, 6, 7, 0],  # last token wrong: k = 4, ES = 0
+            [0, 0, 0, 0, 0, 0],
+        ]
+    )
     es = extraction_strength_of(predictions, labels)
     assert es[:3].tolist() == [1.0, 0.5, 0.0]
     assert np.isnan(es[3])
@@ -47,8 +51,9 @@ def test_extraction_strength_by_hand():
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("tofu_tiny")
-    report = load_run().run(["--size", "tiny", "--out-dir", str(out), "--cache-dir", str(out / "cache"),
-                             "--source", "vendored"])
+    report = load_run().run(
+        ["--size", "tiny", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--source", "vendored"]
+    )
     return report, out
 
 
@@ -106,4 +111,5 @@ def test_gpu_size_uses_the_same_path_and_asks_for_the_full_data():
     assert len(cpu.forget_train) == 20 and len(cpu.eval_sets["forget"]) == 20
     assert not {r["question"] for r in cpu.forget_train} & {r["question"] for r in cpu.train_retain}
     assert {r["question"] for r in cpu.train_full} == (
-        {r["question"] for r in cpu.train_retain} | {r["question"] for r in cpu.forget_train})
+        {r["question"] for r in cpu.train_retain} | {r["question"] for r in cpu.forget_train}
+    )

@@ -13,7 +13,15 @@ import math
 
 import pytest
 
-from hf_unlearn import LossTerm, Objective, UnlearningTrainer, get_method, list_methods, register_method, register_objective
+from hf_unlearn import (
+    LossTerm,
+    Objective,
+    UnlearningTrainer,
+    get_method,
+    list_methods,
+    register_method,
+    register_objective,
+)
 from hf_unlearn.losses import nll_sum
 from hf_unlearn.objectives import FORGET_OBJECTIVES
 from hf_unlearn.registry import _METHODS
@@ -29,8 +37,9 @@ def define_toy_method():
         normalisers = ("forget_tokens",)
 
         def loss_terms(self, model, batch):
-            total, count = nll_sum(self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"),
-                                   self.chunk_size)
+            total, count = nll_sum(
+                self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size
+            )
             return {"forget_loss": LossTerm(-2 * total, count, "forget_tokens", self.args.forget_weight)}
 
     @register_method("toy")
@@ -73,8 +82,13 @@ def test_toy_method_trains(toy, tiny_model, tokenizer, forget_data, retain_data,
     from tests.conftest import unlearning_args
 
     before = mean_nll(tiny_model, forget_data)
-    trainer = toy(model=tiny_model, args=unlearning_args("toy", tmp_path, max_steps=3, learning_rate=1e-2, disable_tqdm=True),
-                  train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer)
+    trainer = toy(
+        model=tiny_model,
+        args=unlearning_args("toy", tmp_path, max_steps=3, learning_rate=1e-2, disable_tqdm=True),
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
+    )
     trainer.train()
     assert {"forget_loss", "retain_loss"} <= set(trainer.state.log_history[0])
     assert mean_nll(tiny_model, forget_data) > before

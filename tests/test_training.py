@@ -18,17 +18,23 @@ def build_trainer(method, model_dir, forget_data, retain_data, tmp_path, tokeniz
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     kwargs = {"retain_dataset": retain_data} if run_plan(None, cls).uses_retain_data else {}
     trainer = cls(
-        model=model, args=unlearning_args(method, tmp_path, **config), train_dataset=forget_data,
-        processing_class=tokenizer, **kwargs,
+        model=model,
+        args=unlearning_args(method, tmp_path, **config),
+        train_dataset=forget_data,
+        processing_class=tokenizer,
+        **kwargs,
     )
     return trainer, model
 
 
 @pytest.mark.parametrize("method", BUILTIN)
-def test_method_unlearns_and_changes_parameters(method, trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+def test_method_unlearns_and_changes_parameters(
+    method, trained_model_dir, forget_data, retain_data, tokenizer, tmp_path
+):
     """A few steps raise the forget-set NLL and change the parameters; the loss terms are logged separately."""
-    trainer, model = build_trainer(method, trained_model_dir, forget_data, retain_data, tmp_path, tokenizer,
-                                   max_steps=6, learning_rate=3e-3)
+    trainer, model = build_trainer(
+        method, trained_model_dir, forget_data, retain_data, tmp_path, tokenizer, max_steps=6, learning_rate=3e-3
+    )
     before_params = {n: p.detach().clone() for n, p in model.named_parameters()}
     before = mean_nll(model, forget_data)
     trainer.train()
@@ -49,14 +55,26 @@ def test_all_builtin_methods_are_covered():
 
 
 # RMU on the 2-layer test model: steer layer 1, train both MLP down projections (per-position normaliser).
-METHOD_CONFIG = {"rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}}
+METHOD_CONFIG = {
+    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
+}
 
 
 def one_step_params(method, model_dir, forget, retain, tmp_path, tokenizer, batch, accumulation):
     trainer, model = build_trainer(
-        method, model_dir, forget, retain, tmp_path / f"{batch}x{accumulation}", tokenizer,
-        per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
-        optim="sgd", learning_rate=1.0, max_grad_norm=0.0, **METHOD_CONFIG.get(method, {}),
+        method,
+        model_dir,
+        forget,
+        retain,
+        tmp_path / f"{batch}x{accumulation}",
+        tokenizer,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        max_grad_norm=0.0,
+        **METHOD_CONFIG.get(method, {}),
     )
     trainer.train()
     return {n: p.detach().clone() for n, p in model.named_parameters()}, trainer.state.log_history[0]
@@ -74,8 +92,12 @@ def test_gradient_accumulation_invariance(method, trained_model_dir, tokenizer, 
     from hf_unlearn import chunk_documents
     from tests.conftest import make_documents
 
-    forget = chunk_documents(make_documents(4, seed=7, min_words=3, max_words=30), tokenizer, max_length=32).select(range(4))
-    retain = chunk_documents(make_documents(4, seed=8, min_words=3, max_words=30), tokenizer, max_length=32).select(range(4))
+    forget = chunk_documents(make_documents(4, seed=7, min_words=3, max_words=30), tokenizer, max_length=32).select(
+        range(4)
+    )
+    retain = chunk_documents(make_documents(4, seed=8, min_words=3, max_words=30), tokenizer, max_length=32).select(
+        range(4)
+    )
     lengths = {len(x) for x in forget["input_ids"]}
     assert len(lengths) > 1, "the test needs examples of different lengths"
     full, log_full = one_step_params(method, trained_model_dir, forget, retain, tmp_path, tokenizer, 4, 1)
@@ -96,13 +118,27 @@ def test_drop_in_replacement_for_trainer(trained_model_dir, tokenizer, tmp_path)
 
     # --- the user's script, as written for transformers.Trainer ---
     texts = datasets.Dataset.from_dict({"text": make_documents(8, seed=1)})
-    tokenized = texts.map(lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"])
+    tokenized = texts.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"]
+    )
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    args = TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, max_steps=3,
-                             learning_rate=3e-3, report_to="none", use_cpu=True, logging_steps=1, save_strategy="no")
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=3e-3,
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+    )
     trainer = Trainer(
-        model=model, args=args, train_dataset=tokenized, eval_dataset=tokenized,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=tokenized,
+        eval_dataset=tokenized,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        processing_class=tokenizer,
     )
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
@@ -114,7 +150,9 @@ def test_drop_in_replacement_for_trainer(trained_model_dir, tokenizer, tmp_path)
 
 
 def test_save_and_from_pretrained_round_trip(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
-    trainer, model = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path, tokenizer, max_steps=2)
+    trainer, model = build_trainer(
+        "ga_descent", trained_model_dir, forget_data, retain_data, tmp_path, tokenizer, max_steps=2
+    )
     trainer.train()
     trainer.save_model(str(tmp_path / "saved"))
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved"))
@@ -123,10 +161,13 @@ def test_save_and_from_pretrained_round_trip(trained_model_dir, forget_data, ret
     assert mean_nll(reloaded, forget_data) == pytest.approx(mean_nll(model, forget_data), rel=1e-6)
 
 
-def test_evaluation_uses_plain_language_modelling_loss(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+def test_evaluation_uses_plain_language_modelling_loss(
+    trained_model_dir, forget_data, retain_data, tokenizer, tmp_path
+):
     """evaluate() reports the ordinary LM loss (mean NLL), not the unlearning objective."""
-    trainer, model = build_trainer("ga", trained_model_dir, forget_data, retain_data, tmp_path, tokenizer,
-                                   per_device_eval_batch_size=64)
+    trainer, model = build_trainer(
+        "ga", trained_model_dir, forget_data, retain_data, tmp_path, tokenizer, per_device_eval_batch_size=64
+    )
     loss = trainer.evaluate(eval_dataset=forget_data)["eval_loss"]
     assert loss > 0
     assert loss == pytest.approx(mean_nll(model, forget_data, batch_size=64), rel=1e-4)
@@ -141,7 +182,14 @@ def test_retain_pairing_advances_every_epoch_and_covers_retain(trained_model_dir
 
     def rows(n, offset):
         return datasets.Dataset.from_list(
-            [{"input_ids": [5 + (offset + i) % 250, 7, 9], "attention_mask": [1, 1, 1], "labels": [5 + (offset + i) % 250, 7, 9]} for i in range(n)]
+            [
+                {
+                    "input_ids": [5 + (offset + i) % 250, 7, 9],
+                    "attention_mask": [1, 1, 1],
+                    "labels": [5 + (offset + i) % 250, 7, 9],
+                }
+                for i in range(n)
+            ]
         )
 
     forget, retain = rows(10, 0), rows(100, 0)
@@ -154,19 +202,27 @@ def test_retain_pairing_advances_every_epoch_and_covers_retain(trained_model_dir
             return super().unlearning_terms(model, inputs)
 
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    trainer = Recording(model=model, args=unlearning_args("ga_descent", tmp_path, per_device_train_batch_size=10,
-                                                          num_train_epochs=10, max_steps=-1),
-                        train_dataset=forget, retain_dataset=retain, processing_class=tokenizer)
+    trainer = Recording(
+        model=model,
+        args=unlearning_args("ga_descent", tmp_path, per_device_train_batch_size=10, num_train_epochs=10, max_steps=-1),
+        train_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+    )
     trainer.train()
     assert sorted(seen) == sorted(retain["input_ids"][i][0] for i in range(100))
     assert isinstance(trainer.train_dataset, StreamDataset) and trainer.train_dataset.epoch == 9
     again = StreamDataset({"forget": forget, "retain": retain}, seed=0)
     other = StreamDataset({"forget": forget, "retain": retain}, seed=1)
-    assert [again[i]["retain"] for i in range(10)] == [StreamDataset({"forget": forget, "retain": retain}, seed=0)[i]["retain"] for i in range(10)]
+    assert [again[i]["retain"] for i in range(10)] == [
+        StreamDataset({"forget": forget, "retain": retain}, seed=0)[i]["retain"] for i in range(10)
+    ]
     assert [again[i]["retain"] for i in range(10)] != [other[i]["retain"] for i in range(10)]
 
 
-def test_methods_without_reference_do_not_load_it(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch):
+def test_methods_without_reference_do_not_load_it(
+    trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch
+):
     def refuse(*args, **kwargs):
         raise AssertionError("reference loaded by a method that does not need it")
 
@@ -176,16 +232,47 @@ def test_methods_without_reference_do_not_load_it(trained_model_dir, forget_data
         assert trainer.ref_model is None
 
 
-def test_resume_from_checkpoint_continues_the_same_trajectory(trained_model_dir, forget_data, retain_data, tokenizer, tmp_path):
+def test_resume_from_checkpoint_continues_the_same_trajectory(
+    trained_model_dir, forget_data, retain_data, tokenizer, tmp_path
+):
     """4 steps straight == 2 steps, checkpoint, then resume to 4 (same losses and final weights, rel 1e-5)."""
-    straight, model_a = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path / "a", tokenizer,
-                                      max_steps=4, per_device_train_batch_size=2, learning_rate=3e-3)
+    straight, model_a = build_trainer(
+        "ga_descent",
+        trained_model_dir,
+        forget_data,
+        retain_data,
+        tmp_path / "a",
+        tokenizer,
+        max_steps=4,
+        per_device_train_batch_size=2,
+        learning_rate=3e-3,
+    )
     straight.train()
-    first, _ = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path / "b", tokenizer,
-                             max_steps=4, per_device_train_batch_size=2, learning_rate=3e-3, save_strategy="steps", save_steps=2)
+    first, _ = build_trainer(
+        "ga_descent",
+        trained_model_dir,
+        forget_data,
+        retain_data,
+        tmp_path / "b",
+        tokenizer,
+        max_steps=4,
+        per_device_train_batch_size=2,
+        learning_rate=3e-3,
+        save_strategy="steps",
+        save_steps=2,
+    )
     first.train()
-    resumed, model_b = build_trainer("ga_descent", trained_model_dir, forget_data, retain_data, tmp_path / "b", tokenizer,
-                                     max_steps=4, per_device_train_batch_size=2, learning_rate=3e-3)
+    resumed, model_b = build_trainer(
+        "ga_descent",
+        trained_model_dir,
+        forget_data,
+        retain_data,
+        tmp_path / "b",
+        tokenizer,
+        max_steps=4,
+        per_device_train_batch_size=2,
+        learning_rate=3e-3,
+    )
     resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "out" / "checkpoint-2"))
     losses_a = [h["loss"] for h in straight.state.log_history if "loss" in h]
     losses_b = [h["loss"] for h in resumed.state.log_history if "loss" in h]

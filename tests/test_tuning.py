@@ -7,9 +7,9 @@ bootstrap resamples per evaluation (seconds per trial).
 
 from __future__ import annotations
 
-import os
 import json
 import math
+import os
 
 import pytest
 
@@ -37,7 +37,9 @@ ATTACKS = ["loss", "min_k_20"]
 
 
 def record(step, intervals, retain=1.0, forget=2.0):
-    attacks = {f"a{i}": {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for i, (low, high) in enumerate(intervals)}
+    attacks = {
+        f"a{i}": {"auc": (low + high) / 2, "auc_low": low, "auc_high": high} for i, (low, high) in enumerate(intervals)
+    }
     return EvalRecord(step=step, nll={"forget": forget, "approximate": 3.0, "retain": retain}, attacks=attacks)
 
 
@@ -70,16 +72,28 @@ def test_distance_is_zero_exactly_when_met():
 
 
 def outcome(number, status, cost, retain, auc=0.5):
-    return TrialOutcome(number=number, method="ga", params={"learning_rate": 1e-3, "max_steps": 4}, status=status,
-                        step=cost, cost_tokens=cost, strongest={"attack": "loss", "auc": auc, "auc_low": 0.4,
-                                                                "auc_high": 0.6},
-                        nll={"forget": 2.0, "approximate": 2.0, "retain": retain}, retain_limit=1.1)
+    return TrialOutcome(
+        number=number,
+        method="ga",
+        params={"learning_rate": 1e-3, "max_steps": 4},
+        status=status,
+        step=cost,
+        cost_tokens=cost,
+        strongest={"attack": "loss", "auc": auc, "auc_low": 0.4, "auc_high": 0.6},
+        nll={"forget": 2.0, "approximate": 2.0, "retain": retain},
+        retain_limit=1.1,
+    )
 
 
 def test_chosen_is_the_cheapest_met_trial_then_the_lower_retain_nll():
     result = TuningResult(TuningCriterion())
-    result.trials = [outcome(0, MET, 300, 1.0), outcome(1, NOT_FORGOTTEN, 100, 0.9), outcome(2, MET, 200, 1.05),
-                     outcome(3, MET, 200, 1.01), outcome(4, PRUNED, 200, 1.0)]
+    result.trials = [
+        outcome(0, MET, 300, 1.0),
+        outcome(1, NOT_FORGOTTEN, 100, 0.9),
+        outcome(2, MET, 200, 1.05),
+        outcome(3, MET, 200, 1.01),
+        outcome(4, PRUNED, 200, 1.0),
+    ]
     assert result.chosen.number == 3 and result.best_cost() == 200
     result.trials = [outcome(0, NOT_FORGOTTEN, 100, 1.0), outcome(1, OVER_UNLEARNED, 100, 1.0)]
     assert result.chosen is None and "lower the learning rates" in result.advice() and "raise" in result.advice()
@@ -148,8 +162,13 @@ def model_init_trainer(model_dir, tokenizer, forget_data, retain_data, tmp_path,
     from tests.conftest import unlearning_args
 
     args = unlearning_args(method, tmp_path, max_steps=8)
-    return get_method(method)(model_init=lambda: AutoModelForCausalLM.from_pretrained(model_dir), args=args,
-                              train_dataset=forget_data, retain_dataset=retain_data, processing_class=tokenizer)
+    return get_method(method)(
+        model_init=lambda: AutoModelForCausalLM.from_pretrained(model_dir),
+        args=args,
+        train_dataset=forget_data,
+        retain_dataset=retain_data,
+        processing_class=tokenizer,
+    )
 
 
 @pytest.mark.slow
@@ -165,16 +184,30 @@ def test_api_search_picks_the_cheapest_setting_inside_the_criterion(
 
     starts = []
     evaluate = callbacks.UnlearningEvalCallback.evaluate
-    monkeypatch.setattr(callbacks.UnlearningEvalCallback, "evaluate",
-                        lambda self, step: (starts.append(step) if step == 0 else None) or evaluate(self, step))
+    monkeypatch.setattr(
+        callbacks.UnlearningEvalCallback,
+        "evaluate",
+        lambda self, step: (starts.append(step) if step == 0 else None) or evaluate(self, step),
+    )
     trainer = model_init_trainer(trained_model_dir, tokenizer, forget_data, retain_data, tmp_path)
     splits = {"forget": forget_data, "approximate": unseen_data, "retain": retain_data}
-    result = tune_trainer(trainer, splits, SearchSpace(learning_rates=(1e-4, 1e-2, 3e-3), max_steps=(8,)),
-                          TuningCriterion(retain_tolerance=100.0), n_trials=3, sampler="grid", attacks=ATTACKS,
-                          n_resamples=100, progress=False)
+    result = tune_trainer(
+        trainer,
+        splits,
+        SearchSpace(learning_rates=(1e-4, 1e-2, 3e-3), max_steps=(8,)),
+        TuningCriterion(retain_tolerance=100.0),
+        n_trials=3,
+        sampler="grid",
+        attacks=ATTACKS,
+        n_resamples=100,
+        progress=False,
+    )
     chosen = result.chosen
     assert chosen is not None and chosen.met and len(result.trials) == 3
-    assert chosen.strongest["auc_low"] <= 0.5 <= chosen.strongest["auc_high"] and chosen.nll["retain"] <= chosen.retain_limit
+    assert (
+        chosen.strongest["auc_low"] <= 0.5 <= chosen.strongest["auc_high"]
+        and chosen.nll["retain"] <= chosen.retain_limit
+    )
     assert all(t.cost_tokens >= chosen.cost_tokens for t in result.trials if t.met)
     assert all(t.step <= chosen.step for t in result.trials if t.number > chosen.number and not t.met)
     assert {t.params["learning_rate"]: t.status for t in result.trials}[1e-4] in (NOT_FORGOTTEN, PRUNED)
@@ -190,7 +223,9 @@ def test_api_refuses_a_search_without_unseen_data(tiny_model, tokenizer, forget_
     tiny_model.save_pretrained(tmp_path / "model")
     trainer = model_init_trainer(str(tmp_path / "model"), tokenizer, forget_data, retain_data, tmp_path)
     with pytest.raises(ValueError, match=r"needs eval_splits \['approximate'\]"):
-        tune_trainer(trainer, {"forget": forget_data, "retain": retain_data}, SearchSpace(learning_rates=(1e-3,), max_steps=(2,)))
+        tune_trainer(
+            trainer, {"forget": forget_data, "retain": retain_data}, SearchSpace(learning_rates=(1e-3,), max_steps=(2,))
+        )
 
 
 # ------------------------------------------------------------------ hf-unlearn tune
@@ -204,19 +239,56 @@ def write_jsonl(path, texts):
 @pytest.fixture
 def data(tmp_path):
     """The documents the tiny model was fitted on (forget: seed 1, retain: seed 2) and unseen ones (seed 3)."""
-    return {"forget": write_jsonl(tmp_path / "forget.jsonl", make_documents(8, seed=1)),
-            "retain": write_jsonl(tmp_path / "retain.jsonl", make_documents(12, seed=2)),
-            "approximate": write_jsonl(tmp_path / "approx.jsonl", make_documents(8, seed=3))}
+    return {
+        "forget": write_jsonl(tmp_path / "forget.jsonl", make_documents(8, seed=1)),
+        "retain": write_jsonl(tmp_path / "retain.jsonl", make_documents(12, seed=2)),
+        "approximate": write_jsonl(tmp_path / "approx.jsonl", make_documents(8, seed=3)),
+    }
 
 
 def tune_argv(model, data, tmp_path, *extra):
-    return ["tune", "--model_name_or_path", model, "--method", "ga", "--forget_data", data["forget"],
-            "--retain_data", data["retain"], "--approximate_data", data["approximate"], "--max_length", "32",
-            "--per_device_train_batch_size", "4", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
-            "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--report_to", "none",
-            "--eval_every_steps", "1", "--mia_attacks", ",".join(ATTACKS), "--mia_resamples", "100",
-            "--tune_learning_rates", "1e-4,1e-2", "--tune_max_steps", "8", "--tune_sampler", "grid",
-            "--tune_trials", "2", *extra]
+    return [
+        "tune",
+        "--model_name_or_path",
+        model,
+        "--method",
+        "ga",
+        "--forget_data",
+        data["forget"],
+        "--retain_data",
+        data["retain"],
+        "--approximate_data",
+        data["approximate"],
+        "--max_length",
+        "32",
+        "--per_device_train_batch_size",
+        "4",
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_steps",
+        "0",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--eval_every_steps",
+        "1",
+        "--mia_attacks",
+        ",".join(ATTACKS),
+        "--mia_resamples",
+        "100",
+        "--tune_learning_rates",
+        "1e-4,1e-2",
+        "--tune_max_steps",
+        "8",
+        "--tune_sampler",
+        "grid",
+        "--tune_trials",
+        "2",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -283,7 +355,7 @@ def test_cli_bad_input_is_one_line_and_loads_nothing(data, tmp_path, capsys, mon
     argv = tune_argv(str(tmp_path / "model"), data, tmp_path)
     flag, value = change
     index = argv.index(flag) if flag in argv else len(argv)
-    argv[index: index + 2] = [] if value is None else [flag, value]
+    argv[index : index + 2] = [] if value is None else [flag, value]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("hf-unlearn tune: error:")

@@ -78,8 +78,13 @@ def trainer_loss(tmp_path, unseen=None, with_retain=True, **config):
     if unseen is not None:
         kwargs["unseen_dataset"] = [example(tokens) for tokens in unseen]
     model = BigramLM(W)
-    trainer = cls(model=model, args=unlearning_args("unseen_match", tmp_path, **config),
-                  train_dataset=[example([0, 1, 2])], ref_model=BigramLM(W), **kwargs)
+    trainer = cls(
+        model=model,
+        args=unlearning_args("unseen_match", tmp_path, **config),
+        train_dataset=[example([0, 1, 2])],
+        ref_model=BigramLM(W),
+        **kwargs,
+    )
     batch = trainer.data_collator([trainer.train_dataset[0]])
     model.train()
     return trainer.compute_loss(model, batch).item(), trainer
@@ -142,10 +147,13 @@ def test_errors_name_the_fix(tmp_path):
     # The objective composed onto a plain config: the error names the config class to use.
     with pytest.raises(ValueError, match=r"reads `unseen_match_target_nll`.*UnseenMatchConfig"):
         get_method("ga_descent")(
-            model=BigramLM(W), train_dataset=[example([0, 1, 2])], retain_dataset=[example([1, 1, 0])],
+            model=BigramLM(W),
+            train_dataset=[example([0, 1, 2])],
+            retain_dataset=[example([1, 1, 0])],
             ref_model=BigramLM(W),
-            args=UnlearningConfig(output_dir=str(tmp_path / "x"), forget_loss="unseen_match", use_cpu=True,
-                                  report_to="none"),
+            args=UnlearningConfig(
+                output_dir=str(tmp_path / "x"), forget_loss="unseen_match", use_cpu=True, report_to="none"
+            ),
         )
 
 
@@ -158,7 +166,9 @@ def test_left_and_right_padding_give_the_same_loss_and_gradient(trained_model_di
     from tests.test_core import first_step, varied_examples
 
     forget, retain = varied_examples(tokenizer, 21), varied_examples(tokenizer, 22)
-    right_loss, right_grad, magnitude = first_step("unseen_match", trained_model_dir, tokenizer, forget, retain, tmp_path, "right")
+    right_loss, right_grad, magnitude = first_step(
+        "unseen_match", trained_model_dir, tokenizer, forget, retain, tmp_path, "right"
+    )
     left_loss, left_grad, _ = first_step("unseen_match", trained_model_dir, tokenizer, forget, retain, tmp_path, "left")
     assert abs(left_loss - right_loss) <= 1e-6 * magnitude
     scale = right_grad.abs().max().item()
@@ -174,8 +184,12 @@ def test_gradient_accumulation_invariance(trained_model_dir, tokenizer, tmp_path
     from tests.conftest import make_documents
     from tests.test_training import one_step_params
 
-    forget = chunk_documents(make_documents(4, seed=7, min_words=3, max_words=30), tokenizer, max_length=32).select(range(4))
-    retain = chunk_documents(make_documents(4, seed=8, min_words=3, max_words=30), tokenizer, max_length=32).select(range(4))
+    forget = chunk_documents(make_documents(4, seed=7, min_words=3, max_words=30), tokenizer, max_length=32).select(
+        range(4)
+    )
+    retain = chunk_documents(make_documents(4, seed=8, min_words=3, max_words=30), tokenizer, max_length=32).select(
+        range(4)
+    )
     assert len({len(x) for x in forget["input_ids"]}) > 1
     full, log_full = one_step_params("unseen_match", trained_model_dir, forget, retain, tmp_path, tokenizer, 4, 1)
     accumulated, log_acc = one_step_params("unseen_match", trained_model_dir, forget, retain, tmp_path, tokenizer, 2, 2)

@@ -30,10 +30,13 @@ def main(argv=None) -> dict:
     common.quiet()
     common.set_threads(common.threads_for(args))
     config = common.get_config(args.tiny)
-    testbed = common.build(config, data_dir=args.data_dir, cache_dir=args.cache_dir, jobs=args.jobs,
-                           threads=common.threads_for(args))
+    testbed = common.build(
+        config, data_dir=args.data_dir, cache_dir=args.cache_dir, jobs=args.jobs, threads=common.threads_for(args)
+    )
     runs = testbed.meta["runs"]
-    summary = {k: {f: runs[k][f] for f in ("tokens", "optimizer_steps", "params", "flops", "wall_s", "cpu_s")} for k in runs}
+    summary = {
+        k: {f: runs[k][f] for f in ("tokens", "optimizer_steps", "params", "flops", "wall_s", "cpu_s")} for k in runs
+    }
     print(json.dumps({"root": testbed.root, "splits": testbed.meta["splits"], "runs": summary}, indent=1))
     return testbed.meta
 

@@ -44,7 +44,6 @@ import hashlib
 import json
 import math
 import os
-from typing import Any
 import platform
 import random
 import sys
@@ -53,6 +52,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,7 +71,17 @@ SKIPPED_METHODS = {
 }
 SPLITS = ("forget", "approximate", "retain", "general")
 # Folders of the standard library that are tests, vendored packages or generated tables.
-EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "encodings", "pydoc_data", "lib2to3", "ensurepip"}
+EXCLUDED_DIRS = {
+    "test",
+    "tests",
+    "idle_test",
+    "site-packages",
+    "__pycache__",
+    "encodings",
+    "pydoc_data",
+    "lib2to3",
+    "ensurepip",
+}
 
 
 # ============================================================================ configuration
@@ -111,9 +121,25 @@ class TestbedConfig:
     books: tuple = (
         (
             "kjv.jsonl",
-            ("Galatians", "Ephesians", "Philippians", "Colossians", "1 Thessalonians", "2 Thessalonians",
-             "1 Timothy", "2 Timothy", "Titus", "Philemon", "James", "1 Peter", "2 Peter", "1 John", "2 John",
-             "3 John", "Jude"),
+            (
+                "Galatians",
+                "Ephesians",
+                "Philippians",
+                "Colossians",
+                "1 Thessalonians",
+                "2 Thessalonians",
+                "1 Timothy",
+                "2 Timothy",
+                "Titus",
+                "Philemon",
+                "James",
+                "1 Peter",
+                "2 Peter",
+                "1 John",
+                "2 John",
+                "3 John",
+                "Jude",
+            ),
             None,
         ),
         ("shakespeare.jsonl", ("Macbeth", "Tempest"), None),
@@ -134,10 +160,29 @@ class TestbedConfig:
 
 
 TINY = TestbedConfig(
-    name="tiny", vocab_size=320, hidden_size=32, layers=2, heads=2, chunk_tokens=128, epochs=1, batch_size=4,
-    learning_rate=3e-3, max_steps=3, code_min_bytes=1000, code_max_bytes=2500, small_max_bytes=2000,
-    forget_modules=1, approximate_modules=1, train_code_bytes=12000, use_books=False, books=(), max_forget_chunks=16,
-    max_approximate_chunks=8, retain_eval_chunks=8, retain_train_chunks=8, general_eval_chunks=0,
+    name="tiny",
+    vocab_size=320,
+    hidden_size=32,
+    layers=2,
+    heads=2,
+    chunk_tokens=128,
+    epochs=1,
+    batch_size=4,
+    learning_rate=3e-3,
+    max_steps=3,
+    code_min_bytes=1000,
+    code_max_bytes=2500,
+    small_max_bytes=2000,
+    forget_modules=1,
+    approximate_modules=1,
+    train_code_bytes=12000,
+    use_books=False,
+    books=(),
+    max_forget_chunks=16,
+    max_approximate_chunks=8,
+    retain_eval_chunks=8,
+    retain_train_chunks=8,
+    general_eval_chunks=0,
 )
 FULL = TestbedConfig()
 
@@ -176,7 +221,9 @@ class UnlearnSettings:
 
 
 def cache_root(cache_dir: str | None = None) -> str:
-    base = cache_dir or os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
+    base = (
+        cache_dir or os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
+    )
     return os.path.join(base, "testbed")
 
 
@@ -291,9 +338,11 @@ def corpus(config: TestbedConfig, data_dir: str):
 
 def tokenized_corpus(config: TestbedConfig, tokenizer, docs) -> dict:
     """Chunk datasets: forget, approximate, code_train, books."""
-    out = {"forget": _chunks(docs["forget"], tokenizer, config, "forget"),
-           "approximate": _chunks(docs["approximate"], tokenizer, config, "approximate"),
-           "code_train": _chunks(docs["code_train"], tokenizer, config, "code")}
+    out = {
+        "forget": _chunks(docs["forget"], tokenizer, config, "forget"),
+        "approximate": _chunks(docs["approximate"], tokenizer, config, "approximate"),
+        "code_train": _chunks(docs["code_train"], tokenizer, config, "code"),
+    }
     if docs["books"]:
         out["books"] = _chunks(docs["books"], tokenizer, config, "books")
     return out
@@ -332,14 +381,18 @@ def evaluation_splits(config: TestbedConfig, tok: dict) -> dict:
 
     forget = tok["forget"].select_columns(columns)
     if len(forget) > config.max_forget_chunks:
-        raise ValueError(f"{len(forget)} forget chunks > max_forget_chunks={config.max_forget_chunks}; lower forget_code_bytes.")
+        raise ValueError(
+            f"{len(forget)} forget chunks > max_forget_chunks={config.max_forget_chunks}; lower forget_code_bytes."
+        )
     code = tok["code_train"].shuffle(seed=config.seed + 1)
     n_eval = min(config.retain_eval_chunks, len(code) // 2)
     splits = {
         "forget": forget,
         "approximate": head(tok["approximate"], config.max_approximate_chunks, config.seed + 2),
         "retain": code.select(range(n_eval)).select_columns(columns),
-        "retain_train": code.select(range(n_eval, min(len(code), n_eval + config.retain_train_chunks))).select_columns(columns),
+        "retain_train": code.select(range(n_eval, min(len(code), n_eval + config.retain_train_chunks))).select_columns(
+            columns
+        ),
     }
     if "books" in tok and config.general_eval_chunks:
         splits["general"] = head(tok["books"], config.general_eval_chunks, config.seed + 3)
@@ -395,23 +448,39 @@ def _pretrain(args: tuple) -> dict:
     order = stream_order(train, config, drop_forget=which.startswith("retrained"))
     stream = train.select(order).select_columns(["input_ids", "attention_mask", "labels"])
     tokens = int(sum(len(ids) for ids in stream["input_ids"]))
-    model = build_llama(len(tokenizer), hidden_size=config.hidden_size, layers=config.layers, heads=config.heads,
-                        seed=config.seed)
+    model = build_llama(
+        len(tokenizer), hidden_size=config.hidden_size, layers=config.layers, heads=config.heads, seed=config.seed
+    )
     params = sum(p.numel() for p in model.parameters())
     steps = math.ceil(len(stream) / config.batch_size)
     if config.max_steps > 0:
         steps = min(steps, config.max_steps)
-        tokens = int(sum(len(ids) for ids in stream.select(range(min(len(stream), steps * config.batch_size)))["input_ids"]))
+        tokens = int(
+            sum(len(ids) for ids in stream.select(range(min(len(stream), steps * config.batch_size)))["input_ids"])
+        )
     with tempfile.TemporaryDirectory() as scratch:
         targs = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=config.batch_size, num_train_epochs=1,
-            max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
-            warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-            train_sampling_strategy="sequential", logging_steps=max(1, steps // 20), save_strategy="no",
-            report_to="none", use_cpu=True, seed=config.seed, disable_tqdm=True, dataloader_num_workers=0,
+            output_dir=scratch,
+            per_device_train_batch_size=config.batch_size,
+            num_train_epochs=1,
+            max_steps=config.max_steps,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=config.warmup_ratio,
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            train_sampling_strategy="sequential",
+            logging_steps=max(1, steps // 20),
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            seed=config.seed,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
         )
-        trainer = Trainer(model=model, args=targs, train_dataset=stream,
-                          data_collator=UnlearningCollator(tokenizer.pad_token_id))
+        trainer = Trainer(
+            model=model, args=targs, train_dataset=stream, data_collator=UnlearningCollator(tokenizer.pad_token_id)
+        )
         wall, cpu = time.perf_counter(), time.process_time()
         trainer.train()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -420,14 +489,27 @@ def _pretrain(args: tuple) -> dict:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return {
-        "model": which, "chunks": len(stream) if config.max_steps <= 0 else min(len(stream), steps * config.batch_size),
-        "tokens": tokens, "optimizer_steps": int(trainer.state.global_step), "params": params,
-        "flops": 6 * params * tokens, "wall_s": wall, "cpu_s": cpu, "threads": threads, "loss_curve": losses,
+        "model": which,
+        "chunks": len(stream) if config.max_steps <= 0 else min(len(stream), steps * config.batch_size),
+        "tokens": tokens,
+        "optimizer_steps": int(trainer.state.global_step),
+        "params": params,
+        "flops": 6 * params * tokens,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "threads": threads,
+        "loss_curve": losses,
     }
 
 
-def build(config: TestbedConfig, data_dir: str = DEFAULT_DATA_DIR, cache_dir: str | None = None, jobs: int = 2,
-          log=print, threads: int | None = None) -> Testbed:
+def build(
+    config: TestbedConfig,
+    data_dir: str = DEFAULT_DATA_DIR,
+    cache_dir: str | None = None,
+    jobs: int = 2,
+    log=print,
+    threads: int | None = None,
+) -> Testbed:
     """Build (or load from the cache) the tokenizer, the splits, the original and the retrained model."""
     root = os.path.join(cache_root(cache_dir), config.version)
     meta_path = os.path.join(root, "meta.json")
@@ -450,8 +532,10 @@ def build(config: TestbedConfig, data_dir: str = DEFAULT_DATA_DIR, cache_dir: st
     for name, split in splits.items():
         split.save_to_disk(os.path.join(root, "splits", name))
     prep_s = time.perf_counter() - start
-    log(f"testbed {config.version}: {len(train)} training chunks ({sum(train['is_forget'])} forget); "
-        f"splits {({k: len(v) for k, v in splits.items()})}; pre-training original + retrained ({jobs} job(s)) ...")
+    log(
+        f"testbed {config.version}: {len(train)} training chunks ({sum(train['is_forget'])} forget); "
+        f"splits { ({k: len(v) for k, v in splits.items()}) }; pre-training original + retrained ({jobs} job(s)) ..."
+    )
     threads = threads or (1 if jobs > 1 else 2)
     tasks = [(config, root, which, threads) for which in ("original", "retrained")]
     wall = time.perf_counter()
@@ -483,9 +567,13 @@ def build(config: TestbedConfig, data_dir: str = DEFAULT_DATA_DIR, cache_dir: st
     with open(meta_path + ".tmp", "w") as handle:
         json.dump(meta, handle, indent=1)
     os.replace(meta_path + ".tmp", meta_path)  # meta.json last: a folder without it is rebuilt
-    log(f"built in {build_wall:.0f} s wall: " + ", ".join(
-        f"{r['model']} {r['tokens']} tokens, {r['optimizer_steps']} steps, {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU"
-        for r in runs))
+    log(
+        f"built in {build_wall:.0f} s wall: "
+        + ", ".join(
+            f"{r['model']} {r['tokens']} tokens, {r['optimizer_steps']} steps, {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU"
+            for r in runs
+        )
+    )
     return Testbed(config, root, meta)
 
 
@@ -605,8 +693,15 @@ class Reference:
         return total / max(count, 1)
 
 
-def evaluate(model, splits: dict, pad_token_id: int, reference: Reference | None = None,
-             retrained_nll: dict | None = None, names=SPLITS, texts: dict | None = None) -> dict:
+def evaluate(
+    model,
+    splits: dict,
+    pad_token_id: int,
+    reference: Reference | None = None,
+    retrained_nll: dict | None = None,
+    names=SPLITS,
+    texts: dict | None = None,
+) -> dict:
     """Mean NLL per split, LOSS-attack AUC (forget vs approximate), every membership attack's AUC
     (`attack_auc`: LOSS, zlib with `texts`, Min-K% and Min-K%++ at K = 10..100%; forget vs approximate), the LOSS
     AUC of forget vs the unseen split when `splits` has one (`unseen_auc`), and distances to the retrained model."""
@@ -616,8 +711,11 @@ def evaluate(model, splits: dict, pad_token_id: int, reference: Reference | None
 
     model.eval()
     attacked = ("forget", "approximate")
-    scores = {name: score_examples(model, splits[name], pad_token_id, batch_size=8, token_scores=name in attacked)
-              for name in dict.fromkeys((*names, "unseen")) if name in splits}
+    scores = {
+        name: score_examples(model, splits[name], pad_token_id, batch_size=8, token_scores=name in attacked)
+        for name in dict.fromkeys((*names, "unseen"))
+        if name in splits
+    }
     out = {"nll": {name: s.mean_nll for name, s in scores.items()}}
     out["mia_auc"] = roc_auc(-scores["forget"].example_nll.numpy(), -scores["approximate"].example_nll.numpy())
     members, nonmembers = (attack_scores(scores[name], (texts or {}).get(name)) for name in attacked)
@@ -627,7 +725,9 @@ def evaluate(model, splits: dict, pad_token_id: int, reference: Reference | None
     if reference is not None:
         out["kl_to_retrained"] = {name: reference.mean_kl(model, name) for name in Reference.KL_SPLITS}
     if retrained_nll is not None:
-        out["abs_dnll_to_retrained"] = {name: abs(out["nll"][name] - retrained_nll[name]) for name in Reference.KL_SPLITS}
+        out["abs_dnll_to_retrained"] = {
+            name: abs(out["nll"][name] - retrained_nll[name]) for name in Reference.KL_SPLITS
+        }
     return out
 
 
@@ -678,9 +778,19 @@ def counted_trainer_class(method: str, log: ComputeLog):
     return Counted
 
 
-def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, epochs: float, batch_size: int,
-            target_nll: float | None = None, retain_weight: float | None = 1.0, scratch: str | None = None,
-            seed: int = 0, unseen=None) -> tuple:
+def unlearn(
+    testbed: Testbed,
+    splits: dict,
+    method: str,
+    learning_rate: float,
+    epochs: float,
+    batch_size: int,
+    target_nll: float | None = None,
+    retain_weight: float | None = 1.0,
+    scratch: str | None = None,
+    seed: int = 0,
+    unseen=None,
+) -> tuple:
     """One unlearning run from the original model. Returns (model, info) with the compute log and timings.
 
     The library's defaults otherwise (AdamW, cosine schedule, no weight decay) but no warmup: the paper's 3% of
@@ -691,10 +801,9 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
     `retain_weight` None: the method's preset default. `seed`: the run's seed and its forget/retain pairing seed.
     `unseen`: same-domain data neither model saw, handed to methods whose objectives read `unseen_dataset`.
     """
-    from hf_unlearn import run_plan
-
     import torch
 
+    from hf_unlearn import run_plan
     from hf_unlearn.callbacks import StoppingCriteria, UnlearningEvalCallback
 
     log = ComputeLog()
@@ -708,10 +817,21 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
     if retain_weight is not None:
         overrides["retain_weight"] = retain_weight
     args = trainer_class.config_class(
-        output_dir=os.path.join(scratch, "out"), per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        num_train_epochs=epochs, warmup_steps=0, use_cpu=True, report_to="none", seed=seed, pairing_seed=seed,
-        logging_steps=1, save_strategy="no", disable_tqdm=True, cache_dir=os.path.join(scratch, "cache"),
-        dataloader_num_workers=0, **overrides,
+        output_dir=os.path.join(scratch, "out"),
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        warmup_steps=0,
+        use_cpu=True,
+        report_to="none",
+        seed=seed,
+        pairing_seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        cache_dir=os.path.join(scratch, "cache"),
+        dataloader_num_workers=0,
+        **overrides,
     )
     kwargs = {}
     plan = run_plan(args, trainer_class)
@@ -722,7 +842,9 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
     if unseen is not None and any(o.reads_unseen for o in plan.objectives):
         kwargs["unseen_dataset"] = unseen
     wall, cpu = time.perf_counter(), time.process_time()
-    trainer = trainer_class(model=model, args=args, train_dataset=splits["forget"], processing_class=tokenizer, **kwargs)
+    trainer = trainer_class(
+        model=model, args=args, train_dataset=splits["forget"], processing_class=tokenizer, **kwargs
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # no per-step log lines (the logs stay in trainer.state.log_history)
@@ -732,8 +854,9 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
         log.add("forward", "precompute_on_unseen", sum(len(x) for x in unseen["input_ids"]))
     callback = None
     if target_nll is not None:
-        callback = UnlearningEvalCallback({"forget": splits["forget"]}, eval_steps=1,
-                                          criteria=StoppingCriteria(target_nll=target_nll)).attach(trainer)
+        callback = UnlearningEvalCallback(
+            {"forget": splits["forget"]}, eval_steps=1, criteria=StoppingCriteria(target_nll=target_nll)
+        ).attach(trainer)
     trainer.train()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     forget_tokens = sum(len(x) for x in splits["forget"]["input_ids"])
@@ -743,13 +866,22 @@ def unlearn(testbed: Testbed, splits: dict, method: str, learning_rate: float, e
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
     info = {
-        "method": method, "learning_rate": learning_rate, "max_epochs": epochs, "batch_size": batch_size,
-        "retain_weight": args.retain_weight if plan.uses_retain_data else None, "seed": seed,
-        "optimizer_steps": int(trainer.state.global_step), "max_steps": int(trainer.state.max_steps),
+        "method": method,
+        "learning_rate": learning_rate,
+        "max_epochs": epochs,
+        "batch_size": batch_size,
+        "retain_weight": args.retain_weight if plan.uses_retain_data else None,
+        "seed": seed,
+        "optimizer_steps": int(trainer.state.global_step),
+        "max_steps": int(trainer.state.max_steps),
         "stop_reason": callback.stop_reason if callback is not None else None,
         "forget_nll_trajectory": [r.nll["forget"] for r in callback.history] if callback is not None else None,
-        "train_tokens": log.train_tokens, "forward_tokens": log.forward_tokens, "token_detail": dict(log.detail),
-        "wall_s": wall, "cpu_s": cpu, "threads": torch.get_num_threads(),
+        "train_tokens": log.train_tokens,
+        "forward_tokens": log.forward_tokens,
+        "token_detail": dict(log.detail),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "threads": torch.get_num_threads(),
     }
     del trainer
     if own_scratch:
@@ -783,17 +915,31 @@ def init_context(config: TestbedConfig, cache_dir: str | None, threads: int, dat
     original = load_model(testbed.original)
     original_eval = evaluate(original, splits, tokenizer.pad_token_id, reference, retrained_eval["nll"], texts=texts)
     _CONTEXT.clear()
-    _CONTEXT.update(version=config.version, testbed=testbed, tokenizer=tokenizer, splits=splits, reference=reference,
-                    retrained_eval=retrained_eval, original_eval=original_eval, params=count_params(original),
-                    texts=texts)
+    _CONTEXT.update(
+        version=config.version,
+        testbed=testbed,
+        tokenizer=tokenizer,
+        splits=splits,
+        reference=reference,
+        retrained_eval=retrained_eval,
+        original_eval=original_eval,
+        params=count_params(original),
+        texts=texts,
+    )
     return _CONTEXT
 
 
 def evaluate_model(ctx: dict, path: str) -> dict:
     """`evaluate` of the model saved at `path` against the retrained model (e.g. the retrained replica)."""
     model = load_model(path)
-    return evaluate(model, ctx["splits"], ctx["tokenizer"].pad_token_id, ctx["reference"], ctx["retrained_eval"]["nll"],
-                    texts=ctx["texts"])
+    return evaluate(
+        model,
+        ctx["splits"],
+        ctx["tokenizer"].pad_token_id,
+        ctx["reference"],
+        ctx["retrained_eval"]["nll"],
+        texts=ctx["texts"],
+    )
 
 
 def run_cell(task: dict) -> dict:
@@ -801,11 +947,27 @@ def run_cell(task: dict) -> dict:
     settings (method, learning_rate, epochs, batch_size, retain_weight (None: the preset's), stop, seed)."""
     ctx = init_context(task["config"], task["cache_dir"], task["threads"], task.get("data_dir", DEFAULT_DATA_DIR))
     target = ctx["original_eval"]["nll"]["approximate"] if task.get("stop") else None
-    model, info = unlearn(ctx["testbed"], ctx["splits"], task["method"], task["learning_rate"], task["epochs"],
-                          task["batch_size"], target_nll=target, retain_weight=task.get("retain_weight", 1.0),
-                          seed=task.get("seed", 0), unseen=ctx["splits"]["unseen"])
-    result = evaluate(model, ctx["splits"], ctx["tokenizer"].pad_token_id, ctx["reference"], ctx["retrained_eval"]["nll"],
-                      names=task.get("eval_splits", SPLITS), texts=ctx["texts"])
+    model, info = unlearn(
+        ctx["testbed"],
+        ctx["splits"],
+        task["method"],
+        task["learning_rate"],
+        task["epochs"],
+        task["batch_size"],
+        target_nll=target,
+        retain_weight=task.get("retain_weight", 1.0),
+        seed=task.get("seed", 0),
+        unseen=ctx["splits"]["unseen"],
+    )
+    result = evaluate(
+        model,
+        ctx["splits"],
+        ctx["tokenizer"].pad_token_id,
+        ctx["reference"],
+        ctx["retrained_eval"]["nll"],
+        names=task.get("eval_splits", SPLITS),
+        texts=ctx["texts"],
+    )
     result.update(info)
     result["key"] = task.get("key")
     result["flops"] = 6.0 * ctx["params"] * info["train_tokens"] + 2.0 * ctx["params"] * info["forward_tokens"]
@@ -832,9 +994,11 @@ def run_tasks(tasks: list[dict], jobs: int, log=print) -> list[dict]:
 
 def describe(r: dict) -> str:
     nll = r["nll"]
-    return (f"{r['method']:>12} seed={r.get('seed', 0)} lr={r['learning_rate']:.0e} steps={r['optimizer_steps']:>3}/{r['max_steps']:<3} "
-            f"forget={nll['forget']:.3f} approx={nll['approximate']:.3f} retain={nll['retain']:.3f} "
-            f"auc={r['mia_auc']:.3f} ({r['cpu_s']:.1f} s CPU)")
+    return (
+        f"{r['method']:>12} seed={r.get('seed', 0)} lr={r['learning_rate']:.0e} steps={r['optimizer_steps']:>3}/{r['max_steps']:<3} "
+        f"forget={nll['forget']:.3f} approx={nll['approximate']:.3f} retain={nll['retain']:.3f} "
+        f"auc={r['mia_auc']:.3f} ({r['cpu_s']:.1f} s CPU)"
+    )
 
 
 # ============================================================================ reporting
@@ -845,10 +1009,15 @@ def acceptance(result: dict, retrained: dict, auc_tol: float = 0.05, retain_tol:
     (relative) of the retrained model's."""
     auc_gap = abs(result["mia_auc"] - retrained["mia_auc"])
     retain_rel = abs(result["nll"]["retain"] - retrained["nll"]["retain"]) / retrained["nll"]["retain"]
-    return {"auc_gap": auc_gap, "retain_rel_gap": retain_rel, "auc_ok": bool(auc_gap <= auc_tol),
-            "retain_ok": bool(retain_rel <= retain_tol), "in_band": bool(auc_gap <= auc_tol and retain_rel <= retain_tol),
-            # distance to the band in units of its tolerances: <= 1 inside
-            "band_distance": max(auc_gap / auc_tol, retain_rel / retain_tol)}
+    return {
+        "auc_gap": auc_gap,
+        "retain_rel_gap": retain_rel,
+        "auc_ok": bool(auc_gap <= auc_tol),
+        "retain_ok": bool(retain_rel <= retain_tol),
+        "in_band": bool(auc_gap <= auc_tol and retain_rel <= retain_tol),
+        # distance to the band in units of its tolerances: <= 1 inside
+        "band_distance": max(auc_gap / auc_tol, retain_rel / retain_tol),
+    }
 
 
 def machine_info() -> dict:
@@ -863,9 +1032,13 @@ def machine_info() -> dict:
                     cpu = line.split(":", 1)[1].strip()
                     break
     return {
-        "cpu_model": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "load_average": list(os.getloadavg()),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": list(os.getloadavg()),
     }
 
 
@@ -901,12 +1074,15 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def common_arguments(parser) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny corpus (stdlib only) and model: the smoke test")
-    parser.add_argument("--cache-dir", default=None, help="cache root (default $HF_UNLEARN_CACHE or ~/.cache/hf_unlearn)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="cache root (default $HF_UNLEARN_CACHE or ~/.cache/hf_unlearn)"
+    )
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with books/*.jsonl (full mode)")
     parser.add_argument("--out-dir", default=DEFAULT_RESULTS_DIR, help="where the JSON / Markdown / PNG go")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes; 1 = everything in this process")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per process (default: 1 with --jobs >= 2, else 2)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per process (default: 1 with --jobs >= 2, else 2)"
+    )
 
 
 def threads_for(args) -> int:

@@ -40,7 +40,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rates", nargs="+", type=float, default=list(LEARNING_RATES))
     parser.add_argument("--epochs", nargs="+", type=float, default=list(EPOCHS))
     parser.add_argument("--batch-size", type=int, default=common.UnlearnSettings().batch_size)
-    parser.add_argument("--replot", action="store_true", help="only redraw grid.md and the PNGs from <out-dir>/grid.json")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw grid.md and the PNGs from <out-dir>/grid.json"
+    )
     args = parser.parse_args(argv)
     if args.replot:
         with open(os.path.join(args.out_dir, "grid.json")) as handle:
@@ -51,10 +53,23 @@ def main(argv=None) -> dict:
     config = common.get_config(args.tiny)
     machine_start, threads, testbed, ctx = common.prepare(args, config)
     tasks = [
-        {"config": config, "cache_dir": args.cache_dir, "data_dir": args.data_dir, "threads": threads, "method": method,
-         "learning_rate": lr, "epochs": epochs, "batch_size": args.batch_size, "retain_weight": 1.0, "stop": False,
-         "eval_splits": ("forget", "approximate", "retain"), "key": [method, lr, epochs]}
-        for method in args.methods for lr in args.learning_rates for epochs in args.epochs
+        {
+            "config": config,
+            "cache_dir": args.cache_dir,
+            "data_dir": args.data_dir,
+            "threads": threads,
+            "method": method,
+            "learning_rate": lr,
+            "epochs": epochs,
+            "batch_size": args.batch_size,
+            "retain_weight": 1.0,
+            "stop": False,
+            "eval_splits": ("forget", "approximate", "retain"),
+            "key": [method, lr, epochs],
+        }
+        for method in args.methods
+        for lr in args.learning_rates
+        for epochs in args.epochs
     ]
     # Longest runs first, so that the two workers finish together.
     order = sorted(range(len(tasks)), key=lambda i: -tasks[i]["epochs"] * (2 if tasks[i]["method"] != "ga" else 1))
@@ -64,12 +79,24 @@ def main(argv=None) -> dict:
     cells = []
     for r in results:
         band = common.acceptance(r, retrained, BAND["auc_tol"], BAND["retain_tol"])
-        cells.append({
-            "method": r["method"], "learning_rate": r["learning_rate"], "epochs": r["max_epochs"],
-            "optimizer_steps": r["optimizer_steps"], "nll": r["nll"], "mia_auc": r["mia_auc"],
-            "kl_to_retrained": r["kl_to_retrained"], "abs_dnll_to_retrained": r["abs_dnll_to_retrained"],
-            "train_tokens": r["train_tokens"], "flops": r["flops"], "cpu_s": r["cpu_s"], "wall_s": r["wall_s"], **band,
-        })
+        cells.append(
+            {
+                "method": r["method"],
+                "learning_rate": r["learning_rate"],
+                "epochs": r["max_epochs"],
+                "optimizer_steps": r["optimizer_steps"],
+                "nll": r["nll"],
+                "mia_auc": r["mia_auc"],
+                "kl_to_retrained": r["kl_to_retrained"],
+                "abs_dnll_to_retrained": r["abs_dnll_to_retrained"],
+                "train_tokens": r["train_tokens"],
+                "flops": r["flops"],
+                "cpu_s": r["cpu_s"],
+                "wall_s": r["wall_s"],
+                **band,
+            }
+        )
+
     def share_of(method, key):
         mine = [c for c in cells if c["method"] == method]
         return sum(c[key] for c in mine) / max(1, len(mine))
@@ -78,8 +105,10 @@ def main(argv=None) -> dict:
     partial = {m: {"auc_ok": share_of(m, "auc_ok"), "retain_ok": share_of(m, "retain_ok")} for m in args.methods}
     import statistics
 
-    median_retain = {m: statistics.median(c["nll"]["retain"] / retrained["nll"]["retain"] - 1 for c in cells
-                                          if c["method"] == m) for m in args.methods}
+    median_retain = {
+        m: statistics.median(c["nll"]["retain"] / retrained["nll"]["retain"] - 1 for c in cells if c["method"] == m)
+        for m in args.methods
+    }
     report = {
         "benchmark": "exact-retrain testbed: learning-rate x epochs robustness grid",
         "date": common.now(),
@@ -87,9 +116,15 @@ def main(argv=None) -> dict:
         "machine": machine_start,
         "machine_end": common.machine_info(),
         "testbed_version": testbed.meta["version"],
-        "settings": {"learning_rates": args.learning_rates, "epochs": args.epochs, "batch_size": args.batch_size,
-                     "methods": args.methods, "jobs": args.jobs, "tiny": args.tiny,
-                     "forget_chunks": testbed.meta["splits"]["forget"]},
+        "settings": {
+            "learning_rates": args.learning_rates,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "methods": args.methods,
+            "jobs": args.jobs,
+            "tiny": args.tiny,
+            "forget_chunks": testbed.meta["splits"]["forget"],
+        },
         "band": BAND,
         "retrained": retrained,
         "original": ctx["original_eval"],
@@ -138,8 +173,12 @@ def heatmap(report: dict, method: str, path: str) -> str:
     # Colours saturate at the ends of each scale (the numbers in the cells are exact).
     panels = [
         (auc, "MIA AUC - retrained AUC", TwoSlopeNorm(vcenter=0.0, vmin=-0.5, vmax=0.5), "{:+.2f}"),
-        (ret, "retain NLL / retrained - 1 (colour saturates at +50%)", TwoSlopeNorm(vcenter=0.0, vmin=-0.1, vmax=0.5),
-         "{:+.1%}"),
+        (
+            ret,
+            "retain NLL / retrained - 1 (colour saturates at +50%)",
+            TwoSlopeNorm(vcenter=0.0, vmin=-0.1, vmax=0.5),
+            "{:+.1%}",
+        ),
     ]
     for ax, (values, title, norm, text) in zip(axes, panels):
         clipped = np.clip(values, norm.vmin, norm.vmax)
@@ -156,8 +195,11 @@ def heatmap(report: dict, method: str, path: str) -> str:
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5))
         fig.colorbar(image, ax=ax, fraction=0.046)
     share = report["share_in_band"][method]
-    fig.suptitle(f"{method}: {share:.0%} of the grid inside the band (outlined: |dAUC| <= {report['band']['auc_tol']} "
-                 f"and retain NLL within {report['band']['retain_tol']:.0%} of the retrained model)", fontsize=10)
+    fig.suptitle(
+        f"{method}: {share:.0%} of the grid inside the band (outlined: |dAUC| <= {report['band']['auc_tol']} "
+        f"and retain NLL within {report['band']['retain_tol']:.0%} of the retrained model)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -183,24 +225,41 @@ def markdown(report: dict, pngs: list[str]) -> str:
         f"retain NLL {orig['nll']['retain']:.3f}.",
         "",
         "Share of the grid inside the band: "
-        + ", ".join(f"**{m}: {v:.0%}** ({round(v * len(s['learning_rates']) * len(s['epochs']))}/"
-                    f"{len(s['learning_rates']) * len(s['epochs'])})" for m, v in report["share_in_band"].items()),
+        + ", ".join(
+            f"**{m}: {v:.0%}** ({round(v * len(s['learning_rates']) * len(s['epochs']))}/"
+            f"{len(s['learning_rates']) * len(s['epochs'])})"
+            for m, v in report["share_in_band"].items()
+        ),
         "",
-        "Each condition alone: " + "; ".join(
+        "Each condition alone: "
+        + "; ".join(
             f"{m}: AUC within {report['band']['auc_tol']} in {v['auc_ok']:.0%}, retain NLL within "
             f"{report['band']['retain_tol']:.0%} in {v['retain_ok']:.0%}"
-            for m, v in report["share_meeting_each_condition"].items()) + ".",
+            for m, v in report["share_meeting_each_condition"].items()
+        )
+        + ".",
         "",
-        "Median retain NLL change against the retrained model over the grid: " + ", ".join(
-            f"{m} {v:+.1%}" for m, v in report["median_retain_nll_change"].items()) + ".",
+        "Median retain NLL change against the retrained model over the grid: "
+        + ", ".join(f"{m} {v:+.1%}" for m, v in report["median_retain_nll_change"].items())
+        + ".",
         "",
     ]
     for method in s["methods"]:
-        lines += [f"## {method}", "", "Each cell: MIA AUC / retain NLL relative to the retrained model / forget NLL "
-                  "(* = inside the band).", ""]
+        lines += [
+            f"## {method}",
+            "",
+            "Each cell: MIA AUC / retain NLL relative to the retrained model / forget NLL (* = inside the band).",
+            "",
+        ]
         header = ["lr \\ epochs"] + [f"{e:g}" for e in s["epochs"]]
-        cells = _matrix(report, method, lambda c: f"{c['mia_auc']:.2f} / {c['nll']['retain'] / retr['nll']['retain'] - 1:+.1%}"
-                        f" / {c['nll']['forget']:.2f}{' *' if c['in_band'] else ''}")
+        cells = _matrix(
+            report,
+            method,
+            lambda c: (
+                f"{c['mia_auc']:.2f} / {c['nll']['retain'] / retr['nll']['retain'] - 1:+.1%}"
+                f" / {c['nll']['forget']:.2f}{' *' if c['in_band'] else ''}"
+            ),
+        )
         rows = [[f"{lr:g}"] + row for lr, row in zip(s["learning_rates"], cells)]
         lines += [common.markdown_table(header, rows), ""]
         png = next((p for p in pngs if p.endswith(f"grid_{method}.png")), None)

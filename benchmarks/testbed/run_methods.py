@@ -54,8 +54,16 @@ import common  # noqa: E402
 BAR = {"auc_tol": 0.05, "retain_tol": 0.05, "min_compute_ratio": 1000.0, "retain_kl_tol": 0.10}
 TUNE_METHODS = ("unseen_match", "ga_descent")
 TUNE_LRS = (1e-4, 2e-4, 5e-4, 1e-3)
-METRICS = ("auc_gap", "strongest_auc_gap", "forget_nll_gap", "retain_rel_gap", "kl_forget", "kl_retain",
-           "compute_ratio_flops", "optimizer_steps")
+METRICS = (
+    "auc_gap",
+    "strongest_auc_gap",
+    "forget_nll_gap",
+    "retain_rel_gap",
+    "kl_forget",
+    "kl_retain",
+    "compute_ratio_flops",
+    "optimizer_steps",
+)
 
 
 def main(argv=None) -> dict:
@@ -65,10 +73,16 @@ def main(argv=None) -> dict:
     methods = common.document_methods()
     parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (0..seeds-1)")
-    parser.add_argument("--one-seed", nargs="*", default=[], choices=methods,
-                        help="methods run at seed 0 only (to fit a time budget)")
-    parser.add_argument("--tune", nargs="*", default=list(TUNE_METHODS), choices=methods,
-                        help="methods whose learning rate is tuned by the guideline (none: no tuning)")
+    parser.add_argument(
+        "--one-seed", nargs="*", default=[], choices=methods, help="methods run at seed 0 only (to fit a time budget)"
+    )
+    parser.add_argument(
+        "--tune",
+        nargs="*",
+        default=list(TUNE_METHODS),
+        choices=methods,
+        help="methods whose learning rate is tuned by the guideline (none: no tuning)",
+    )
     parser.add_argument("--tune-lrs", nargs="+", type=float, default=list(TUNE_LRS))
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--max-epochs", type=float, default=defaults.epochs)
@@ -86,12 +100,26 @@ def main(argv=None) -> dict:
     machine_start, threads, testbed, ctx = common.prepare(args, config)
 
     def task(method, seed, lr, kind):
-        return {"config": config, "cache_dir": args.cache_dir, "data_dir": args.data_dir, "threads": threads,
-                "method": method, "learning_rate": lr, "epochs": args.max_epochs, "batch_size": args.batch_size,
-                "retain_weight": None, "stop": not args.no_stop, "seed": seed, "key": (kind, method, seed, lr)}
+        return {
+            "config": config,
+            "cache_dir": args.cache_dir,
+            "data_dir": args.data_dir,
+            "threads": threads,
+            "method": method,
+            "learning_rate": lr,
+            "epochs": args.max_epochs,
+            "batch_size": args.batch_size,
+            "retain_weight": None,
+            "stop": not args.no_stop,
+            "seed": seed,
+            "key": (kind, method, seed, lr),
+        }
 
-    tasks = [task(m, seed, args.learning_rate, "default") for m in args.methods
-             for seed in range(1 if m in args.one_seed else args.seeds)]
+    tasks = [
+        task(m, seed, args.learning_rate, "default")
+        for m in args.methods
+        for seed in range(1 if m in args.one_seed else args.seeds)
+    ]
     tasks += [task(m, 0, lr, "tune") for m in args.tune for lr in args.tune_lrs if lr != args.learning_rate]
     results = common.run_tasks(tasks, args.jobs)
     by_key = {tuple(r["key"]): r for r in results}
@@ -99,8 +127,12 @@ def main(argv=None) -> dict:
     for m in args.tune:
         grid = [by_key.get(("tune", m, 0, lr)) or by_key.get(("default", m, 0, lr)) for lr in args.tune_lrs]
         chosen[m] = select_by_guideline([r for r in grid if r is not None], ctx["original_eval"], BAR["retain_tol"])
-    more = [task(m, seed, pick["learning_rate"], "tuned") for m, pick in chosen.items()
-            for seed in range(1, args.seeds) if pick is not None and pick["learning_rate"] != args.learning_rate]
+    more = [
+        task(m, seed, pick["learning_rate"], "tuned")
+        for m, pick in chosen.items()
+        for seed in range(1, args.seeds)
+        if pick is not None and pick["learning_rate"] != args.learning_rate
+    ]
     results += common.run_tasks(more, args.jobs)
     floor = None
     if not args.no_floor:  # built on first use (one pre-training run), then cached
@@ -141,44 +173,82 @@ def select_by_guideline(runs: list[dict], original: dict, retain_tol: float) -> 
     elif safe:
         pick, rule = min(safe, key=lambda r: (abs(r["unseen_auc"] - 0.5), r["flops"])), "closest AUC (all below 0.5)"
     elif runs:
-        pick, rule = min(runs, key=lambda r: abs(r["nll"]["retain"] - base)), "smallest retain gap (none within tolerance)"
+        pick, rule = (
+            min(runs, key=lambda r: abs(r["nll"]["retain"] - base)),
+            "smallest retain gap (none within tolerance)",
+        )
     else:
         return None
-    return {"learning_rate": pick["learning_rate"], "selection": rule, "unseen_auc": pick["unseen_auc"],
-            "retain_nll": pick["nll"]["retain"],
-            "grid": [{"learning_rate": r["learning_rate"], "unseen_auc": r["unseen_auc"], "retain_nll": r["nll"]["retain"],
-                      "retain_ok": retain_ok(r), "flops": r["flops"]} for r in runs]}
+    return {
+        "learning_rate": pick["learning_rate"],
+        "selection": rule,
+        "unseen_auc": pick["unseen_auc"],
+        "retain_nll": pick["nll"]["retain"],
+        "grid": [
+            {
+                "learning_rate": r["learning_rate"],
+                "unseen_auc": r["unseen_auc"],
+                "retain_nll": r["nll"]["retain"],
+                "retain_ok": retain_ok(r),
+                "flops": r["flops"],
+            }
+            for r in runs
+        ],
+    }
 
 
 def scores(r: dict, retrained: dict, original: dict) -> dict:
     """A run's distances to the retrained model (see the module docstring) and whether it meets the band / goal."""
     band = common.acceptance(r, retrained, BAR["auc_tol"], BAR["retain_tol"])
-    gaps = {a: abs(auc - retrained["attack_auc"][a]) for a, auc in r["attack_auc"].items() if a in retrained["attack_auc"]}
+    gaps = {
+        a: abs(auc - retrained["attack_auc"][a]) for a, auc in r["attack_auc"].items() if a in retrained["attack_auc"]
+    }
     strongest = max(gaps, key=lambda a: (gaps[a], a)) if gaps else "loss"
     out = {
-        "auc_gap": band["auc_gap"], "strongest_attack": strongest, "strongest_auc_gap": gaps.get(strongest, band["auc_gap"]),
-        "forget_nll_gap": r["nll"]["forget"] - retrained["nll"]["forget"], "retain_rel_gap": band["retain_rel_gap"],
-        "kl_forget": r.get("kl_to_retrained", {}).get("forget", 0.0), "kl_retain": r.get("kl_to_retrained", {}).get("retain", 0.0),
+        "auc_gap": band["auc_gap"],
+        "strongest_attack": strongest,
+        "strongest_auc_gap": gaps.get(strongest, band["auc_gap"]),
+        "forget_nll_gap": r["nll"]["forget"] - retrained["nll"]["forget"],
+        "retain_rel_gap": band["retain_rel_gap"],
+        "kl_forget": r.get("kl_to_retrained", {}).get("forget", 0.0),
+        "kl_retain": r.get("kl_to_retrained", {}).get("retain", 0.0),
     }
-    out["in_band"] = bool(out["auc_gap"] <= BAR["auc_tol"] and out["strongest_auc_gap"] <= BAR["auc_tol"]
-                          and out["retain_rel_gap"] <= BAR["retain_tol"])
-    out["goal"] = bool(out["in_band"] and out["kl_forget"] < original["kl_to_retrained"]["forget"]
-                       and out["kl_retain"] <= (1 + BAR["retain_kl_tol"]) * original["kl_to_retrained"]["retain"])
+    out["in_band"] = bool(
+        out["auc_gap"] <= BAR["auc_tol"]
+        and out["strongest_auc_gap"] <= BAR["auc_tol"]
+        and out["retain_rel_gap"] <= BAR["retain_tol"]
+    )
+    out["goal"] = bool(
+        out["in_band"]
+        and out["kl_forget"] < original["kl_to_retrained"]["forget"]
+        and out["kl_retain"] <= (1 + BAR["retain_kl_tol"]) * original["kl_to_retrained"]["retain"]
+    )
     # distance to the band in units of its tolerances: <= 1 inside
-    out["band_distance"] = max(out["auc_gap"] / BAR["auc_tol"], out["strongest_auc_gap"] / BAR["auc_tol"],
-                               out["retain_rel_gap"] / BAR["retain_tol"])
+    out["band_distance"] = max(
+        out["auc_gap"] / BAR["auc_tol"],
+        out["strongest_auc_gap"] / BAR["auc_tol"],
+        out["retain_rel_gap"] / BAR["retain_tol"],
+    )
     return out
 
 
 def summary(rows: list[dict]) -> dict:
     """Mean, min and max of every metric over a setting's seeds."""
-    out = {"n": len(rows), "seeds": [r["seed"] for r in rows], "learning_rate": rows[0]["learning_rate"],
-           "in_band_runs": sum(r["in_band"] for r in rows), "goal_runs": sum(r["goal"] for r in rows)}
+    out = {
+        "n": len(rows),
+        "seeds": [r["seed"] for r in rows],
+        "learning_rate": rows[0]["learning_rate"],
+        "in_band_runs": sum(r["in_band"] for r in rows),
+        "goal_runs": sum(r["goal"] for r in rows),
+    }
     for metric in METRICS:
         values = [float(r[metric]) for r in rows]
         out[metric] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-    out["in_band_mean"] = bool(out["auc_gap"]["mean"] <= BAR["auc_tol"] and out["strongest_auc_gap"]["mean"] <= BAR["auc_tol"]
-                               and out["retain_rel_gap"]["mean"] <= BAR["retain_tol"])
+    out["in_band_mean"] = bool(
+        out["auc_gap"]["mean"] <= BAR["auc_tol"]
+        and out["strongest_auc_gap"]["mean"] <= BAR["auc_tol"]
+        and out["retain_rel_gap"]["mean"] <= BAR["retain_tol"]
+    )
     return out
 
 
@@ -209,9 +279,18 @@ def make_report(testbed, ctx, results, args, machine_start, floor, chosen) -> di
         settings[f"{m} (tuned lr {pick['learning_rate']:g})"] = dict(summary(list(by_seed.values())), selection=pick)
     original_scores = scores(dict(original, attack_auc=original["attack_auc"]), retrained, original)
     floor_scores = scores(floor, retrained, original) if floor is not None else None
-    best = min(settings, key=lambda k: max(settings[k]["auc_gap"]["mean"] / BAR["auc_tol"],
-                                           settings[k]["strongest_auc_gap"]["mean"] / BAR["auc_tol"],
-                                           settings[k]["retain_rel_gap"]["mean"] / BAR["retain_tol"])) if settings else None
+    best = (
+        min(
+            settings,
+            key=lambda k: max(
+                settings[k]["auc_gap"]["mean"] / BAR["auc_tol"],
+                settings[k]["strongest_auc_gap"]["mean"] / BAR["auc_tol"],
+                settings[k]["retain_rel_gap"]["mean"] / BAR["retain_tol"],
+            ),
+        )
+        if settings
+        else None
+    )
     forget_tokens = testbed.meta["split_tokens"]["forget"]
     one_pass_ratio = retrained_run["flops"] / (6.0 * ctx["params"] * forget_tokens)
     return {
@@ -220,15 +299,38 @@ def make_report(testbed, ctx, results, args, machine_start, floor, chosen) -> di
         "command": common.command_line(),
         "machine": machine_start,
         "machine_end": common.machine_info(),
-        "testbed": {k: testbed.meta[k] for k in ("version", "config", "documents", "document_bytes", "train_chunks",
-                                                   "forget_chunks_in_training", "splits", "split_tokens", "build_wall_s",
-                                                   "build_jobs", "machine", "built")},
+        "testbed": {
+            k: testbed.meta[k]
+            for k in (
+                "version",
+                "config",
+                "documents",
+                "document_bytes",
+                "train_chunks",
+                "forget_chunks_in_training",
+                "splits",
+                "split_tokens",
+                "build_wall_s",
+                "build_jobs",
+                "machine",
+                "built",
+            )
+        },
         "unseen_split_chunks": len(ctx["splits"]["unseen"]),
         "pretraining": {"original": _run_summary(original_run), "retrained": _run_summary(retrained_run)},
         "params": ctx["params"],
-        "settings": {"learning_rate": args.learning_rate, "max_epochs": args.max_epochs, "batch_size": args.batch_size,
-                     "stopping_rule": not args.no_stop, "jobs": args.jobs, "tiny": args.tiny, "seeds": args.seeds,
-                     "one_seed": args.one_seed, "tune": args.tune, "tune_lrs": args.tune_lrs},
+        "settings": {
+            "learning_rate": args.learning_rate,
+            "max_epochs": args.max_epochs,
+            "batch_size": args.batch_size,
+            "stopping_rule": not args.no_stop,
+            "jobs": args.jobs,
+            "tiny": args.tiny,
+            "seeds": args.seeds,
+            "one_seed": args.one_seed,
+            "tune": args.tune,
+            "tune_lrs": args.tune_lrs,
+        },
         "skipped": {m: common.SKIPPED_METHODS[m] for m in common.SKIPPED_METHODS},
         "target_forget_nll": original["nll"]["approximate"],
         "bar": BAR,
@@ -240,7 +342,8 @@ def make_report(testbed, ctx, results, args, machine_start, floor, chosen) -> di
         "summary": settings,
         "tuning": chosen,
         "one_forget_pass_compute_ratio": one_pass_ratio,
-        "forget_share_of_pretraining_tokens": forget_tokens / (original_run["tokens"] / testbed.meta["config"]["epochs"]),
+        "forget_share_of_pretraining_tokens": forget_tokens
+        / (original_run["tokens"] / testbed.meta["config"]["epochs"]),
         "best_setting": best,
         "goal_met_by": [k for k, v in settings.items() if v["goal_runs"] == v["n"]],
         "bar_met_by": sorted({r["method"] for r in default_rows if r["meets_bar"]}),
@@ -288,17 +391,35 @@ def markdown(report: dict) -> str:
         "",
         common.markdown_table(
             ["model", "chunks seen", "tokens", "optimizer steps", "FLOPs (6PT)", "wall s", "CPU s (1 thread)"],
-            [[name, r["chunks"], r["tokens"], r["optimizer_steps"], float(r["flops"]), r["wall_s"], r["cpu_s"]]
-             for name, r in pre.items()]
-            + ([["retrained_seed1 (floor)", floor["run"]["chunks"], floor["run"]["tokens"], floor["run"]["optimizer_steps"],
-                 float(floor["run"]["flops"]), floor["run"]["wall_s"], floor["run"]["cpu_s"]]] if floor else []),
+            [
+                [name, r["chunks"], r["tokens"], r["optimizer_steps"], float(r["flops"]), r["wall_s"], r["cpu_s"]]
+                for name, r in pre.items()
+            ]
+            + (
+                [
+                    [
+                        "retrained_seed1 (floor)",
+                        floor["run"]["chunks"],
+                        floor["run"]["tokens"],
+                        floor["run"]["optimizer_steps"],
+                        float(floor["run"]["flops"]),
+                        floor["run"]["wall_s"],
+                        floor["run"]["cpu_s"],
+                    ]
+                ]
+                if floor
+                else []
+            ),
         ),
         "",
         f"Unlearning protocol: every method at its preset's defaults, lr {settings['learning_rate']:g}, batch "
         f"{settings['batch_size']}, at most {settings['max_epochs']:g} epochs, stopping rule "
         f"{'on' if settings['stopping_rule'] else 'off'} (target forget NLL = approximate NLL of the original model), "
-        f"{settings['seeds']} seeds" + (f" ({', '.join(settings['one_seed'])} at one seed)" if settings["one_seed"] else "")
-        + ". Skipped: " + "; ".join(f"{m} ({why})" for m, why in report["skipped"].items()) + ".",
+        f"{settings['seeds']} seeds"
+        + (f" ({', '.join(settings['one_seed'])} at one seed)" if settings["one_seed"] else "")
+        + ". Skipped: "
+        + "; ".join(f"{m} ({why})" for m, why in report["skipped"].items())
+        + ".",
         "",
         "## Summary: distance to the retrained model (mean [min, max] over seeds)",
         "",
@@ -309,51 +430,132 @@ def markdown(report: dict) -> str:
         "more likely than the retrained model finds it; > 0: past it).",
         "",
     ]
-    header = ["setting", "seeds", "|dAUC| LOSS", "|dAUC| strongest", "forget NLL gap", "retain rel. gap", "KL forget",
-              "KL retain", "retrain / unlearn FLOPs", "steps", "in band (runs)", "goal (runs)"]
+    header = [
+        "setting",
+        "seeds",
+        "|dAUC| LOSS",
+        "|dAUC| strongest",
+        "forget NLL gap",
+        "retain rel. gap",
+        "KL forget",
+        "KL retain",
+        "retrain / unlearn FLOPs",
+        "steps",
+        "in band (runs)",
+        "goal (runs)",
+    ]
 
     def single(name, r):
-        return [name, "-", r["auc_gap"], r["strongest_auc_gap"], r["forget_nll_gap"], r["retain_rel_gap"], r["kl_forget"],
-                r["kl_retain"], "-", "-", "yes" if r["in_band"] else "no", "yes" if r["goal"] else "no"]
+        return [
+            name,
+            "-",
+            r["auc_gap"],
+            r["strongest_auc_gap"],
+            r["forget_nll_gap"],
+            r["retain_rel_gap"],
+            r["kl_forget"],
+            r["kl_retain"],
+            "-",
+            "-",
+            "yes" if r["in_band"] else "no",
+            "yes" if r["goal"] else "no",
+        ]
 
     rows = []
     if floor is not None:
         rows.append(single("retrained_seed1 (floor)", floor))
     rows.append(single("original (no unlearning)", orig))
     for name, v in report["summary"].items():
-        rows.append([name, v["n"]] + [_fmt_range(v[m]) for m in METRICS]
-                    + [f"{v['in_band_runs']}/{v['n']}", f"{v['goal_runs']}/{v['n']}"])
-    lines += [common.markdown_table(header, rows), "",
-              f"Retrained model's AUCs (forget vs approximate): LOSS {retr['mia_auc']:.3f}; strongest attack of each row: "
-              "see methods.json (`runs[].strongest_attack`).", ""]
+        rows.append(
+            [name, v["n"]]
+            + [_fmt_range(v[m]) for m in METRICS]
+            + [f"{v['in_band_runs']}/{v['n']}", f"{v['goal_runs']}/{v['n']}"]
+        )
+    lines += [
+        common.markdown_table(header, rows),
+        "",
+        f"Retrained model's AUCs (forget vs approximate): LOSS {retr['mia_auc']:.3f}; strongest attack of each row: "
+        "see methods.json (`runs[].strongest_attack`).",
+        "",
+    ]
     lines += ["![distance on forget vs damage on retain](methods.png)", ""]
     if report["tuning"]:
-        lines += ["## Tuned by the guideline (the retrained model never selects)", "",
-                  "Criterion (seed 0): forget-vs-unseen LOSS AUC closest to 0.5 without going below, retain NLL within "
-                  f"{BAR['retain_tol']:.0%} of the original model's, cheapest on ties.", ""]
+        lines += [
+            "## Tuned by the guideline (the retrained model never selects)",
+            "",
+            "Criterion (seed 0): forget-vs-unseen LOSS AUC closest to 0.5 without going below, retain NLL within "
+            f"{BAR['retain_tol']:.0%} of the original model's, cheapest on ties.",
+            "",
+        ]
         header = ["method", "lr", "forget-vs-unseen AUC", "retain NLL", "retain ok", "FLOPs", "chosen"]
         trows = []
         for m, pick in report["tuning"].items():
             if pick is None:
                 continue
             for g in pick["grid"]:
-                trows.append([m, f"{g['learning_rate']:g}", g["unseen_auc"], g["retain_nll"], "yes" if g["retain_ok"] else "no",
-                              float(g["flops"]), pick["selection"] if g["learning_rate"] == pick["learning_rate"] else ""])
+                trows.append(
+                    [
+                        m,
+                        f"{g['learning_rate']:g}",
+                        g["unseen_auc"],
+                        g["retain_nll"],
+                        "yes" if g["retain_ok"] else "no",
+                        float(g["flops"]),
+                        pick["selection"] if g["learning_rate"] == pick["learning_rate"] else "",
+                    ]
+                )
         lines += [common.markdown_table(header, trows), ""]
     lines += ["## Every run", ""]
-    header = ["method", "kind", "seed", "lr", "steps (max)", "stop", "forget NLL", "approx NLL", "retain NLL", "LOSS AUC",
-              "strongest attack", "|dAUC| strongest", "KL forget", "KL retain", "FLOPs", "CPU s"]
-    rows = [[r["method"], r["kind"], r["seed"], f"{r['learning_rate']:g}", f"{r['optimizer_steps']} ({r['max_steps']})",
-             "target" if (r["stop_reason"] or "").startswith("target") else (r["stop_reason"] or "budget"),
-             r["nll"]["forget"], r["nll"]["approximate"], r["nll"]["retain"], r["mia_auc"], r["strongest_attack"],
-             r["strongest_auc_gap"], r["kl_forget"], r["kl_retain"], float(r["flops"]), r["cpu_s"]] for r in report["runs"]]
+    header = [
+        "method",
+        "kind",
+        "seed",
+        "lr",
+        "steps (max)",
+        "stop",
+        "forget NLL",
+        "approx NLL",
+        "retain NLL",
+        "LOSS AUC",
+        "strongest attack",
+        "|dAUC| strongest",
+        "KL forget",
+        "KL retain",
+        "FLOPs",
+        "CPU s",
+    ]
+    rows = [
+        [
+            r["method"],
+            r["kind"],
+            r["seed"],
+            f"{r['learning_rate']:g}",
+            f"{r['optimizer_steps']} ({r['max_steps']})",
+            "target" if (r["stop_reason"] or "").startswith("target") else (r["stop_reason"] or "budget"),
+            r["nll"]["forget"],
+            r["nll"]["approximate"],
+            r["nll"]["retain"],
+            r["mia_auc"],
+            r["strongest_attack"],
+            r["strongest_auc_gap"],
+            r["kl_forget"],
+            r["kl_retain"],
+            float(r["flops"]),
+            r["cpu_s"],
+        ]
+        for r in report["runs"]
+    ]
     lines += [common.markdown_table(header, rows), ""]
     retrain = pre["retrained"]
     met = report["goal_met_by"]
     lines += [
         "## Verdict",
         "",
-        (f"**Goal met** (every seed) by: {', '.join(met)}." if met else "**Goal not met** by any setting at every seed.")
+        (
+            f"**Goal met** (every seed) by: {', '.join(met)}."
+            if met
+            else "**Goal not met** by any setting at every seed."
+        )
         + f" Closest to the band (mean over seeds): {report['best_setting']}. Retraining costs "
         f"{float(retrain['flops']):.2e} FLOPs ({retrain['cpu_s']:.0f} CPU s).",
         "",
@@ -377,20 +579,43 @@ def plot(report: dict, path: str) -> None:
     orig = report["original"]
     for name, v in report["summary"].items():
         x, y = v["kl_forget"], v["kl_retain"]
-        ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["min"]], [x["max"] - x["mean"]]],
-                    yerr=[[y["mean"] - y["min"]], [y["max"] - y["mean"]]], fmt="o" if "default" in name else "s",
-                    capsize=3, color="tab:green" if v["in_band_runs"] else "tab:blue")
-        ax.annotate(name.replace(" (default)", ""), (x["mean"], y["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.scatter([orig["kl_forget"]], [orig["kl_retain"]], marker="*", s=150, color="black", label="original (no unlearning)")
+        ax.errorbar(
+            x["mean"],
+            y["mean"],
+            xerr=[[x["mean"] - x["min"]], [x["max"] - x["mean"]]],
+            yerr=[[y["mean"] - y["min"]], [y["max"] - y["mean"]]],
+            fmt="o" if "default" in name else "s",
+            capsize=3,
+            color="tab:green" if v["in_band_runs"] else "tab:blue",
+        )
+        ax.annotate(
+            name.replace(" (default)", ""),
+            (x["mean"], y["mean"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.scatter(
+        [orig["kl_forget"]], [orig["kl_retain"]], marker="*", s=150, color="black", label="original (no unlearning)"
+    )
     if report["floor"] is not None:
-        ax.scatter([report["floor"]["kl_forget"]], [report["floor"]["kl_retain"]], marker="P", s=120, color="tab:red",
-                   label="retrained_seed1 (floor)")
+        ax.scatter(
+            [report["floor"]["kl_forget"]],
+            [report["floor"]["kl_retain"]],
+            marker="P",
+            s=120,
+            color="tab:red",
+            label="retrained_seed1 (floor)",
+        )
     ax.axvline(orig["kl_forget"], color="grey", lw=0.8, ls="--")
     ax.axhline((1 + BAR["retain_kl_tol"]) * orig["kl_retain"], color="grey", lw=0.8, ls=":")
     ax.set_xlabel("KL(P_retrained || P_model) on forget (nats/token)")
     ax.set_ylabel("KL(P_retrained || P_model) on retain (nats/token)")
-    ax.set_title("Distance on forget vs damage on retain (goal: left of the dashed line, below the dotted one)\n"
-                 "green: inside the AUC / retain-NLL band on at least one seed", fontsize=9)
+    ax.set_title(
+        "Distance on forget vs damage on retain (goal: left of the dashed line, below the dotted one)\n"
+        "green: inside the AUC / retain-NLL band on at least one seed",
+        fontsize=9,
+    )
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -45,7 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,17 +59,31 @@ HUB_ID = "locuslab/TOFU"
 RECORDS_PER_AUTHOR = 20
 NUM_AUTHORS = 200
 # Authors of each forget split: the tail of `full` (forget01 = the last 2 authors, forget05 = 10, forget10 = 20).
-FORGET_AUTHORS = {"forget01": tuple(range(198, 200)), "forget05": tuple(range(190, 200)),
-                  "forget10": tuple(range(180, 200))}
+FORGET_AUTHORS = {
+    "forget01": tuple(range(198, 200)),
+    "forget05": tuple(range(190, 200)),
+    "forget10": tuple(range(180, 200)),
+}
 HOLDOUT = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
 
 # open-unlearning's published TOFU forget10 results with Llama-3.2-1B (forget quality, model utility).
 OPEN_UNLEARNING_FORGET10 = {
-    "retain": (1.0, 0.59), "ga": (1e-239, 0.0), "ga_descent": (1e-239, 0.49), "idk_dpo": (4.6e-12, 0.23),
-    "npo": (0.02, 0.46), "simnpo": (2.5e-203, 0.54), "rmu": (3.2e-15, 0.59),
+    "retain": (1.0, 0.59),
+    "ga": (1e-239, 0.0),
+    "ga_descent": (1e-239, 0.49),
+    "idk_dpo": (4.6e-12, 0.23),
+    "npo": (0.02, 0.46),
+    "simnpo": (2.5e-203, 0.54),
+    "rmu": (3.2e-15, 0.59),
 }
-OPEN_UNLEARNING_NAMES = {"ga": "GradAscent", "ga_descent": "GradDiff", "idk_dpo": "IdkDPO", "npo": "NPO",
-                         "simnpo": "SimNPO", "rmu": "RMU"}
+OPEN_UNLEARNING_NAMES = {
+    "ga": "GradAscent",
+    "ga_descent": "GradDiff",
+    "idk_dpo": "IdkDPO",
+    "npo": "NPO",
+    "simnpo": "SimNPO",
+    "rmu": "RMU",
+}
 
 
 @dataclass(frozen=True)
@@ -106,18 +120,39 @@ class Size:
 
 SIZES = {
     "tiny": Size(
-        name="tiny", model="tiny", forget_splits=("forget01",), forget_authors=1, retain_pool=tuple(range(12)),
-        retain_authors=2, records_per_author=4, retain_eval_per_author=1, eval_cap=2,
-        finetune=Phase(1e-3, epochs=1, batch_size=4), unlearn=Phase(1e-3, epochs=1, batch_size=4),
-        relearn=Phase(1e-3, steps=1, batch_size=2), max_new_tokens=2, max_length=128,
-        deviations=("a 0.2M-parameter random Llama and a 512-token BPE trained on the subset: a smoke test of the "
-                    "protocol, its numbers mean nothing",),
+        name="tiny",
+        model="tiny",
+        forget_splits=("forget01",),
+        forget_authors=1,
+        retain_pool=tuple(range(12)),
+        retain_authors=2,
+        records_per_author=4,
+        retain_eval_per_author=1,
+        eval_cap=2,
+        finetune=Phase(1e-3, epochs=1, batch_size=4),
+        unlearn=Phase(1e-3, epochs=1, batch_size=4),
+        relearn=Phase(1e-3, steps=1, batch_size=2),
+        max_new_tokens=2,
+        max_length=128,
+        deviations=(
+            "a 0.2M-parameter random Llama and a 512-token BPE trained on the subset: a smoke test of the "
+            "protocol, its numbers mean nothing",
+        ),
     ),
     "cpu": Size(
-        name="cpu", model="smollm2", forget_splits=("forget01",), forget_authors=1, retain_pool=tuple(range(12)),
-        retain_authors=6, records_per_author=None, retain_eval_per_author=2, eval_cap=6,
-        finetune=Phase(2e-4, epochs=2, batch_size=10), unlearn=Phase(1e-4, epochs=2, batch_size=10),
-        relearn=Phase(2e-4, steps=2, batch_size=5), max_new_tokens=24,
+        name="cpu",
+        model="smollm2",
+        forget_splits=("forget01",),
+        forget_authors=1,
+        retain_pool=tuple(range(12)),
+        retain_authors=6,
+        records_per_author=None,
+        retain_eval_per_author=2,
+        eval_cap=6,
+        finetune=Phase(2e-4, epochs=2, batch_size=10),
+        unlearn=Phase(1e-4, epochs=2, batch_size=10),
+        relearn=Phase(2e-4, steps=2, batch_size=5),
+        max_new_tokens=24,
         deviations=(
             "7 authors (6 seeded retain authors of TOFU authors 0-11, forget = author 198, i.e. half of forget01) "
             "instead of 200: 20 forget QA, so the forget quality KS test compares 20 truth ratios with 20 (its "
@@ -133,12 +168,24 @@ SIZES = {
         ),
     ),
     "gpu": Size(
-        name="gpu", model="smollm2", forget_splits=("forget01", "forget05", "forget10"), forget_authors=None,
-        retain_pool=None, retain_authors=None, records_per_author=None, retain_eval_per_author=None, eval_cap=None,
-        finetune=Phase(1e-5, epochs=5, batch_size=32), unlearn=Phase(1e-5, epochs=10, batch_size=32),
-        relearn=Phase(1e-5, steps=20, batch_size=16), max_new_tokens=64, eval_batch_size=64,
-        deviations=("SmolLM2-135M-Instruct instead of Llama-3.2-1B (the only model this project ships offline; a 1B "
-                    "model does not fit the 10-minute budget for 3 splits x every method)",),
+        name="gpu",
+        model="smollm2",
+        forget_splits=("forget01", "forget05", "forget10"),
+        forget_authors=None,
+        retain_pool=None,
+        retain_authors=None,
+        records_per_author=None,
+        retain_eval_per_author=None,
+        eval_cap=None,
+        finetune=Phase(1e-5, epochs=5, batch_size=32),
+        unlearn=Phase(1e-5, epochs=10, batch_size=32),
+        relearn=Phase(1e-5, steps=20, batch_size=16),
+        max_new_tokens=64,
+        eval_batch_size=64,
+        deviations=(
+            "SmolLM2-135M-Instruct instead of Llama-3.2-1B (the only model this project ships offline; a 1B "
+            "model does not fit the 10-minute budget for 3 splits x every method)",
+        ),
     ),
 }
 
@@ -180,7 +227,8 @@ class TofuData:
                 if not os.path.exists(path):
                     raise FileNotFoundError(
                         f"{path} does not exist: the vendored subset holds only what --size tiny/cpu need; for "
-                        f"--size gpu make the Hub ({HUB_ID}) reachable or pass --data-dir with TOFU's files.")
+                        f"--size gpu make the Hub ({HUB_ID}) reachable or pass --data-dir with TOFU's files."
+                    )
                 with open(path) as handle:
                     self._cache[config] = [json.loads(line) for line in handle if line.strip()]
             else:
@@ -213,11 +261,16 @@ class SplitData:
     holdout: list[dict]
 
     def summary(self) -> dict:
-        return {"forget_split": self.forget_split, "forget_authors": self.forget_authors,
-                "retain_authors": self.retain_authors, "train_full_records": len(self.train_full),
-                "train_retain_records": len(self.train_retain), "forget_records": len(self.forget_train),
-                "eval_records": {role: len(rows) for role, rows in self.eval_sets.items()},
-                "holdout_records": len(self.holdout)}
+        return {
+            "forget_split": self.forget_split,
+            "forget_authors": self.forget_authors,
+            "retain_authors": self.retain_authors,
+            "train_full_records": len(self.train_full),
+            "train_retain_records": len(self.train_retain),
+            "forget_records": len(self.forget_train),
+            "eval_records": {role: len(rows) for role, rows in self.eval_sets.items()},
+            "holdout_records": len(self.holdout),
+        }
 
 
 def split_data(data: TofuData, size: Size, forget_split: str, seed: int) -> SplitData:
@@ -226,8 +279,11 @@ def split_data(data: TofuData, size: Size, forget_split: str, seed: int) -> Spli
 
     by_author = data.by_author()
     forget = list(FORGET_AUTHORS[forget_split])[: size.forget_authors]
-    pool = [a for a in (size.retain_pool if size.retain_pool is not None else sorted(by_author))
-            if a not in FORGET_AUTHORS[forget_split]]
+    pool = [
+        a
+        for a in (size.retain_pool if size.retain_pool is not None else sorted(by_author))
+        if a not in FORGET_AUTHORS[forget_split]
+    ]
     retain = sorted(random.Random(seed).sample(pool, size.retain_authors)) if size.retain_authors else pool
     missing = [a for a in forget + retain if a not in by_author]
     if missing:
@@ -258,8 +314,9 @@ def split_data(data: TofuData, size: Size, forget_split: str, seed: int) -> Spli
         "world_facts": data.records("world_facts_perturbed")[: size.eval_cap],
     }
     holdout = data.records(HOLDOUT[forget_split])[: len(forget_eval)]
-    return SplitData(forget_split, forget, retain, records(sorted(retain + forget)), train_retain, forget_train,
-                     eval_sets, holdout)
+    return SplitData(
+        forget_split, forget, retain, records(sorted(retain + forget)), train_retain, forget_train, eval_sets, holdout
+    )
 
 
 # ============================================================================ models
@@ -304,10 +361,20 @@ def finetune(model, tokenizer, records: list[dict], phase: Phase, max_length: in
     scratch = tempfile.mkdtemp(prefix="tofu_finetune_")
     try:
         args = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=phase.batch_size, learning_rate=phase.learning_rate,
-            num_train_epochs=phase.epochs, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.01,
-            save_strategy="no", report_to="none", logging_steps=10, seed=seed, disable_tqdm=True,
-            use_cpu=device_name() == "cpu", dataloader_num_workers=0,
+            output_dir=scratch,
+            per_device_train_batch_size=phase.batch_size,
+            learning_rate=phase.learning_rate,
+            num_train_epochs=phase.epochs,
+            lr_scheduler_type="linear",
+            warmup_steps=0,
+            weight_decay=0.01,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=10,
+            seed=seed,
+            disable_tqdm=True,
+            use_cpu=device_name() == "cpu",
+            dataloader_num_workers=0,
         )
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator)
@@ -316,8 +383,13 @@ def finetune(model, tokenizer, records: list[dict], phase: Phase, max_length: in
         trainer.train()
         wall = time.perf_counter() - start
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        return {"records": len(records), "optimizer_steps": int(trainer.state.global_step), "wall_s": wall,
-                "last_logged_loss": losses[-1] if losses else None, **dataclasses.asdict(phase)}
+        return {
+            "records": len(records),
+            "optimizer_steps": int(trainer.state.global_step),
+            "wall_s": wall,
+            "last_logged_loss": losses[-1] if losses else None,
+            **dataclasses.asdict(phase),
+        }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -405,9 +477,16 @@ class Evaluator:
         from hf_unlearn.evaluation.tofu import score_tofu_split
 
         split = next(s for s in self.splits if s.role == role)
-        return score_tofu_split(model, self.tokenizer, records if records is not None else self.split.eval_sets[role],
-                                split, max_length=self.size.max_length, batch_size=self.size.eval_batch_size,
-                                generate=generate, max_new_tokens=self.size.max_new_tokens)
+        return score_tofu_split(
+            model,
+            self.tokenizer,
+            records if records is not None else self.split.eval_sets[role],
+            split,
+            max_length=self.size.max_length,
+            batch_size=self.size.eval_batch_size,
+            generate=generate,
+            max_new_tokens=self.size.max_new_tokens,
+        )
 
     def full(self, model) -> tuple[dict, dict]:
         """Every TOFU metric + MIA + ES. Returns (metrics, TofuScores by role)."""
@@ -422,8 +501,9 @@ class Evaluator:
         metrics["mia_auc"] = auc
         if self.retain_auc is not None:
             metrics["privleak"] = privleak(auc, self.retain_auc)
-        metrics["extraction_strength"] = extraction_strength(model, self.forget_examples, self.tokenizer.pad_token_id,
-                                                              self.size.eval_batch_size)
+        metrics["extraction_strength"] = extraction_strength(
+            model, self.forget_examples, self.tokenizer.pad_token_id, self.size.eval_batch_size
+        )
         return metrics, scores
 
     def with_retain_reference(self, metrics: dict, scores: dict) -> dict:
@@ -443,13 +523,16 @@ class Evaluator:
 
         scores = self.score(model, "forget", records, generate=False)
         reference = self.retain_truth_ratios if reference_ratios is None else reference_ratios
-        out = {"forget_truth_ratio": truth_ratio_score(scores.truth_ratios, forget=True),
-               "forget_probability": answer_probability(scores.answer_nll)}
+        out = {
+            "forget_truth_ratio": truth_ratio_score(scores.truth_ratios, forget=True),
+            "forget_probability": answer_probability(scores.answer_nll),
+        }
         if reference is not None:
             out["forget_quality"] = forget_quality(scores.truth_ratios, reference)
         if records is None:
-            out["extraction_strength"] = extraction_strength(model, self.forget_examples, self.tokenizer.pad_token_id,
-                                                              self.size.eval_batch_size)
+            out["extraction_strength"] = extraction_strength(
+                model, self.forget_examples, self.tokenizer.pad_token_id, self.size.eval_batch_size
+            )
         return out
 
     def forget_from_scores(self, metrics: dict, forget_scores) -> tuple[dict, dict]:
@@ -457,9 +540,11 @@ class Evaluator:
         set, and on its held-out half (the records of `heldout_eval`, a subset of the forget evaluation set)."""
         from hf_unlearn.evaluation.metrics import answer_probability, forget_quality, truth_ratio_score
 
-        whole = {"forget_truth_ratio": metrics["forget"]["truth_ratio"],
-                 "forget_probability": metrics["forget"]["probability"],
-                 "extraction_strength": metrics["extraction_strength"]}
+        whole = {
+            "forget_truth_ratio": metrics["forget"]["truth_ratio"],
+            "forget_probability": metrics["forget"]["probability"],
+            "extraction_strength": metrics["extraction_strength"],
+        }
         if metrics.get("forget_quality") is not None:
             whole["forget_quality"] = metrics["forget_quality"]
         held = {r["question"] for r in self.heldout_eval}
@@ -467,8 +552,10 @@ class Evaluator:
             return whole, None
         index = [i for i, r in enumerate(self.split.eval_sets["forget"]) if r["question"] in held]
         ratios = forget_scores.truth_ratios[index]
-        half = {"forget_truth_ratio": truth_ratio_score(ratios, forget=True),
-                "forget_probability": answer_probability(forget_scores.answer_nll[index])}
+        half = {
+            "forget_truth_ratio": truth_ratio_score(ratios, forget=True),
+            "forget_probability": answer_probability(forget_scores.answer_nll[index]),
+        }
         if self.retain_heldout_ratios is not None:
             half["forget_quality"] = forget_quality(ratios, self.retain_heldout_ratios)
         return whole, half
@@ -479,10 +566,15 @@ class Evaluator:
         quant = quantization_attack(model, self.forget_only, bits=(8, 4), group_size=128, before=before[0])
         phase = self.size.relearn
         relearn = relearning_attack(
-            model, self.relearn_examples,
+            model,
+            self.relearn_examples,
             lambda m: self.forget_only(m, self.heldout_eval, self.retain_heldout_ratios),
-            self.tokenizer.pad_token_id, steps=phase.steps, learning_rate=phase.learning_rate,
-            batch_size=phase.batch_size, seed=0, before=before[1],
+            self.tokenizer.pad_token_id,
+            steps=phase.steps,
+            learning_rate=phase.learning_rate,
+            batch_size=phase.batch_size,
+            seed=0,
+            before=before[1],
         )
         return {"quantization": quant, "relearning": relearn}
 
@@ -513,10 +605,20 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
     try:
         phase = size.unlearn
         args = trainer_class.config_class(
-            output_dir=os.path.join(scratch, "out"), per_device_train_batch_size=phase.batch_size,
-            learning_rate=phase.learning_rate, num_train_epochs=phase.epochs, warmup_steps=0, seed=seed,
-            use_cpu=device_name() == "cpu", report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True,
-            cache_dir=os.path.join(scratch, "cache"), dataloader_num_workers=0, max_length=size.max_length,
+            output_dir=os.path.join(scratch, "out"),
+            per_device_train_batch_size=phase.batch_size,
+            learning_rate=phase.learning_rate,
+            num_train_epochs=phase.epochs,
+            warmup_steps=0,
+            seed=seed,
+            use_cpu=device_name() == "cpu",
+            report_to="none",
+            logging_steps=1,
+            save_strategy="no",
+            disable_tqdm=True,
+            cache_dir=os.path.join(scratch, "cache"),
+            dataloader_num_workers=0,
+            max_length=size.max_length,
         )
         layers = getattr(model.config, "num_hidden_layers", None)
         if getattr(args, "rmu_layer", None) is not None and layers is not None and args.rmu_layer >= layers:
@@ -526,20 +628,24 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
         kwargs = {"retain_dataset": retain} if run_plan(args, trainer_class).uses_retain_data else {}
         torch.manual_seed(seed)
         start = time.perf_counter()
-        trainer = trainer_class(model=model, args=args, train_dataset=forget, processing_class=tokenizer,
-                                ref_model=reference, **kwargs)
+        trainer = trainer_class(
+            model=model, args=args, train_dataset=forget, processing_class=tokenizer, ref_model=reference, **kwargs
+        )
         _quiet(trainer)
         trainer.train()
         wall = time.perf_counter() - start
         model = trainer.accelerator.unwrap_model(trainer.model)
         model.eval()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        info = {"optimizer_steps": int(trainer.state.global_step), "wall_s": wall,
-                "final_loss": nan_to_none(losses[-1]) if losses else None,
-                "diverged": any(not math.isfinite(x) for x in losses),
-                "retain_weight": args.retain_weight if run_plan(args, trainer_class).uses_retain_data else None,
-                "forget_weight": args.forget_weight,
-                "beta": {"npo": args.npo_beta, "idk_dpo": args.dpo_beta, "simnpo": args.simnpo_beta}.get(method)}
+        info = {
+            "optimizer_steps": int(trainer.state.global_step),
+            "wall_s": wall,
+            "final_loss": nan_to_none(losses[-1]) if losses else None,
+            "diverged": any(not math.isfinite(x) for x in losses),
+            "retain_weight": args.retain_weight if run_plan(args, trainer_class).uses_retain_data else None,
+            "forget_weight": args.forget_weight,
+            "beta": {"npo": args.npo_beta, "idk_dpo": args.dpo_beta, "simnpo": args.simnpo_beta}.get(method),
+        }
         del trainer
         return model, info
     finally:
@@ -553,11 +659,17 @@ def machine_info() -> dict:
     import torch
     import transformers
 
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "device": device_name(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_start": list(os.getloadavg())}
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": device_name(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_start": list(os.getloadavg()),
+    }
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -582,10 +694,14 @@ def markdown(report: dict) -> str:
         f"start {', '.join(f'{x:.1f}' for x in report['machine']['load_average_start'])} (shared machine: wall times "
         f"are not benchmarks). Model: {report['model']}. Data: {report['data_source']}.",
         "",
-        "Hyperparameters: fine-tuning (full and retain models) " + phase_text(size["finetune"]) + "; unlearning "
-        + phase_text(size["unlearn"]) + ", cosine schedule, no warmup, alpha = gamma = 1 (forget and retain weights), "
+        "Hyperparameters: fine-tuning (full and retain models) "
+        + phase_text(size["finetune"])
+        + "; unlearning "
+        + phase_text(size["unlearn"])
+        + ", cosine schedule, no warmup, alpha = gamma = 1 (forget and retain weights), "
         "beta 0.1 for NPO and IdkDPO, SimNPO beta 4.5, other method parameters at hf_unlearn's defaults "
-        "(open-unlearning's where the method is theirs); relearning attack: " + phase_text(size["relearn"])
+        "(open-unlearning's where the method is theirs); relearning attack: "
+        + phase_text(size["relearn"])
         + " on the first half of the forget QA, measured on the second half; quantisation: weight-only RTN, "
         "symmetric, group 128, every linear layer but the output head.",
         "",
@@ -598,23 +714,52 @@ def markdown(report: dict) -> str:
         lines += [f"Skipped for the time limit (--max-wall-s): {', '.join(report['skipped'])}.", ""]
     for split_name, split in report["splits"].items():
         lines += [f"## {split_name}", "", "Data: " + json.dumps(split["data"]), ""]
-        header = ["model", "FQ", "MU", "forget TR", "forget Prob", "forget ROUGE", "MIA AUC", "PrivLeak", "ES",
-                  "FQ 8-bit", "FQ 4-bit", "Prob 4-bit", "relearn FQ", "relearn Prob", "steps", "train s"]
+        header = [
+            "model",
+            "FQ",
+            "MU",
+            "forget TR",
+            "forget Prob",
+            "forget ROUGE",
+            "MIA AUC",
+            "PrivLeak",
+            "ES",
+            "FQ 8-bit",
+            "FQ 4-bit",
+            "Prob 4-bit",
+            "relearn FQ",
+            "relearn Prob",
+            "steps",
+            "train s",
+        ]
         rows = []
         for name, row in split["rows"].items():
             m, a = row["metrics"], row.get("attacks", {})
             quant, rel = a.get("quantization", {}), a.get("relearning", {})
-            rows.append([
-                name, fmt(m.get("forget_quality")), fmt(m.get("model_utility")),
-                fmt(m["forget"]["truth_ratio"]), fmt(m["forget"]["probability"]), fmt(m["forget"].get("rouge_l")),
-                fmt(m.get("mia_auc")), fmt(m.get("privleak")), fmt(m.get("extraction_strength")),
-                fmt(quant.get("8bit", {}).get("forget_quality")), fmt(quant.get("4bit", {}).get("forget_quality")),
-                fmt(quant.get("4bit", {}).get("forget_probability")),
-                f"{fmt(rel['before'].get('forget_quality'))} -> {fmt(rel['after'].get('forget_quality'))}" if rel else "-",
-                f"{fmt(rel['before'].get('forget_probability'))} -> {fmt(rel['after'].get('forget_probability'))}"
-                if rel else "-",
-                fmt(row.get("train", {}).get("optimizer_steps")), fmt(row.get("train", {}).get("wall_s"), 0),
-            ])
+            rows.append(
+                [
+                    name,
+                    fmt(m.get("forget_quality")),
+                    fmt(m.get("model_utility")),
+                    fmt(m["forget"]["truth_ratio"]),
+                    fmt(m["forget"]["probability"]),
+                    fmt(m["forget"].get("rouge_l")),
+                    fmt(m.get("mia_auc")),
+                    fmt(m.get("privleak")),
+                    fmt(m.get("extraction_strength")),
+                    fmt(quant.get("8bit", {}).get("forget_quality")),
+                    fmt(quant.get("4bit", {}).get("forget_quality")),
+                    fmt(quant.get("4bit", {}).get("forget_probability")),
+                    f"{fmt(rel['before'].get('forget_quality'))} -> {fmt(rel['after'].get('forget_quality'))}"
+                    if rel
+                    else "-",
+                    f"{fmt(rel['before'].get('forget_probability'))} -> {fmt(rel['after'].get('forget_probability'))}"
+                    if rel
+                    else "-",
+                    fmt(row.get("train", {}).get("optimizer_steps")),
+                    fmt(row.get("train", {}).get("wall_s"), 0),
+                ]
+            )
         lines += [table(header, rows), ""]
     lines += [
         "Columns: FQ = forget quality (KS-test p-value of the forget truth ratios against the retain model's; 1 = "
@@ -630,9 +775,13 @@ def markdown(report: dict) -> str:
         "",
         "## open-unlearning's published forget10 numbers (Llama-3.2-1B), for comparison",
         "",
-        table(["method", "hf_unlearn name", "FQ", "MU"],
-              [[OPEN_UNLEARNING_NAMES.get(k, "retain model"), k, fmt(v[0]), fmt(v[1])]
-               for k, v in OPEN_UNLEARNING_FORGET10.items()]),
+        table(
+            ["method", "hf_unlearn name", "FQ", "MU"],
+            [
+                [OPEN_UNLEARNING_NAMES.get(k, "retain model"), k, fmt(v[0]), fmt(v[1])]
+                for k, v in OPEN_UNLEARNING_FORGET10.items()
+            ],
+        ),
         "",
     ]
     if report.get("comparison"):
@@ -666,8 +815,9 @@ def plot(report: dict, path: str) -> None:
                 continue
             marker = "*" if label in ("full (no unlearning)", "retain (exact retraining)") else "o"
             ax.scatter(mu, max(fq, 1e-300), marker=marker, s=90 if marker == "*" else 40)
-            ax.annotate(label.split(" ")[0], (mu, max(fq, 1e-300)), fontsize=8, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                label.split(" ")[0], (mu, max(fq, 1e-300)), fontsize=8, xytext=(3, 3), textcoords="offset points"
+            )
         ax.set_yscale("log")
         ax.set_xlabel("model utility")
         ax.set_ylabel("forget quality (KS p-value, log)")
@@ -693,12 +843,24 @@ def run(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-attacks", action="store_true")
-    parser.add_argument("--max-wall-s", type=float, default=None,
-                        help="start no attack after this many seconds (the skipped ones are listed in the report)")
-    parser.add_argument("--render", default=None, metavar="JSON",
-                        help="only rewrite the .md and .png of an existing report (with --comparison)")
-    parser.add_argument("--comparison", default=None, metavar="MD",
-                        help="with --render: a Markdown paragraph comparing the results with open-unlearning's")
+    parser.add_argument(
+        "--max-wall-s",
+        type=float,
+        default=None,
+        help="start no attack after this many seconds (the skipped ones are listed in the report)",
+    )
+    parser.add_argument(
+        "--render",
+        default=None,
+        metavar="JSON",
+        help="only rewrite the .md and .png of an existing report (with --comparison)",
+    )
+    parser.add_argument(
+        "--comparison",
+        default=None,
+        metavar="MD",
+        help="with --render: a Markdown paragraph comparing the results with open-unlearning's",
+    )
     args = parser.parse_args(argv)
     args.report_skipped = []
     if args.render:
@@ -719,39 +881,73 @@ def run(argv=None) -> dict:
     else:
         source = VENDORED
     data = TofuData(source)
-    data_source = ("Hub " + HUB_ID if source == HUB_ID else
-                   "vendored subset benchmarks/tofu/data" if source == VENDORED else "local folder")
+    data_source = (
+        "Hub " + HUB_ID
+        if source == HUB_ID
+        else "vendored subset benchmarks/tofu/data"
+        if source == VENDORED
+        else "local folder"
+    )
     from hf_unlearn.config import default_cache_dir
 
     cache_dir = args.cache_dir or os.path.join(default_cache_dir(), "tofu")
     # Default order: the methods open-unlearning publishes first (an interrupted run has those), then the rest.
-    methods = args.methods or sorted(list_methods(), key=lambda m: (m not in OPEN_UNLEARNING_NAMES,
-                                                                   list(OPEN_UNLEARNING_NAMES).index(m)
-                                                                   if m in OPEN_UNLEARNING_NAMES else 0))
+    methods = args.methods or sorted(
+        list_methods(),
+        key=lambda m: (
+            m not in OPEN_UNLEARNING_NAMES,
+            list(OPEN_UNLEARNING_NAMES).index(m) if m in OPEN_UNLEARNING_NAMES else 0,
+        ),
+    )
     report: dict[str, Any] = {
-        "benchmark": "TOFU end to end", "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]
-                                                                        if argv is None else ["benchmarks/tofu/run.py", *argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_info(),
-        "size": dataclasses.asdict(size), "data_source": data_source, "seed": args.seed, "methods": methods,
-        "open_unlearning_forget10": {k: {"forget_quality": v[0], "model_utility": v[1]}
-                                     for k, v in OPEN_UNLEARNING_FORGET10.items()},
-        "splits": {}, "skipped": args.report_skipped,
+        "benchmark": "TOFU end to end",
+        "command": "python "
+        + " ".join(
+            [os.path.relpath(__file__, ROOT)] + sys.argv[1:] if argv is None else ["benchmarks/tofu/run.py", *argv]
+        ),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_info(),
+        "size": dataclasses.asdict(size),
+        "data_source": data_source,
+        "seed": args.seed,
+        "methods": methods,
+        "open_unlearning_forget10": {
+            k: {"forget_quality": v[0], "model_utility": v[1]} for k, v in OPEN_UNLEARNING_FORGET10.items()
+        },
+        "splits": {},
+        "skipped": args.report_skipped,
     }
     for forget_split in args.splits or size.forget_splits:
         split = split_data(data, size, forget_split, args.seed)
         log(f"{forget_split}: {json.dumps(split.summary())}")
         full_model, tokenizer, description, full_info = cached_finetune(
-            "full", size, data, split.train_full, cache_dir, args.seed, log)
+            "full", size, data, split.train_full, cache_dir, args.seed, log
+        )
         retain_model, _, _, retain_info = cached_finetune(
-            f"retain-{forget_split}", size, data, split.train_retain, cache_dir, args.seed, log)
+            f"retain-{forget_split}", size, data, split.train_retain, cache_dir, args.seed, log
+        )
         report["model"] = description
         evaluator = Evaluator(split, tokenizer, size)
         rows: dict[str, dict] = {}
         report["splits"][forget_split] = {"data": split.summary(), "rows": rows}
         scratch = tempfile.mkdtemp(prefix="tofu_models_")  # unlearned weights between the two passes
         try:
-            run_split(args, size, split, evaluator, rows, full_model, retain_model, full_info, retain_info, methods,
-                      scratch, lambda: write_report(report, args.out_dir, size, start), start, log)
+            run_split(
+                args,
+                size,
+                split,
+                evaluator,
+                rows,
+                full_model,
+                retain_model,
+                full_info,
+                retain_info,
+                methods,
+                scratch,
+                lambda: write_report(report, args.out_dir, size, start),
+                start,
+                log,
+            )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     report["complete"] = not report["skipped"]
@@ -779,8 +975,22 @@ def render(json_path: str, comparison: str | None = None) -> dict:
 ATTACK_PASSES = ("4bit", "relearning", "8bit")  # in this order: the most telling first
 
 
-def run_split(args, size, split, evaluator, rows, full_model, retain_model, full_info, retain_info, methods, scratch,
-              save, start, log) -> None:
+def run_split(
+    args,
+    size,
+    split,
+    evaluator,
+    rows,
+    full_model,
+    retain_model,
+    full_info,
+    retain_info,
+    methods,
+    scratch,
+    save,
+    start,
+    log,
+) -> None:
     """Pass 1: the retain and full models and every method's unlearned model, evaluated (each unlearned model's
     weights kept in `scratch`); pass 2: the attacks, one attack over every model at a time (4-bit, relearning,
     8-bit), the report rewritten after each model so that an interrupted run keeps what it measured. Attacks that
@@ -789,8 +999,9 @@ def run_split(args, size, split, evaluator, rows, full_model, retain_model, full
 
     retain_metrics, retain_scores = evaluator.full(retain_model)
     evaluator.retain_truth_ratios = retain_scores["forget"].truth_ratios
-    evaluator.retain_heldout_ratios = evaluator.score(retain_model, "forget", evaluator.heldout_eval,
-                                                      generate=False).truth_ratios
+    evaluator.retain_heldout_ratios = evaluator.score(
+        retain_model, "forget", evaluator.heldout_eval, generate=False
+    ).truth_ratios
     evaluator.retain_auc = retain_metrics["mia_auc"]
     retain_metrics = evaluator.with_retain_reference(retain_metrics, retain_scores)  # FQ vs itself, PrivLeak
     retain_name, full_name = "retain (exact retraining)", "full (no unlearning)"
@@ -813,8 +1024,10 @@ def run_split(args, size, split, evaluator, rows, full_model, retain_model, full
         rows[method] = _clean({"metrics": metrics, "train": info})
         paths[method] = os.path.join(scratch, f"{method}.pt")
         torch.save(model.state_dict(), paths[method])
-        log(f"{method}: {info['optimizer_steps']} steps, FQ {fmt(metrics.get('forget_quality'))} "
-            f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}")
+        log(
+            f"{method}: {info['optimizer_steps']} steps, FQ {fmt(metrics.get('forget_quality'))} "
+            f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}"
+        )
         del model
         save()
     del reference
@@ -834,18 +1047,24 @@ def run_split(args, size, split, evaluator, rows, full_model, retain_model, full
             attacks = rows[name].setdefault("attacks", {})
             if attack in ("4bit", "8bit"):
                 bits = int(attack[0])
-                result = quantization_attack(model, evaluator.forget_only, bits=(bits,), group_size=128,
-                                             before=befores[name][0])
+                result = quantization_attack(
+                    model, evaluator.forget_only, bits=(bits,), group_size=128, before=befores[name][0]
+                )
                 quant = attacks.setdefault("quantization", {"before": result["before"], "settings": result["settings"]})
                 quant[attack] = result[attack]
                 quant["settings"]["bits"] = sorted(set(quant["settings"]["bits"]) | {bits}, reverse=True)
             else:
                 phase = size.relearn
                 attacks["relearning"] = relearning_attack(
-                    model, evaluator.relearn_examples,
+                    model,
+                    evaluator.relearn_examples,
                     lambda m: evaluator.forget_only(m, evaluator.heldout_eval, evaluator.retain_heldout_ratios),
-                    evaluator.tokenizer.pad_token_id, steps=phase.steps, learning_rate=phase.learning_rate,
-                    batch_size=phase.batch_size, seed=0, before=befores[name][1],
+                    evaluator.tokenizer.pad_token_id,
+                    steps=phase.steps,
+                    learning_rate=phase.learning_rate,
+                    batch_size=phase.batch_size,
+                    seed=0,
+                    before=befores[name][1],
                 )
             rows[name]["attacks"] = _clean(attacks)
             log(f"{attack} attack on {name}: done")

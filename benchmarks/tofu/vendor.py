@@ -61,8 +61,14 @@ def main(argv=None) -> None:
         write(args.out, name, read(args.source, name))
     # Which TOFU author each block of 20 records of the vendored `full` is (run.py's TofuData reads it).
     with open(os.path.join(args.out, "subset.json"), "w") as handle:
-        json.dump({"authors": sorted(keep), "records_per_author": RECORDS_PER_AUTHOR,
-                   "retain_perturbed_per_author": RETAIN_EVAL_PER_AUTHOR}, handle)
+        json.dump(
+            {
+                "authors": sorted(keep),
+                "records_per_author": RECORDS_PER_AUTHOR,
+                "retain_perturbed_per_author": RETAIN_EVAL_PER_AUTHOR,
+            },
+            handle,
+        )
         handle.write("\n")
 
 

@@ -122,8 +122,12 @@ def quantization_attack(
         quantised = quantize_weights(model, width, group_size, skip)
         result[f"{width}bit"] = _measure(quantised, metrics)
         del quantised
-    result["settings"] = {"method": "RTN, symmetric, per group over the input dim, weight-only",
-                          "bits": list(bits), "group_size": group_size, "skipped_modules": list(skip)}
+    result["settings"] = {
+        "method": "RTN, symmetric, per group over the input dim, weight-only",
+        "bits": list(bits),
+        "group_size": group_size,
+        "skipped_modules": list(skip),
+    }
     return result
 
 
@@ -194,7 +198,12 @@ def relearning_attack(
     attacked = relearn(copy.deepcopy(model), relearn_examples, pad_token_id, steps, learning_rate, batch_size, seed)
     result["after"] = _measure(attacked, metrics)
     del attacked
-    result["settings"] = {"optimizer": "AdamW (constant lr, no weight decay)", "steps": steps,
-                          "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
-                          "relearn_examples": len(relearn_examples)}
+    result["settings"] = {
+        "optimizer": "AdamW (constant lr, no weight decay)",
+        "steps": steps,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "seed": seed,
+        "relearn_examples": len(relearn_examples),
+    }
     return result

@@ -152,4 +152,3 @@ def generate_answers(
         model, prompts, max_new_tokens, tokenizer.pad_token_id, tokenizer.eos_token_id, batch_size, accelerator
     )
     return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
-

@@ -42,7 +42,9 @@ def local_task_config(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"lm-eval task file {str(path)!r} does not exist; pass an existing YAML or a task name.")
+        raise FileNotFoundError(
+            f"lm-eval task file {str(path)!r} does not exist; pass an existing YAML or a task name."
+        )
     config = load_yaml(path, resolve_func=True)
     kwargs = config.get("dataset_kwargs") or {}
     if "data_files" in kwargs:
@@ -82,12 +84,16 @@ def run_lm_eval(
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError as error:
-        raise ImportError("run_lm_eval needs lm-evaluation-harness: `pip install lm-eval` (or hf_unlearn[eval]).") from error
+        raise ImportError(
+            "run_lm_eval needs lm-evaluation-harness: `pip install lm-eval` (or hf_unlearn[eval])."
+        ) from error
 
     if not tasks:
         raise ValueError("No lm-eval task given; pass task YAML paths or task names (e.g. 'arc_easy').")
     specs = [local_task_config(task) if _is_task_file(task) else task for task in tasks]
-    needs_registry = any(isinstance(spec, str) for spec in specs)  # indexing lm-eval's ~10k built-in YAMLs takes seconds
+    needs_registry = any(
+        isinstance(spec, str) for spec in specs
+    )  # indexing lm-eval's ~10k built-in YAMLs takes seconds
     task_manager = TaskManager(include_path=include_path, include_defaults=needs_registry)
     wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     output = lm_eval.simple_evaluate(
@@ -100,6 +106,7 @@ def run_lm_eval(
         bootstrap_iters=simple_evaluate_kwargs.pop("bootstrap_iters", 0),
         **simple_evaluate_kwargs,
     )
+
     def numeric(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 

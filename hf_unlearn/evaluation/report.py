@@ -120,8 +120,14 @@ def evaluate_model(
     if verbatim_prefix_tokens is not None:
         metrics["verbatim_memorization"] = {
             name: verbatim_memorization(
-                model, splits[name], tokenizer, verbatim_prefix_tokens, verbatim_continuation_tokens,
-                verbatim_max_examples, batch_size, accelerator,
+                model,
+                splits[name],
+                tokenizer,
+                verbatim_prefix_tokens,
+                verbatim_continuation_tokens,
+                verbatim_max_examples,
+                batch_size,
+                accelerator,
             )
             for name in (members, nonmembers)
         }
@@ -187,27 +193,38 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Unle
     parts = [f"# {title}", "", "Models: " + ", ".join(f"`{label}`" for label in labels), ""]
     verdicts = model_verdicts(results)
     if verdicts:
-        parts += ["## Verdict", "", *(f"- `{label}`: **{v.label}**: {v.reason}" for label, v in verdicts.items()), "",
-                  "From the membership-inference AUC intervals (forget vs unseen data); the first model is the "
-                  "original, which establishes the gap. Details below.", ""]
+        parts += [
+            "## Verdict",
+            "",
+            *(f"- `{label}`: **{v.label}**: {v.reason}" for label, v in verdicts.items()),
+            "",
+            "From the membership-inference AUC intervals (forget vs unseen data); the first model is the "
+            "original, which establishes the gap. Details below.",
+            "",
+        ]
 
     split_names = list(dict.fromkeys(name for metrics in results.values() for name in metrics.get("splits", {})))
     if split_names:
         parts += [
-            "## Language modelling", "",
-            "Mean next-token NLL (nats, with its bootstrap interval), perplexity and next-token accuracy.", "",
+            "## Language modelling",
+            "",
+            "Mean next-token NLL (nats, with its bootstrap interval), perplexity and next-token accuracy.",
+            "",
         ]
         columns = ("nll", "nll_ci", "perplexity", "accuracy", "examples")
         rows = [
             [name, label, *(_get(results[label], "splits", name, column) for column in columns)]
-            for name in split_names for label in labels
+            for name in split_names
+            for label in labels
         ]
         parts += [_table(["split", "model", "NLL", "NLL interval", "perplexity", "accuracy", "examples"], rows), ""]
 
     mia = [label for label in labels if "membership_inference" in results[label]]
     if mia:
         info = results[mia[0]]["membership_inference"]
-        attacks = list(dict.fromkeys(name for label in mia for name in results[label]["membership_inference"]["attacks"]))
+        attacks = list(
+            dict.fromkeys(name for label in mia for name in results[label]["membership_inference"]["attacks"])
+        )
         measures = list(next(iter(info["attacks"].values())))
         parts += [
             "## Membership inference",
@@ -217,14 +234,19 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Unle
         ]
         rows = [
             [attack, label, *(_get(results[label], "membership_inference", "attacks", attack, m) for m in measures)]
-            for attack in attacks for label in mia
+            for attack in attacks
+            for label in mia
         ]
         parts += [_table(["attack", "model", *measures], rows), ""]
         if "confidence" in info:
-            parts += [f"`_ci` columns: {100 * info['confidence']:g}% seeded bootstrap intervals (members and "
-                      "non-members resampled separately).", ""]
-        notes = dict.fromkeys(note for label in mia for note in results[label]["membership_inference"].get(
-            "unresolved_tpr", {}).values())
+            parts += [
+                f"`_ci` columns: {100 * info['confidence']:g}% seeded bootstrap intervals (members and "
+                "non-members resampled separately).",
+                "",
+            ]
+        notes = dict.fromkeys(
+            note for label in mia for note in results[label]["membership_inference"].get("unresolved_tpr", {}).values()
+        )
         parts += [*(f"- n/a: {note}" for note in notes), *([""] if notes else [])]
 
     verbatim = [label for label in labels if "verbatim_memorization" in results[label]]
@@ -238,7 +260,8 @@ def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Unle
         ]
         rows = [
             [split, label, *(values[k] for k in ("rouge_l", "exact_match_tokens", "exact_match_rate", "examples"))]
-            for label in verbatim for split, values in results[label]["verbatim_memorization"].items()
+            for label in verbatim
+            for split, values in results[label]["verbatim_memorization"].items()
         ]
         parts += [_table(["split", "model", "ROUGE-L", "exact-match tokens", "exact-match rate", "examples"], rows), ""]
 
@@ -291,7 +314,9 @@ def save_evaluation(
     for attack in plot_attacks:
         if not all(attack in scores for ev in evaluations.values() for scores in ev.attack_scores.values()):
             raise ValueError(f"No {attack!r} attack scores to plot; pick one of the attacks in evaluation.json.")
-        written.append(plot_score_histograms(evaluations, os.path.join(output_dir, f"mia_histograms_{attack}.png"), attack))
+        written.append(
+            plot_score_histograms(evaluations, os.path.join(output_dir, f"mia_histograms_{attack}.png"), attack)
+        )
         written.append(plot_roc_curves(evaluations, os.path.join(output_dir, f"roc_{attack}.png"), attack))
     if log_history is not None:
         written.append(plot_training_curves(log_history, os.path.join(output_dir, "training_curves.png")))

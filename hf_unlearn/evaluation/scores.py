@@ -147,8 +147,9 @@ def token_statistics(
             else:
                 rows = source.rows(index[start:end])
             if workspace is None or workspace.shape[-1] != rows.shape[-1]:
-                workspace = rows.new_empty((2 if token_scores else 1, min(step, rows_total), rows.shape[-1]),
-                                           dtype=torch.float32)
+                workspace = rows.new_empty(
+                    (2 if token_scores else 1, min(step, rows_total), rows.shape[-1]), dtype=torch.float32
+                )
             _chunk_statistics(rows, row_targets[start:end], start, end, logp_rows, hits_rows, z_rows, workspace)
     token_logp = _per_position(logp_rows, index, batch * seq).view(batch, seq)
     hits = _per_position(hits_rows, index, batch * seq).view(batch, seq)
@@ -293,8 +294,13 @@ def score_examples(
 
     with evaluation_mode(model, accelerator):
         rows = map_batches(
-            score_batch, dataset, batch_size, accelerator, sort_key=lambda row: len(row["input_ids"]),
-            progress=progress, desc="scoring",
+            score_batch,
+            dataset,
+            batch_size,
+            accelerator,
+            sort_key=lambda row: len(row["input_ids"]),
+            progress=progress,
+            desc="scoring",
         )
     columns = list(zip(*rows))
     return ExampleScores(

@@ -76,7 +76,9 @@ class TofuSplit:
 def tofu_splits(forget_split: str = "forget10") -> list[TofuSplit]:
     """The four evaluation sets of a TOFU forget split ("forget01", "forget05" or "forget10")."""
     if forget_split not in ("forget01", "forget05", "forget10"):
-        raise ValueError(f"forget_split={forget_split!r} is not a TOFU forget split; use forget01, forget05 or forget10.")
+        raise ValueError(
+            f"forget_split={forget_split!r} is not a TOFU forget split; use forget01, forget05 or forget10."
+        )
     return [
         TofuSplit("forget", f"{forget_split}_perturbed"),
         TofuSplit("retain", "retain_perturbed"),
@@ -162,7 +164,9 @@ def score_tofu_split(
     rouge = None
     if generate:
         questions = [records[i]["question"] for i in kept]
-        answers = generate_answers(model, tokenizer, questions, prompt_template, max_new_tokens, batch_size, accelerator)
+        answers = generate_answers(
+            model, tokenizer, questions, prompt_template, max_new_tokens, batch_size, accelerator
+        )
         rouge = rouge_l(answers, [records[i]["answer"] for i in kept], measure="recall")
     return TofuScores(
         answer_nll=np.array([values[0] for values in per_record]),
@@ -198,7 +202,9 @@ def utility_metrics(per_set: Mapping[str, Mapping[str, float]]) -> dict[str, Any
     """
     present = {
         f"{role}/{metric}": per_set[role][metric]
-        for role in UTILITY_ROLES for metric in UTILITY_METRICS if metric in per_set.get(role, {})
+        for role in UTILITY_ROLES
+        for metric in UTILITY_METRICS
+        if metric in per_set.get(role, {})
     }
     names = [f"{role}/{metric}" for role in UTILITY_ROLES for metric in UTILITY_METRICS]
     missing = [name for name in names if name not in present]
@@ -211,7 +217,9 @@ def utility_metrics(per_set: Mapping[str, Mapping[str, float]]) -> dict[str, Any
 
 
 def tofu_metrics(
-    scores: Mapping[str, TofuScores], splits: Sequence[TofuSplit], retain_model_truth_ratios: Sequence[float] | None = None
+    scores: Mapping[str, TofuScores],
+    splits: Sequence[TofuSplit],
+    retain_model_truth_ratios: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Per-set metrics, model utility (`utility_metrics`: None unless all 9 values exist) and, given the retain
     model's forget-set truth ratios, forget quality."""

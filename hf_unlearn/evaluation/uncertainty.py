@@ -122,8 +122,12 @@ def bootstrap_mean_nll(
 
 
 def interval(
-    resampler: Callable[..., np.ndarray], *arrays: ArrayLike, confidence: float = DEFAULT_CONFIDENCE,
-    n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, **kwargs,
+    resampler: Callable[..., np.ndarray],
+    *arrays: ArrayLike,
+    confidence: float = DEFAULT_CONFIDENCE,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    **kwargs,
 ) -> tuple[float, float]:
     """`percentile_interval` of a bootstrap, e.g. `interval(bootstrap_auc, members, nonmembers)`."""
     _check_resamples(n_resamples, confidence)

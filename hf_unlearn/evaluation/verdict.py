@@ -39,7 +39,7 @@ class Verdict:
 
 
 def format_auc(summary: Mapping[str, float]) -> str:
-    """"0.801 [0.640, 0.930]" (the AUC alone when the interval was not computed)."""
+    """ "0.801 [0.640, 0.930]" (the AUC alone when the interval was not computed)."""
     low, high = summary.get("auc_low", math.nan), summary.get("auc_high", math.nan)
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{summary['auc']:.3f}"
@@ -55,8 +55,11 @@ def strongest_attack(attacks: Attacks | None) -> str | None:
 
 
 def _with_intervals(attacks: Attacks | None) -> dict[str, Mapping[str, float]]:
-    return {name: v for name, v in (attacks or {}).items()
-            if math.isfinite(v.get("auc_low", math.nan)) and math.isfinite(v.get("auc_high", math.nan))}
+    return {
+        name: v
+        for name, v in (attacks or {}).items()
+        if math.isfinite(v.get("auc_low", math.nan)) and math.isfinite(v.get("auc_high", math.nan))
+    }
 
 
 def gap_established(start: Attacks | None) -> bool | None:
@@ -141,12 +144,18 @@ def conclude(attacks: Attacks | None, start: Attacks | None = None) -> Verdict |
         return Verdict(FORGOTTEN, _indistinguishable(len(attacks)))
     if established is False:
         loss = start["loss"]
-        return Verdict(CANNOT_TELL, (
-            f"every AUC interval contains 0.5, but so does the original model's LOSS interval [{loss['auc_low']:.3f}, "
-            f"{loss['auc_high']:.3f}]: the forget/unseen gap was never established; use more forget and unseen examples."
-        ))
-    return Verdict(CANNOT_TELL, "every AUC interval contains 0.5, but no original model was evaluated to show a "
-                                "forget/unseen gap to remove; evaluate the original model too (first).")
+        return Verdict(
+            CANNOT_TELL,
+            (
+                f"every AUC interval contains 0.5, but so does the original model's LOSS interval [{loss['auc_low']:.3f}, "
+                f"{loss['auc_high']:.3f}]: the forget/unseen gap was never established; use more forget and unseen examples."
+            ),
+        )
+    return Verdict(
+        CANNOT_TELL,
+        "every AUC interval contains 0.5, but no original model was evaluated to show a "
+        "forget/unseen gap to remove; evaluate the original model too (first).",
+    )
 
 
 def report_attacks(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
@@ -169,7 +178,9 @@ def missed_window(history: list[tuple[int, Attacks | None]]) -> str | None:
     checked = [(step, attacks) for step, attacks in checked if attacks]
     if any(all(v["auc_low"] <= 0.5 <= v["auc_high"] for v in attacks.values()) for _, attacks in checked):
         return None
-    first_below = next((i for i, (_, attacks) in enumerate(checked) if any(v["auc_high"] < 0.5 for v in attacks.values())), None)
+    first_below = next(
+        (i for i, (_, attacks) in enumerate(checked) if any(v["auc_high"] < 0.5 for v in attacks.values())), None
+    )
     if not first_below:  # never over-unlearned, or already at the first evaluation
         return None
     step_above, above = checked[first_below - 1]

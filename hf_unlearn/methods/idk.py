@@ -1,6 +1,6 @@
 """IDK fine-tuning (TOFU): descent on refusals to the forget questions plus descent on retain data.
 
-    loss = NLL(idk answers to the forget questions) + NLL(r)        (QA forget data)
+loss = NLL(idk answers to the forget questions) + NLL(r)        (QA forget data)
 """
 
 from ..registry import register_method

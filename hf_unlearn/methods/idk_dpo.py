@@ -1,6 +1,6 @@
 """IdkDPO (TOFU): DPO preferring refusals over the true answers, plus descent on retain data (beta 0.1).
 
-    loss = DPO(idk > answer) + NLL(r)        (QA forget data; references precomputed)
+loss = DPO(idk > answer) + NLL(r)        (QA forget data; references precomputed)
 """
 
 from ..registry import register_method

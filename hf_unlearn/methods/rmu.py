@@ -8,7 +8,9 @@ from ..registry import register_method
 from ..trainer import UnlearningTrainer
 from ._preset import preset_config
 
-RMUConfig = preset_config("RMUConfig", "rmu", "`UnlearningConfig` with RMU's defaults (retain_weight 1200).", retain_weight=1200.0)
+RMUConfig = preset_config(
+    "RMUConfig", "rmu", "`UnlearningConfig` with RMU's defaults (retain_weight 1200).", retain_weight=1200.0
+)
 
 
 @register_method("rmu")

@@ -1,6 +1,6 @@
 """SimNPO (Fan et al. 2024) with descent on retain data, open-unlearning's `SimNPO` defaults.
 
-    loss = 0.125 * SimNPO(f) + 1 * NLL(r)        (beta 4.5, delta 0)
+loss = 0.125 * SimNPO(f) + 1 * NLL(r)        (beta 4.5, delta 0)
 """
 
 from ..registry import register_method

@@ -16,6 +16,7 @@ from .base import (  # noqa: F401
     get_objective,
     register_objective,
 )
+
 from .ga import GradientAscent  # noqa: F401  isort: skip
 from .random_label import RandomLabels  # noqa: F401  isort: skip
 from .adversarial import AdversarialTargets  # noqa: F401  isort: skip

@@ -25,7 +25,9 @@ class AdversarialTargets(SubstituteTargets):
     def prepare(self, dataset):
         dataset = as_hf_dataset(dataset)
         values = precompute_with_original(
-            self.trainer, dataset, "adversarial_targets",
+            self.trainer,
+            dataset,
+            "adversarial_targets",
             lambda output, batch: adversarial_targets(
                 output.token_logits, batch["labels"], batch["attention_mask"], self.chunk_size
             ),

@@ -45,7 +45,9 @@ def precompute_with_original(
         batch = collator([{k: row[k] for k in ("input_ids", "attention_mask", "labels") if k in row} for row in rows])
         batch = {k: v.to(trainer.args.device) for k, v in batch.items()}
         with torch.no_grad():
-            output = trainer.reference_forward(batch, original(), full_logits=trainer.unlearning_args.loss_chunk_size <= 0)
+            output = trainer.reference_forward(
+                batch, original(), full_logits=trainer.unlearning_args.loss_chunk_size <= 0
+            )
             values = per_batch(output, batch)
         values = values.detach().cpu()
         if per_token:

@@ -33,8 +33,14 @@ class IdkPreference(IdkStream):
         logp_rejected, nll, counts = sequence_logp(self, model, forget)
         logp_chosen, _, idk_counts = sequence_logp(self, model, idk)
         rows = (counts > 0) & (idk_counts > 0)
-        total = dpo_sum(logp_chosen, idk[REF_LOGP].to(logp_chosen.device), logp_rejected,
-                        forget[REF_LOGP].to(logp_rejected.device), self.args.dpo_beta, rows)
+        total = dpo_sum(
+            logp_chosen,
+            idk[REF_LOGP].to(logp_chosen.device),
+            logp_rejected,
+            forget[REF_LOGP].to(logp_rejected.device),
+            self.args.dpo_beta,
+            rows,
+        )
         return {
             "forget_loss": LossTerm(total, rows.sum(), "forget_sequences", self.args.forget_weight),
             "forget_nll": LossTerm(nll.detach().sum(), counts.sum(), "forget_tokens", 0.0),

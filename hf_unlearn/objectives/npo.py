@@ -27,10 +27,14 @@ def add_reference_logp(trainer, dataset):
     model, computed once (`objectives.frozen`)."""
     dataset = as_hf_dataset(dataset)
     values = precompute_with_original(
-        trainer, dataset, "sequence_logp",
-        lambda output, batch: -sequence_nll(
-            output.token_logits, batch["labels"], batch["attention_mask"], trainer.unlearning_args.loss_chunk_size
-        )[0],
+        trainer,
+        dataset,
+        "sequence_logp",
+        lambda output, batch: (
+            -sequence_nll(
+                output.token_logits, batch["labels"], batch["attention_mask"], trainer.unlearning_args.loss_chunk_size
+            )[0]
+        ),
         per_token=False,
     )
     return dataset.add_column(REF_LOGP, [float(v[0]) for v in values])

@@ -21,7 +21,9 @@ def draw_random_labels(labels: list[int], vocab_size: int, seed: int, index: int
     """Random targets for one example: uniform token ids where `labels` has a next-token target, -100 elsewhere."""
     from ..losses import random_targets
 
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1))
+    generator = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+    )
     return random_targets(torch.tensor([labels]), vocab_size, generator)[0].tolist()
 
 

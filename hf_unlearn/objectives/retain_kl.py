@@ -22,6 +22,7 @@ class RetainKL(Objective):
 
     def loss_terms(self, model, batch):
         reference = self.reference_logits(batch)
-        total, count = kl_sum(reference, self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"),
-                              self.chunk_size)
+        total, count = kl_sum(
+            reference, self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size
+        )
         return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}

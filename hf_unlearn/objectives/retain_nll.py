@@ -1,6 +1,6 @@
 """Gradient descent on the retain stream: the retain term of methods 4 and 6 of Yao et al. 2024.
 
-    retain_loss = NLL(r)     (token-weighted mean over the global batch's retain targets)
+retain_loss = NLL(r)     (token-weighted mean over the global batch's retain targets)
 """
 
 from __future__ import annotations
@@ -16,5 +16,7 @@ class RetainNLL(Objective):
     normalisers = ("retain_tokens",)
 
     def loss_terms(self, model, batch):
-        total, count = nll_sum(self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size)
+        total, count = nll_sum(
+            self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size
+        )
         return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}

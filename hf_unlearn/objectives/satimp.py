@@ -14,6 +14,5 @@ from .weighted import WeightedAscent
 
 @register_objective("satimp")
 class SaturationImportance(WeightedAscent):
-
     def exponents(self):
         return self.args.satimp_beta1, self.args.satimp_beta2

@@ -27,7 +27,9 @@ class AdjustedSelfDistillation(Objective):
         mask = batch.get("attention_mask")
         reference = self.reference_logits(batch)
         logits = self.token_logits(model, batch)
-        total, count, nll = undial_sums(reference, logits, batch["labels"], mask, self.args.undial_beta, self.chunk_size)
+        total, count, nll = undial_sums(
+            reference, logits, batch["labels"], mask, self.args.undial_beta, self.chunk_size
+        )
         return {
             "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),
             "forget_nll": LossTerm(nll, count, "forget_tokens", 0.0),

@@ -84,7 +84,9 @@ def mean_nll_levels(trainer, dataset, kind: str) -> tuple[torch.Tensor, torch.Te
     """The original model's per-example NLL sums (computed once, `objectives.frozen`) and target counts on
     `dataset`, `[N]` each."""
     sums = precompute_with_original(
-        trainer, dataset, kind,
+        trainer,
+        dataset,
+        kind,
         lambda output, batch: sequence_nll(
             output.token_logits, batch["labels"], batch["attention_mask"], trainer.unlearning_args.loss_chunk_size
         )[0],

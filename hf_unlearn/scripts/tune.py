@@ -60,10 +60,12 @@ class TuneArguments:
         tune_dir (`str` or `None`): where the chosen YAML and the report go; `None`: `<output_dir>_tune`.
     """
 
-    tune_learning_rates: str | None = field(default=None, metadata={"help": "LOW:HIGH (log-uniform) or A,B,C; "
-                                                                            "default: config lr / 10 to x 10."})
-    tune_max_steps: str | None = field(default=None, metadata={"help": "max_steps values A,B,C; default: the "
-                                                                       "config's schedule length."})
+    tune_learning_rates: str | None = field(
+        default=None, metadata={"help": "LOW:HIGH (log-uniform) or A,B,C; default: config lr / 10 to x 10."}
+    )
+    tune_max_steps: str | None = field(
+        default=None, metadata={"help": "max_steps values A,B,C; default: the config's schedule length."}
+    )
     tune_methods: str | None = field(default=None, metadata={"help": "Methods to try, A,B; default: the config's."})
     tune_trials: int = field(default=8, metadata={"help": "Budget: trials (all methods together)."})
     tune_timeout: float | None = field(default=None, metadata={"help": "Budget: seconds of wall time."})
@@ -137,12 +139,16 @@ def tune_dir_for(args, tune_args: TuneArguments) -> str:
     output = os.path.realpath(args.output_dir)
     real = os.path.realpath(folder)
     if real == output or real.startswith(output.rstrip(os.sep) + os.sep):
-        raise ValueError(f"tune_dir {folder!r} is inside output_dir {args.output_dir!r}, which `hf-unlearn train` "
-                         "may empty; choose a folder outside it.")
+        raise ValueError(
+            f"tune_dir {folder!r} is inside output_dir {args.output_dir!r}, which `hf-unlearn train` "
+            "may empty; choose a folder outside it."
+        )
     if os.path.isdir(folder):
         others = sorted(set(os.listdir(folder)) - set(OWN_FILES))
         if others:
-            raise ValueError(f"tune_dir {folder!r} holds other files (e.g. {others[0]!r}); choose an empty or new folder.")
+            raise ValueError(
+                f"tune_dir {folder!r} holds other files (e.g. {others[0]!r}); choose an empty or new folder."
+            )
     elif os.path.exists(folder):
         raise ValueError(f"tune_dir {folder!r} is a file; choose a folder path.")
     return folder
@@ -163,8 +169,11 @@ def chosen_config(file_values: dict, overrides: dict, chosen, tolerance: float) 
     stopping rule (the worst case over attacks with the retain tolerance)."""
     config = {**file_values, **overrides}
     config.update(
-        method=chosen.method, learning_rate=float(chosen.params["learning_rate"]),
-        max_steps=int(chosen.params["max_steps"]), stopping_rule="worst_case", max_retain_nll_increase=tolerance,
+        method=chosen.method,
+        learning_rate=float(chosen.params["learning_rate"]),
+        max_steps=int(chosen.params["max_steps"]),
+        stopping_rule="worst_case",
+        max_retain_nll_increase=tolerance,
     )
     return config
 
@@ -210,10 +219,14 @@ def run(argv: list[str]) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("hf-unlearn tune runs in one process; launch it without torchrun / accelerate.")
     if model_args.model_name_or_path is not None and script.approximate_data is None:
-        raise ValueError("hf-unlearn tune needs approximate_data (unseen same-domain data): the criterion asks that "
-                         "the forget set look like it; add approximate_data to the config.")
+        raise ValueError(
+            "hf-unlearn tune needs approximate_data (unseen same-domain data): the criterion asks that "
+            "the forget set look like it; add approximate_data to the config."
+        )
     if model_args.model_name_or_path is not None and script.retain_data is None:
-        raise ValueError("hf-unlearn tune needs retain_data: the criterion bounds its NLL; add retain_data to the config.")
+        raise ValueError(
+            "hf-unlearn tune needs retain_data: the criterion bounds its NLL; add retain_data to the config."
+        )
     if script.mia_resamples < 1:
         raise ValueError(f"mia_resamples={script.mia_resamples}: the criterion needs AUC intervals; use at least 1.")
     check_budget(tune_args.tune_trials, tune_args.tune_timeout)
@@ -224,8 +237,10 @@ def run(argv: list[str]) -> dict:
     for method in methods:
         get_method(method)  # an unknown name fails here
     if tune_args.tune_trials < len(methods):
-        raise ValueError(f"--tune_trials {tune_args.tune_trials} is fewer than the {len(methods)} methods; give at "
-                         "least one trial per method.")
+        raise ValueError(
+            f"--tune_trials {tune_args.tune_trials} is fewer than the {len(methods)} methods; give at "
+            "least one trial per method."
+        )
     learning_rates = tune_args.tune_learning_rates or f"{args.learning_rate / 10:g}:{args.learning_rate * 10:g}"
     if tune_args.tune_max_steps is not None:
         space = SearchSpace.from_strings(learning_rates, tune_args.tune_max_steps)
@@ -236,16 +251,17 @@ def run(argv: list[str]) -> dict:
         SearchSpace.from_strings(learning_rates, "1").grid()
     folder = tune_dir_for(args, tune_args)
 
-    from .unlearn import load_data
-
     from .demo import UNSEEN_TARGETS
+    from .unlearn import load_data
 
     model_path, tokenizer, splits, descent_retain = load_data(args, script, model_args)
     unseen = splits.pop(UNSEEN_TARGETS, None)
     if space is None:
         space = SearchSpace.from_strings(learning_rates, str(schedule_steps(args, len(splits["forget"]))))
     result = TuningResult(criterion=criterion)
-    shares = [tune_args.tune_trials // len(methods) + (i < tune_args.tune_trials % len(methods)) for i in range(len(methods))]
+    shares = [
+        tune_args.tune_trials // len(methods) + (i < tune_args.tune_trials % len(methods)) for i in range(len(methods))
+    ]
     import time
 
     began = time.monotonic()
@@ -254,13 +270,24 @@ def run(argv: list[str]) -> dict:
         if left is not None and left <= 0:
             break
         method_args, _, _ = parse_args(_with_method(rest, method))
-        trainer = _trainer(method, method_args, script, model_args, model_path, tokenizer, splits, descent_retain,
-                           unseen)
+        trainer = _trainer(
+            method, method_args, script, model_args, model_path, tokenizer, splits, descent_retain, unseen
+        )
         tune_trainer(
-            trainer, splits, space, criterion, n_trials=n_trials, timeout=left, sampler=tune_args.tune_sampler,
-            eval_steps=script.eval_every_steps, eval_batch_size=method_args.per_device_eval_batch_size,
-            eval_max_examples=script.eval_max_examples, attacks=script.attack_names(),
-            n_resamples=script.mia_resamples, result=result, method=method,
+            trainer,
+            splits,
+            space,
+            criterion,
+            n_trials=n_trials,
+            timeout=left,
+            sampler=tune_args.tune_sampler,
+            eval_steps=script.eval_every_steps,
+            eval_batch_size=method_args.per_device_eval_batch_size,
+            eval_max_examples=script.eval_max_examples,
+            attacks=script.attack_names(),
+            n_resamples=script.mia_resamples,
+            result=result,
+            method=method,
         )
         del trainer
 
@@ -272,13 +299,19 @@ def run(argv: list[str]) -> dict:
         config_path = _flag_value(rest, "--config")
         file_values = _read_yaml(config_path) if config_path else {}
         overrides = command_line_overrides(rest, args, script, model_args)
-        write_chosen_yaml(chosen_path, chosen_config(file_values, overrides, chosen, criterion.retain_tolerance),
-                          chosen, len(result.trials))
+        write_chosen_yaml(
+            chosen_path,
+            chosen_config(file_values, overrides, chosen, criterion.retain_tolerance),
+            chosen,
+            len(result.trials),
+        )
         paths["chosen"] = chosen_path
         print(f"chosen config: {chosen_path}\n  run it: hf-unlearn train --config {chosen_path}")
     elif os.path.exists(chosen_path):
         os.remove(chosen_path)  # an earlier search's choice does not belong to this search
-    print(f"trial report (local; holds forget-set statistics): {', '.join(p for k, p in paths.items() if k != 'chosen')}")
+    print(
+        f"trial report (local; holds forget-set statistics): {', '.join(p for k, p in paths.items() if k != 'chosen')}"
+    )
     return {"result": result, "paths": paths}
 
 
@@ -306,11 +339,15 @@ def _trainer(method, method_args, script, model_args, model_path, tokenizer, spl
         return get_peft_model(model, peft_config)
 
     return trainer_class(
-        model_init=model_init, args=method_args, train_dataset=splits["forget"],
+        model_init=model_init,
+        args=method_args,
+        train_dataset=splits["forget"],
         retain_dataset=(splits.get("retain") if descent_retain is None else descent_retain)
-        if plan.uses_retain_data else None,
+        if plan.uses_retain_data
+        else None,
         unseen_dataset=unseen_targets(plan, unseen, splits.get("approximate")),
-        ref_model=script.ref_model_name_or_path, processing_class=tokenizer,
+        ref_model=script.ref_model_name_or_path,
+        processing_class=tokenizer,
     )
 
 

@@ -51,7 +51,6 @@ class BlowUp(RuntimeError):
     """The run left the allowed region (`UnlearningEvalCallback.failed`); nothing was saved as the result."""
 
 
-
 def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
@@ -95,11 +94,15 @@ def prepare_output_dir(args, script) -> str | None:
         if resume.lower() in ("true", "last"):
             resume = last_complete_checkpoint(output_dir) if os.path.isdir(output_dir) else None
             if resume is None:
-                raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint-* in "
-                                        f"{output_dir!r}; pass the checkpoint folder to resume from.")
+                raise FileNotFoundError(
+                    f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint-* in "
+                    f"{output_dir!r}; pass the checkpoint folder to resume from."
+                )
         if not os.path.isdir(resume):
-            raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass an existing "
-                                    f"checkpoint-* folder of an earlier run (in {output_dir!r}).")
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {resume!r} is not a folder; pass an existing "
+                f"checkpoint-* folder of an earlier run (in {output_dir!r})."
+            )
         if not os.path.isfile(os.path.join(output_dir, START_RECORD)):
             raise FileNotFoundError(
                 f"Cannot resume into {output_dir!r}: {START_RECORD} (the first run's start evaluation, which gives the "
@@ -166,15 +169,21 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     warning naming them."""
     import re
 
-    numbered = [(int(m.group(1)), name) for name in os.listdir(output_dir)
-                if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name))]
+    numbered = [
+        (int(m.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name))
+    ]
     for _, name in sorted(numbered, reverse=True):
         path = os.path.join(output_dir, name)
         problem = checkpoint_problem(path)
         if problem is None:
             return path
-        warnings.warn(f"Skipping checkpoint {path!r}: {problem} (a write interrupted by a crash or a full disk).",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"Skipping checkpoint {path!r}: {problem} (a write interrupted by a crash or a full disk).",
+            UserWarning,
+            stacklevel=2,
+        )
     return None
 
 
@@ -183,19 +192,33 @@ def _check_deletable(path: str) -> None:
     cwd = os.path.realpath(os.getcwd())
     home = os.path.realpath(os.path.expanduser("~"))
     if real in (os.path.sep, home) or cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
-        raise ValueError(f"Refusing to delete output_dir {path!r} (it is the root, your home folder or holds the "
-                         "current folder); choose a dedicated --output_dir.")
+        raise ValueError(
+            f"Refusing to delete output_dir {path!r} (it is the root, your home folder or holds the "
+            "current folder); choose a dedicated --output_dir."
+        )
 
 
 def check_model_path(path: str) -> None:
     """A missing local model folder is named (transformers would say "Repo id must be in the form ...")."""
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(os.path.join(path, "adapter_config.json")):
-            raise FileNotFoundError(f"Model folder {path!r} has no config.json; pass a folder written by save_pretrained.")
+        if not os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(
+            os.path.join(path, "adapter_config.json")
+        ):
+            raise FileNotFoundError(
+                f"Model folder {path!r} has no config.json; pass a folder written by save_pretrained."
+            )
         return
-    looks_local = path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or path.endswith("/") or os.sep != "/" and os.sep in path
+    looks_local = (
+        path.startswith(("/", "./", "../", "~"))
+        or path.count("/") > 1
+        or path.endswith("/")
+        or os.sep != "/"
+        and os.sep in path
+    )
     if looks_local:
-        raise FileNotFoundError(f"Model folder {path!r} does not exist; pass an existing local folder or a Hub id (org/name).")
+        raise FileNotFoundError(
+            f"Model folder {path!r} does not exist; pass an existing local folder or a Hub id (org/name)."
+        )
 
 
 def _load(what: str, path: str, loader):
@@ -203,8 +226,9 @@ def _load(what: str, path: str, loader):
         return loader()
     except OSError as error:  # transformers: no such repo / no network / missing files
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FileNotFoundError(f"Could not load the {what} from {path!r} ({first}); pass a local model folder or a "
-                                "reachable Hub id.") from error
+        raise FileNotFoundError(
+            f"Could not load the {what} from {path!r} ({first}); pass a local model folder or a reachable Hub id."
+        ) from error
 
 
 # ------------------------------------------------------------------ the start evaluation, kept for a resume
@@ -213,8 +237,13 @@ def _load(what: str, path: str, loader):
 def write_start_record(output_dir: str, record, target: float | None) -> None:
     """Numbers only: the step, each split's NLL, the AUC and the target (never any text)."""
     os.makedirs(output_dir, exist_ok=True)
-    values = {"step": record.step, "nll": record.nll, "mia_auc": record.mia_auc, "attacks": record.attacks,
-              "target_nll": target}
+    values = {
+        "step": record.step,
+        "nll": record.nll,
+        "mia_auc": record.mia_auc,
+        "attacks": record.attacks,
+        "target_nll": target,
+    }
     temporary = os.path.join(output_dir, START_RECORD + ".tmp")
     with open(temporary, "w") as handle:
         json.dump(values, handle, indent=2)
@@ -226,7 +255,9 @@ def read_start_record(output_dir: str):
 
     with open(os.path.join(output_dir, START_RECORD)) as handle:
         values = json.load(handle)
-    record = EvalRecord(step=values["step"], nll=values["nll"], mia_auc=values["mia_auc"], attacks=values.get("attacks"))
+    record = EvalRecord(
+        step=values["step"], nll=values["nll"], mia_auc=values["mia_auc"], attacks=values.get("attacks")
+    )
     return record, values["target_nll"]
 
 
@@ -281,20 +312,29 @@ def run(argv: list[str]) -> dict:
     trainer_class = get_method(args.method)
     plan = run_plan(args, trainer_class)  # what this run trains on: the trainer builds the same plan
     if plan.needs_retain_data and script.retain_data is None and model_args.model_name_or_path is not None:
-        raise ValueError(f"Method {args.method!r} with retain_loss {plan.retain_loss!r} needs retain data: set "
-                         "retain_data (in-distribution or general text), or set retain_loss: none (or retain_weight: "
-                         "0), or choose a method without a retain term (ga, random_label, adversarial).")
+        raise ValueError(
+            f"Method {args.method!r} with retain_loss {plan.retain_loss!r} needs retain data: set "
+            "retain_data (in-distribution or general text), or set retain_loss: none (or retain_weight: "
+            "0), or choose a method without a retain term (ga, random_label, adversarial)."
+        )
     if script.retain_data is not None and not plan.uses_retain_data:
         warnings.warn(
             f"Method {args.method!r} does not train on retain data (retain_loss: none): retain_data is not used for "
             "unlearning and not listed on the model card; it is only evaluated (retain NLL, blow-up guard).",
-            UserWarning, stacklevel=2,
+            UserWarning,
+            stacklevel=2,
         )
-    check_output_dir_spares_inputs(args.output_dir, {
-        "model_name_or_path": model_args.model_name_or_path, "ref_model_name_or_path": script.ref_model_name_or_path,
-        "forget_data": script.forget_data, "retain_data": script.retain_data,
-        "approximate_data": script.approximate_data, "cache_dir": args.cache_dir,
-    })
+    check_output_dir_spares_inputs(
+        args.output_dir,
+        {
+            "model_name_or_path": model_args.model_name_or_path,
+            "ref_model_name_or_path": script.ref_model_name_or_path,
+            "forget_data": script.forget_data,
+            "retain_data": script.retain_data,
+            "approximate_data": script.approximate_data,
+            "cache_dir": args.cache_dir,
+        },
+    )
     resume = prepare_output_dir(args, script)
     setup_distributed(args)  # fails early on a launch that cannot work (e.g. DeepSpeed under plain python)
 
@@ -304,13 +344,15 @@ def run(argv: list[str]) -> dict:
 
     # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
     # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
-    stored, target = (read_start_record(args.output_dir) if resume else (None, None))
+    stored, target = read_start_record(args.output_dir) if resume else (None, None)
     has_target = "approximate" in splits or target is not None
     # The worst-case rule stops on the attacks alone (every AUC interval contains 0.5, or one lies below it).
     worst_case = script.stopping_rule == "worst_case"
     if worst_case and "approximate" not in splits:
-        raise ValueError("stopping_rule=worst_case needs approximate_data (the non-members of every attack); pass it "
-                         "or use stopping_rule=paper.")
+        raise ValueError(
+            "stopping_rule=worst_case needs approximate_data (the non-members of every attack); pass it "
+            "or use stopping_rule=paper."
+        )
     criteria = StoppingCriteria(
         target_nll=(target if target is not None else math.inf) if resume else None,
         stop_at_target=script.stop_at_unseen_nll and has_target and not worst_case,
@@ -326,22 +368,31 @@ def run(argv: list[str]) -> dict:
     # trl's ModelConfig: revision, dtype, attention implementation, 4/8-bit loading, and a LoRA adapter (use_peft).
     from trl import get_peft_config
 
-    model = _load("model", model_path, lambda: AutoModelForCausalLM.from_pretrained(model_path, **model_init_kwargs(model_args)))
+    model = _load(
+        "model", model_path, lambda: AutoModelForCausalLM.from_pretrained(model_path, **model_init_kwargs(model_args))
+    )
     trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=splits["forget"],
         retain_dataset=(splits.get("retain") if descent_retain is None else descent_retain)
-        if plan.uses_retain_data else None,  # unused data is not passed
+        if plan.uses_retain_data
+        else None,  # unused data is not passed
         unseen_dataset=unseen,
         ref_model=script.ref_model_name_or_path,  # None: the model's own checkpoint (or its adapter-free base)
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    monitor = UnlearningEvalCallback(splits, eval_steps=script.eval_every_steps, criteria=criteria,
-                                     save_best=script.save_best, batch_size=args.per_device_eval_batch_size,
-                                     max_examples=script.eval_max_examples, attacks=attacks,
-                                     n_resamples=script.mia_resamples).attach(trainer)
+    monitor = UnlearningEvalCallback(
+        splits,
+        eval_steps=script.eval_every_steps,
+        criteria=criteria,
+        save_best=script.save_best,
+        batch_size=args.per_device_eval_batch_size,
+        max_examples=script.eval_max_examples,
+        attacks=attacks,
+        n_resamples=script.mia_resamples,
+    ).attach(trainer)
     trainer.add_callback(_start_record_callback(monitor, args.output_dir, stored))
     # A verbatim sample of forget text, only when asked for (the demo's public data asks).
     sample = VerbatimSampleCallback(trainer, tokenizer, splits["forget"]) if script.show_forget_samples else None
@@ -351,8 +402,16 @@ def run(argv: list[str]) -> dict:
     trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}  # numbers only
     if trainer.is_world_process_zero():
         samples = (sample.before, sample.after) if sample is not None else (None, None)
-        print(summary_table(before, after, monitor.stop_reason, *samples, held_out_retain=descent_retain is not None,
-                            history=monitor.history))
+        print(
+            summary_table(
+                before,
+                after,
+                monitor.stop_reason,
+                *samples,
+                held_out_retain=descent_retain is not None,
+                history=monitor.history,
+            )
+        )
     if monitor.failed:
         raise BlowUp(
             f"unlearning stopped: {monitor.stop_reason}. The model was NOT saved as the unlearned result"
@@ -391,12 +450,22 @@ def load_data(args, script, model_args):
         if model_args.model_name_or_path is None:
             splits = default_splits(tokenizer, args.max_length, script.demo_model)
         else:
-            sources = {"forget": script.forget_data, "retain": script.retain_data, "approximate": script.approximate_data,
-                       UNSEEN_TARGETS: script.unseen_data}
+            sources = {
+                "forget": script.forget_data,
+                "retain": script.retain_data,
+                "approximate": script.approximate_data,
+                UNSEEN_TARGETS: script.unseen_data,
+            }
             splits = {
                 name: build_examples(
-                    source, tokenizer, script.data_format, args.max_length, script.text_column,
-                    script.question_column, script.answer_column, script.max_examples,
+                    source,
+                    tokenizer,
+                    script.data_format,
+                    args.max_length,
+                    script.text_column,
+                    script.question_column,
+                    script.answer_column,
+                    script.max_examples,
                     split=getattr(script, f"{name}_split"),
                 )
                 for name, source in sources.items()

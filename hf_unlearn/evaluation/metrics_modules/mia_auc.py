@@ -6,9 +6,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from hf_unlearn.evaluation.membership import DEFAULT_FPRS
-from hf_unlearn.evaluation.membership import summarize_attack
-from hf_unlearn.evaluation.membership import unresolved_fprs
+from hf_unlearn.evaluation.membership import DEFAULT_FPRS, summarize_attack, unresolved_fprs
 from hf_unlearn.evaluation.uncertainty import DEFAULT_CONFIDENCE
 
 _CITATION = r"""@inproceedings{yao2024machine,
@@ -94,7 +92,9 @@ class MiaAuc(evaluate.Metric):
             references = [1] * members.size + [0] * nonmembers.size
         return super().compute(predictions=predictions, references=references, **kwargs)
 
-    def _compute(self, predictions, references, fprs=DEFAULT_FPRS, n_resamples=0, confidence=DEFAULT_CONFIDENCE, seed=0):
+    def _compute(
+        self, predictions, references, fprs=DEFAULT_FPRS, n_resamples=0, confidence=DEFAULT_CONFIDENCE, seed=0
+    ):
         scores = np.asarray(predictions, dtype=np.float64)
         labels = np.asarray(references)
         if not np.isin(labels, (0, 1)).all():

@@ -6,9 +6,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from hf_unlearn.evaluation.metrics import forget_quality
-from hf_unlearn.evaluation.metrics import truth_ratio
-from hf_unlearn.evaluation.metrics import truth_ratio_score
+from hf_unlearn.evaluation.metrics import forget_quality, truth_ratio, truth_ratio_score
 
 _CITATION = r"""@article{maini2024tofu,
   title={TOFU: A Task of Fictitious Unlearning for LLMs},
@@ -86,7 +84,12 @@ class TofuTruthRatio(evaluate.Metric):
         )
 
     def _compute(
-        self, paraphrased_nll=None, perturbed_nll=None, truth_ratios=None, forget=True, retain_model_truth_ratios=None,
+        self,
+        paraphrased_nll=None,
+        perturbed_nll=None,
+        truth_ratios=None,
+        forget=True,
+        retain_model_truth_ratios=None,
         return_ratios=False,
     ):
         if truth_ratios is not None:
