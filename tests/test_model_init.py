@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import get_method
+from hf_unlearn import get_method, list_methods
 from tests.conftest import unlearning_args
 
 RMU = {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
@@ -66,3 +67,50 @@ def test_model_init_with_peft_config_wraps_every_model(trained_model_dir, tokeni
     assert isinstance(trainer.model, PeftModel) and trainer.model is not first
     names = trainable(trainer.model)
     assert names and all("lora_" in name for name in names)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list_methods())
+def test_hyperparameter_search_with_model_init_trains_every_method(method, trained_model_dir, tokenizer, tmp_path):
+    """Every registered method under `hyperparameter_search` with `model_init` (optuna, one trial): the trial's
+    learning rate reaches the optimizer (constant schedule, so the logged rate is the trial's 3e-4, not the
+    arguments' 1e-3) and the method's forget term is logged finite. QA records serve document and QA methods."""
+    import math
+
+    pytest.importorskip("optuna")
+    from hf_unlearn import build_qa_dataset
+
+    def qa(offset):
+        records = [
+            {"question": f"What is item {i}?", "answer": f"Item {i} is a small word."}
+            for i in range(offset, offset + 4)
+        ]
+        return build_qa_dataset(records, tokenizer, max_length=32)
+
+    settings = RMU if method == "rmu" else {}
+    args = unlearning_args(
+        method,
+        tmp_path,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        disable_tqdm=True,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        **settings,
+    )
+    trainer = get_method(method)(
+        model_init=lambda: AutoModelForCausalLM.from_pretrained(trained_model_dir),
+        args=args,
+        train_dataset=qa(0),
+        retain_dataset=qa(10),
+        eval_dataset=qa(0),
+        processing_class=tokenizer,
+    )
+    trainer.hyperparameter_search(
+        hp_space=lambda trial: {"learning_rate": trial.suggest_categorical("learning_rate", [3e-4])},
+        backend="optuna",
+        n_trials=1,
+        direction="minimize",
+    )
+    logged = [entry for entry in trainer.state.log_history if "forget_loss" in entry][0]
+    assert logged["learning_rate"] == pytest.approx(3e-4) and math.isfinite(logged["forget_loss"])
