@@ -86,6 +86,16 @@ def test_protocol_invariants(tiny_report):
     for method in list_methods():
         assert rows[method]["train"]["optimizer_steps"] >= 1, method
         assert f"| {method} |" in table
+        # Every method is tuned; a chosen setting is a tuned row trained for exactly the chosen number of steps,
+        # and it comes from a trajectory whose last evaluation met the criterion.
+        tuning = rows[method]["tuning"]
+        chosen = tuning["chosen"]
+        assert (chosen is None) == (f"{method} (tuned)" not in rows), method
+        if chosen is not None:
+            assert rows[f"{method} (tuned)"]["train"]["optimizer_steps"] == chosen["steps"]
+            path = next(t for t in tuning["trajectories"] if t["learning_rate"] == chosen["learning_rate"])
+            assert path["points"][-1]["status"] == "met" and path["points"][-1]["step"] == chosen["steps"]
+    assert "### Default vs tuned" in table
 
 
 @pytest.mark.slow
@@ -108,7 +118,8 @@ def test_gpu_size_uses_the_same_path_and_asks_for_the_full_data():
     with pytest.raises(ValueError, match="not in"):
         run.split_data(data, gpu, "forget10", seed=0)
     cpu = run.split_data(data, run.SIZES["cpu"], "forget01", seed=0)
-    assert len(cpu.forget_train) == 20 and len(cpu.eval_sets["forget"]) == 20
+    assert len(cpu.forget_train) == 40 and len(cpu.eval_sets["forget"]) == 40  # forget01: authors 198-199
+    assert not {r["question"] for r in cpu.unseen} & {r["question"] for r in cpu.holdout}
     assert not {r["question"] for r in cpu.forget_train} & {r["question"] for r in cpu.train_retain}
     assert {r["question"] for r in cpu.train_full} == (
         {r["question"] for r in cpu.train_retain} | {r["question"] for r in cpu.forget_train}

@@ -143,27 +143,29 @@ SIZES = {
         name="cpu",
         model="smollm2",
         forget_splits=("forget01",),
-        forget_authors=1,
+        forget_authors=None,
         retain_pool=tuple(range(12)),
         retain_authors=6,
         records_per_author=None,
-        retain_eval_per_author=2,
+        retain_eval_per_author=3,
         eval_cap=6,
-        finetune=Phase(2e-4, epochs=2, batch_size=10),
+        finetune=Phase(2e-4, epochs=5, batch_size=10),
         unlearn=Phase(1e-4, epochs=2, batch_size=10),
         relearn=Phase(2e-4, steps=2, batch_size=5),
         max_new_tokens=24,
         deviations=(
-            "7 authors (6 seeded retain authors of TOFU authors 0-11, forget = author 198, i.e. half of forget01) "
-            "instead of 200: 20 forget QA, so the forget quality KS test compares 20 truth ratios with 20 (its "
-            "smallest possible p-value is about 1e-11, not 1e-239)",
-            "fine-tuning: lr 2e-4, 2 epochs, batch 10 = 28 steps (TOFU: lr 1e-5, 5 epochs, batch 32) so that a 135M "
-            "model learns the authors in minutes on 2 cores",
-            "unlearning: lr 1e-4, 2 epochs = 4 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, batch 32 = "
-            "125 steps on forget10): with 4 steps at lr 1e-5 the methods barely move, so the lr is 10x higher for "
-            "30x fewer steps",
-            "evaluation: 12 retain_perturbed records (2 per retain author), the first 6 real_authors and "
-            "world_facts records, the first 20 holdout01 records (non-members); greedy answers up to 24 new "
+            "8 authors (TOFU's forget01 = authors 198-199, and 6 seeded retain authors of TOFU authors 0-11) instead "
+            "of 200: 40 forget QA, so the forget quality KS test compares 40 truth ratios with 40 (its smallest "
+            "possible p-value is about 1e-23, not 1e-239)",
+            "fine-tuning: lr 2e-4, 5 epochs, batch 10 = 80 steps for the full model (TOFU: lr 1e-5, 5 epochs, batch "
+            "32) so that a 135M model learns the authors well enough for the full model to be told apart from the "
+            "retain model (forget quality <= 1e-3) in minutes on 2 cores",
+            "unlearning (default row): lr 1e-4, 2 epochs = 8 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, "
+            "batch 32 = 125 steps on forget10): with 8 steps at lr 1e-5 the methods barely move, so the lr is 10x "
+            "higher for 15x fewer steps",
+            "evaluation: 18 retain_perturbed records (3 per retain author), the first 6 real_authors and "
+            "world_facts records; holdout01 split in two halves: the first 20 records are the MIA non-members, the "
+            "other 20 the unseen data of tuning and of methods that take unseen data; greedy answers up to 24 new "
             "tokens for ROUGE-L",
         ),
     ),
@@ -258,7 +260,8 @@ class SplitData:
     train_retain: list[dict]
     forget_train: list[dict]
     eval_sets: dict[str, list[dict]]  # role -> perturbed records (forget, retain, real_authors, world_facts)
-    holdout: list[dict]
+    holdout: list[dict]  # MIA non-members
+    unseen: list[dict]  # unseen same-domain QA for tuning and unseen-data methods (disjoint from `holdout`)
 
     def summary(self) -> dict:
         return {
@@ -270,6 +273,7 @@ class SplitData:
             "forget_records": len(self.forget_train),
             "eval_records": {role: len(rows) for role, rows in self.eval_sets.items()},
             "holdout_records": len(self.holdout),
+            "unseen_records": len(self.unseen),
         }
 
 
@@ -313,9 +317,21 @@ def split_data(data: TofuData, size: Size, forget_split: str, seed: int) -> Spli
         "real_authors": data.records("real_authors_perturbed")[: size.eval_cap],
         "world_facts": data.records("world_facts_perturbed")[: size.eval_cap],
     }
-    holdout = data.records(HOLDOUT[forget_split])[: len(forget_eval)]
+    # Questions about authors never trained on, in two disjoint halves: the MIA non-members (scoring only) and the
+    # unseen data that tuning and unseen-data methods see (never scored by the report's MIA).
+    others = data.records(HOLDOUT[forget_split])
+    half = len(others) // 2
+    holdout, unseen = others[:half][: len(forget_eval)], others[half:][: len(forget_eval)]
     return SplitData(
-        forget_split, forget, retain, records(sorted(retain + forget)), train_retain, forget_train, eval_sets, holdout
+        forget_split,
+        forget,
+        retain,
+        records(sorted(retain + forget)),
+        train_retain,
+        forget_train,
+        eval_sets,
+        holdout,
+        unseen,
     )
 
 
@@ -588,8 +604,103 @@ def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16
 # ============================================================================ unlearning
 
 
-def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitData, size: Size, seed: int):
-    """One unlearning run of `method` from a fresh copy of the full model. Returns (model, info)."""
+# Tuning (the tuned rows): the criterion of `hf-unlearn tune` (`hf_unlearn.tuning.TuningCriterion`: every attack's
+# AUC interval, forget QA vs unseen QA, contains 0.5; retain NLL within 10%) over a grid of learning rates (the
+# default's times these factors) and evaluations every TUNE_EVAL_STEPS steps; the cheapest setting that meets it
+# (fewest steps, then the lower retain NLL). The grid runs in order of cost: a higher rate only when the default rate
+# never met the criterion within its schedule. Each trajectory ends at its first evaluation that meets the criterion,
+# over-unlearns or breaks the retain limit, as a tuner's trial does. Only user-side data: forget, unseen, retain QA.
+TUNE_LR_FACTORS = (1.0, 3.0)
+TUNE_EVAL_STEPS = 2
+TUNE_RETAIN_RECORDS = 20  # retain training QA the criterion's retain NLL is measured on (evenly spread)
+
+
+@dataclass
+class Trajectory:
+    """One learning rate's evaluations under the tuning criterion, and the weights of its first that met it."""
+
+    learning_rate: float
+    points: list[dict]
+    met_step: int | None = None
+    met_state: dict | None = None
+    met_point: dict | None = None
+
+
+def tuning_splits(split: SplitData, tokenizer, size: Size) -> dict:
+    """The tuning criterion's splits: the forget QA, unseen QA (holdout's second half) and retain training QA."""
+    from hf_unlearn.data import build_qa_dataset
+
+    def build(records):
+        return build_qa_dataset(records, tokenizer, max_length=size.max_length)
+
+    retain = split.train_retain[:: max(1, len(split.train_retain) // TUNE_RETAIN_RECORDS)][:TUNE_RETAIN_RECORDS]
+    return {"forget": build(split.forget_train), "approximate": build(split.unseen), "retain": build(retain)}
+
+
+def trajectory_callbacks(splits: dict, learning_rate: float, stop: bool):
+    """(monitor, recorder): the product's evaluation callback (attacks with intervals; with `stop`, the tuner's
+    stopping rule) and a callback that follows it, recording each evaluation's status under the tuning criterion
+    and keeping a CPU copy of the weights at the first that met it."""
+    from transformers import TrainerCallback
+
+    from hf_unlearn.callbacks import UnlearningEvalCallback
+    from hf_unlearn.tuning import MET, TuningCriterion, strongest
+
+    criterion = TuningCriterion()
+    monitor = UnlearningEvalCallback(
+        splits,
+        eval_steps=TUNE_EVAL_STEPS,
+        criteria=criterion.stopping_criteria() if stop else None,
+        batch_size=16,
+        attacks="all",
+        n_resamples=1000,
+        seed=0,
+    )
+    trajectory = Trajectory(learning_rate, [])
+
+    class Recorder(TrainerCallback):
+        seen = 1  # history[0] is the start (the original model)
+        ended = False
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if len(monitor.history) <= self.seen:
+                return
+            record = monitor.history[-1]
+            self.seen = len(monitor.history)
+            status = criterion.status(record, monitor.start)
+            top = strongest(record)
+            point = {
+                "step": record.step,
+                "status": status or "not forgotten",
+                "strongest": top,
+                "loss_auc": record.attacks["loss"],
+                "nll": dict(record.nll),
+                "distance": criterion.distance(record, monitor.start),
+            }
+            if not self.ended:
+                trajectory.points.append(point)
+            if status is not None and not self.ended:
+                self.ended = True  # a trial ends here: later evaluations are not candidates
+                if status == MET:
+                    trajectory.met_step, trajectory.met_point = record.step, point
+                    trajectory.met_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    return monitor, Recorder(), trajectory
+
+
+def unlearn(
+    method: str,
+    full_dir_or_model,
+    reference,
+    tokenizer,
+    split: SplitData,
+    size: Size,
+    seed: int,
+    learning_rate: float | None = None,
+    callbacks: tuple = (),
+):
+    """One unlearning run of `method` from a fresh copy of the full model (at `learning_rate`, default the size's;
+    `callbacks` added in order, an evaluation callback first). Returns (model, info)."""
     import torch
 
     from hf_unlearn import get_method, run_plan
@@ -607,7 +718,7 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
         args = trainer_class.config_class(
             output_dir=os.path.join(scratch, "out"),
             per_device_train_batch_size=phase.batch_size,
-            learning_rate=phase.learning_rate,
+            learning_rate=learning_rate or phase.learning_rate,
             num_train_epochs=phase.epochs,
             warmup_steps=0,
             seed=seed,
@@ -625,13 +736,21 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
             # The tiny model has 2 layers; RMU's default (layer 7, train layers 5-7) is for real models.
             args.rmu_layer = layers - 1
             args.rmu_trainable_params = rf"layers\.({'|'.join(str(i) for i in range(layers))})\.mlp\.down_proj\.weight"
-        kwargs = {"retain_dataset": retain} if run_plan(args, trainer_class).uses_retain_data else {}
+        plan = run_plan(args, trainer_class)
+        kwargs = {"retain_dataset": retain} if plan.uses_retain_data else {}
+        if any(objective.reads_unseen for objective in plan.objectives):
+            kwargs["unseen_dataset"] = build_qa_dataset(split.unseen, tokenizer, max_length=size.max_length)
         torch.manual_seed(seed)
         start = time.perf_counter()
         trainer = trainer_class(
             model=model, args=args, train_dataset=forget, processing_class=tokenizer, ref_model=reference, **kwargs
         )
         _quiet(trainer)
+        for callback in callbacks:
+            if hasattr(callback, "attach"):
+                callback.attach(trainer)
+            else:
+                trainer.add_callback(callback)
         trainer.train()
         wall = time.perf_counter() - start
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -639,10 +758,11 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         info = {
             "optimizer_steps": int(trainer.state.global_step),
+            "learning_rate": args.learning_rate,
             "wall_s": wall,
             "final_loss": nan_to_none(losses[-1]) if losses else None,
             "diverged": any(not math.isfinite(x) for x in losses),
-            "retain_weight": args.retain_weight if run_plan(args, trainer_class).uses_retain_data else None,
+            "retain_weight": args.retain_weight if plan.uses_retain_data else None,
             "forget_weight": args.forget_weight,
             "beta": {"npo": args.npo_beta, "idk_dpo": args.dpo_beta, "simnpo": args.simnpo_beta}.get(method),
         }
@@ -650,6 +770,12 @@ def unlearn(method: str, full_dir_or_model, reference, tokenizer, split: SplitDa
         return model, info
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def select_tuned(trajectories: list[Trajectory]) -> Trajectory | None:
+    """The cheapest trajectory that met the tuning criterion (fewest steps, then the lower retain NLL), or None."""
+    met = [t for t in trajectories if t.met_step is not None]
+    return min(met, key=lambda t: (t.met_step, t.met_point["nll"]["retain"]), default=None)
 
 
 # ============================================================================ report
@@ -729,6 +855,7 @@ def markdown(report: dict) -> str:
             "Prob 4-bit",
             "relearn FQ",
             "relearn Prob",
+            "lr",
             "steps",
             "train s",
         ]
@@ -756,11 +883,13 @@ def markdown(report: dict) -> str:
                     f"{fmt(rel['before'].get('forget_probability'))} -> {fmt(rel['after'].get('forget_probability'))}"
                     if rel
                     else "-",
+                    fmt(row.get("train", {}).get("learning_rate"), 2),
                     fmt(row.get("train", {}).get("optimizer_steps")),
                     fmt(row.get("train", {}).get("wall_s"), 0),
                 ]
             )
         lines += [table(header, rows), ""]
+        lines += tuning_section(split["rows"])
     lines += [
         "Columns: FQ = forget quality (KS-test p-value of the forget truth ratios against the retain model's; 1 = "
         "indistinguishable); MU = model utility (harmonic mean of Prob., ROUGE-L and truth ratio on retain, real "
@@ -787,6 +916,53 @@ def markdown(report: dict) -> str:
     if report.get("comparison"):
         lines += [report["comparison"], ""]
     return "\n".join(lines)
+
+
+def tuning_section(rows: dict) -> list[str]:
+    """Default vs tuned per method: the tuner's choice (or that none met its criterion) and the distance to the
+    retain model (forget quality; |MIA AUC - the retain model's|) before and after tuning."""
+    methods = [name for name, row in rows.items() if "tuning" in row]
+    if not methods:
+        return []
+    retain_auc = rows.get("retain (exact retraining)", {}).get("metrics", {}).get("mia_auc")
+
+    def gap(row):
+        auc = (row or {}).get("metrics", {}).get("mia_auc")
+        return None if auc is None or retain_auc is None else abs(auc - retain_auc)
+
+    out = []
+    for name in methods:
+        tuned = rows.get(f"{name} (tuned)")
+        chosen = rows[name]["tuning"].get("chosen")
+        setting = f"lr {chosen['learning_rate']:g}, {chosen['steps']} steps" if chosen else "none met the criterion"
+        out.append(
+            [
+                name,
+                fmt(rows[name]["metrics"].get("forget_quality")),
+                fmt(tuned["metrics"].get("forget_quality")) if tuned else "-",
+                fmt(rows[name]["metrics"].get("model_utility")),
+                fmt(tuned["metrics"].get("model_utility")) if tuned else "-",
+                fmt(gap(rows[name])),
+                fmt(gap(tuned)) if tuned else "-",
+                setting,
+                fmt(rows[name]["tuning"].get("search_wall_s"), 0),
+            ]
+        )
+    header = ["method", "FQ default", "FQ tuned", "MU default", "MU tuned", "|dAUC| default", "|dAUC| tuned"]
+    return [
+        "### Default vs tuned",
+        "",
+        "Tuned: the criterion of `hf-unlearn tune` (every membership attack's AUC interval, forget QA vs unseen QA, "
+        "contains 0.5; retain NLL within 10% of the start) over learning rates "
+        + " and ".join(f"{f:g}x" for f in TUNE_LR_FACTORS)
+        + f" the default's, evaluated every {TUNE_EVAL_STEPS} steps; the cheapest setting that meets it (a higher rate is "
+        "tried only when the default rate never meets it). It reads "
+        "forget, unseen (the second half of holdout01) and retain QA only; the retain model only scores. |dAUC| = "
+        "|MIA AUC - the retain model's MIA AUC| (LOSS attack, forget vs the first half of holdout01).",
+        "",
+        table(header + ["tuned setting", "search s"], out),
+        "",
+    ]
 
 
 def phase_text(phase: dict) -> str:
@@ -1017,8 +1193,15 @@ def run_split(
     torch.save(retain_model.state_dict(), paths[retain_name])
     del retain_model
     reference = copy.deepcopy(full_model)  # frozen by the trainers; full_model stays the pristine start
+    tokenizer = tokenizer_of(evaluator)
+    splits = tuning_splits(split, tokenizer, size)
+    work = copy.deepcopy(full_model)  # holds a tuned trajectory's weights while they are evaluated
     for method in methods:
-        model, info = unlearn(method, full_model, reference, tokenizer_of(evaluator), split, size, args.seed)
+        default_lr = size.unlearn.learning_rate
+        monitor, recorder, default_path = trajectory_callbacks(splits, default_lr, stop=False)
+        model, info = unlearn(
+            method, full_model, reference, tokenizer, split, size, args.seed, callbacks=(monitor, recorder)
+        )
         metrics, scores = evaluator.full(model)
         befores[method] = evaluator.forget_from_scores(metrics, scores["forget"])
         rows[method] = _clean({"metrics": metrics, "train": info})
@@ -1029,13 +1212,68 @@ def run_split(
             f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}"
         )
         del model
+        trajectories = [default_path]
+        tune_s = info["wall_s"]
+        if default_path.met_step is None:  # the grid in order of cost: a higher rate only when the default never met
+            for factor in TUNE_LR_FACTORS[1:]:
+                monitor, recorder, path = trajectory_callbacks(splits, default_lr * factor, stop=True)
+                other, other_info = unlearn(
+                    method,
+                    full_model,
+                    reference,
+                    tokenizer,
+                    split,
+                    size,
+                    args.seed,
+                    learning_rate=default_lr * factor,
+                    callbacks=(monitor, recorder),
+                )
+                del other
+                tune_s += other_info["wall_s"]
+                trajectories.append(path)
+        chosen = select_tuned(trajectories)
+        tuning = {
+            "criterion": "every attack's AUC interval (forget vs unseen QA) contains 0.5, retain NLL within 10%",
+            "trajectories": [
+                {"learning_rate": t.learning_rate, "met_step": t.met_step, "points": t.points} for t in trajectories
+            ],
+            "chosen": None if chosen is None else {"learning_rate": chosen.learning_rate, "steps": chosen.met_step},
+            "search_wall_s": tune_s,
+        }
+        rows[method]["tuning"] = _clean(tuning)
+        if chosen is not None:
+            name = f"{method} (tuned)"
+            work.load_state_dict(chosen.met_state)
+            work.eval()
+            metrics, scores = evaluator.full(work)
+            befores[name] = evaluator.forget_from_scores(metrics, scores["forget"])
+            rows[name] = _clean(
+                {
+                    "metrics": metrics,
+                    "train": {
+                        "optimizer_steps": chosen.met_step,
+                        "learning_rate": chosen.learning_rate,
+                        "wall_s": tune_s,
+                    },
+                    "tuned_from": method,
+                }
+            )
+            paths[name] = os.path.join(scratch, f"{method}-tuned.pt")
+            torch.save(chosen.met_state, paths[name])
+            log(
+                f"{name}: lr {chosen.learning_rate:g}, {chosen.met_step} steps, FQ {fmt(metrics.get('forget_quality'))} "
+                f"MU {fmt(metrics.get('model_utility'))}"
+            )
+        else:
+            log(f"{method}: no setting of the grid met the tuning criterion")
+        for t in trajectories:
+            t.met_state = None
         save()
     del reference
     if args.no_attacks:
         return
     from hf_unlearn.evaluation.attacks import quantization_attack, relearning_attack
 
-    work = copy.deepcopy(full_model)
     for attack in ATTACK_PASSES:
         for name in rows:
             if args.max_wall_s and time.perf_counter() - start > args.max_wall_s:
