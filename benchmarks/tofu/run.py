@@ -149,7 +149,7 @@ SIZES = {
         records_per_author=None,
         retain_eval_per_author=3,
         eval_cap=6,
-        finetune=Phase(2e-4, epochs=5, batch_size=10),
+        finetune=Phase(2e-4, epochs=8, batch_size=10),
         unlearn=Phase(1e-4, epochs=2, batch_size=10),
         relearn=Phase(2e-4, steps=2, batch_size=5),
         max_new_tokens=24,
@@ -157,7 +157,7 @@ SIZES = {
             "8 authors (TOFU's forget01 = authors 198-199, and 6 seeded retain authors of TOFU authors 0-11) instead "
             "of 200: 40 forget QA, so the forget quality KS test compares 40 truth ratios with 40 (its smallest "
             "possible p-value is about 1e-23, not 1e-239)",
-            "fine-tuning: lr 2e-4, 5 epochs, batch 10 = 80 steps for the full model (TOFU: lr 1e-5, 5 epochs, batch "
+            "fine-tuning: lr 2e-4, 8 epochs, batch 10 = 128 steps for the full model (TOFU: lr 1e-5, 5 epochs, batch "
             "32) so that a 135M model learns the authors well enough for the full model to be told apart from the "
             "retain model (forget quality <= 1e-3) in minutes on 2 cores",
             "unlearning (default row): lr 1e-4, 2 epochs = 8 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, "
