@@ -52,7 +52,18 @@ def test_extraction_strength_by_hand():
 def tiny_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("tofu_tiny")
     report = load_run().run(
-        ["--size", "tiny", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--source", "vendored"]
+        [
+            "--size",
+            "tiny",
+            "--out-dir",
+            str(out),
+            "--cache-dir",
+            str(out / "cache"),
+            "--source",
+            "vendored",
+            "--tune-epochs",
+            "2",
+        ]
     )
     return report, out
 
@@ -93,8 +104,17 @@ def test_protocol_invariants(tiny_report):
         assert (chosen is None) == (f"{method} (tuned)" not in rows), method
         if chosen is not None:
             assert rows[f"{method} (tuned)"]["train"]["optimizer_steps"] == chosen["steps"]
-            path = next(t for t in tuning["trajectories"] if t["learning_rate"] == chosen["learning_rate"])
+            path = next(
+                t
+                for t in tuning["trajectories"]
+                if (t["learning_rate"], t["epochs"]) == (chosen["learning_rate"], chosen["epochs"])
+            )
             assert path["points"][-1]["status"] == "met" and path["points"][-1]["step"] == chosen["steps"]
+        # The grid: the default row's trajectory (the size's schedule), then --tune-epochs' schedule, while none met.
+        schedules = [t["epochs"] for t in tuning["trajectories"]]
+        assert schedules[0] is None and all(e == 2.0 for e in schedules[1:]), (method, schedules)
+        met = [t["met_step"] is not None for t in tuning["trajectories"]]
+        assert not any(met[:-1]), (method, met)  # no trajectory runs after one met
     assert "### Default vs tuned" in table
 
 

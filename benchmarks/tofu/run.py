@@ -621,6 +621,7 @@ class Trajectory:
 
     learning_rate: float
     points: list[dict]
+    epochs: float | None = None  # the schedule's length (None: the size's unlearning epochs)
     met_step: int | None = None
     met_state: dict | None = None
     met_point: dict | None = None
@@ -637,7 +638,7 @@ def tuning_splits(split: SplitData, tokenizer, size: Size) -> dict:
     return {"forget": build(split.forget_train), "approximate": build(split.unseen), "retain": build(retain)}
 
 
-def trajectory_callbacks(splits: dict, learning_rate: float, stop: bool):
+def trajectory_callbacks(splits: dict, learning_rate: float, stop: bool, epochs: float | None = None):
     """(monitor, recorder): the product's evaluation callback (attacks with intervals; with `stop`, the tuner's
     stopping rule) and a callback that follows it, recording each evaluation's status under the tuning criterion
     and keeping a CPU copy of the weights at the first that met it."""
@@ -656,7 +657,7 @@ def trajectory_callbacks(splits: dict, learning_rate: float, stop: bool):
         n_resamples=1000,
         seed=0,
     )
-    trajectory = Trajectory(learning_rate, [])
+    trajectory = Trajectory(learning_rate, [], epochs)
 
     class Recorder(TrainerCallback):
         seen = 1  # history[0] is the start (the original model)
@@ -698,9 +699,10 @@ def unlearn(
     seed: int,
     learning_rate: float | None = None,
     callbacks: tuple = (),
+    epochs: float | None = None,
 ):
-    """One unlearning run of `method` from a fresh copy of the full model (at `learning_rate`, default the size's;
-    `callbacks` added in order, an evaluation callback first). Returns (model, info)."""
+    """One unlearning run of `method` from a fresh copy of the full model (at `learning_rate` for `epochs`, default
+    the size's; `callbacks` added in order, an evaluation callback first). Returns (model, info)."""
     import torch
 
     from hf_unlearn import get_method, run_plan
@@ -719,7 +721,7 @@ def unlearn(
             output_dir=os.path.join(scratch, "out"),
             per_device_train_batch_size=phase.batch_size,
             learning_rate=learning_rate or phase.learning_rate,
-            num_train_epochs=phase.epochs,
+            num_train_epochs=epochs or phase.epochs,
             warmup_steps=0,
             seed=seed,
             use_cpu=device_name() == "cpu",
@@ -770,6 +772,11 @@ def unlearn(
         return model, info
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def tuning_grid() -> list[tuple[float, float | None]]:
+    """(learning-rate factor, epochs) after the default row's own trajectory: the higher rates at the size's schedule."""
+    return [(factor, None) for factor in TUNE_LR_FACTORS[1:]]
 
 
 def select_tuned(trajectories: list[Trajectory]) -> Trajectory | None:
@@ -889,7 +896,7 @@ def markdown(report: dict) -> str:
                 ]
             )
         lines += [table(header, rows), ""]
-        lines += tuning_section(split["rows"])
+        lines += tuning_section(split["rows"], report.get("tune_epochs"))
     lines += [
         "Columns: FQ = forget quality (KS-test p-value of the forget truth ratios against the retain model's; 1 = "
         "indistinguishable); MU = model utility (harmonic mean of Prob., ROUGE-L and truth ratio on retain, real "
@@ -918,7 +925,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def tuning_section(rows: dict) -> list[str]:
+def tuning_section(rows: dict, tune_epochs: float | None = None) -> list[str]:
     """Default vs tuned per method: the tuner's choice (or that none met its criterion) and the distance to the
     retain model (forget quality; |MIA AUC - the retain model's|) before and after tuning."""
     methods = [name for name, row in rows.items() if "tuning" in row]
@@ -934,7 +941,10 @@ def tuning_section(rows: dict) -> list[str]:
     for name in methods:
         tuned = rows.get(f"{name} (tuned)")
         chosen = rows[name]["tuning"].get("chosen")
-        setting = f"lr {chosen['learning_rate']:g}, {chosen['steps']} steps" if chosen else "none met the criterion"
+        setting = "none met the criterion"
+        if chosen:
+            schedule = f" of a {chosen['epochs']:g}-epoch schedule" if chosen.get("epochs") else ""
+            setting = f"lr {chosen['learning_rate']:g}, {chosen['steps']} steps{schedule}"
         out.append(
             [
                 name,
@@ -955,8 +965,10 @@ def tuning_section(rows: dict) -> list[str]:
         "Tuned: the criterion of `hf-unlearn tune` (every membership attack's AUC interval, forget QA vs unseen QA, "
         "contains 0.5; retain NLL within 10% of the start) over learning rates "
         + " and ".join(f"{f:g}x" for f in TUNE_LR_FACTORS)
-        + f" the default's, evaluated every {TUNE_EVAL_STEPS} steps; the cheapest setting that meets it (a higher rate is "
-        "tried only when the default rate never meets it). It reads "
+        + " the default's"
+        + (f", each with a {tune_epochs:g}-epoch schedule after the default row's" if tune_epochs else "")
+        + f", evaluated every {TUNE_EVAL_STEPS} steps; the cheapest setting that meets it (a further setting is "
+        "tried only while none met it). It reads "
         "forget, unseen (the second half of holdout01) and retain QA only; the retain model only scores. |dAUC| = "
         "|MIA AUC - the retain model's MIA AUC| (LOSS attack, forget vs the first half of holdout01).",
         "",
@@ -1019,6 +1031,13 @@ def run(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-attacks", action="store_true")
+    parser.add_argument(
+        "--tune-epochs",
+        type=float,
+        default=None,
+        help="tuned rows: try every learning-rate factor with a schedule of this many epochs (with the tuner's "
+        "stopping rule) instead of the higher rates at the size's schedule",
+    )
     parser.add_argument(
         "--max-wall-s",
         type=float,
@@ -1087,6 +1106,7 @@ def run(argv=None) -> dict:
         "data_source": data_source,
         "seed": args.seed,
         "methods": methods,
+        "tune_epochs": args.tune_epochs,
         "open_unlearning_forget10": {
             k: {"forget_quality": v[0], "model_utility": v[1]} for k, v in OPEN_UNLEARNING_FORGET10.items()
         },
@@ -1214,30 +1234,38 @@ def run_split(
         del model
         trajectories = [default_path]
         tune_s = info["wall_s"]
-        if default_path.met_step is None:  # the grid in order of cost: a higher rate only when the default never met
-            for factor in TUNE_LR_FACTORS[1:]:
-                monitor, recorder, path = trajectory_callbacks(splits, default_lr * factor, stop=True)
-                other, other_info = unlearn(
-                    method,
-                    full_model,
-                    reference,
-                    tokenizer,
-                    split,
-                    size,
-                    args.seed,
-                    learning_rate=default_lr * factor,
-                    callbacks=(monitor, recorder),
-                )
-                del other
-                tune_s += other_info["wall_s"]
-                trajectories.append(path)
+        # The grid in order of cost, each point only while none met: the default row's own trajectory, then the
+        # higher rates at the default schedule, or every rate at a schedule of --tune-epochs.
+        grid = [(f, args.tune_epochs) for f in TUNE_LR_FACTORS] if args.tune_epochs else tuning_grid()
+        for factor, epochs in grid:
+            if any(t.met_step is not None for t in trajectories):
+                break
+            monitor, recorder, path = trajectory_callbacks(splits, default_lr * factor, stop=True, epochs=epochs)
+            other, other_info = unlearn(
+                method,
+                full_model,
+                reference,
+                tokenizer,
+                split,
+                size,
+                args.seed,
+                learning_rate=default_lr * factor,
+                callbacks=(monitor, recorder),
+                epochs=epochs,
+            )
+            del other
+            tune_s += other_info["wall_s"]
+            trajectories.append(path)
         chosen = select_tuned(trajectories)
         tuning = {
             "criterion": "every attack's AUC interval (forget vs unseen QA) contains 0.5, retain NLL within 10%",
             "trajectories": [
-                {"learning_rate": t.learning_rate, "met_step": t.met_step, "points": t.points} for t in trajectories
+                {"learning_rate": t.learning_rate, "epochs": t.epochs, "met_step": t.met_step, "points": t.points}
+                for t in trajectories
             ],
-            "chosen": None if chosen is None else {"learning_rate": chosen.learning_rate, "steps": chosen.met_step},
+            "chosen": None
+            if chosen is None
+            else {"learning_rate": chosen.learning_rate, "epochs": chosen.epochs, "steps": chosen.met_step},
             "search_wall_s": tune_s,
         }
         rows[method]["tuning"] = _clean(tuning)
