@@ -197,6 +197,32 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"loss_chunk_size={self.loss_chunk_size} must be >= 0 (0: full logits).")
         if self.max_length < 2:
             raise ValueError(f"max_length={self.max_length} is too small; a chunk needs at least 2 tokens.")
+        check_training_schedule(self)
+
+
+def check_training_schedule(args) -> None:
+    """One-line errors for a schedule that cannot train, or trains nothing and would save the untouched model as
+    the unlearned result: batch sizes and accumulation below 1, a negative learning rate, `max_steps` 0, and
+    `num_train_epochs` <= 0 when it decides the length (`max_steps` -1)."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(args, name)
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{name}={value} must be at least 1; use e.g. --{name} 1.")
+    if isinstance(args.learning_rate, (int, float)) and args.learning_rate < 0:
+        raise ValueError(
+            f"learning_rate={args.learning_rate} is negative; use a learning rate >= 0 such as 1e-5 (the direction "
+            "of each term is part of the method)."
+        )
+    if args.max_steps == 0:
+        raise ValueError(
+            "max_steps=0 trains nothing (the untouched model would be saved as the result); use a positive number "
+            "of steps, or -1 to train num_train_epochs epochs."
+        )
+    if args.max_steps < 0 and isinstance(args.num_train_epochs, (int, float)) and not args.num_train_epochs > 0:
+        raise ValueError(
+            f"num_train_epochs={args.num_train_epochs} trains nothing (the untouched model would be saved as the "
+            "result); use a positive number of epochs such as 1, or a positive max_steps."
+        )
 
 
 def _default(definition: Field) -> Any:

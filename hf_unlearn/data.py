@@ -51,6 +51,11 @@ def chunk_documents(
     check_tokenizer(tokenizer)
     if min_chunk_tokens < 2:
         raise ValueError(f"min_chunk_tokens={min_chunk_tokens}: a chunk needs at least 2 tokens to have a target.")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < min_chunk_tokens:
+        raise ValueError(
+            f"max_length={max_length!r} is too small: a chunk needs at least {min_chunk_tokens} tokens (min_chunk_tokens)"
+            "; use a max_length such as 4096 (the paper's)."
+        )
     documents = load_documents(documents, text_column=text_column, split=split)
     start = start_tokens(tokenizer)
     eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []

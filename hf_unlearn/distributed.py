@@ -79,9 +79,16 @@ def load_deepspeed_config(source: dict | str | None) -> dict | None:
         try:
             config = json.load(handle)
         except json.JSONDecodeError as error:
-            raise ValueError(f"DeepSpeed config {source!r} is not valid JSON: {error}.") from error
+            raise ValueError(
+                f"DeepSpeed config {source!r} is not valid JSON ({error.msg} at line {error.lineno}, column "
+                f"{error.colno}); fix the file, e.g. starting from recipes/deepspeed/zero3.json."
+            ) from None
+        except UnicodeDecodeError:
+            raise ValueError(f"DeepSpeed config {source!r} is not UTF-8 text; pass a JSON file.") from None
     if not isinstance(config, dict):
-        raise ValueError(f"DeepSpeed config {source!r} must hold a JSON object.")
+        raise ValueError(
+            f"DeepSpeed config {source!r} must hold a JSON object ({{...}}); start from recipes/deepspeed/zero3.json."
+        )
     return config
 
 
@@ -138,16 +145,27 @@ def _without_flag(argv: list[str], flag: str) -> list[str]:
 
 
 def relaunch_commands(argv: list[str] | None = None) -> str:
-    """The launcher commands that run this script's command line (one per line, indented)."""
+    """The launcher commands that run this script's command line, on one line: `accelerate launch ...` (whose
+    YAML names the DeepSpeed JSON, so `--deepspeed` is dropped) or `deepspeed ...`."""
     argv = list(sys.argv if argv is None else argv)
     script = os.path.relpath(argv[0]) if argv and argv[0] else "recipes/unlearn.py"
     rest = shlex.join(argv[1:])
     accelerate_rest = shlex.join(_without_flag(argv[1:], "--deepspeed"))  # the accelerate YAML names the JSON
     return (
-        f"  torchrun --nproc_per_node N {script} {rest}\n"
-        f"  deepspeed --num_gpus N {script} {rest}\n"
-        f"  accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes N {script} {accelerate_rest}"
+        f"`accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes N {script} {accelerate_rest}`"
+        f" or `deepspeed --num_gpus N {script} {rest}`"
     )
+
+
+def check_launcher_for_deepspeed(requested: bool) -> None:
+    """DeepSpeed asked for without a launcher (plain `python`): one line with the commands that work. DeepSpeed
+    would otherwise look for an MPI launcher and fail deep in model loading (mpi4py)."""
+    if requested and not started_by_launcher():
+        raise ValueError(
+            "DeepSpeed was requested but this script was started with plain `python`, without a launcher (DeepSpeed "
+            f"would look for MPI and fail): start it with {relaunch_commands()} (N = the number of GPUs; 1 works "
+            "too), or drop --deepspeed to train without DeepSpeed."
+        )
 
 
 def check_launch(args) -> None:
@@ -161,13 +179,7 @@ def check_launch(args) -> None:
             "DeepSpeed was requested but is not installed: `pip install deepspeed` (or `pip install hf_unlearn[deepspeed]`),"
             " or drop --deepspeed to train with DDP."
         ) from error
-    if not started_by_launcher():
-        raise RuntimeError(
-            "DeepSpeed was requested but this script was started with plain `python`, without a launcher: DeepSpeed "
-            "would then look for an MPI launcher and fail (mpi4py). Start it with a launcher, e.g.\n"
-            + relaunch_commands()
-            + "\n(N = the number of GPUs; 1 works too). Or drop --deepspeed to train without DeepSpeed."
-        )
+    check_launcher_for_deepspeed(True)
     source = deepspeed_config_source(args)
     config = load_deepspeed_config(source)
     processes = world_size(args)

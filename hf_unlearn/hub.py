@@ -16,11 +16,75 @@ What is uploaded, and when (the forget set must not travel with the model):
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import shutil
 import tempfile
 
 logger = logging.getLogger(__name__)
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """The disk filled up while saving; the partial save was removed (`removed_if_disk_full`)."""
+
+
+def is_disk_full(error: BaseException, folder: str) -> bool:
+    """Whether `error` (or what caused it) is a full disk or quota: ENOSPC / EDQUOT, their message (torch and
+    safetensors wrap the OSError), or under 1 MiB left where `folder` lies."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(os.strerror(code) in str(seen) for code in DISK_FULL_ERRNOS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    existing = folder
+    while existing and not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    try:
+        return shutil.disk_usage(existing or ".").free < 2**20
+    except OSError:
+        return False
+
+
+def _entries(folder: str) -> dict[str, tuple[int, int]]:
+    out = {}
+    for entry in os.scandir(folder):
+        info = entry.stat(follow_symlinks=False)
+        out[entry.name] = (info.st_mtime_ns, info.st_size)
+    return out
+
+
+@contextlib.contextmanager
+def removed_if_disk_full(folder: str):
+    """Run a save into `folder`; when the disk fills up, remove what the save wrote (the whole folder when the save
+    created it, else the files it added or changed) and raise `DiskFullError` naming the folder, so that no
+    half-written model or checkpoint is left to be taken as complete."""
+    existed = os.path.isdir(folder)
+    before = _entries(folder) if existed else {}
+    try:
+        yield
+    except BaseException as error:
+        if not isinstance(error, DiskFullError) and not is_disk_full(error, folder):
+            raise
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif os.path.isdir(folder):
+            for name, stamp in _entries(folder).items():  # files only: folders beside it (checkpoints) stay
+                path = os.path.join(folder, name)
+                if before.get(name) != stamp and not os.path.isdir(path):
+                    os.remove(path)
+        if isinstance(error, DiskFullError):
+            raise
+        raise DiskFullError(
+            f"disk full while saving to {folder!r}: the partial save was removed; free space on that disk (or choose "
+            "another --output_dir) and run again."
+        ) from error
+
 
 # Files of a saved model that the push never uploads (a pickled TrainingArguments says nothing about the model).
 NOT_UPLOADED = ("training_args.bin",)
@@ -38,7 +102,8 @@ class HubMixin:
         """Save as `Trainer` does. With `push_to_hub=True`, push once (see `push_to_hub`) when the final model is
         saved into `args.output_dir` by a user call; a save elsewhere (e.g. `best/`) or an internal save never
         pushes."""
-        super().save_model(output_dir, _internal_call=True)
+        with removed_if_disk_full(output_dir or self.args.output_dir):
+            super().save_model(output_dir, _internal_call=True)
         if not self.args.push_to_hub or _internal_call:
             return
         if output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir):
@@ -96,6 +161,15 @@ class HubMixin:
                 token=token,
                 revision=revision if revision is not None else self.args.hub_revision,
             )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Save a checkpoint as `Trainer` does; on a full disk the partial `checkpoint-N` is removed
+        (`removed_if_disk_full`), so a resume never takes it as complete."""
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        with removed_if_disk_full(folder):
+            super()._save_checkpoint(model, trial)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Do nothing: intermediate checkpoints are never pushed (whatever `hub_strategy` says).

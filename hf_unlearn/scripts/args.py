@@ -15,6 +15,7 @@ import difflib
 import enum
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field, fields
 import yaml
 
 from ..config import UnlearningConfig
-from ..distributed import check_deepspeed_file
+from ..distributed import check_launcher_for_deepspeed, load_deepspeed_config
 from ..registry import get_method
 
 STOPPING_RULES = ("paper", "worst_case")
@@ -151,6 +152,10 @@ class ScriptArguments:
         check_single_values(self)
         if self.data_format not in ("documents", "qa"):
             raise ValueError(f"data_format={self.data_format!r} is unknown; use 'documents' or 'qa'.")
+        for name in ("max_examples", "eval_max_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value} keeps no example; use a positive number, or None for all of them.")
         if self.eval_every_steps < 1:
             raise ValueError(f"eval_every_steps={self.eval_every_steps} must be at least 1.")
         if self.stopping_rule not in STOPPING_RULES:
@@ -257,11 +262,44 @@ def _flag_value(args: list[str], flag: str) -> str | None:
 MODEL_DEFAULTS = {"dtype": "auto"}  # trl's ModelConfig loads float32; a checkpoint's own dtype is what users expect
 
 
+# A negative number, also in scientific notation (`--learning_rate -1e-3`), is a value, not an option.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def unknown_arguments_message(remaining: list[str]) -> str:
+    """One line naming unknown options; other leftover values are counted, not shown (a value without a flag can be
+    pasted text, e.g. forget text after `--forget_data`)."""
+    flags = [arg.split("=", 1)[0] for arg in remaining if arg.startswith("-")]
+    values = len(remaining) - len(flags)
+    parts = []
+    if flags:
+        parts.append(f"unknown option(s) {', '.join(flags)}")
+    if values:
+        parts.append(f"{values} value(s) without an option (not shown; quote a value that holds spaces)")
+    return f"{' and '.join(parts)}; `--help` lists every option."
+
+
 def make_parser(*classes: type):
-    """A `TrlParser` over `classes` + trl's `ModelConfig`, with this package's model defaults (`dtype="auto"`)."""
+    """A `TrlParser` over `classes` + trl's `ModelConfig`, with this package's model defaults (`dtype="auto"`).
+
+    A bad command line is one line on stderr and exit 2 (not argparse's full usage, hundreds of lines for these
+    dataclasses), with a one-line hint to `--help`; unknown options are a ValueError naming them."""
     from trl import ModelConfig, TrlParser
 
-    parser = TrlParser((*classes, ModelConfig))
+    class Parser(TrlParser):
+        def error(self, message):
+            self.exit(2, f"hf-unlearn: error: {message}\nhf-unlearn: `--help` lists every option.\n")
+
+        def parse_args_into_dataclasses(self, args=None, return_remaining_strings=False, **kwargs):
+            *outputs, remaining = super().parse_args_into_dataclasses(args, return_remaining_strings=True, **kwargs)
+            if return_remaining_strings:
+                return (*outputs, remaining)
+            if remaining:
+                raise ValueError(unknown_arguments_message(remaining))
+            return tuple(outputs)
+
+    parser = Parser((*classes, ModelConfig))
+    parser._negative_number_matcher = NEGATIVE_NUMBER  # argparse's own misses -1e-3
     parser.set_defaults(**MODEL_DEFAULTS)
     return parser
 
@@ -311,7 +349,10 @@ def parse_args(args: list[str] | None = None):
     for key, value in file_values.items():
         if key in single:
             check_value(key, value, single[key], f" in {config_path}")
-    check_deepspeed_file(_flag_value(args, "--deepspeed") or file_values.get("deepspeed"))
+    # DeepSpeed: the JSON file (named with its error) and a launcher, before TrainingArguments reads the file.
+    deepspeed = _flag_value(args, "--deepspeed") or file_values.get("deepspeed")
+    load_deepspeed_config(deepspeed if isinstance(deepspeed, str) else None)
+    check_launcher_for_deepspeed(bool(deepspeed))
     training_args, script_args, model_args = make_parser(config_class, ScriptArguments).parse_args_and_config(args)
     training_args.method = method
     check_single_values(training_args)  # e.g. `--forget_weight nan` from the command line

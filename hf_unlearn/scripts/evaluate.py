@@ -33,9 +33,9 @@ import os
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ..data import build_examples
+from ..data import build_examples, check_examples_fit_model
 from ..evaluation import DEFAULT_FPRS, DEFAULT_MIN_K, evaluate_model, evaluate_tofu, run_lm_eval
 from ..evaluation.plots import read_log_history
 from ..evaluation.report import model_verdicts, save_evaluation
@@ -98,8 +98,34 @@ class EvaluateArguments:
 
 
 def load_model(path: str, kwargs: dict, device):
-    """`from_pretrained(path, **kwargs)` on `device`."""
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
+    """`from_pretrained(path, **kwargs)` on `device` (an unloadable model is one line, as in `hf-unlearn train`)."""
+    from .unlearn import _load
+
+    return _load("model", path, lambda: AutoModelForCausalLM.from_pretrained(path, **kwargs)).to(device)
+
+
+def plot_attack_names(options: EvaluateArguments) -> list[str]:
+    """The attacks `--plot_attacks` can name: those the evaluation scores with these options."""
+    from ..evaluation.membership import percent_name
+
+    names = ["loss", "zlib"] + [
+        f"{kind}_{percent_name(k)}" for kind in ("min_k", "min_k_plus_plus") for k in options.min_k
+    ]
+    return names + (["reference"] if options.mia_reference_model else [])
+
+
+def check_options(options: EvaluateArguments) -> None:
+    """One-line errors for options that would fail only after every model is scored."""
+    for name in ("batch_size", "max_length"):
+        if getattr(options, name) < (2 if name == "max_length" else 1):
+            raise ValueError(f"{name}={getattr(options, name)} is too small; use e.g. --{name} 8.")
+    known = plot_attack_names(options)
+    unknown = [attack for attack in options.plot_attacks if attack not in known]
+    if unknown:
+        raise ValueError(
+            f"--plot_attacks {' '.join(unknown)}: unknown attack(s); use some of {', '.join(known)} (min_k_* follow "
+            "--min_k; reference needs --mia_reference_model)."
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -119,9 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(argv: list[str]) -> dict:
-    from .unlearn import check_model_path
+    from .unlearn import _load, check_model_path
 
     script, options, model_args = make_parser(ScriptArguments, EvaluateArguments).parse_args_and_config(argv)
+    check_options(options)
     if model_args.load_in_4bit or model_args.load_in_8bit:
         raise ValueError("hf-unlearn eval scores full-precision models; drop load_in_4bit / load_in_8bit.")
     load_kwargs = {key: value for key, value in model_init_kwargs(model_args).items() if key != "revision"}
@@ -129,12 +156,15 @@ def run(argv: list[str]) -> dict:
 
     # Models and labels.
     paths = [model_args.model_name_or_path or default_model_dir()] + options.checkpoints
-    for path in paths:
+    others = [path for path in (options.mia_reference_model, options.tofu_retain_model) if path]
+    for path in paths + others:
         check_model_path(path)
     labels = options.labels or [os.path.basename(os.path.normpath(path)) for path in paths]
     if len(labels) != len(paths) or len(set(labels)) != len(labels):
         raise ValueError(f"--labels {labels} must give {len(paths)} distinct labels, one per model ({paths}).")
-    tokenizer = AutoTokenizer.from_pretrained(paths[0], revision=model_args.model_revision)
+    tokenizer = _load(
+        "tokenizer", paths[0], lambda: AutoTokenizer.from_pretrained(paths[0], revision=model_args.model_revision)
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
@@ -163,6 +193,11 @@ def run(argv: list[str]) -> dict:
             for name, (source, split) in sources.items()
             if source is not None
         }
+    # Every model must hold the examples (token ids, positions), checked from the configs before anything is scored.
+    for path in paths + others:
+        revision = model_args.model_revision if path == paths[0] else None
+        config = _load("model config", path, lambda: AutoConfig.from_pretrained(path, revision=revision))
+        check_examples_fit_model(splits.values(), config, tokenizer.pad_token_id, path)
     reference = (
         load_model(options.mia_reference_model, load_kwargs, state.device) if options.mia_reference_model else None
     )

@@ -22,8 +22,9 @@ end) -> print before/after -> save -> push once (with `push_to_hub`).
 Exit status:
 
 - 0: unlearned; the model is saved in `output_dir` (and pushed with `push_to_hub`).
-- 2: a user error (bad argument, config, data file, output folder, missing model folder): one line on stderr, no
-  traceback (`--debug` shows it), nothing loaded or written.
+- 2: a user error (bad argument, config, data file, output folder, missing or incomplete model folder): one line
+  on stderr, no traceback (`--debug` shows it), nothing loaded or written. Also a full disk while saving: one line
+  naming the folder ("disk full"), the partial save removed.
 - 3: the run stopped on a blow-up (a non-finite NLL, or the retain NLL rose past `max_retain_nll_increase`):
   the reason is printed, and the model is NOT saved as the unlearned result and not pushed.
 
@@ -45,6 +46,7 @@ import warnings
 EXIT_USER_ERROR = 2
 EXIT_BLOW_UP = 3
 START_RECORD = "unlearning_start.json"  # the first run's start evaluation (numbers only), read back on resume
+RUN_RECORD = "unlearning_run.json"  # in each checkpoint-N: what a resume must match (method, lr, forget count)
 
 
 class BlowUp(RuntimeError):
@@ -63,11 +65,13 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
+    from ..hub import DiskFullError
+
     try:
         return run(argv)
     except BlowUp as error:
         exit_with(EXIT_BLOW_UP, f"hf-unlearn: {error}", debug, _is_main_process())
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, DiskFullError) as error:
         exit_with(EXIT_USER_ERROR, f"hf-unlearn: error: {error}", debug, _is_main_process())
 
 
@@ -84,6 +88,12 @@ def exit_with(code: int, line: str, debug: bool, main_process: bool = True):
 
 
 # ------------------------------------------------------------------ checks before anything is loaded
+
+
+def resolve_output_dir(output_dir: str) -> str:
+    """`output_dir` with a symbolic link resolved (also a dangling one: its target is created), so that a delete
+    (`--overwrite_output_dir true`) and the writes act on the folder the link names."""
+    return os.path.realpath(output_dir) if os.path.islink(output_dir) else output_dir
 
 
 def prepare_output_dir(args, script) -> str | None:
@@ -198,8 +208,48 @@ def _check_deletable(path: str) -> None:
         )
 
 
+def safetensors_problem(path: str) -> str | None:
+    """Why a `.safetensors` file cannot be loaded (cut short by an interrupted download or save, or a corrupt
+    header), or None; reads the header only."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"is incomplete ({size} bytes, not even a header)"
+        header_size = int.from_bytes(head, "little")
+        if 8 + header_size > size:
+            return f"is incomplete ({size} bytes; its header alone needs {8 + header_size})"
+        try:
+            header = json.loads(handle.read(header_size))
+            end = max(
+                (int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"), default=0
+            )
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "has a corrupt header"
+    expected = 8 + header_size + end
+    if size < expected:
+        return f"is incomplete ({size} of {expected} bytes)"
+    if size > expected:
+        return f"does not match its header ({size} bytes, the header describes {expected})"
+    return None
+
+
+def check_weight_files(folder: str) -> None:
+    """A truncated or corrupt `*.safetensors` file of a local model folder is named in one line, before loading."""
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.endswith(".safetensors") and os.path.isfile(path):
+            problem = safetensors_problem(path)
+            if problem is not None:
+                raise ValueError(
+                    f"Model weights file {path!r} {problem}: an interrupted download or save; save or download the "
+                    "model again."
+                )
+
+
 def check_model_path(path: str) -> None:
-    """A missing local model folder is named (transformers would say "Repo id must be in the form ...")."""
+    """A missing local model folder is named (transformers would say "Repo id must be in the form ..."), and so is
+    an incomplete weights file in it."""
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(
             os.path.join(path, "adapter_config.json")
@@ -207,6 +257,7 @@ def check_model_path(path: str) -> None:
             raise FileNotFoundError(
                 f"Model folder {path!r} has no config.json; pass a folder written by save_pretrained."
             )
+        check_weight_files(path)
         return
     looks_local = (
         path.startswith(("/", "./", "../", "~"))
@@ -222,12 +273,19 @@ def check_model_path(path: str) -> None:
 
 
 def _load(what: str, path: str, loader):
+    from safetensors import SafetensorError
+
     try:
         return loader()
     except OSError as error:  # transformers: no such repo / no network / missing files
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FileNotFoundError(
             f"Could not load the {what} from {path!r} ({first}); pass a local model folder or a reachable Hub id."
+        ) from error
+    except SafetensorError as error:  # a weights file cut short or corrupt (a downloaded one, after the checks)
+        raise ValueError(
+            f"Could not load the {what} from {path!r}: a weights file is incomplete or corrupt ({error}); save or "
+            "download the model again."
         ) from error
 
 
@@ -236,7 +294,8 @@ def _load(what: str, path: str, loader):
 
 def write_start_record(output_dir: str, record, target: float | None) -> None:
     """Numbers only: the step, each split's NLL, the AUC and the target (never any text)."""
-    os.makedirs(output_dir, exist_ok=True)
+    from ..hub import removed_if_disk_full
+
     values = {
         "step": record.step,
         "nll": record.nll,
@@ -244,10 +303,17 @@ def write_start_record(output_dir: str, record, target: float | None) -> None:
         "attacks": record.attacks,
         "target_nll": target,
     }
-    temporary = os.path.join(output_dir, START_RECORD + ".tmp")
+    with removed_if_disk_full(output_dir):
+        write_json(os.path.join(output_dir, START_RECORD), values)
+
+
+def write_json(path: str, values: dict) -> None:
+    """Write `values` to `path` whole or not at all (a temporary file, then a rename)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = path + ".tmp"
     with open(temporary, "w") as handle:
         json.dump(values, handle, indent=2)
-    os.replace(temporary, os.path.join(output_dir, START_RECORD))
+    os.replace(temporary, path)
 
 
 def read_start_record(output_dir: str):
@@ -259,6 +325,52 @@ def read_start_record(output_dir: str):
         step=values["step"], nll=values["nll"], mia_auc=values["mia_auc"], attacks=values.get("attacks")
     )
     return record, values["target_nll"]
+
+
+def run_record(args, forget_examples: int) -> dict:
+    """What a resume must match, kept in each checkpoint folder: the method, the learning rate and the number of
+    forget examples (a count only: nothing computed from the forget text)."""
+    return {"method": args.method, "learning_rate": args.learning_rate, "forget_examples": forget_examples}
+
+
+def check_resume_matches(checkpoint: str, current: dict) -> None:
+    """Refuse to resume `checkpoint` with another method, learning rate or forget set size than its run had (from
+    its `RUN_RECORD`; a checkpoint without one, e.g. written by a plain `Trainer`, is not checked)."""
+    path = os.path.join(checkpoint, RUN_RECORD)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as handle:
+            stored = json.load(handle)
+    except (OSError, ValueError):
+        raise ValueError(f"{path!r} is not valid JSON; resume from another checkpoint-N or start a new run.") from None
+    differences = [
+        f"{key} {stored[key]!r} there, {current[key]!r} now"
+        for key in current
+        if key in stored and stored[key] != current[key]
+    ]
+    if differences:
+        raise ValueError(
+            f"Cannot resume from {checkpoint!r}: its run differs ({'; '.join(differences)}); resume with the first "
+            "run's forget data and arguments, or start a new run (another --output_dir)."
+        )
+
+
+def _run_record_callback(values: dict):
+    from transformers import TrainerCallback
+
+    class RunRecord(TrainerCallback):
+        """After each checkpoint save: write `RUN_RECORD` into it (main process)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if state.is_world_process_zero and os.path.isdir(folder):
+                from ..hub import removed_if_disk_full
+
+                with removed_if_disk_full(folder):
+                    write_json(os.path.join(folder, RUN_RECORD), values)
+
+    return RunRecord()
 
 
 def _start_record_callback(monitor, output_dir: str, stored):
@@ -309,8 +421,14 @@ def run(argv: list[str]) -> dict:
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
         argv = ["--config", DEFAULT_CONFIG] + argv
     args, script, model_args = parse_args(argv)
+    args.output_dir = resolve_output_dir(args.output_dir)
     trainer_class = get_method(args.method)
     plan = run_plan(args, trainer_class)  # what this run trains on: the trainer builds the same plan
+    if args.forget_weight == 0 and (plan.retain_objective is None or args.retain_weight == 0):
+        raise ValueError(
+            f"forget_weight=0 and retain_weight={args.retain_weight} with retain_loss {plan.retain_loss!r}: every loss "
+            "term has weight 0, so nothing would train; set forget_weight (and/or retain_weight) above 0."
+        )
     if plan.needs_retain_data and script.retain_data is None and model_args.model_name_or_path is not None:
         raise ValueError(
             f"Method {args.method!r} with retain_loss {plan.retain_loss!r} needs retain data: set "
@@ -341,6 +459,9 @@ def run(argv: list[str]) -> dict:
     # Tokenizer and data (before the model: bad data fails fast).
     model_path, tokenizer, splits, descent_retain = load_data(args, script, model_args)
     unseen = unseen_targets(plan, splits.pop(UNSEEN_TARGETS, None), splits.get("approximate"))
+    record = run_record(args, len(splits["forget"]))
+    if resume:
+        check_resume_matches(resume, record)
 
     # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
     # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
@@ -394,6 +515,7 @@ def run(argv: list[str]) -> dict:
         n_resamples=script.mia_resamples,
     ).attach(trainer)
     trainer.add_callback(_start_record_callback(monitor, args.output_dir, stored))
+    trainer.add_callback(_run_record_callback(record))
     # A verbatim sample of forget text, only when asked for (the demo's public data asks).
     sample = VerbatimSampleCallback(trainer, tokenizer, splits["forget"]) if script.show_forget_samples else None
 
