@@ -12,26 +12,35 @@ from .data import build_qa_dataset, chunk_documents, encode_prompt_completion, l
 from .methods import (
     AdversarialConfig,
     AdversarialTrainer,
+    GradientAscentConfig,
+    GradientAscentDescentConfig,
     GradientAscentDescentTrainer,
+    GradientAscentKLConfig,
     GradientAscentKLTrainer,
     GradientAscentTrainer,
+    IdkConfig,
+    IdkDPOConfig,
     IdkDPOTrainer,
     IdkTrainer,
+    NPOConfig,
     NPOTrainer,
     RandomLabelConfig,
     RandomLabelTrainer,
     RMUConfig,
     RMUTrainer,
+    SatImpConfig,
     SatImpTrainer,
     SimNPOConfig,
     SimNPOTrainer,
+    UndialConfig,
     UndialTrainer,
     UnseenMatchConfig,
     UnseenMatchTrainer,
+    WGAConfig,
     WGATrainer,
 )
 from .objectives import LossTerm, Objective, register_objective
-from .plan import RunPlan, run_plan
+from .plan import RunPlan, config_for, run_plan
 from .registry import get_method, list_methods, register_method
 from .streams import StreamDataset, UnlearningCollator
 from .trainer import UnlearningTrainer
@@ -49,6 +58,7 @@ __all__ = [
     "UnlearningTrainer",
     "build_qa_dataset",
     "chunk_documents",
+    "config_for",
     "encode_prompt_completion",
     "get_method",
     "list_methods",

@@ -2,7 +2,9 @@
 
 `UnlearningConfig` extends `transformers.TrainingArguments`, so everything a `Trainer` user already sets
 (output_dir, batch sizes, DeepSpeed, report_to, push_to_hub, ...) keeps working. Only the defaults that the
-paper changes are overridden here; each method adds its own fields in a subclass in `hf_unlearn/methods/`.
+paper changes are overridden here. A method's hyperparameters live with its objectives (`params` of each file in
+`hf_unlearn/objectives/`); a method's config class (`get_method(name).config_class`, `compose_config`) is this
+class plus the fields of its objectives, with the method's defaults.
 
 Defaults follow the released settings of Yao et al. 2024 ("Machine Unlearning of Pre-trained Large Language
 Models", ACL 2024, github.com/yaojin17/Unlearning_LLM): lr 2e-5, cosine schedule, 3% warmup, no weight decay,
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import MISSING, Field, dataclass, field
-from typing import Any, Callable
+from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
+from typing import Any, Callable, ClassVar
 
 from transformers import TrainingArguments
 
@@ -32,6 +34,11 @@ def default_cache_dir(configured: str | None = None) -> str:
 class UnlearningConfig(TrainingArguments):
     r"""
     Arguments shared by every unlearning method, on top of [`~transformers.TrainingArguments`].
+
+    Method fields: the objectives' hyperparameters (e.g. `npo_beta`, `rmu_layer`) are not fields of this class but
+    of each method's config class, which adds the fields of the method's objectives (`hf_unlearn.config_for(method,
+    forget_loss=..., retain_loss=...)` for a composed run). Arguments that lack such a field give the objective's
+    default.
 
     Method defaults: a method's own config class (`get_method(name).config_class`, e.g. `SimNPOConfig` with
     forget_weight 0.125, `RMUConfig` with retain_weight 1200) changes some of these defaults. A trainer given
@@ -64,18 +71,10 @@ class UnlearningConfig(TrainingArguments):
             derived from the forget set, so they stay in memory for the run. `hf-unlearn traces` lists entries.
         forget_loss (`str` or `None`, *optional*, defaults to `None`):
             Forget objective (`hf_unlearn.objectives`): ga, random_label, adversarial, npo, simnpo, idk, idk_dpo,
-            wga, satimp, undial, rmu. `None`: the method's.
+            wga, satimp, undial, rmu, unseen_match. `None`: the method's.
         retain_loss (`str` or `None`, *optional*, defaults to `None`):
             Retain objective: none, nll, kl, rmu_retain. `None`: the method's. Every method is a preset of these two
             (e.g. ga_kl = ga + kl, npo = npo + nll).
-        npo_beta, simnpo_beta, simnpo_delta, dpo_beta, wga_beta, satimp_beta1, satimp_beta2, undial_beta (`float`):
-            The objectives' hyperparameters (defaults: open-unlearning's 0.1, 4.5, 0, 0.1, 1, 5, 1, 10).
-        idk_seed (`int`, defaults to `0`): seed of the refusal drawn for each forget question (idk, idk_dpo).
-        rmu_layer, rmu_steering_coeff, rmu_trainable_params, rmu_seed: RMU's layer (0-based), c, the parameters
-            that train (regular expression) and the seed of its random direction (defaults: WMDP's 7, 6.5,
-            layers 5-7 MLP down projections, 0).
-        random_label_seed (`int`, *optional*, defaults to `0`):
-            Seed of the random targets of the random_label objective (with each example's index).
         precompute_batch_size (`int`, *optional*, defaults to `8`):
             Batch size of the original model's forward passes that precompute per-example values (adversarial
             targets, reference log-probabilities) before training.
@@ -122,12 +121,11 @@ class UnlearningConfig(TrainingArguments):
         metadata={"help": "Cache folder for values precomputed from the original model; None writes nothing."},
     )
     forget_loss: str | None = field(
-        default=None, metadata={"help": "Forget objective: ga, random_label or adversarial; None = the method's."}
+        default=None, metadata={"help": "Forget objective (hf-unlearn methods lists them); None = the method's."}
     )
     retain_loss: str | None = field(
-        default=None, metadata={"help": "Retain objective: none, nll or kl; None = the method's."}
+        default=None, metadata={"help": "Retain objective: none, nll, kl or rmu_retain; None = the method's."}
     )
-    random_label_seed: int = field(default=0, metadata={"help": "Seed of the random_label objective's targets."})
     precompute_batch_size: int = field(
         default=8, metadata={"help": "Batch size of the original model when precomputing per-example values."}
     )
@@ -145,25 +143,12 @@ class UnlearningConfig(TrainingArguments):
         default=True,
         metadata={"help": "Chunked, one process or DDP: summed losses compute their gradient in the forward pass."},
     )
-    npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
-    simnpo_beta: float = field(default=4.5, metadata={"help": "SimNPO's beta (open-unlearning: 4.5)."})
-    simnpo_delta: float = field(default=0.0, metadata={"help": "SimNPO's margin delta (open-unlearning: 0)."})
-    dpo_beta: float = field(default=0.1, metadata={"help": "IdkDPO's beta (open-unlearning: 0.1)."})
-    wga_beta: float = field(default=1.0, metadata={"help": "WGA's exponent of the token weight p^beta."})
-    satimp_beta1: float = field(default=5.0, metadata={"help": "SatImp's saturation exponent (p^beta1)."})
-    satimp_beta2: float = field(default=1.0, metadata={"help": "SatImp's importance exponent ((1-p)^beta2)."})
-    undial_beta: float = field(default=10.0, metadata={"help": "UNDIAL's logit adjustment of the true token."})
-    idk_seed: int = field(default=0, metadata={"help": "Seed of the refusal drawn for each forget question."})
-    rmu_layer: int = field(default=7, metadata={"help": "RMU: 0-based decoder layer whose output is steered."})
-    rmu_steering_coeff: float = field(default=6.5, metadata={"help": "RMU: length c of the steering vector c*u."})
-    rmu_trainable_params: str = field(
-        default=r"layers\.(5|6|7)\.mlp\.down_proj\.weight",
-        metadata={"help": "RMU: regular expression over parameter names; only matching parameters train."},
-    )
-    rmu_seed: int = field(default=0, metadata={"help": "RMU: seed of the random direction u."})
     adversarial_batch_size: int | None = field(
         default=None, metadata={"help": "Former name of precompute_batch_size (kept for existing configs)."}
     )
+
+    # The `params` dataclasses of the objectives whose fields this class carries (validated by `__post_init__`).
+    params_classes: ClassVar[tuple[type, ...]] = ()
 
     # Paper defaults (released code): lr 2e-5, cosine, 3% warmup, no weight decay, one epoch.
     learning_rate: float = field(default=2e-5, metadata={"help": "Initial learning rate (paper: 2e-5)."})
@@ -197,6 +182,8 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"loss_chunk_size={self.loss_chunk_size} must be >= 0 (0: full logits).")
         if self.max_length < 2:
             raise ValueError(f"max_length={self.max_length} is too small; a chunk needs at least 2 tokens.")
+        for params in self.params_classes:  # each objective checks its own values
+            params(**{f.name: getattr(self, f.name) for f in fields(params)})
         check_training_schedule(self)
 
 
@@ -223,6 +210,42 @@ def check_training_schedule(args) -> None:
             f"num_train_epochs={args.num_train_epochs} trains nothing (the untouched model would be saved as the "
             "result); use a positive number of epochs such as 1, or a positive max_steps."
         )
+
+
+def compose_config(
+    class_name: str,
+    base: type[UnlearningConfig],
+    params_classes: tuple[type, ...],
+    defaults: dict[str, Any],
+    doc: str,
+) -> type[UnlearningConfig]:
+    """A dataclass subclass of `base` with the fields of `params_classes` (the objectives' hyperparameters, each
+    field once, fields `base` has already skipped) and the given fields' defaults changed (`method` among them)."""
+    known = base.__dataclass_fields__
+    added: list[tuple[str, Any, Field]] = []
+    for params in params_classes:
+        for definition in fields(params):
+            if definition.name in known or any(name == definition.name for name, _, _ in added):
+                continue
+            added.append(
+                (definition.name, definition.type, field(default=_default(definition), metadata=definition.metadata))
+            )
+    for name, value in defaults.items():
+        definition = known.get(name) or next(f for n, _, f in added if n == name)
+        help_text = definition.metadata.get("help", "")
+        added = [item for item in added if item[0] != name]
+        added.append(
+            (
+                name,
+                type(value) if value is not None else definition.type,
+                field(default=value, metadata={"help": help_text}),
+            )
+        )
+    classes = tuple(dict.fromkeys((*base.params_classes, *params_classes)))
+    cls = make_dataclass(class_name, added, bases=(base,), namespace={"params_classes": classes})
+    cls.__doc__ = doc
+    cls.__module__ = "hf_unlearn.methods"
+    return cls
 
 
 def _default(definition: Field) -> Any:
@@ -274,11 +297,25 @@ class UnlearningArguments:
         args = self._source()
         if name in self._fields:
             return resolve_unlearning_field(args, self._config_class, name)
+        if not hasattr(args, name):
+            from .objectives.base import PARAM_FIELDS, field_default
+
+            if name in PARAM_FIELDS:  # an objective's hyperparameter the arguments lack: the objective's default
+                return field_default(PARAM_FIELDS[name])
         return getattr(args, name)
+
+    def declares(self, name: str) -> bool:
+        """Whether the method's config class or the arguments object has the field `name`."""
+        return name in self._fields or hasattr(self._source(), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"UnlearningArguments are read-only; set `trainer.args.{name} = {value!r}` instead.")
 
     def values(self) -> dict[str, Any]:
-        """Every unlearning field's resolved value, by name."""
-        return {name: getattr(self, name) for name in self._fields}
+        """Every unlearning field's resolved value, by name: the config class's and every registered objective's
+        hyperparameters."""
+        from .objectives.base import PARAM_FIELDS
+
+        return {
+            name: getattr(self, name) for name in (*self._fields, *(n for n in PARAM_FIELDS if n not in self._fields))
+        }

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import transformers
@@ -148,7 +148,9 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     method_name: ClassVar[str] = "custom"
     paper_name: ClassVar[str] = ""
+    # `register_method` builds the method's config class from its objectives' fields and these defaults.
     config_class: ClassVar[type[UnlearningConfig]] = UnlearningConfig
+    config_defaults: ClassVar[dict[str, Any]] = {}
     # The method's objectives (the arguments' forget_loss / retain_loss override them; see `run_plan`).
     forget_loss: ClassVar[str] = "ga"
     retain_loss: ClassVar[str] = NO_RETAIN

@@ -85,7 +85,7 @@ def trained_model_dir(tmp_path_factory, tokenizer, forget_data, retain_data):
 
 def unlearning_args(method: str, tmp_path, **overrides):
     """The method's config with small, fast settings for tests."""
-    from hf_unlearn import get_method
+    from hf_unlearn import config_for
 
     values = dict(
         output_dir=str(tmp_path / "out"),
@@ -101,7 +101,7 @@ def unlearning_args(method: str, tmp_path, **overrides):
         seed=0,
     )
     values.update(overrides)
-    return get_method(method).config_class(**values)
+    return config_for(method, values.get("forget_loss"), values.get("retain_loss"))(**values)
 
 
 def exit_worker() -> None:

@@ -766,7 +766,9 @@ def unlearn(
             "diverged": any(not math.isfinite(x) for x in losses),
             "retain_weight": args.retain_weight if plan.uses_retain_data else None,
             "forget_weight": args.forget_weight,
-            "beta": {"npo": args.npo_beta, "idk_dpo": args.dpo_beta, "simnpo": args.simnpo_beta}.get(method),
+            "beta": getattr(
+                args, {"npo": "npo_beta", "idk_dpo": "dpo_beta", "simnpo": "simnpo_beta"}.get(method, ""), None
+            ),
         }
         del trainer
         return model, info

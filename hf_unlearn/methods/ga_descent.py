@@ -16,3 +16,6 @@ class GradientAscentDescentTrainer(UnlearningTrainer):
     paper_name = "GA + descent on in-distribution (method 4) or general (method 6) data"
     forget_loss = "ga"
     retain_loss = "nll"
+
+
+GradientAscentDescentConfig = GradientAscentDescentTrainer.config_class

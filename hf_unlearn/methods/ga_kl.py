@@ -15,3 +15,6 @@ class GradientAscentKLTrainer(UnlearningTrainer):
     paper_name = "GA + KL on in-distribution (method 5) or general (method 7) data"
     forget_loss = "ga"
     retain_loss = "kl"
+
+
+GradientAscentKLConfig = GradientAscentKLTrainer.config_class

@@ -14,3 +14,6 @@ class GradientAscentTrainer(UnlearningTrainer):
     paper_name = "Gradient ascent"
     forget_loss = "ga"
     retain_loss = "none"
+
+
+GradientAscentConfig = GradientAscentTrainer.config_class

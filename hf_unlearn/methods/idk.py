@@ -12,3 +12,6 @@ class IdkTrainer(UnlearningTrainer):
     paper_name = "IDK fine-tuning (Maini et al. 2024)"
     forget_loss = "idk"
     retain_loss = "nll"
+
+
+IdkConfig = IdkTrainer.config_class

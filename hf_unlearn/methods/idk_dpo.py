@@ -12,3 +12,6 @@ class IdkDPOTrainer(UnlearningTrainer):
     paper_name = "DPO with IDK answers (TOFU's IdkDPO)"
     forget_loss = "idk_dpo"
     retain_loss = "nll"
+
+
+IdkDPOConfig = IdkDPOTrainer.config_class

@@ -14,3 +14,6 @@ class NPOTrainer(UnlearningTrainer):
     paper_name = "Negative Preference Optimization (Zhang et al. 2024)"
     forget_loss = "npo"
     retain_loss = "nll"
+
+
+NPOConfig = NPOTrainer.config_class

@@ -6,16 +6,14 @@ data; only the chosen parameters train. WMDP's defaults: layer 7, c 6.5, alpha (
 
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
-from ._preset import preset_config
-
-RMUConfig = preset_config(
-    "RMUConfig", "rmu", "`UnlearningConfig` with RMU's defaults (retain_weight 1200).", retain_weight=1200.0
-)
 
 
 @register_method("rmu")
 class RMUTrainer(UnlearningTrainer):
     paper_name = "Representation Misdirection for Unlearning (Li et al. 2024)"
-    config_class = RMUConfig
+    config_defaults = {"retain_weight": 1200.0}
     forget_loss = "rmu"
     retain_loss = "rmu_retain"
+
+
+RMUConfig = RMUTrainer.config_class

@@ -9,3 +9,6 @@ class SatImpTrainer(UnlearningTrainer):
     paper_name = "SatImp (Yang et al. 2025)"
     forget_loss = "satimp"
     retain_loss = "nll"
+
+
+SatImpConfig = SatImpTrainer.config_class

@@ -5,16 +5,14 @@ loss = 0.125 * SimNPO(f) + 1 * NLL(r)        (beta 4.5, delta 0)
 
 from ..registry import register_method
 from ..trainer import UnlearningTrainer
-from ._preset import preset_config
-
-SimNPOConfig = preset_config(
-    "SimNPOConfig", "simnpo", "`UnlearningConfig` with SimNPO's defaults (forget_weight 0.125).", forget_weight=0.125
-)
 
 
 @register_method("simnpo")
 class SimNPOTrainer(UnlearningTrainer):
     paper_name = "SimNPO (Fan et al. 2024)"
-    config_class = SimNPOConfig
+    config_defaults = {"forget_weight": 0.125}
     forget_loss = "simnpo"
     retain_loss = "nll"
+
+
+SimNPOConfig = SimNPOTrainer.config_class

@@ -9,3 +9,6 @@ class UndialTrainer(UnlearningTrainer):
     paper_name = "UNDIAL (Dong et al. 2024)"
     forget_loss = "undial"
     retain_loss = "nll"
+
+
+UndialConfig = UndialTrainer.config_class

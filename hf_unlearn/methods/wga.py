@@ -9,3 +9,6 @@ class WGATrainer(UnlearningTrainer):
     paper_name = "Weighted gradient ascent (Wang et al. 2025)"
     forget_loss = "wga"
     retain_loss = "nll"
+
+
+WGAConfig = WGATrainer.config_class

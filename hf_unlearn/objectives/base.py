@@ -9,7 +9,10 @@ trl's `loss_type` picks a loss. Each objective declares up front what the traine
   trainer counts over the global batch (all micro-batches of an optimizer step, all processes);
 - `token_columns` / `example_columns`: per-token columns (e.g. `random_labels`, padded by the collator) and
   per-example numbers (e.g. a reference log-probability) it adds to its stream's examples;
-- `needs_reference`: whether it runs the frozen original model during training.
+- `needs_reference`: whether it runs the frozen original model during training;
+- `params`: its hyperparameters, a dataclass defined next to its formula (e.g. `NPOParams(npo_beta=0.1)`): each
+  field is a typed, documented argument of every method config that runs the objective (`hf_unlearn.config_for`),
+  read as `self.args.<field>`; arguments that lack the field give the dataclass's default.
 
 `prepare` may add those columns before training (precomputed once, see `hf_unlearn.precompute`); `loss_terms`
 computes the terms of one micro-batch from the stream's tensors.
@@ -17,7 +20,7 @@ computes the terms of one micro-batch from the stream's tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, Field, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -64,6 +67,7 @@ class Objective:
     needs_reference: ClassVar[bool] = False
     reads_unseen: ClassVar[bool] = False  # takes target levels from the trainer's `unseen_dataset`
     precomputes: ClassVar[bool] = False  # runs the original model once before training (then releases it)
+    params: ClassVar[type | None] = None  # the objective's hyperparameters (a dataclass), see the module docstring
 
     def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer
@@ -128,11 +132,48 @@ def register_objective(name: str):
         registry = {"forget": FORGET_OBJECTIVES, "retain": RETAIN_OBJECTIVES}[cls.kind]
         if name in registry or name == NO_RETAIN:
             raise ValueError(f"A {cls.kind} objective named {name!r} is already registered; choose another name.")
+        for definition in param_fields(cls).values():
+            known = PARAM_FIELDS.get(definition.name)
+            if known is not None and field_default(known) != field_default(definition):
+                raise ValueError(
+                    f"Objective {name!r} declares `{definition.name}` with default {field_default(definition)!r}, "
+                    f"which another objective declares with {field_default(known)!r}; rename the field."
+                )
         cls.name = name
         registry[name] = cls
+        PARAM_FIELDS.update(param_fields(cls))
         return cls
 
     return decorator
+
+
+PARAM_FIELDS: dict[str, Field] = {}  # every registered objective's hyperparameter fields, by name
+
+
+def field_default(definition: Field) -> Any:
+    """A dataclass field's default value (its factory's value; None without either)."""
+    if definition.default is not MISSING:
+        return definition.default
+    if definition.default_factory is not MISSING:
+        return definition.default_factory()
+    return None
+
+
+def param_fields(objective: type[Objective] | None) -> dict[str, Field]:
+    """The hyperparameter fields of `objective` (its `params` dataclass), by name; {} without one."""
+    if objective is None or objective.params is None:
+        return {}
+    return {f.name: f for f in fields(objective.params)}
+
+
+def objectives_taking(name: str) -> list[str]:
+    """The names of the registered objectives whose `params` have the field `name`."""
+    return [
+        objective.name
+        for registry in (FORGET_OBJECTIVES, RETAIN_OBJECTIVES)
+        for objective in registry.values()
+        if name in param_fields(objective)
+    ]
 
 
 def get_objective(kind: str, name: str) -> type[Objective] | None:

@@ -10,6 +10,8 @@ them). Default: retain NLL weight 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ..data import encode_prompt_completion
@@ -17,6 +19,19 @@ from ..losses import IGNORE_INDEX, nll_sum
 from .base import LossTerm, Objective, register_objective
 
 IDK = "idk"
+
+
+@dataclass
+class IdkParams:
+    """The hyperparameters of the objectives that answer forget questions with refusals (idk, idk_dpo).
+
+    Parameters:
+        idk_seed (`int`, *optional*, defaults to `0`):
+            Seed of the refusal drawn for each forget question (with the question's index).
+    """
+
+    idk_seed: int = field(default=0, metadata={"help": "Seed of the refusal drawn for each forget question."})
+
 
 # Refusals written for hf_unlearn (TOFU ships a similar list of 100); one is drawn per forget question.
 IDK_ANSWERS = (
@@ -66,6 +81,7 @@ class IdkStream(Objective):
 
     kind = stream = "forget"
     aligned = (IDK,)
+    params = IdkParams
 
     def aligned_streams(self, forget):
         import datasets

@@ -9,14 +9,29 @@ no reference model is held during training (open-unlearning keeps one). Defaults
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..losses import dpo_sum
 from .base import LossTerm, register_objective
-from .idk import IDK, IdkStream
+from .idk import IDK, IdkParams, IdkStream
 from .npo import REF_LOGP, add_reference_logp, sequence_logp
+
+
+@dataclass
+class IdkDPOParams(IdkParams):
+    """IdkDPO's hyperparameters: `IdkParams` (the refusals' seed) and
+
+    Parameters:
+        dpo_beta (`float`, *optional*, defaults to `0.1`):
+            beta of the formula above (open-unlearning's `IdkDPO.yaml`: 0.1).
+    """
+
+    dpo_beta: float = field(default=0.1, metadata={"help": "IdkDPO's beta (open-unlearning: 0.1)."})
 
 
 @register_objective("idk_dpo")
 class IdkPreference(IdkStream):
+    params = IdkDPOParams
     precomputes = True
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")

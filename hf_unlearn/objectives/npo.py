@@ -12,6 +12,8 @@ memory with no second model (open-unlearning keeps a full reference replica). De
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from ..data import as_hf_dataset
@@ -20,6 +22,18 @@ from .base import LossTerm, Objective, register_objective
 from .frozen import precompute_with_original
 
 REF_LOGP = "ref_logp"
+
+
+@dataclass
+class NPOParams:
+    """NPO's hyperparameters.
+
+    Parameters:
+        npo_beta (`float`, *optional*, defaults to `0.1`):
+            beta of the formula above (open-unlearning's `NPO.yaml`: 0.1).
+    """
+
+    npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
 
 
 def add_reference_logp(trainer, dataset):
@@ -50,6 +64,7 @@ def sequence_logp(objective: Objective, model, batch) -> tuple[torch.Tensor, tor
 
 @register_objective("npo")
 class NegativePreference(Objective):
+    params = NPOParams
     precomputes = True
     kind = stream = "forget"
     terms = ("forget_loss", "forget_nll")

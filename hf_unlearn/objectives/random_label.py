@@ -9,12 +9,26 @@ whatever the number of processes, differ between seeds, and stay fixed across ep
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
 from ..data import as_hf_dataset
 from .base import register_objective
 from .substitute import SubstituteTargets
+
+
+@dataclass
+class RandomLabelParams:
+    """random_label's hyperparameters.
+
+    Parameters:
+        random_label_seed (`int`, *optional*, defaults to `0`):
+            Seed of the random targets (with each example's index).
+    """
+
+    random_label_seed: int = field(default=0, metadata={"help": "Seed of the random_label objective's targets."})
 
 
 def draw_random_labels(labels: list[int], vocab_size: int, seed: int, index: int) -> list[int]:
@@ -29,6 +43,7 @@ def draw_random_labels(labels: list[int], vocab_size: int, seed: int, index: int
 
 @register_objective("random_label")
 class RandomLabels(SubstituteTargets):
+    params = RandomLabelParams
     token_columns = ("random_labels",)
 
     def prepare(self, dataset):

@@ -17,12 +17,37 @@ retain weight (alpha) 1200. open-unlearning's TOFU defaults differ (c 2, alpha 1
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import torch
 
 from ..forward import forward
 from ..losses import activation_mse_sum
 from .base import LossTerm, Objective, register_objective
+
+
+@dataclass
+class RMUParams:
+    """RMU's hyperparameters, read by both of its objectives (rmu, rmu_retain).
+
+    Parameters:
+        rmu_layer (`int`, *optional*, defaults to `7`):
+            0-based decoder layer l whose output is steered (forget) and matched (retain).
+        rmu_steering_coeff (`float`, *optional*, defaults to `6.5`):
+            Length c of the steering vector c * u.
+        rmu_trainable_params (`str`, *optional*, defaults to `"layers\\.(5|6|7)\\.mlp\\.down_proj\\.weight"`):
+            Regular expression over parameter names; only matching parameters train.
+        rmu_seed (`int`, *optional*, defaults to `0`):
+            Seed of the random direction u.
+    """
+
+    rmu_layer: int = field(default=7, metadata={"help": "RMU: 0-based decoder layer whose output is steered."})
+    rmu_steering_coeff: float = field(default=6.5, metadata={"help": "RMU: length c of the steering vector c*u."})
+    rmu_trainable_params: str = field(
+        default=r"layers\.(5|6|7)\.mlp\.down_proj\.weight",
+        metadata={"help": "RMU: regular expression over parameter names; only matching parameters train."},
+    )
+    rmu_seed: int = field(default=0, metadata={"help": "RMU: seed of the random direction u."})
 
 
 def labelled_positions(batch) -> torch.Tensor:
@@ -51,6 +76,7 @@ def freeze_all_but(model: torch.nn.Module, pattern: str) -> list[str]:
 
 @register_objective("rmu")
 class RepresentationMisdirection(Objective):
+    params = RMUParams
     kind = stream = "forget"
     terms = ("forget_loss",)
     normalisers = ("forget_positions",)
@@ -78,6 +104,7 @@ class RepresentationMisdirection(Objective):
 
 @register_objective("rmu_retain")
 class RepresentationRetain(Objective):
+    params = RMUParams
     kind = stream = "retain"
     terms = ("retain_loss",)
     normalisers = ("retain_positions",)

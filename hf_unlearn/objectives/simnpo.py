@@ -13,13 +13,31 @@ retain NLL weight 1 (open-unlearning's `SimNPO.yaml`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..losses import simnpo_sum
 from .base import LossTerm, Objective, register_objective
 from .npo import sequence_logp
 
 
+@dataclass
+class SimNPOParams:
+    """SimNPO's hyperparameters.
+
+    Parameters:
+        simnpo_beta (`float`, *optional*, defaults to `4.5`):
+            beta of the formula above (open-unlearning's `SimNPO.yaml`: 4.5).
+        simnpo_delta (`float`, *optional*, defaults to `0.0`):
+            the margin delta of the formula above (open-unlearning: 0).
+    """
+
+    simnpo_beta: float = field(default=4.5, metadata={"help": "SimNPO's beta (open-unlearning: 4.5)."})
+    simnpo_delta: float = field(default=0.0, metadata={"help": "SimNPO's margin delta (open-unlearning: 0)."})
+
+
 @register_objective("simnpo")
 class SimpleNegativePreference(Objective):
+    params = SimNPOParams
     kind = stream = "forget"
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")

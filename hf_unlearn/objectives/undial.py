@@ -12,12 +12,27 @@ only real next-token targets count. Default beta 10, retain NLL weight 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..losses import undial_sums
 from .base import LossTerm, Objective, register_objective
 
 
+@dataclass
+class UndialParams:
+    """UNDIAL's hyperparameters.
+
+    Parameters:
+        undial_beta (`float`, *optional*, defaults to `10.0`):
+            beta of the formula above: how far the true token's reference logit is lowered.
+    """
+
+    undial_beta: float = field(default=10.0, metadata={"help": "UNDIAL's logit adjustment of the true token."})
+
+
 @register_objective("undial")
 class AdjustedSelfDistillation(Objective):
+    params = UndialParams
     kind = stream = "forget"
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_tokens",)

@@ -37,6 +37,7 @@ o = [0.9, 0.2]: ranks [1, 0], p = [3/4, 1/4], tau = [Q(3/4), Q(1/4)] = [3.5, 1.5
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import torch
 
@@ -47,6 +48,42 @@ from .frozen import precompute_with_original
 from .npo import sequence_logp
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UnseenMatchParams:
+    """Unseen-level matching's hyperparameters.
+
+    Parameters:
+        unseen_match_target_nll (`float` or `None`, *optional*, defaults to `None`):
+            One target mean NLL (nats per token) for every forget example. `None`: the targets come from the
+            original model's NLL on the unseen data (or the retain data), see `unseen_match_quantiles`.
+        unseen_match_quantiles (`bool`, *optional*, defaults to `True`):
+            Give each forget example the unseen levels' quantile of its rank (by the original model's NLL), so the
+            forget NLLs end with the unseen NLLs' distribution; `False`: every example gets the unseen data's
+            token-weighted mean NLL.
+        unseen_match_two_sided (`bool`, *optional*, defaults to `True`):
+            Pull an example that went past its target back to it; `False`: only stop pushing there.
+    """
+
+    unseen_match_target_nll: float | None = field(
+        default=None, metadata={"help": "One target mean NLL for every forget example (None: from the unseen data)."}
+    )
+    unseen_match_quantiles: bool = field(
+        default=True, metadata={"help": "Per-example targets: the unseen NLL quantile of the example's rank."}
+    )
+    unseen_match_two_sided: bool = field(
+        default=True, metadata={"help": "Pull examples that went past their target back (False: only stop pushing)."}
+    )
+
+    def __post_init__(self):
+        target = self.unseen_match_target_nll
+        if target is not None and not (0.0 < float(target) < float("inf")):
+            raise ValueError(
+                f"unseen_match_target_nll={target} must be a positive finite mean NLL (nats per token), or None to "
+                "take the targets from the unseen data."
+            )
+
 
 TARGET = "unseen_match_target"
 # Config fields this objective reads (`hf_unlearn.methods.unseen_match.UnseenMatchConfig` declares them).
@@ -103,6 +140,7 @@ def mean_nll_levels(trainer, dataset, kind: str) -> tuple[torch.Tensor, torch.Te
 
 @register_objective("unseen_match")
 class UnseenLevelMatch(Objective):
+    params = UnseenMatchParams
     precomputes = True
     reads_unseen = True
     kind = stream = "forget"
@@ -111,10 +149,11 @@ class UnseenLevelMatch(Objective):
     example_columns = (TARGET,)
 
     def setting(self, name: str):
-        if not hasattr(self.args, name):
+        if not self.args.declares(name):
             raise ValueError(
-                f"forget_loss 'unseen_match' reads `{name}`, which {type(self.args).__name__} does not have: use "
-                "hf_unlearn.methods.UnseenMatchConfig (or a subclass) as the trainer's args."
+                f"forget_loss 'unseen_match' reads `{name}`, which {type(self.trainer.args).__name__} does not have: "
+                "use hf_unlearn.methods.UnseenMatchConfig (or hf_unlearn.config_for(method, forget_loss="
+                "'unseen_match')) as the trainer's args."
             )
         return getattr(self.args, name)
 

@@ -25,7 +25,7 @@ import yaml
 
 from ..config import UnlearningConfig
 from ..distributed import check_launcher_for_deepspeed, load_deepspeed_config
-from ..registry import get_method
+from ..plan import check_method_fields, config_for
 
 STOPPING_RULES = ("paper", "worst_case")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded_default.yaml")
@@ -329,9 +329,13 @@ def parse_args(args: list[str] | None = None):
     method = _flag_value(args, "--method") or file_values.get("method") or UnlearningConfig.method
     if not isinstance(method, str):
         raise ValueError(f"method in {config_path} must be one name (e.g. ga); got {type(method).__name__}.")
-    config_class = get_method(method).config_class
+    objectives = {k: _flag_value(args, f"--{k}") or file_values.get(k) for k in ("forget_loss", "retain_loss")}
+    objectives = {k: v if isinstance(v, str) else None for k, v in objectives.items()}  # others: check_value's error
+    config_class = config_for(method, **objectives)  # the method's fields and those of the objectives it runs
     classes = (config_class, ScriptArguments, ModelConfig)
     known = {f.name for cls in classes for f in fields(cls)} | {"env"}
+    flags = [a[2:].split("=", 1)[0] for a in args if a.startswith("--")]
+    check_method_fields([*file_values, *flags], config_class)  # e.g. rmu_layer for ga: names the methods taking it
     unknown = sorted(set(file_values) - known)
     if unknown:
         hints = [
