@@ -444,3 +444,19 @@ def test_removed_if_disk_full_keeps_other_errors_and_what_was_there(tmp_path):
             (tmp_path / "other.txt").write_text("x")
             raise KeyError("x")
     assert (tmp_path / "other.txt").is_file()
+
+
+def test_resume_true_after_a_crash_mid_checkpoint_resumes_the_last_complete_one(
+    checkpointed_run, model_dir, files, capfd
+):
+    """kill -9 while `checkpoint-2` was written: it lacks `trainer_state.json`; `--resume_from_checkpoint true`
+    warns, skips it and continues from `checkpoint-1` (not a raw "[Errno 2] ...")."""
+    from hf_unlearn.scripts.unlearn import main
+
+    out, _ = checkpointed_run
+    os.remove(out / "checkpoint-2" / "trainer_state.json")
+    capfd.readouterr()
+    with pytest.warns(UserWarning, match="checkpoint-2.*trainer_state.json"):
+        result = main(train_argv(model_dir, files, out, "--resume_from_checkpoint", "true", "--max_steps", "3"))
+    assert [record.step for record in result["history"]][-1] == 3 and (out / "model.safetensors").is_file()
+    assert "Traceback" not in capfd.readouterr().err
