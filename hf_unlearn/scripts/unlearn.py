@@ -431,6 +431,7 @@ def run(argv: list[str]) -> dict:
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
         argv = ["--config", DEFAULT_CONFIG] + argv
     args, script, model_args = parse_args(argv)
+    given_output_dir = args.output_dir  # named as given in errors (a link, say)
     args.output_dir = resolve_output_dir(args.output_dir)
     trainer_class = get_method(args.method)
     plan = run_plan(args, trainer_class)  # what this run trains on: the trainer builds the same plan
@@ -453,7 +454,7 @@ def run(argv: list[str]) -> dict:
             stacklevel=2,
         )
     check_output_dir_spares_inputs(
-        args.output_dir,
+        given_output_dir,
         {
             "model_name_or_path": model_args.model_name_or_path,
             "ref_model_name_or_path": script.ref_model_name_or_path,
