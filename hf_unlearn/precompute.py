@@ -154,10 +154,12 @@ def load_values(
     expected_lengths: Sequence[int] | None,
     secret: bytes | None = None,
     value_range: tuple[float, float] | None = None,
+    ignore_value: float | None = None,
 ) -> list[torch.Tensor] | None:
     """The values stored at `path`, or None when the file is missing, corrupt or does not match: key, lengths,
     checksum under `secret` (the key's bytes when None), and every value within `value_range` (low, high), e.g.
-    token ids within the vocabulary."""
+    token ids within the vocabulary; values equal to `ignore_value` (e.g. -100, a position without a target) are
+    exempt from the range."""
     from safetensors import safe_open
 
     if not os.path.exists(path):
@@ -182,7 +184,12 @@ def load_values(
         str(metadata.get("checksum", "")), checksum(flat, lengths, secret if secret is not None else key.encode())
     ):
         problems.append("its checksum does not match its values")
-    if value_range is not None and flat.numel() and (flat.min() < value_range[0] or flat.max() > value_range[1]):
+    checked = flat if ignore_value is None else flat[flat != ignore_value]
+    if (
+        value_range is not None
+        and checked.numel()
+        and (checked.min() < value_range[0] or checked.max() > value_range[1])
+    ):
         problems.append(f"a value lies outside [{value_range[0]}, {value_range[1]}]")
     if problems:
         logger.warning("Ignoring the precomputed cache file %s (%s); recomputing.", path, "; ".join(problems))
@@ -228,6 +235,7 @@ def precompute(
     model_fingerprint: Callable[[], str] | None = None,
     expected_lengths: Sequence[int] | None = None,
     value_range: tuple[float, float] | None = None,
+    ignore_value: float | None = None,
 ) -> list[torch.Tensor]:
     """Per-example values of `dataset` (see the module docstring), computed or read from the cache.
 
@@ -238,6 +246,7 @@ def precompute(
         model_fingerprint: called only with a cache folder (hashing 7B weights takes seconds).
         expected_lengths: per-example lengths a valid entry must have (None: not checked).
         value_range: (low, high) every cached value must lie in, e.g. (0, vocab_size - 1) for token ids.
+        ignore_value: a value exempt from `value_range` (e.g. -100 where a position has no target).
     """
     if cache_dir is None or model_fingerprint is None:
         return compute_sharded(dataset, compute_batch, batch_size, accelerator)
@@ -251,7 +260,7 @@ def precompute(
         secret = shared_secret[0]
     key = cache_key(kind, model_fingerprint(), data_fingerprint(dataset), secret)
     path = cache_path(cache_dir, kind, key)
-    values = load_values(path, key, expected_lengths, secret, value_range) if main else None
+    values = load_values(path, key, expected_lengths, secret, value_range, ignore_value) if main else None
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 

@@ -95,3 +95,41 @@ def test_precompute_reads_back_its_own_entry_and_recomputes_a_damaged_one(tmp_pa
     rewrite_values(entry, torch.tensor([9, 9, 9, 9]))
     assert [v.tolist() for v in precompute(dataset, compute, **kwargs)] == [[0, 1], [1, 2]]
     assert len(calls) == 2
+
+
+def test_an_adversarial_target_outside_the_vocabulary_is_recomputed_not_used(
+    trained_model_dir, forget_data, tokenizer, tmp_path, caplog
+):
+    """An entry with a valid checksum (as a stale or buggy writer under the cache's secret leaves it) whose target
+    id 99999 lies outside the vocabulary: the adversarial objective ignores it with a warning naming the file and
+    recomputes the targets (an embedding lookup would fail with "index 99999 is out of bounds")."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn import get_method
+    from hf_unlearn.precompute import cache_secret, save_values
+    from tests.conftest import unlearning_args
+
+    cache = tmp_path / "cache"
+    model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
+
+    def targets(out):
+        trainer = get_method("adversarial")(
+            model=model,
+            args=unlearning_args("adversarial", tmp_path / out, cache_dir=str(cache)),
+            train_dataset=forget_data,
+            processing_class=tokenizer,
+            ref_model=model,
+        )
+        return trainer.forget_dataset["adversarial_labels"]
+
+    first = targets("a")
+    (path,) = [str(p) for p in cache.rglob("*.safetensors")]
+    with safe_open(path, framework="pt") as handle:
+        key, flat, lengths = handle.metadata()["key"], handle.get_tensor("values"), handle.get_tensor("lengths")
+    flat[flat != -100] = 99999  # every real target, out of range
+    save_values(path, list(torch.split(flat, lengths.tolist())), key, cache_secret(str(cache)))
+    with caplog.at_level(logging.WARNING):
+        again = targets("b")
+    assert again == first
+    assert path in caplog.text and f"outside [0, {model.config.vocab_size - 1}]" in caplog.text

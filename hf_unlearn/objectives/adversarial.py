@@ -22,6 +22,9 @@ class AdversarialTargets(SubstituteTargets):
     precomputes = True
     token_columns = ("adversarial_labels",)
 
+    def vocab_size(self) -> int:
+        return self.trainer.accelerator.unwrap_model(self.trainer.model).config.get_text_config().vocab_size
+
     def prepare(self, dataset):
         dataset = as_hf_dataset(dataset)
         values = precompute_with_original(
@@ -32,5 +35,6 @@ class AdversarialTargets(SubstituteTargets):
                 output.token_logits, batch["labels"], batch["attention_mask"], self.chunk_size
             ),
             per_token=True,
+            value_range=(0, self.vocab_size() - 1),  # a cached id outside the vocabulary is recomputed
         )
         return dataset.add_column("adversarial_labels", [v.tolist() for v in values])

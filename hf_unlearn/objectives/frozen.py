@@ -12,6 +12,7 @@ import torch
 
 from ..data import as_hf_dataset
 from ..forward import ForwardOutput
+from ..losses import IGNORE_INDEX
 from ..precompute import precompute, weights_fingerprint
 from ..streams import UnlearningCollator
 
@@ -25,10 +26,13 @@ def precompute_with_original(
     kind: str,
     per_batch: Callable[[ForwardOutput, dict[str, torch.Tensor]], torch.Tensor | list[torch.Tensor]],
     per_token: bool,
+    value_range: tuple[float, float] | None = None,
 ) -> list[torch.Tensor]:
     """`per_batch(original model's output, right-padded batch)` -> per-row values, for every example of `dataset`.
 
     `per_token`: the values are `[batch, seq]` and are cut to each example's length; else one number per row.
+    `value_range`: (low, high) every cached value must lie in (-100, a position without a target, aside), else the
+    cache entry is recomputed.
     """
     dataset = as_hf_dataset(dataset)
     state: dict = {}
@@ -64,6 +68,8 @@ def precompute_with_original(
         cache_dir=trainer.unlearning_args.cache_dir,
         model_fingerprint=lambda: weights_fingerprint(trainer.unwrapped_original(original()), trainer.accelerator),
         expected_lengths=lengths,
+        value_range=value_range,
+        ignore_value=IGNORE_INDEX,
     )
     release(state.pop("model", None), keep=trainer.ref_model)
     return values

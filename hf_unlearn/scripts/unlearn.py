@@ -327,10 +327,20 @@ def read_start_record(output_dir: str):
     return record, values["target_nll"]
 
 
-def run_record(args, forget_examples: int) -> dict:
-    """What a resume must match, kept in each checkpoint folder: the method, the learning rate and the number of
-    forget examples (a count only: nothing computed from the forget text)."""
-    return {"method": args.method, "learning_rate": args.learning_rate, "forget_examples": forget_examples}
+PRIVATE_RUN_FIELDS = ("forget_tokens",)  # compared on resume, never shown in a message
+
+
+def run_record(args, forget) -> dict:
+    """What a resume must match, kept in each checkpoint folder (local, never uploaded): the method, the learning
+    rate, and the forget set's numbers of examples and tokens (counts only: no text, token id or digest of it).
+    An error names a differing token count without its values."""
+    tokens = sum(len(example["input_ids"]) for example in forget)
+    return {
+        "method": args.method,
+        "learning_rate": args.learning_rate,
+        "forget_examples": len(forget),
+        "forget_tokens": tokens,
+    }
 
 
 def check_resume_matches(checkpoint: str, current: dict) -> None:
@@ -345,7 +355,7 @@ def check_resume_matches(checkpoint: str, current: dict) -> None:
     except (OSError, ValueError):
         raise ValueError(f"{path!r} is not valid JSON; resume from another checkpoint-N or start a new run.") from None
     differences = [
-        f"{key} {stored[key]!r} there, {current[key]!r} now"
+        f"{key} differ" if key in PRIVATE_RUN_FIELDS else f"{key} {stored[key]!r} there, {current[key]!r} now"
         for key in current
         if key in stored and stored[key] != current[key]
     ]
@@ -460,7 +470,7 @@ def run(argv: list[str]) -> dict:
     # Tokenizer and data (before the model: bad data fails fast).
     model_path, tokenizer, splits, descent_retain = load_data(args, script, model_args)
     unseen = unseen_targets(plan, splits.pop(UNSEEN_TARGETS, None), splits.get("approximate"))
-    record = run_record(args, len(splits["forget"]))
+    record = run_record(args, splits["forget"])
     if resume:
         check_resume_matches(resume, record)
 
