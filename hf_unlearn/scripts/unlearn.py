@@ -425,7 +425,8 @@ def run(argv: list[str]) -> dict:
     from ..distributed import setup_distributed
     from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
-    from .demo import UNSEEN_TARGETS, VerbatimSampleCallback, summary_table
+    from .demo import UNSEEN_TARGETS
+    from .report import VerbatimSampleCallback, summary_table
 
     # No config and no model: the embedded default job (its config, with any command-line overrides on top).
     if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
