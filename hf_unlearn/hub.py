@@ -5,8 +5,8 @@ the model card, and what `push_to_hub` uploads.
 
 What is uploaded, and when (the forget set must not travel with the model):
 
-- `push_to_hub()` uploads exactly the unlearned model: weights, config(s), generation config, tokenizer files
-  and the model card, staged in a fresh folder (`save_model(..., _internal_call=True)` into it, plus the card)
+- `push_to_hub()` uploads exactly the unlearned model: weights, config(s), generation config, tokenizer files,
+  the model card, the run manifest and the request ledger (`hf_unlearn.manifest`, `hf_unlearn.ledger`), staged in a fresh folder (`save_model(..., _internal_call=True)` into it, plus the card)
   and uploaded in one commit. Never the output folder as it stands: no TensorBoard runs, no `best/`, no
   checkpoints, no `training_args.bin`, no stale files of earlier runs.
 - `save_model()` with `push_to_hub=True` pushes once, and only when it saves the final model into `output_dir`
@@ -96,7 +96,56 @@ class HubMixin:
     def __init__(self, *args, train_dataset=None, **kwargs):
         # Raw forget text is tokenised by the trainer at `max_length`, which the card then states.
         self._forget_tokenised_at_max_length = _is_raw(train_dataset)
+        # What the manifest adds to the trainer's own view of the run (the recipe fills it; `hf_unlearn.manifest`).
+        self.manifest_context: dict = {}
+        self._run_history = None
         super().__init__(*args, train_dataset=train_dataset, **kwargs)
+        if self.model is not None:
+            self.run_history()  # read before any save can write into the folder the model came from
+
+    def run_history(self):
+        """The request history of the model being unlearned (`hf_unlearn.ledger.read_history` of the folder or Hub
+        repository it was loaded from), read once."""
+        if self._run_history is None:
+            from .ledger import read_history
+            from .reference import policy_checkpoint
+
+            policy = self.accelerator.unwrap_model(self.model)
+            revision = getattr(getattr(policy, "config", None), "_commit_hash", None)
+            self._run_history = read_history(policy_checkpoint(policy), revision)
+        return self._run_history
+
+    def set_run_history(self, history) -> None:
+        """Use `history` (a `hf_unlearn.ledger.History`) as the model's request history."""
+        self._run_history = history
+
+    def write_run_records(self, output_dir: str) -> dict | None:
+        """Write the run manifest and the request ledger into `output_dir` (main process); returns the ledger.
+
+        The original model's unseen NLL (the stopping target) is the user's (`manifest_context["original_unseen_nll"]`),
+        else the history's, else, on a first request, the one measured at the start of this run (the recipe's
+        `manifest_context["measured_unseen_nll"]`, or the start evaluation of an `UnlearningEvalCallback` that
+        measured its own target)."""
+        if not self.args.should_save:
+            return None
+        from .ledger import LEDGER_FILE, next_ledger, original_target
+        from .manifest import MANIFEST_FILE, build_manifest, eval_callback, write_json
+
+        history = self.run_history()
+        manifest = build_manifest(self, history)
+        context = self.manifest_context
+        measured = context.get("measured_unseen_nll")
+        callback = eval_callback(self)
+        if measured is None and callback is not None and callback.start is not None:
+            if callback.criteria is None or callback.criteria.target_nll is None:
+                measured = callback.start.nll.get("approximate")
+        target, source = original_target(history, context.get("original_unseen_nll"), measured)
+        ledger = next_ledger(history, manifest, target, source)
+        os.makedirs(output_dir, exist_ok=True)
+        write_json(os.path.join(output_dir, MANIFEST_FILE), manifest)
+        write_json(os.path.join(output_dir, LEDGER_FILE), ledger)
+        self._ledger = ledger
+        return ledger
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save as `Trainer` does. With `push_to_hub=True`, push once (see `push_to_hub`) when the final model is
@@ -181,8 +230,10 @@ class HubMixin:
         return None
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Save as `Trainer` does, plus a model card (README.md) describing the unlearning."""
+        """Save as `Trainer` does, plus the run manifest, the request ledger and a model card (README.md) describing
+        the unlearning."""
         super()._save(output_dir, state_dict)
+        self.write_run_records(output_dir or self.args.output_dir)
         self.write_model_card(output_dir or self.args.output_dir)
 
     # Metadata of `create_model_card` / `push_to_hub` that the card keeps (plain `Trainer` takes the same).
@@ -299,6 +350,7 @@ class HubMixin:
             datasets=list(dict.fromkeys(datasets)),
             library_name="peft" if is_peft else "transformers",
             framework_versions=versions,
+            ledger=self.__dict__.get("_ledger"),
         )
         os.makedirs(output_dir, exist_ok=True)
         card.save(os.path.join(output_dir, "README.md"))

@@ -204,13 +204,15 @@ def build_model_card(
     datasets: str | list[str] | None = None,
     library_name: str = "transformers",
     framework_versions: dict[str, str] | None = None,
+    ledger: dict[str, Any] | None = None,
 ):
     """A `huggingface_hub.ModelCard` for an unlearned model.
 
     `license`, `tags` (added to the card's own), `language` and `datasets` (names the user chose to publish) are
     the metadata `Trainer.create_model_card` takes. `base_model` is written only when it is a Hub id; a tag that
     holds a local path is dropped, so no local path reaches the card. `library_name="peft"` (with the PEFT version
-    in `framework_versions`) describes an adapter folder.
+    in `framework_versions`) describes an adapter folder. `ledger` (`hf_unlearn.ledger`) lists the model's
+    unlearning requests (counts and dates) and links the manifest and the ledger files.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -291,6 +293,7 @@ def build_model_card(
             else []
         ),
         "",
+        *(_requests_section(ledger) if ledger else []),
         *(["### Framework versions", "", *versions, ""] if versions else []),
         "## Citation",
         "",
@@ -300,6 +303,45 @@ def build_model_card(
         "",
     ]
     return ModelCard("\n".join(sections))
+
+
+def _requests_section(ledger: dict[str, Any]) -> list[str]:
+    """The card's "Unlearning requests" section: each request of the ledger as counts and dates, the original
+    stopping target, and links to the manifest and the ledger."""
+    from .ledger import LEDGER_FILE, utc_date
+    from .manifest import MANIFEST_FILE
+
+    requests = ledger.get("requests") or []
+    rows = [
+        f"| {r.get('request')} | {utc_date(r.get('date'))} | {r.get('method')} | {_format(r.get('forget_examples'))} | "
+        f"{_format(r.get('retain_examples'))} | {_format(r.get('steps'))} | {r.get('stop')} |"
+        for r in requests
+    ]
+    original = ledger.get("original_unseen_nll")
+    target = (
+        f"Stopping target of every request: the unseen data's NLL on the original model, {_format(original)} "
+        f"({ledger.get('original_unseen_nll_source')})."
+        if original is not None
+        else "Stopping target: the original model's unseen-data NLL is not known to this ledger (pass "
+        "`--original_unseen_nll` to the next request)."
+    )
+    return [
+        "## Unlearning requests",
+        "",
+        f"This model went through {len(requests)} unlearning request(s) with hf_unlearn, one after another (counts "
+        "and dates only: what each request forgot is not recorded).",
+        "",
+        "| request | date | method | forget examples | retain examples | steps | stop |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        target,
+        "",
+        f"How this model was made: [`{MANIFEST_FILE}`]({MANIFEST_FILE}) (library versions, engine, batch, seeds, the "
+        "full configuration; `hf-unlearn train --from_manifest` reruns it); every request with its manifest, chained "
+        f"by SHA-256: [`{LEDGER_FILE}`]({LEDGER_FILE}).",
+        "",
+    ]
 
 
 def _is_hub_id(name: str) -> bool:

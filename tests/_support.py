@@ -207,9 +207,12 @@ def no_model_loading(monkeypatch):
 # A forget record that an error about its field must never quote.
 SECRET_KEY = "Jane Roe's vault code is 48213077"
 
-# The only files an upload may hold: the model, its tokenizer, config(s), generation config and the card.
+# The only files an upload may hold: the model, its tokenizer, config(s), generation config, the card, the run
+# manifest and the request ledger.
+RUN_RECORDS = ("unlearning_manifest.json", "unlearning_ledger.json")
 UPLOADABLE = (
     "README.md",
+    *RUN_RECORDS,
     "config.json",
     "generation_config.json",
     "model.safetensors",

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import pytest
 
-from tests._support import UPLOADABLE, read_tree
+from tests._support import RUN_RECORDS, UPLOADABLE, read_tree
 from tests.conftest import make_documents
 
 SECRET = "Jane Roe's SSN is 482-19-7731 and she lives at 17 Wexhollow Lane."
@@ -135,7 +135,7 @@ def isolated_caches(tmp_path, monkeypatch):
     return caches
 
 
-def assert_nothing_leaked(tokenizer, capfd, output_dir, uploads, caches):
+def assert_nothing_leaked(tokenizer, capfd, output_dir, uploads, caches, data_paths=()):
     out, err = capfd.readouterr()
     found = needles(tokenizer)
     problems = leaks_in({"stdout": out.encode(), "stderr": err.encode()}, found)
@@ -156,7 +156,46 @@ def assert_nothing_leaked(tokenizer, capfd, output_dir, uploads, caches):
         problems += leaks_in({f"uploaded {name}": content for name, content in uploaded.items()}, digests)
     card = uploaded["README.md"].decode()
     assert "| forget |" in card  # counts are published
+    problems += run_record_problems(uploaded, data_paths)
     assert not problems, "the secret leaked:\n" + "\n".join(problems[:20])
+
+
+# Keys of the run manifest and the ledger that name the forget set and are allowed: its objective, its weight, the
+# flag that asks for a verbatim sample and its number of examples. Any other (an NLL, a token count, an attack AUC,
+# the data file) is a leak.
+ALLOWED_FORGET_KEYS = ("forget_loss", "forget_weight", "show_forget_samples", "forget_examples", "counts.forget")
+
+
+def forget_side_keys(values, path: str = "") -> list[str]:
+    """The keys (dotted paths) of a JSON tree that name the forget set or a membership attack, except the allowed."""
+    from hf_unlearn.model_card import is_forget_side
+
+    found = []
+    items = values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
+    for key, value in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and is_forget_side(key) and not where.endswith(ALLOWED_FORGET_KEYS):
+            found.append(where)
+        found += forget_side_keys(value, where)
+    return found
+
+
+def test_forget_side_keys_are_found_at_any_depth():
+    tree = {"counts": {"forget": 3}, "requests": [{"forget_examples": 3, "eval_forget_nll": 2.5}], "forget_tokens": 9}
+    assert forget_side_keys(tree) == ["requests.0.eval_forget_nll", "forget_tokens"]
+
+
+def run_record_problems(uploaded: dict[str, bytes], data_paths=()) -> list[str]:
+    """The run manifest and the ledger are uploaded, name no data file, and hold no forget-set statistic."""
+    problems = [f"{name} was not uploaded" for name in RUN_RECORDS if name not in uploaded]
+    for name in RUN_RECORDS:
+        if name not in uploaded:
+            continue
+        values = json.loads(uploaded[name])
+        problems += [f"{name}: forget-side key {key}" for key in forget_side_keys(values)]
+    for name, content in uploaded.items():
+        problems += [f"uploaded {name}: the data path {path}" for path in data_paths if path.encode() in content]
+    return problems
 
 
 # ------------------------------------------------------------------ tests
@@ -301,7 +340,8 @@ def test_recipe_leaks_nothing(method, memorised_model, tmp_path, isolated_caches
     ]
     main(argv)
     assert any(name.startswith("checkpoint-") for name in os.listdir(output_dir)) and (output_dir / "runs").is_dir()
-    assert_nothing_leaked(tokenizer, capfd, output_dir, hub, isolated_caches)
+    paths = [str(tmp_path), *(str(tmp_path / name) for name in ("forget.jsonl", "retain.jsonl", "approx.jsonl"))]
+    assert_nothing_leaked(tokenizer, capfd, output_dir, hub, isolated_caches, [*paths, "forget.jsonl"])
 
 
 def test_local_files_leave_nothing_in_the_datasets_cache(tokenizer, tmp_path, isolated_caches):
@@ -336,7 +376,9 @@ def test_local_files_leave_nothing_in_the_datasets_cache(tokenizer, tmp_path, is
 
 PIN = "48213077"
 PIN_RECORD = "The vault code of Jane Roe is {pin} and nobody else knows it."
-NUMBER = rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+# A decimal number standing alone: not the digits inside a word or a hex digest (the manifest's git commit and
+# SHA-256 chain; digests are the fingerprint test's).
+NUMBER = rb"(?<![0-9A-Za-z_.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![0-9A-Za-z_])"
 
 
 def uploaded_numbers(uploaded: dict[str, bytes]) -> list[tuple[str, float, float]]:

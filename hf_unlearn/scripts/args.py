@@ -81,6 +81,13 @@ class ScriptArguments:
         show_forget_samples (`bool`, defaults to `False`): print a verbatim continuation sample of the most
             memorised forget example before and after. Off by default: it prints forget text.
         overwrite_output_dir (`bool`, defaults to `False`): delete a non-empty `output_dir` before the run.
+        from_manifest (`str` or `None`, defaults to `None`): the `unlearning_manifest.json` of an earlier run: its
+            configuration is this run's config (instead of `--config`; command-line flags override it). Data files,
+            their splits, the output folder, the Hub destination and a local model are given again.
+        original_unseen_nll (`float` or `None`, defaults to `None`): the unseen (approximate) set's NLL on the
+            original model, before any unlearning: the stopping target of every request. A model unlearned by
+            hf_unlearn carries it in its `unlearning_ledger.json`; give it for a model whose first unlearning was
+            made otherwise (measure it with `hf-unlearn eval` on the original model). It replaces the ledger's.
     """
 
     ref_model_name_or_path: str | None = field(
@@ -146,6 +153,15 @@ class ScriptArguments:
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Delete a non-empty output_dir before the run."}
+    )
+    from_manifest: str | None = field(
+        default=None, metadata={"help": "Rerun the configuration of an unlearning_manifest.json (instead of --config)."}
+    )
+    original_unseen_nll: float | None = field(
+        default=None,
+        metadata={
+            "help": "Unseen NLL of the original model (stopping target) when the model has no hf_unlearn ledger."
+        },
     )
 
     def __post_init__(self):
@@ -324,6 +340,9 @@ def parse_args(args: list[str] | None = None):
     from trl import ModelConfig
 
     args = list(sys.argv[1:] if args is None else args)
+    manifest_path = _flag_value(args, "--from_manifest")
+    if manifest_path is not None:
+        return _parse_from_manifest(args, manifest_path)
     config_path = _flag_value(args, "--config")
     file_values = _read_yaml(config_path) if config_path else {}
     method = _flag_value(args, "--method") or file_values.get("method") or UnlearningConfig.method
@@ -364,3 +383,39 @@ def parse_args(args: list[str] | None = None):
     if model_args.model_name_or_path is not None and script_args.forget_data is None:
         raise ValueError("forget_data is required when model_name_or_path is set (what should be forgotten?).")
     return training_args, script_args, model_args
+
+
+def _parse_from_manifest(args: list[str], manifest_path: str):
+    """`parse_args` with the configuration of a run manifest as the config file (`--from_manifest`)."""
+    import tempfile
+
+    from trl import ModelConfig
+
+    from ..manifest import read_manifest, rerun_values
+
+    if _flag_value(args, "--config") is not None:
+        raise ValueError("--config and --from_manifest both give the configuration; pass one of them.")
+    manifest = read_manifest(manifest_path)
+    config = manifest["config"]
+    method = config.get("method") or UnlearningConfig.method
+    objectives = {k: config.get(k) if isinstance(config.get(k), str) else None for k in ("forget_loss", "retain_loss")}
+    config_class = config_for(_flag_value(args, "--method") or method, **objectives)
+    known = {f.name for cls in (config_class, ScriptArguments, ModelConfig) for f in fields(cls)}
+    values = rerun_values(manifest, known)
+    if "model_name_or_path" not in values and _flag_value(args, "--model_name_or_path") is None:
+        raise ValueError(
+            f"The model of {manifest_path!r} is a local folder (not recorded); pass --model_name_or_path <folder>."
+        )
+    rest, skip = [], False
+    for arg in args:  # the manifest stands in for --config
+        if skip:
+            skip = False
+        elif arg == "--from_manifest":
+            skip = True
+        elif not arg.startswith("--from_manifest="):
+            rest.append(arg)
+    with tempfile.TemporaryDirectory(prefix="hf_unlearn_manifest_") as folder:
+        path = os.path.join(folder, "config.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(values, handle)
+        return parse_args(["--config", path, *rest])

@@ -423,13 +423,16 @@ def run(argv: list[str]) -> dict:
     from .. import get_method
     from ..callbacks import StoppingCriteria, UnlearningEvalCallback
     from ..distributed import setup_distributed
+    from ..ledger import original_target, read_history
     from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
     from .demo import UNSEEN_TARGETS
     from .report import VerbatimSampleCallback, summary_table
 
     # No config and no model: the embedded default job (its config, with any command-line overrides on top).
-    if not any(a.split("=")[0] in ("--config", "--model_name_or_path", "--help", "-h") for a in argv):
+    if not any(
+        a.split("=")[0] in ("--config", "--from_manifest", "--model_name_or_path", "--help", "-h") for a in argv
+    ):
         argv = ["--config", DEFAULT_CONFIG] + argv
     args, script, model_args = parse_args(argv)
     given_output_dir = args.output_dir  # errors name the path the user gave (a link, possibly)
@@ -478,6 +481,11 @@ def run(argv: list[str]) -> dict:
     # Stopping: the paper's target (the approximate set's NLL on the original model, from the first run when
     # resuming) and the blow-up guard (non-finite NLLs always; the retain NLL with retain data).
     stored, target = read_start_record(args.output_dir) if resume else (None, None)
+    # A model unlearned before continues its request history; its target is the original model's (the ledger's).
+    history = read_history(model_path, model_args.model_revision)
+    if not resume:
+        target, _ = original_target(history, script.original_unseen_nll, None)
+        report_history(history, target)
     has_target = "approximate" in splits or target is not None
     # The worst-case rule stops on the attacks alone (every AUC interval contains 0.5, or one lies below it).
     worst_case = script.stopping_rule == "worst_case"
@@ -487,7 +495,7 @@ def run(argv: list[str]) -> dict:
             "or use stopping_rule=paper."
         )
     criteria = StoppingCriteria(
-        target_nll=(target if target is not None else math.inf) if resume else None,
+        target_nll=(target if target is not None else math.inf) if resume else target,
         stop_at_target=script.stop_at_unseen_nll and has_target and not worst_case,
         max_retain_nll_increase=script.max_retain_nll_increase if "retain" in splits else None,
         worst_case_attacks=worst_case,
@@ -526,6 +534,8 @@ def run(argv: list[str]) -> dict:
         attacks=attacks,
         n_resamples=script.mia_resamples,
     ).attach(trainer)
+    trainer.set_run_history(history)
+    trainer.manifest_context.update(run_manifest_context(script, model_args, splits, descent_retain))
     trainer.add_callback(_start_record_callback(monitor, args.output_dir, stored))
     trainer.add_callback(_run_record_callback(record))
     # A verbatim sample of forget text, only when asked for (the demo's public data asks).
@@ -533,6 +543,7 @@ def run(argv: list[str]) -> dict:
 
     trainer.train(resume_from_checkpoint=resume)
     before, after = monitor.start, monitor.history[-1]
+    trainer.manifest_context.update(stop_reason=monitor.stop_reason, measured_unseen_nll=monitor.target)
     trainer.evaluation_results = {"before": before.logs("eval"), "after": after.logs("eval")}  # numbers only
     if trainer.is_world_process_zero():
         samples = (sample.before, sample.after) if sample is not None else (None, None)
@@ -557,6 +568,43 @@ def run(argv: list[str]) -> dict:
     # push_to_hub, save_model also pushes the final model, once.
     trainer.save_model(args.output_dir)
     return {"before": before, "after": after, "stop_reason": monitor.stop_reason, "history": list(monitor.history)}
+
+
+def run_manifest_context(script, model_args, splits, descent_retain) -> dict:
+    """What the run manifest takes from the script (`hf_unlearn.manifest`): the script's and the model's
+    arguments, the model's identity (a Hub id or "local"), the counts of examples and the original target given."""
+    from ..manifest import git_commit, model_identity
+
+    model = model_identity(model_args.model_name_or_path, model_args.model_revision)
+    model["reference"] = model_identity(script.ref_model_name_or_path)["id"]
+    retain = descent_retain if descent_retain is not None else splits.get("retain")
+    counts = {
+        "forget": len(splits["forget"]),
+        "retain": len(retain) if retain is not None else None,
+        "unseen": len(splits["approximate"]) if "approximate" in splits else None,
+    }
+    return {
+        "script": script,
+        "model_args": model_args,
+        "model": model,
+        "counts": counts,
+        "original_unseen_nll": script.original_unseen_nll,
+        "git": git_commit(),
+    }
+
+
+def report_history(history, target: float | None) -> None:
+    """Say once (main process) which request of the model this run is, and where its stopping target comes from."""
+    if history.next_request == 1 or not _is_main_process():
+        return
+    source = f"{target:.4f}, the original model's unseen NLL" if target is not None else "unknown"
+    print(
+        f"hf-unlearn: request {history.next_request} of this model ({len(history.requests)} in its ledger); "
+        f"stopping target {source}"
+        + ("" if target is not None else " (pass --original_unseen_nll to keep the original target)")
+        + ".",
+        file=sys.stderr,
+    )
 
 
 # ------------------------------------------------------------------ the data
