@@ -59,6 +59,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
+from .earlier import EARLIER_PREFIX, earlier_names, earlier_return
 from .evaluation.membership import (
     DEFAULT_MIN_K,
     attack_scores,
@@ -91,6 +92,8 @@ class EvalRecord:
     mia_auc: float | None = None
     # With several attacks: {attack: {"auc": ..., "auc_low": ..., "auc_high": ...}} (bootstrap interval bounds).
     attacks: dict[str, dict[str, float]] | None = None
+    # Earlier forget sets' attack intervals against the approximate split, by split (`hf_unlearn.earlier`).
+    earlier_attacks: dict[str, dict[str, dict[str, float]]] | None = None
 
     def logs(self, prefix: str = "eval") -> dict[str, float]:
         logs = {f"{prefix}_{split}_nll": value for split, value in self.nll.items()}
@@ -100,6 +103,9 @@ class EvalRecord:
             logs[f"{prefix}_mia_auc_{attack}"] = values["auc"]
             logs[f"{prefix}_mia_auc_{attack}_low"] = values["auc_low"]
             logs[f"{prefix}_mia_auc_{attack}_high"] = values["auc_high"]
+        for split, attacks in (self.earlier_attacks or {}).items():
+            for attack, values in attacks.items():
+                logs[f"{prefix}_{split}_mia_auc_{attack}"] = values["auc"]
         return logs
 
     def non_finite(self) -> dict[str, float]:
@@ -167,6 +173,9 @@ class StoppingCriteria:
             2,394 nats against a 5.15 target).
         max_approximate_nll_ratio (`float` or `None`, defaults to `10.0`):
             Blow-up guard: the approximate (unseen) split's NLL above this many times its value at the start.
+        max_earlier_nll_drop (`float` or `None`, defaults to `0.05`):
+            Guard of earlier requests: an earlier forget set (splits `earlier_forget_<k>`) whose NLL falls below
+            (1 - this) x its start, or that an attack separates again, came back (`hf_unlearn.earlier`): a failure.
     """
 
     target_nll: float | None = None
@@ -178,6 +187,7 @@ class StoppingCriteria:
     min_retain_nll_increase: float = 0.05
     max_target_ratio: float | None = 10.0
     max_approximate_nll_ratio: float | None = 10.0
+    max_earlier_nll_drop: float | None = 0.05
 
     def __post_init__(self):
         for name in ("max_target_ratio", "max_approximate_nll_ratio"):
@@ -224,6 +234,9 @@ class StoppingCriteria:
                     f"blow-up: approximate (unseen) NLL {record.nll[APPROXIMATE]:.4f} > {ratio} x its start "
                     f"{start.nll[APPROXIMATE]:.4f}"
                 )
+        came_back = earlier_return(record, start, self.max_earlier_nll_drop)
+        if came_back is not None:
+            return came_back
         limit = self.retain_limit(start)
         if limit is not None and record.nll[RETAIN] > limit:
             return (
@@ -453,7 +466,8 @@ class UnlearningEvalCallback(TrainerCallback):
                 pad,
                 self.batch_size,
                 accelerator=trainer.accelerator,
-                token_scores=self.attacks is not None and name in (FORGET, APPROXIMATE),  # same single forward pass
+                token_scores=self.attacks is not None
+                and (name in (FORGET, APPROXIMATE) or name.startswith(EARLIER_PREFIX)),  # same single forward pass
             )
             for name, dataset in self.splits.items()
         }
@@ -465,7 +479,21 @@ class UnlearningEvalCallback(TrainerCallback):
             attacks = attack_intervals(
                 scores[FORGET], scores[APPROXIMATE], self.attacks, self.n_resamples, self.confidence, self.seed
             )
-        return EvalRecord(step=step, nll={name: s.mean_nll for name, s in scores.items()}, mia_auc=auc, attacks=attacks)
+        earlier = None
+        if self.attacks is not None and earlier_names(scores):
+            earlier = {
+                name: attack_intervals(
+                    scores[name], scores[APPROXIMATE], self.attacks, self.n_resamples, self.confidence, self.seed
+                )
+                for name in earlier_names(scores)
+            }
+        return EvalRecord(
+            step=step,
+            nll={name: s.mean_nll for name, s in scores.items()},
+            mia_auc=auc,
+            attacks=attacks,
+            earlier_attacks=earlier,
+        )
 
     def _count_without_targets(self, scores: Mapping[str, ExampleScores]) -> None:
         """Count (and warn once about) the examples without target tokens, which every metric leaves out."""
