@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 import transformers
+from accelerate.utils.memory import clear_device_cache
 from packaging import version
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
@@ -483,13 +484,6 @@ class UnlearningTrainer(HubMixin, Trainer):
                 after_objective(new)
         return terms
 
-    def training_step(self, *args, **kwargs):
-        self._in_training_step = True
-        try:
-            return super().training_step(*args, **kwargs)
-        finally:
-            self._in_training_step = False
-
     def loss_route(self) -> LossRoute:
         """How the losses are computed and differentiated, decided here alone (logged when training starts).
 
@@ -499,12 +493,12 @@ class UnlearningTrainer(HubMixin, Trainer):
           `UnlearningConfig.loss_gradient_in_forward` on, where plain autograd delivers the gradients
           (`_plain_autograd`), in one process or under DDP (the gradients reach the parameters in backward, where
           DDP's hooks all-reduce them, as any other gradient).
-        - backward per objective: `compute_loss` may run the forget objective's backward before the retain
+        - backward per objective: `training_step` may run the forget objective's backward before the retain
           objective's forward pass, so that the two forward graphs are never alive together, where it is exactly
           the same computation: in a single process (DDP's reducer expects one backward per forward) where plain
-          autograd delivers the gradients, with the built-in `unlearning_terms` and a retain objective that runs
-          (it must leave a loss with gradient to return), and `UnlearningConfig.backward_per_objective` on; and
-          only inside `training_step` (whose caller backwards the returned loss once; `backward_per_objective()`).
+          autograd delivers the gradients, with the built-in `unlearning_terms` and `compute_loss` (an override of
+          either is called as `Trainer` calls it: `compute_loss`, then one backward), a retain objective that runs
+          (it must leave a loss with gradient to return), and `UnlearningConfig.backward_per_objective` on.
         """
         settings = self.unlearning_args
         plain = self._plain_autograd()
@@ -516,14 +510,11 @@ class UnlearningTrainer(HubMixin, Trainer):
                 and self.accelerator.num_processes == 1
                 and plain
                 and type(self).unlearning_terms is UnlearningTrainer.unlearning_terms
+                and type(self).compute_loss is UnlearningTrainer.compute_loss
                 and self.retain_objective is not None
                 and self.retain_objective.active()
             ),
         )
-
-    def backward_per_objective(self) -> bool:
-        """Whether this `compute_loss` call runs one backward per objective (`loss_route`, inside `training_step`)."""
-        return getattr(self, "_in_training_step", False) and self.loss_route().backward_per_objective
 
     def gradient_in_forward(self) -> bool:
         """Whether summed token losses compute each chunk's gradient in the forward pass (`loss_route`)."""
@@ -559,43 +550,90 @@ class UnlearningTrainer(HubMixin, Trainer):
             counts = self.accelerator.reduce(counts, reduction="sum")
         return batch_samples, StepCounts(zip(self.normaliser_names, counts))
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The unlearning loss while training; the language-modelling loss on the forget tokens in evaluation."""
-        if not model.training or return_outputs or not is_stream_example(inputs):
-            return self.language_modelling_loss(model, inputs, return_outputs)
+    def step_counts(self, inputs, num_items_in_batch) -> tuple[StepCounts, int]:
+        """The normalisers' counts for one micro-batch's loss and the factor its share is scaled by: the step's
+        global counts from `get_batch_samples` (x the number of processes), else this micro-batch's own (x 1)."""
         if isinstance(num_items_in_batch, StepCounts):
-            counts, scale = num_items_in_batch, self.accelerator.num_processes
-        else:  # called outside the training loop: normalise by this micro-batch alone
-            counts, scale = StepCounts(zip(self.normaliser_names, self.count_normalisers([inputs]))), 1
+            return num_items_in_batch, self.accelerator.num_processes
+        # called outside the training loop: normalise by this micro-batch alone
+        return StepCounts(zip(self.normaliser_names, self.count_normalisers([inputs]))), 1
 
-        def weighted(term: LossTerm) -> torch.Tensor:
-            return (
-                term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
-            )
+    @staticmethod
+    def weighted_term(term: LossTerm, counts: StepCounts) -> torch.Tensor:
+        """`weight * sum / global count` of one term (a count of 0 divides by 1)."""
+        return term.weight * term.value / counts[term.normaliser].to(term.value.device, term.value.dtype).clamp(min=1)
 
-        done: set[str] = set()  # terms whose backward already ran
-
-        def backward_now(new_terms: dict[str, LossTerm]) -> None:
-            parts = [weighted(term) for term in new_terms.values() if term.weight != 0 and term.value.requires_grad]
-            if parts:
-                self.accelerator.backward(torch.stack(parts).sum() * scale)
-                done.update(name for name, term in new_terms.items() if term.weight != 0)
-
-        if self.backward_per_objective() and self.retain_objective.stream in inputs:
-            terms = self.unlearning_terms(model, inputs, after_objective=backward_now)
-        else:
-            terms = self.unlearning_terms(model, inputs)
+    def weighted_loss(
+        self, terms: dict[str, LossTerm], counts: StepCounts, scale: int, detached: frozenset[str] = frozenset()
+    ) -> torch.Tensor:
+        """The micro-batch's loss: the sum of its weighted terms x `scale`; the terms named in `detached` (whose
+        backward already ran) count in the value only."""
         loss = None
         for name, term in terms.items():
             if term.weight == 0:
                 continue
-            part = weighted(term)
-            part = part.detach() if name in done else part
+            part = self.weighted_term(term, counts)
+            part = part.detach() if name in detached else part
             loss = part if loss is None else loss + part
         if loss is None:
             raise ValueError("Every loss term has weight 0; set forget_weight and/or retain_weight above 0.")
-        self._record_terms(terms)
         return loss * scale
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The unlearning loss while training; the language-modelling loss on the forget tokens in evaluation.
+
+        It runs no backward (`Trainer`'s contract); `training_step` differentiates the loss."""
+        if not model.training or return_outputs or not is_stream_example(inputs):
+            return self.language_modelling_loss(model, inputs, return_outputs)
+        counts, scale = self.step_counts(inputs, num_items_in_batch)
+        terms = self.unlearning_terms(model, inputs)
+        loss = self.weighted_loss(terms, counts, scale)
+        self._record_terms(terms)
+        return loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """`Trainer.training_step` (`compute_loss`, then one backward of its loss), or, where `loss_route` says one
+        backward per objective and the micro-batch has retain data: each objective's backward right after its
+        forward pass (the last one's on the micro-batch's loss, which counts the earlier terms in its value only).
+        Returns the detached loss, as `Trainer.training_step` does."""
+        if not (
+            is_stream_example(inputs)
+            and self.retain_objective is not None
+            and self.retain_objective.stream in inputs
+            and self.loss_route().backward_per_objective
+        ):
+            return super().training_step(model, inputs, num_items_in_batch)
+        # `Trainer.training_step`'s steps for a single process with plain autograd (the route's conditions): no
+        # context parallelism, SageMaker, DataParallel or LOMO; the loss is scaled for accumulation already.
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        counts, scale = self.step_counts(inputs, num_items_in_batch)
+        done: set[str] = set()  # terms whose backward already ran
+
+        def backward_now(new_terms: dict[str, LossTerm]) -> None:
+            parts = [
+                self.weighted_term(term, counts)
+                for term in new_terms.values()
+                if term.weight != 0 and term.value.requires_grad
+            ]
+            if parts:
+                self.accelerator.backward(torch.stack(parts).sum() * scale)
+                done.update(name for name, term in new_terms.items() if term.weight != 0)
+
+        with self.compute_loss_context_manager():
+            terms = self.unlearning_terms(model, inputs, after_objective=backward_now)
+            loss = self.weighted_loss(terms, counts, scale, frozenset(done))
+        self._record_terms(terms)
+        del inputs
+        if (
+            self.args.torch_empty_cache_steps is not None
+            and self.state.global_step % self.args.torch_empty_cache_steps == 0
+        ):
+            clear_device_cache()
+        self.accelerator.backward(loss)
+        return loss.detach()
 
     def language_modelling_loss(self, model, inputs, return_outputs=False):
         """Mean next-token NLL of a flat batch (or of the forget stream of a paired one), padding-side independent."""

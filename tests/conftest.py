@@ -5,6 +5,7 @@ Everything is offline and built here; nothing reads ../shared or the Hub.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 
@@ -116,3 +117,62 @@ def exit_worker() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+@pytest.fixture
+def data(tmp_path):
+    """JSONL forget, retain and approximate files of 4 documents each, for the scripts."""
+    from tests._support import write_jsonl
+
+    return {
+        "forget": write_jsonl(tmp_path / "forget.jsonl", make_documents(4, seed=1)),
+        "retain": write_jsonl(tmp_path / "retain.jsonl", make_documents(4, seed=2)),
+        "approximate": write_jsonl(tmp_path / "approx.jsonl", make_documents(4, seed=3)),
+    }
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """Intercept every Hub call: `uploads` holds one {path in repo: bytes} per upload_folder call."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoUrl
+    from huggingface_hub.utils import filter_repo_objects
+
+    from tests._support import read_tree
+
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_test")
+    uploads: list[dict[str, bytes]] = []
+
+    def create_repo(self, repo_id, *args, **kwargs):
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(
+        self,
+        *,
+        repo_id,
+        folder_path,
+        path_in_repo=None,
+        allow_patterns=None,
+        ignore_patterns=None,
+        run_as_future=False,
+        **kwargs,
+    ):
+        files = read_tree(folder_path)
+        relative = {os.path.relpath(path, folder_path).replace(os.sep, "/"): content for path, content in files.items()}
+        kept = set(filter_repo_objects(relative, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+        prefix = f"{path_in_repo.strip('/')}/" if path_in_repo else ""
+        uploads.append({prefix + name: content for name, content in relative.items() if name in kept})
+        if run_as_future:
+            future = concurrent.futures.Future()
+            future.set_result(None)
+            return future
+        return None
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("an unexpected Hub call was made")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    for name in ("create_commit", "upload_file", "upload_large_folder"):
+        monkeypatch.setattr(HfApi, name, refuse, raising=False)
+    return uploads

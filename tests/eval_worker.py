@@ -1,4 +1,4 @@
-"""Worker for tests/test_evaluation.py::test_two_processes_match_one: sharded evaluation and the evaluation
+"""Worker for tests/test_eval_sharding.py::test_two_processes_match_one: sharded evaluation and the evaluation
 callback during gradient ascent, written to JSON by the main process.
 
 Run as `python tests/eval_worker.py MODEL_DIR OUT.json PER_DEVICE_BATCH` (1 process; the test calls `run`

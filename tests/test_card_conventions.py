@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM
 
 from hf_unlearn import get_method
 from tests.conftest import make_documents, unlearning_args
-from tests.test_privacy import hub  # noqa: F401  (the Hub-intercepting fixture)
 
 
 def make_trainer(tmp_path, model, data, tokenizer, method="ga", **overrides):
@@ -136,7 +135,7 @@ def test_project_link_is_not_a_placeholder(tiny_model, forget_data, tokenizer, t
 def test_adapter_card_keeps_peft_metadata(trained_model_dir, forget_data, tokenizer, tmp_path):
     import peft
 
-    from tests.test_hub_and_peft import lora_config
+    from tests._support import lora_config
 
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
     args = unlearning_args("ga", tmp_path, max_steps=1)

@@ -10,8 +10,8 @@ import math
 import pytest
 
 from hf_unlearn import UnlearningConfig, get_method, run_plan
+from tests._support import argv
 from tests.conftest import unlearning_args
-from tests.test_scripts_unlearn import argv, data  # noqa: F401  (fixture)
 
 
 def test_run_plan_follows_the_arguments_not_the_class():

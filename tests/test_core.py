@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import copy
 import math
 import os
 import threading
@@ -12,43 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import chunk_documents, get_method, run_plan
+from hf_unlearn import chunk_documents, get_method
+from tests._support import first_step, varied_examples
 from tests.conftest import make_documents, unlearning_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"]
-
-
-def varied_examples(tokenizer, seed, n=4):
-    """`n` chunks of clearly different lengths (3..32 tokens), so padding really happens."""
-    data = chunk_documents(make_documents(12, seed=seed, min_words=2, max_words=30), tokenizer, max_length=32)
-    order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
-    picks = [order[0], order[len(order) // 3], order[2 * len(order) // 3], order[-1]][:n]
-    return data.select(picks)
-
-
-def first_step(method, model_dir, tokenizer, forget, retain, tmp_path, padding_side):
-    """Loss and gradient of one `compute_loss` on the 4 examples as one batch, padded on `padding_side`."""
-    side_tokenizer = copy.deepcopy(tokenizer)
-    side_tokenizer.padding_side = padding_side
-    cls = get_method(method)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
-    trainer = cls(
-        model=model,
-        args=unlearning_args(method, tmp_path / padding_side),
-        train_dataset=forget,
-        processing_class=side_tokenizer,
-        **kwargs,
-    )
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(forget))])
-    assert bool((batch["forget"]["attention_mask"][:, 0 if padding_side == "left" else -1] == 0).any())
-    model.train()
-    loss = trainer.compute_loss(model, batch)
-    loss.backward()
-    grads = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
-    magnitude = sum(abs(total / count) for total, count in trainer._term_stats.tolist() if count)
-    return loss.item(), grads, magnitude
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -366,7 +334,7 @@ def test_short_documents_are_kept(tokenizer):
 
 def test_golden_value_through_train(tmp_path):
     """The GA + descent golden value of tests/test_methods.py (-0.5 ln 2), logged by train() at step 1 (lr 0)."""
-    from tests.test_methods import BigramLM, W, example
+    from tests._support import BigramLM, W, example
 
     model = BigramLM(W)
     trainer = get_method("ga_descent")(

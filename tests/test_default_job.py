@@ -10,9 +10,9 @@ from hf_unlearn.scripts.demo import (
     UNSEEN_TARGETS,
     default_splits,
     retain_selection,
-    summary_table,
     unseen_texts,
 )
+from hf_unlearn.scripts.report import summary_table
 
 
 def test_default_splits_are_full_chunks_of_disjoint_sources(tokenizer):

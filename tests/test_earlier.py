@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests._support import recipe_argv, write_jsonl
 from tests.conftest import make_documents
-from tests.test_manifest import recipe_argv, write_jsonl
 
 
 def record(step, nll, attacks=None):

@@ -10,9 +10,8 @@ import json
 
 import pytest
 
+from tests._support import SECRET_KEY, argv, no_model_loading, write_jsonl
 from tests.conftest import make_documents
-from tests.test_inputs import SECRET_KEY
-from tests.test_scripts_unlearn import argv, data, no_model_loading, write_jsonl  # noqa: F401  (fixture)
 
 
 def unlearn(args):

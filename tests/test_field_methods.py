@@ -1,6 +1,6 @@
 """The field's methods: hand-derived golden values, training behaviour, RMU's frozen parameters.
 
-Golden values use the bigram model of tests/test_methods.py: P(next | current = c) = softmax(W[c]) with
+Golden values use the bigram model of tests/_support.py: P(next | current = c) = softmax(W[c]) with
 
     W[0] = ln [1/2, 1/4, 1/4],  W[1] = ln [1/4, 1/2, 1/4],  W[2] = ln [1/3, 1/3, 1/3]
 
@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM
 
 from hf_unlearn import build_qa_dataset, get_method
 from hf_unlearn.evaluation import mean_nll
+from tests._support import LN2, LN4, W, golden_loss
 from tests.conftest import unlearning_args
-from tests.test_methods import LN2, LN4, W, golden_loss
 
 FIELD_METHODS = ["npo", "simnpo", "idk", "idk_dpo", "rmu", "undial", "wga", "satimp"]
 

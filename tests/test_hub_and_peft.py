@@ -8,8 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from hf_unlearn import get_method, run_plan
 from hf_unlearn.forward import forward
+from tests._support import UPLOADABLE, lora_config
 from tests.conftest import unlearning_args
-from tests.test_privacy import UPLOADABLE, hub  # noqa: F401  (the Hub-intercepting fixture)
 
 SECRET = "zebra quantum marmalade"  # a phrase that must never leave the forget set
 
@@ -92,12 +92,6 @@ def test_push_with_unreachable_hub_is_a_clear_error(tiny_model, forget_data, tok
             train_dataset=forget_data,
             processing_class=tokenizer,
         )
-
-
-def lora_config():
-    from peft import LoraConfig
-
-    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
 
 
 @pytest.mark.parametrize("method", ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"])

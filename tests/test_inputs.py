@@ -14,6 +14,7 @@ from hf_unlearn import (
 )
 from hf_unlearn.config import UnlearningConfig
 from hf_unlearn.scripts.args import parse_args
+from tests._support import SECRET_KEY
 from tests.conftest import make_documents, unlearning_args
 
 # ------------------------------------------------------------------ data
@@ -285,9 +286,6 @@ def test_bad_json_line_is_named_without_its_content(tokenizer, tmp_path):
 
 
 # ------------------------------------------------------------------ errors about forget data quote none of it
-
-
-SECRET_KEY = "Jane Roe's vault code is 48213077"
 
 
 def full_error(error: BaseException) -> str:

@@ -16,49 +16,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
-from transformers import PretrainedConfig
-from transformers.modeling_outputs import CausalLMOutput
 
-from hf_unlearn import get_method, list_methods, register_method, run_plan
+from hf_unlearn import get_method, list_methods, register_method
 from hf_unlearn.registry import _METHODS
-
-LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
-W = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [1 / 3, 1 / 3, 1 / 3]]))
-
-
-class BigramLM(nn.Module):
-    """logits[:, t] = W[input_ids[:, t]]."""
-
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.config = PretrainedConfig(vocab_size=table.shape[0], pad_token_id=0)
-        self.table = nn.Embedding.from_pretrained(table.clone(), freeze=False)
-
-    def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
-        return CausalLMOutput(logits=self.table(input_ids))
-
-
-def example(tokens):
-    return {"input_ids": tokens, "attention_mask": [1] * len(tokens), "labels": list(tokens)}
-
-
-def golden_loss(method, tmp_path, policy_table=W, ref_table=None, **config):
-    from tests.conftest import unlearning_args
-
-    cls = get_method(method)
-    kwargs = {}
-    if run_plan(None, cls).uses_retain_data:
-        kwargs["retain_dataset"] = [example([1, 1, 0])]
-    if ref_table is not None:
-        kwargs["ref_model"] = BigramLM(ref_table)
-    model = BigramLM(policy_table)
-    trainer = cls(
-        model=model, args=unlearning_args(method, tmp_path, **config), train_dataset=[example([0, 1, 2])], **kwargs
-    )
-    batch = trainer.data_collator([trainer.train_dataset[0]])
-    model.train()
-    return trainer.compute_loss(model, batch).item(), trainer
+from tests._support import LN2, LN3, LN4, W, golden_loss
 
 
 def test_gradient_ascent_golden(tmp_path):

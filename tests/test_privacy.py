@@ -13,7 +13,6 @@ ids, hex or raw). Everything must come up empty.
 
 from __future__ import annotations
 
-import concurrent.futures
 import fnmatch
 import hashlib
 import json
@@ -22,6 +21,7 @@ import os
 import numpy as np
 import pytest
 
+from tests._support import RUN_RECORDS, UPLOADABLE, read_tree
 from tests.conftest import make_documents
 
 SECRET = "Jane Roe's SSN is 482-19-7731 and she lives at 17 Wexhollow Lane."
@@ -29,30 +29,6 @@ PIECES = ("482-19", "19-7731", "Wexhollow", "Jane Roe", "Roe's SSN", "SSN is 482
 # A guesser's list: the true secret among plausible others.
 CANDIDATES = [SECRET] + [SECRET.replace("482-19-7731", ssn) for ssn in ("482-19-7730", "123-45-6789", "482-91-7731")]
 MAX_LENGTH = 64
-# The only files an upload may hold: the model, its tokenizer, config(s), generation config, the card, the run
-# manifest and the request ledger.
-RUN_RECORDS = ("unlearning_manifest.json", "unlearning_ledger.json")
-UPLOADABLE = (
-    "README.md",
-    *RUN_RECORDS,
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "model-*.safetensors",
-    "model.safetensors.index.json",
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-)
-
-
 # ------------------------------------------------------------------ the secret in every form
 
 
@@ -100,16 +76,6 @@ def fingerprints(tokenizer, text: str) -> list[bytes]:
 
 def leaks_in(files: dict[str, bytes], found: dict[str, bytes]) -> list[str]:
     return [f"{name}: {what}" for name, content in files.items() for what, needle in found.items() if needle in content]
-
-
-def read_tree(root) -> dict[str, bytes]:
-    files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                files[path] = handle.read()
-    return files
 
 
 # ------------------------------------------------------------------ fixtures
@@ -167,51 +133,6 @@ def isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", caches["datasets"])
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(caches["hf_unlearn"]))
     return caches
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    """Intercept every Hub call: `uploads` holds one {path in repo: bytes} per upload_folder call."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.hf_api import RepoUrl
-    from huggingface_hub.utils import filter_repo_objects
-
-    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_test")
-    uploads: list[dict[str, bytes]] = []
-
-    def create_repo(self, repo_id, *args, **kwargs):
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(
-        self,
-        *,
-        repo_id,
-        folder_path,
-        path_in_repo=None,
-        allow_patterns=None,
-        ignore_patterns=None,
-        run_as_future=False,
-        **kwargs,
-    ):
-        files = read_tree(folder_path)
-        relative = {os.path.relpath(path, folder_path).replace(os.sep, "/"): content for path, content in files.items()}
-        kept = set(filter_repo_objects(relative, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
-        prefix = f"{path_in_repo.strip('/')}/" if path_in_repo else ""
-        uploads.append({prefix + name: content for name, content in relative.items() if name in kept})
-        if run_as_future:
-            future = concurrent.futures.Future()
-            future.set_result(None)
-            return future
-        return None
-
-    def refuse(self, *args, **kwargs):
-        raise AssertionError("an unexpected Hub call was made")
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    for name in ("create_commit", "upload_file", "upload_large_folder"):
-        monkeypatch.setattr(HfApi, name, refuse, raising=False)
-    return uploads
 
 
 def assert_nothing_leaked(tokenizer, capfd, output_dir, uploads, caches, data_paths=()):

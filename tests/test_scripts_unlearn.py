@@ -9,69 +9,7 @@ import json
 
 import pytest
 
-from tests.conftest import make_documents
-
-
-def write_jsonl(path, texts):
-    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
-    return str(path)
-
-
-@pytest.fixture
-def data(tmp_path):
-    return {
-        "forget": write_jsonl(tmp_path / "forget.jsonl", make_documents(4, seed=1)),
-        "retain": write_jsonl(tmp_path / "retain.jsonl", make_documents(4, seed=2)),
-        "approximate": write_jsonl(tmp_path / "approx.jsonl", make_documents(4, seed=3)),
-    }
-
-
-def argv(model, data, output_dir, *extra, method="ga_descent", retain=True, approximate=True):
-    out = [
-        "--model_name_or_path",
-        model,
-        "--method",
-        method,
-        "--forget_data",
-        data["forget"],
-        "--max_length",
-        "32",
-        "--per_device_train_batch_size",
-        "2",
-        "--max_steps",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--warmup_steps",
-        "0",
-        "--lr_scheduler_type",
-        "constant",
-        "--output_dir",
-        str(output_dir),
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--eval_every_steps",
-        "1",
-        "--logging_steps",
-        "1",
-    ]
-    if retain:
-        out += ["--retain_data", data["retain"]]
-    if approximate:
-        out += ["--approximate_data", data["approximate"]]
-    return out + list(extra)
-
-
-def no_model_loading(monkeypatch):
-    from transformers import AutoModelForCausalLM
-
-    monkeypatch.setattr(
-        AutoModelForCausalLM,
-        "from_pretrained",
-        classmethod(lambda *a, **k: pytest.fail("the model was loaded before the error")),
-    )
+from tests._support import argv, no_model_loading
 
 
 def run_expecting_exit(args, code):

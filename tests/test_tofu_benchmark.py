@@ -137,8 +137,11 @@ def test_gpu_size_uses_the_same_path_and_asks_for_the_full_data():
     data = run.TofuData(run.VENDORED)
     with pytest.raises(ValueError, match="not in"):
         run.split_data(data, gpu, "forget10", seed=0)
-    cpu = run.split_data(data, run.SIZES["cpu"], "forget01", seed=0)
-    assert len(cpu.forget_train) == 40 and len(cpu.eval_sets["forget"]) == 40  # forget01: authors 198-199
+    assert run.SIZES["cpu"].forget_splits == ("forget05",)
+    cpu = run.split_data(data, run.SIZES["cpu"], "forget05", seed=0)
+    assert cpu.forget_authors == [190, 191, 192, 193, 194]  # the first half of forget05's authors
+    assert len(cpu.forget_train) == 100 and len(cpu.eval_sets["forget"]) == 100
+    assert len(cpu.holdout) == 100 and len(cpu.unseen) == 100
     assert not {r["question"] for r in cpu.unseen} & {r["question"] for r in cpu.holdout}
     assert not {r["question"] for r in cpu.forget_train} & {r["question"] for r in cpu.train_retain}
     assert {r["question"] for r in cpu.train_full} == (

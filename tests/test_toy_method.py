@@ -2,7 +2,7 @@
 (`list_methods()`, `hf-unlearn methods`), golden-checked and trainable, with nothing else touched.
 
 The toy forget objective is doubled gradient ascent, forget_loss = -2 NLL(f); the toy method pairs it with descent
-on retain data. On the bigram model of tests/test_methods.py (f = [0, 1, 2], r = [1, 1, 0]):
+on retain data. On the bigram model of tests/_support.py (f = [0, 1, 2], r = [1, 1, 0]):
 
     -2 NLL(f) + NLL(r) = -2 ln 4 + 1.5 ln 2 = -2.5 ln 2 = -1.732868
 """
@@ -70,7 +70,7 @@ def test_toy_method_is_listed(toy, capsys):
 
 def test_toy_method_golden(toy, tmp_path):
     """-2.5 ln 2 (module docstring)."""
-    from tests.test_methods import golden_loss
+    from tests._support import golden_loss
 
     loss, _ = golden_loss("toy", tmp_path)
     assert math.isclose(loss, -2.5 * math.log(2), rel_tol=1e-6)

@@ -8,23 +8,10 @@ from transformers import AutoModelForCausalLM
 
 from hf_unlearn import get_method, list_methods, run_plan
 from hf_unlearn.evaluation import mean_nll
+from tests._support import build_trainer, one_step_params
 from tests.conftest import unlearning_args
 
 BUILTIN = ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"]
-
-
-def build_trainer(method, model_dir, forget_data, retain_data, tmp_path, tokenizer, **config):
-    cls = get_method(method)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    kwargs = {"retain_dataset": retain_data} if run_plan(None, cls).uses_retain_data else {}
-    trainer = cls(
-        model=model,
-        args=unlearning_args(method, tmp_path, **config),
-        train_dataset=forget_data,
-        processing_class=tokenizer,
-        **kwargs,
-    )
-    return trainer, model
 
 
 @pytest.mark.parametrize("method", BUILTIN)
@@ -52,32 +39,6 @@ def test_method_unlearns_and_changes_parameters(
 
 def test_all_builtin_methods_are_covered():
     assert set(BUILTIN) <= set(list_methods())
-
-
-# RMU on the 2-layer test model: steer layer 1, train both MLP down projections (per-position normaliser).
-METHOD_CONFIG = {
-    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
-}
-
-
-def one_step_params(method, model_dir, forget, retain, tmp_path, tokenizer, batch, accumulation):
-    trainer, model = build_trainer(
-        method,
-        model_dir,
-        forget,
-        retain,
-        tmp_path / f"{batch}x{accumulation}",
-        tokenizer,
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        optim="sgd",
-        learning_rate=1.0,
-        max_grad_norm=0.0,
-        **METHOD_CONFIG.get(method, {}),
-    )
-    trainer.train()
-    return {n: p.detach().clone() for n, p in model.named_parameters()}, trainer.state.log_history[0]
 
 
 @pytest.mark.parametrize("method", ["ga", "ga_descent", "ga_kl", "npo", "rmu"])

@@ -1,6 +1,6 @@
 """Unseen-level matching (`hf_unlearn.objectives.unseen_match`): the quantile targets, the loss, the trainer.
 
-Golden values use the bigram model of tests/test_methods.py (P(next | c) = softmax(W[c])):
+Golden values use the bigram model of tests/_support.py (P(next | c) = softmax(W[c])):
 
     W[0] = ln [1/2, 1/4, 1/4],  W[1] = ln [1/4, 1/2, 1/4],  W[2] = ln [1/3, 1/3, 1/3]
 
@@ -18,8 +18,8 @@ import torch
 
 from hf_unlearn import UnlearningConfig, get_method
 from hf_unlearn.objectives.unseen_match import TARGET, quantile_levels, unseen_match_sum
+from tests._support import BigramLM, W, example
 from tests.conftest import unlearning_args
-from tests.test_methods import BigramLM, W, example
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 RETAIN_NLL = 1.5 * LN2
@@ -163,7 +163,7 @@ def test_errors_name_the_fix(tmp_path):
 def test_left_and_right_padding_give_the_same_loss_and_gradient(trained_model_dir, tokenizer, tmp_path):
     """As tests/test_core.py checks for the paper's methods, with the same tolerances (float32 summation order
     over exactly-zero-weighted padded keys): the per-row means and targets do not see the padding side."""
-    from tests.test_core import first_step, varied_examples
+    from tests._support import first_step, varied_examples
 
     forget, retain = varied_examples(tokenizer, 21), varied_examples(tokenizer, 22)
     right_loss, right_grad, magnitude = first_step(
@@ -181,8 +181,8 @@ def test_gradient_accumulation_invariance(trained_model_dir, tokenizer, tmp_path
     1e-5 on every parameter (the tolerance of tests/test_training.py: float32 sums in another order). The
     per-sequence term is divided by the global count of forget sequences, not by each micro-batch's."""
     from hf_unlearn import chunk_documents
+    from tests._support import one_step_params
     from tests.conftest import make_documents
-    from tests.test_training import one_step_params
 
     forget = chunk_documents(make_documents(4, seed=7, min_words=3, max_words=30), tokenizer, max_length=32).select(
         range(4)

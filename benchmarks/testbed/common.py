@@ -765,14 +765,13 @@ def counted_trainer_class(method: str, log: ComputeLog):
     base = get_method(method)
 
     class Counted(base):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if model.training and not return_outputs:
-                log.add("train", "forget", _real_tokens(inputs["forget"]))
-                if "retain" in inputs and self.retain_objective is not None:
-                    log.add("train", "retain", _real_tokens(inputs["retain"]))
-                    if self.retain_objective.uses_reference_in_training():
-                        log.add("forward", "reference_on_retain", _real_tokens(inputs["retain"]))
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            log.add("train", "forget", _real_tokens(inputs["forget"]))
+            if "retain" in inputs and self.retain_objective is not None:
+                log.add("train", "retain", _real_tokens(inputs["retain"]))
+                if self.retain_objective.uses_reference_in_training():
+                    log.add("forward", "reference_on_retain", _real_tokens(inputs["retain"]))
+            return super().training_step(model, inputs, num_items_in_batch)
 
     Counted.__name__ = Counted.__qualname__ = "Counted" + base.__name__
     return Counted

@@ -142,30 +142,31 @@ SIZES = {
     "cpu": Size(
         name="cpu",
         model="smollm2",
-        forget_splits=("forget01",),
-        forget_authors=None,
+        forget_splits=("forget05",),
+        forget_authors=5,
         retain_pool=tuple(range(12)),
         retain_authors=6,
         records_per_author=None,
         retain_eval_per_author=3,
         eval_cap=6,
         finetune=Phase(2e-4, epochs=8, batch_size=10),
-        unlearn=Phase(1e-4, epochs=2, batch_size=10),
+        unlearn=Phase(1e-4, epochs=1, batch_size=10),
         relearn=Phase(2e-4, steps=2, batch_size=5),
         max_new_tokens=24,
         deviations=(
-            "8 authors (TOFU's forget01 = authors 198-199, and 6 seeded retain authors of TOFU authors 0-11) instead "
-            "of 200: 40 forget QA, so the forget quality KS test compares 40 truth ratios with 40 (its smallest "
-            "possible p-value is about 1e-23, not 1e-239)",
-            "fine-tuning: lr 2e-4, 8 epochs, batch 10 = 128 steps for the full model (TOFU: lr 1e-5, 5 epochs, batch "
+            "11 authors (the first half of TOFU's forget05 = authors 190-194, and 6 seeded retain authors of TOFU "
+            "authors 0-11) instead of 200: 100 forget QA, so the forget quality KS test compares 100 truth ratios "
+            "with 100 (its smallest possible p-value is about 2e-59, not 1e-239); with forget01's 40 QA the fine-tuned "
+            "model could not be told apart from the retain model at p <= 1e-3",
+            "fine-tuning: lr 2e-4, 8 epochs, batch 10 = 176 steps for the full model (TOFU: lr 1e-5, 5 epochs, batch "
             "32) so that a 135M model learns the authors well enough for the full model to be told apart from the "
             "retain model (forget quality <= 1e-3) in minutes on 2 cores",
-            "unlearning (default row): lr 1e-4, 2 epochs = 8 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, "
-            "batch 32 = 125 steps on forget10): with 8 steps at lr 1e-5 the methods barely move, so the lr is 10x "
-            "higher for 15x fewer steps",
+            "unlearning (default row): lr 1e-4, 1 epoch = 10 steps of batch 10 (open-unlearning: lr 1e-5, 10 epochs, "
+            "batch 32 = 125 steps on forget10): with 10 steps at lr 1e-5 the methods barely move, so the lr is 10x "
+            "higher for 12x fewer steps",
             "evaluation: 18 retain_perturbed records (3 per retain author), the first 6 real_authors and "
-            "world_facts records; holdout01 split in two halves: the first 20 records are the MIA non-members, the "
-            "other 20 the unseen data of tuning and of methods that take unseen data; greedy answers up to 24 new "
+            "world_facts records; holdout05 split in two halves: the first 100 records are the MIA non-members, the "
+            "other 100 the unseen data of tuning and of methods that take unseen data; greedy answers up to 24 new "
             "tokens for ROUGE-L",
         ),
     ),
@@ -898,7 +899,7 @@ def markdown(report: dict) -> str:
                 ]
             )
         lines += [table(header, rows), ""]
-        lines += tuning_section(split["rows"], report.get("tune_epochs"))
+        lines += tuning_section(split["rows"], report.get("tune_epochs"), HOLDOUT[split_name])
     lines += [
         "Columns: FQ = forget quality (KS-test p-value of the forget truth ratios against the retain model's; 1 = "
         "indistinguishable); MU = model utility (harmonic mean of Prob., ROUGE-L and truth ratio on retain, real "
@@ -927,7 +928,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def tuning_section(rows: dict, tune_epochs: float | None = None) -> list[str]:
+def tuning_section(rows: dict, tune_epochs: float | None = None, holdout: str = "holdout01") -> list[str]:
     """Default vs tuned per method: the tuner's choice (or that none met its criterion) and the distance to the
     retain model (forget quality; |MIA AUC - the retain model's|) before and after tuning."""
     methods = [name for name, row in rows.items() if "tuning" in row]
@@ -971,8 +972,8 @@ def tuning_section(rows: dict, tune_epochs: float | None = None) -> list[str]:
         + (f", each with a {tune_epochs:g}-epoch schedule after the default row's" if tune_epochs else "")
         + f", evaluated every {TUNE_EVAL_STEPS} steps; the cheapest setting that meets it (a further setting is "
         "tried only while none met it). It reads "
-        "forget, unseen (the second half of holdout01) and retain QA only; the retain model only scores. |dAUC| = "
-        "|MIA AUC - the retain model's MIA AUC| (LOSS attack, forget vs the first half of holdout01).",
+        f"forget, unseen (the second half of {holdout}) and retain QA only; the retain model only scores. |dAUC| = "
+        f"|MIA AUC - the retain model's MIA AUC| (LOSS attack, forget vs the first half of {holdout}).",
         "",
         table(header + ["tuned setting", "search s"], out),
         "",

@@ -426,7 +426,8 @@ def run(argv: list[str]) -> dict:
     from ..ledger import original_target, read_history
     from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
-    from .demo import UNSEEN_TARGETS, VerbatimSampleCallback, summary_table
+    from .demo import UNSEEN_TARGETS
+    from .report import VerbatimSampleCallback, summary_table
 
     # No config and no model: the embedded default job (its config, with any command-line overrides on top).
     if not any(
