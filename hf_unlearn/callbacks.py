@@ -59,6 +59,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
+from .earlier import EARLIER_PREFIX, earlier_names
 from .evaluation.attack_registry import attack_intervals, available_attacks, resolve_attacks
 from .evaluation.membership import loss_auc, scored_mask
 from .evaluation.scores import ExampleScores, score_examples
@@ -234,7 +235,8 @@ class UnlearningEvalCallback(TrainerCallback):
                 pad,
                 self.batch_size,
                 accelerator=trainer.accelerator,
-                token_scores=self.attacks is not None and name in (FORGET, APPROXIMATE),  # same single forward pass
+                token_scores=self.attacks is not None
+                and (name in (FORGET, APPROXIMATE) or name.startswith(EARLIER_PREFIX)),  # same single forward pass
             )
             for name, dataset in self.splits.items()
         }
@@ -246,7 +248,21 @@ class UnlearningEvalCallback(TrainerCallback):
             attacks = attack_intervals(
                 scores[FORGET], scores[APPROXIMATE], self.attacks, self.n_resamples, self.confidence, self.seed
             )
-        return EvalRecord(step=step, nll={name: s.mean_nll for name, s in scores.items()}, mia_auc=auc, attacks=attacks)
+        earlier = None
+        if self.attacks is not None and earlier_names(scores):
+            earlier = {
+                name: attack_intervals(
+                    scores[name], scores[APPROXIMATE], self.attacks, self.n_resamples, self.confidence, self.seed
+                )
+                for name in earlier_names(scores)
+            }
+        return EvalRecord(
+            step=step,
+            nll={name: s.mean_nll for name, s in scores.items()},
+            mia_auc=auc,
+            attacks=attacks,
+            earlier_attacks=earlier,
+        )
 
     def _count_without_targets(self, scores: Mapping[str, ExampleScores]) -> None:
         """Count (and warn once about) the examples without target tokens, which every metric leaves out."""

@@ -142,6 +142,7 @@ def request_entry(manifest: dict[str, Any], number: int, digest: str) -> dict[st
         "forget_examples": counts.get("forget"),
         "retain_examples": counts.get("retain"),
         "unseen_examples": counts.get("unseen"),
+        "earlier_sets_checked": counts.get("earlier_sets"),
         "steps": stop.get("step"),
         "stop": stop.get("kind"),
         "hf_unlearn": (manifest.get("versions") or {}).get("hf_unlearn"),

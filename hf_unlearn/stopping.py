@@ -22,6 +22,8 @@ class EvalRecord:
     mia_auc: float | None = None
     # With several attacks: {attack: {"auc": ..., "auc_low": ..., "auc_high": ...}} (bootstrap interval bounds).
     attacks: dict[str, dict[str, float]] | None = None
+    # Earlier forget sets' attack intervals against the approximate split, by split (`hf_unlearn.earlier`).
+    earlier_attacks: dict[str, dict[str, dict[str, float]]] | None = None
 
     def logs(self, prefix: str = "eval") -> dict[str, float]:
         logs = {f"{prefix}_{split}_nll": value for split, value in self.nll.items()}
@@ -31,6 +33,9 @@ class EvalRecord:
             logs[f"{prefix}_mia_auc_{attack}"] = values["auc"]
             logs[f"{prefix}_mia_auc_{attack}_low"] = values["auc_low"]
             logs[f"{prefix}_mia_auc_{attack}_high"] = values["auc_high"]
+        for split, attacks in (self.earlier_attacks or {}).items():
+            for attack, values in attacks.items():
+                logs[f"{prefix}_{split}_mia_auc_{attack}"] = values["auc"]
         return logs
 
     def non_finite(self) -> dict[str, float]:
@@ -75,6 +80,9 @@ class StoppingCriteria:
             2,394 nats against a 5.15 target).
         max_approximate_nll_ratio (`float` or `None`, defaults to `10.0`):
             Blow-up guard: the approximate (unseen) split's NLL above this many times its value at the start.
+        max_earlier_nll_drop (`float` or `None`, defaults to `0.05`):
+            Guard of earlier requests: an earlier forget set (splits `earlier_forget_<k>`) whose NLL falls below
+            (1 - this) x its start, or that an attack separates again, came back (`hf_unlearn.earlier`): a failure.
     """
 
     target_nll: float | None = None
@@ -86,6 +94,7 @@ class StoppingCriteria:
     min_retain_nll_increase: float = 0.05
     max_target_ratio: float | None = 10.0
     max_approximate_nll_ratio: float | None = 10.0
+    max_earlier_nll_drop: float | None = 0.05
 
     def __post_init__(self):
         for name in ("max_target_ratio", "max_approximate_nll_ratio"):
@@ -132,6 +141,11 @@ class StoppingCriteria:
                     f"blow-up: approximate (unseen) NLL {record.nll[APPROXIMATE]:.4f} > {ratio} x its start "
                     f"{start.nll[APPROXIMATE]:.4f}"
                 )
+        from .earlier import earlier_return
+
+        came_back = earlier_return(record, start, self.max_earlier_nll_drop)
+        if came_back is not None:
+            return came_back
         limit = self.retain_limit(start)
         if limit is not None and record.nll[RETAIN] > limit:
             return (

@@ -247,3 +247,42 @@ def lora_config():
     from peft import LoraConfig
 
     return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
+
+
+# ------------------------------------------------------------------ run manifest and ledger
+
+
+def data_flags(data):
+    return ["--forget_data", data["forget"], "--retain_data", data["retain"], "--approximate_data", data["approximate"]]
+
+
+def recipe_argv(model, data, output_dir, *extra):
+    return [
+        "--model_name_or_path",
+        model,
+        "--method",
+        "ga_descent",
+        *data_flags(data),
+        "--max_length",
+        "32",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "2",
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--eval_every_steps",
+        "1",
+        "--mia_resamples",
+        "20",
+        *extra,
+    ]
+
+
+def read_json(path):
+    with open(path) as handle:
+        return json.load(handle)

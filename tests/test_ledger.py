@@ -9,8 +9,8 @@ import json
 
 import pytest
 
+from tests._support import read_json, recipe_argv, write_jsonl
 from tests.conftest import make_documents
-from tests.test_manifest import read_json, recipe_argv, write_jsonl
 
 
 def request_data(tmp_path, index):

@@ -10,12 +10,8 @@ import os
 
 import pytest
 
+from tests._support import data_flags, read_json, recipe_argv, write_jsonl
 from tests.conftest import make_documents, unlearning_args
-
-
-def write_jsonl(path, texts):
-    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
-    return str(path)
 
 
 @pytest.fixture
@@ -25,37 +21,6 @@ def data(tmp_path):
         "retain": write_jsonl(tmp_path / "retain.jsonl", make_documents(4, seed=2)),
         "approximate": write_jsonl(tmp_path / "approx.jsonl", make_documents(4, seed=3)),
     }
-
-
-def data_flags(data):
-    return ["--forget_data", data["forget"], "--retain_data", data["retain"], "--approximate_data", data["approximate"]]
-
-
-def recipe_argv(model, data, output_dir, *extra):
-    return [
-        "--model_name_or_path",
-        model,
-        "--method",
-        "ga_descent",
-        *data_flags(data),
-        "--max_length",
-        "32",
-        "--per_device_train_batch_size",
-        "2",
-        "--max_steps",
-        "2",
-        "--output_dir",
-        str(output_dir),
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--eval_every_steps",
-        "1",
-        "--mia_resamples",
-        "20",
-        *extra,
-    ]
 
 
 # Settings away from every default, so that a rerun that did not take them from the manifest would differ.
@@ -75,11 +40,6 @@ NON_DEFAULT = [
     "--stop_at_unseen_nll",
     "false",
 ]
-
-
-def read_json(path):
-    with open(path) as handle:
-        return json.load(handle)
 
 
 def weights(folder):

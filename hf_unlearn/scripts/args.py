@@ -88,6 +88,12 @@ class ScriptArguments:
             original model, before any unlearning: the stopping target of every request. A model unlearned by
             hf_unlearn carries it in its `unlearning_ledger.json`; give it for a model whose first unlearning was
             made otherwise (measure it with `hf-unlearn eval` on the original model). It replaces the ledger's.
+        earlier_forget_data (`list[str]` or `None`, defaults to `None`): the forget sets of the model's earlier
+            requests (files, folders or Hub ids, in `data_format`), evaluated at every evaluation with the same
+            attacks as the new one; one that comes back stops the run (`hf_unlearn.earlier`).
+        max_earlier_nll_drop (`float` or `None`, defaults to `0.05`): an earlier forget set came back when its NLL
+            falls more than this share below its level at the start of the run (or an attack separates it again).
+            `None`: report nothing and never stop on them.
     """
 
     ref_model_name_or_path: str | None = field(
@@ -156,6 +162,13 @@ class ScriptArguments:
     )
     from_manifest: str | None = field(
         default=None, metadata={"help": "Rerun the configuration of an unlearning_manifest.json (instead of --config)."}
+    )
+    earlier_forget_data: list[str] | None = field(
+        default=None, metadata={"help": "Forget sets of earlier requests, evaluated to check they stay forgotten."}
+    )
+    max_earlier_nll_drop: float | None = field(
+        default=0.05,
+        metadata={"help": "An earlier forget set came back when its NLL falls this share below its start."},
     )
     original_unseen_nll: float | None = field(
         default=None,

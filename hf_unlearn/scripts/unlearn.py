@@ -465,6 +465,7 @@ def run(argv: list[str]) -> dict:
             "forget_data": script.forget_data,
             "retain_data": script.retain_data,
             "approximate_data": script.approximate_data,
+            **{f"earlier_forget_data {i}": path for i, path in enumerate(script.earlier_forget_data or [], start=1)},
             "cache_dir": args.cache_dir,
         },
     )
@@ -474,6 +475,7 @@ def run(argv: list[str]) -> dict:
     # Tokenizer and data (before the model: bad data fails fast).
     model_path, tokenizer, splits, descent_retain = load_data(args, script, model_args)
     unseen = unseen_targets(plan, splits.pop(UNSEEN_TARGETS, None), splits.get("approximate"))
+    splits.update(load_earlier_forget_sets(args, script, tokenizer))
     record = run_record(args, splits["forget"])
     if resume:
         check_resume_matches(resume, record)
@@ -485,7 +487,7 @@ def run(argv: list[str]) -> dict:
     history = read_history(model_path, model_args.model_revision)
     if not resume:
         target, _ = original_target(history, script.original_unseen_nll, None)
-        report_history(history, target)
+        report_history(history, target, bool(script.earlier_forget_data))
     has_target = "approximate" in splits or target is not None
     # The worst-case rule stops on the attacks alone (every AUC interval contains 0.5, or one lies below it).
     worst_case = script.stopping_rule == "worst_case"
@@ -499,6 +501,7 @@ def run(argv: list[str]) -> dict:
         stop_at_target=script.stop_at_unseen_nll and has_target and not worst_case,
         max_retain_nll_increase=script.max_retain_nll_increase if "retain" in splits else None,
         worst_case_attacks=worst_case,
+        max_earlier_nll_drop=script.max_earlier_nll_drop,
     )
     # Every configured attack from the same forward pass per split (none without non-members to compare with).
     attacks = script.attack_names() if "approximate" in splits else None
@@ -582,6 +585,7 @@ def run_manifest_context(script, model_args, splits, descent_retain) -> dict:
         "forget": len(splits["forget"]),
         "retain": len(retain) if retain is not None else None,
         "unseen": len(splits["approximate"]) if "approximate" in splits else None,
+        "earlier_sets": len(script.earlier_forget_data or []),
     }
     return {
         "script": script,
@@ -593,10 +597,17 @@ def run_manifest_context(script, model_args, splits, descent_retain) -> dict:
     }
 
 
-def report_history(history, target: float | None) -> None:
-    """Say once (main process) which request of the model this run is, and where its stopping target comes from."""
+def report_history(history, target: float | None, checks_earlier: bool = False) -> None:
+    """Say once (main process) which request of the model this run is, where its stopping target comes from, and
+    that earlier requests cannot be checked without their forget sets."""
     if history.next_request == 1 or not _is_main_process():
         return
+    if not checks_earlier:
+        print(
+            f"hf-unlearn: cannot check that the {len(history.requests)} earlier request(s) stay forgotten: pass their "
+            "forget sets (or a sample) with --earlier_forget_data.",
+            file=sys.stderr,
+        )
     source = f"{target:.4f}, the original model's unseen NLL" if target is not None else "unknown"
     print(
         f"hf-unlearn: request {history.next_request} of this model ({len(history.requests)} in its ledger); "
@@ -605,6 +616,28 @@ def report_history(history, target: float | None) -> None:
         + ".",
         file=sys.stderr,
     )
+
+
+def load_earlier_forget_sets(args, script, tokenizer) -> dict:
+    """The earlier requests' forget sets as evaluation splits `earlier_forget_<k>` (`hf_unlearn.earlier`)."""
+    from ..data import build_examples
+    from ..earlier import earlier_split
+
+    with args.main_process_first(desc="loading the earlier forget sets"):
+        return {
+            earlier_split(index): build_examples(
+                source,
+                tokenizer,
+                script.data_format,
+                args.max_length,
+                script.text_column,
+                script.question_column,
+                script.answer_column,
+                script.max_examples,
+                split=script.forget_split,
+            )
+            for index, source in enumerate(script.earlier_forget_data or [], start=1)
+        }
 
 
 # ------------------------------------------------------------------ the data
