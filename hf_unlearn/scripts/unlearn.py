@@ -620,24 +620,30 @@ def report_history(history, target: float | None, checks_earlier: bool = False) 
 
 def load_earlier_forget_sets(args, script, tokenizer) -> dict:
     """The earlier requests' forget sets as evaluation splits `earlier_forget_<k>` (`hf_unlearn.earlier`)."""
-    from ..data import build_examples
     from ..earlier import earlier_split
 
     with args.main_process_first(desc="loading the earlier forget sets"):
         return {
-            earlier_split(index): build_examples(
-                source,
-                tokenizer,
-                script.data_format,
-                args.max_length,
-                script.text_column,
-                script.question_column,
-                script.answer_column,
-                script.max_examples,
-                split=script.forget_split,
-            )
+            earlier_split(index): load_examples(source, script.forget_split, args, script, tokenizer)
             for index, source in enumerate(script.earlier_forget_data or [], start=1)
         }
+
+
+def load_examples(source, split, args, script, tokenizer) -> list:
+    """One data source tokenised with the run's data settings (`hf_unlearn.data.build_examples`)."""
+    from ..data import build_examples
+
+    return build_examples(
+        source,
+        tokenizer,
+        script.data_format,
+        args.max_length,
+        script.text_column,
+        script.question_column,
+        script.answer_column,
+        script.max_examples,
+        split=split,
+    )
 
 
 # ------------------------------------------------------------------ the data
@@ -651,7 +657,7 @@ def load_data(args, script, model_args):
     default job's held-out chunks), else None. Shared by `hf-unlearn train` and `hf-unlearn tune`."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from ..data import build_examples, check_examples_fit_model
+    from ..data import check_examples_fit_model
     from .demo import DESCENT_RETAIN, UNSEEN_TARGETS, default_model_dir, default_splits
 
     model_path = model_args.model_name_or_path or default_model_dir(args.cache_dir, script.demo_model)
@@ -672,17 +678,7 @@ def load_data(args, script, model_args):
                 UNSEEN_TARGETS: script.unseen_data,
             }
             splits = {
-                name: build_examples(
-                    source,
-                    tokenizer,
-                    script.data_format,
-                    args.max_length,
-                    script.text_column,
-                    script.question_column,
-                    script.answer_column,
-                    script.max_examples,
-                    split=getattr(script, f"{name}_split"),
-                )
+                name: load_examples(source, getattr(script, f"{name}_split"), args, script, tokenizer)
                 for name, source in sources.items()
                 if source is not None
             }
