@@ -6,9 +6,10 @@ the model card, and what `push_to_hub` uploads.
 What is uploaded, and when (the forget set must not travel with the model):
 
 - `push_to_hub()` uploads exactly the unlearned model: weights, config(s), generation config, tokenizer files,
-  the model card, the run manifest and the request ledger (`hf_unlearn.manifest`, `hf_unlearn.ledger`), staged in a fresh folder (`save_model(..., _internal_call=True)` into it, plus the card)
-  and uploaded in one commit. Never the output folder as it stands: no TensorBoard runs, no `best/`, no
-  checkpoints, no `training_args.bin`, no stale files of earlier runs.
+  the model card, the run manifest and the request ledger (`hf_unlearn.manifest`, `hf_unlearn.ledger`), staged in
+  a fresh folder (`save_model(..., _internal_call=True)` into it, plus the card) and uploaded in one commit. Never
+  the output folder as it stands: no TensorBoard runs, no `best/`, no checkpoints, no `training_args.bin`, no stale
+  files of earlier runs.
 - `save_model()` with `push_to_hub=True` pushes once, and only when it saves the final model into `output_dir`
   (as `Trainer` does); saving anywhere else (e.g. `<output_dir>/best`) never pushes.
 - Intermediate checkpoints are never pushed, whatever `hub_strategy` says.

@@ -152,27 +152,19 @@ def write_jsonl(path, texts):
     return str(path)
 
 
-def argv(model, data, output_dir, *extra, method="ga_descent", retain=True, approximate=True):
-    """The unlearning script's arguments for a 2-step CPU run on the `data` fixture's files, then `extra`."""
-    out = [
+def short_run_flags(model, output_dir, method="ga_descent"):
+    """The unlearning script's arguments of every 2-step CPU test run: model, method, sizes, output, no reports."""
+    return [
         "--model_name_or_path",
         model,
         "--method",
         method,
-        "--forget_data",
-        data["forget"],
         "--max_length",
         "32",
         "--per_device_train_batch_size",
         "2",
         "--max_steps",
         "2",
-        "--learning_rate",
-        "1e-3",
-        "--warmup_steps",
-        "0",
-        "--lr_scheduler_type",
-        "constant",
         "--output_dir",
         str(output_dir),
         "--use_cpu",
@@ -181,6 +173,22 @@ def argv(model, data, output_dir, *extra, method="ga_descent", retain=True, appr
         "none",
         "--eval_every_steps",
         "1",
+    ]
+
+
+def argv(model, data, output_dir, *extra, method="ga_descent", retain=True, approximate=True):
+    """The unlearning script's arguments for a 2-step CPU run on the `data` fixture's files at a constant learning
+    rate of 1e-3, then `extra`."""
+    out = [
+        *short_run_flags(model, output_dir, method),
+        "--forget_data",
+        data["forget"],
+        "--learning_rate",
+        "1e-3",
+        "--warmup_steps",
+        "0",
+        "--lr_scheduler_type",
+        "constant",
         "--logging_steps",
         "1",
     ]
@@ -257,30 +265,9 @@ def data_flags(data):
 
 
 def recipe_argv(model, data, output_dir, *extra):
-    return [
-        "--model_name_or_path",
-        model,
-        "--method",
-        "ga_descent",
-        *data_flags(data),
-        "--max_length",
-        "32",
-        "--per_device_train_batch_size",
-        "2",
-        "--max_steps",
-        "2",
-        "--output_dir",
-        str(output_dir),
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--eval_every_steps",
-        "1",
-        "--mia_resamples",
-        "20",
-        *extra,
-    ]
+    """A 2-step CPU run on the forget, retain and approximate files of `data` at the script's default learning rate
+    and schedule, then `extra`."""
+    return [*short_run_flags(model, output_dir), *data_flags(data), "--mia_resamples", "20", *extra]
 
 
 def read_json(path):

@@ -14,6 +14,7 @@ import os
 
 import pytest
 
+from tests._support import data_flags, short_run_flags
 from tests.conftest import make_documents
 
 
@@ -53,36 +54,14 @@ def no_progress_bars():
 
 def train_argv(model, files, output_dir, *extra):
     return [
-        "--model_name_or_path",
-        model,
-        "--method",
-        "ga_descent",
-        "--forget_data",
-        files["forget"],
-        "--retain_data",
-        files["retain"],
-        "--approximate_data",
-        files["approximate"],
-        "--max_length",
-        "32",
-        "--per_device_train_batch_size",
-        "2",
-        "--max_steps",
-        "2",
+        *short_run_flags(model, output_dir),
+        *data_flags(files),
         "--learning_rate",
         "1e-3",
         "--warmup_steps",
         "0",
         "--lr_scheduler_type",
         "constant",
-        "--output_dir",
-        str(output_dir),
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--eval_every_steps",
-        "1",
         "--mia_resamples",
         "20",
         "--stop_at_unseen_nll",
