@@ -423,6 +423,7 @@ def run(argv: list[str]) -> dict:
     from .. import get_method
     from ..callbacks import StoppingCriteria, UnlearningEvalCallback
     from ..distributed import setup_distributed
+    from ..launch import check_launch_environment
     from ..ledger import original_target, read_history
     from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
@@ -435,6 +436,7 @@ def run(argv: list[str]) -> dict:
     ):
         argv = ["--config", DEFAULT_CONFIG] + argv
     args, script, model_args = parse_args(argv)
+    check_launch_environment(args, script.global_batch_size)  # ranks, rendezvous address, global batch
     given_output_dir = args.output_dir  # errors name the path the user gave (a link, possibly)
     args.output_dir = resolve_output_dir(args.output_dir)
     trainer_class = get_method(args.method)
