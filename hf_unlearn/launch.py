@@ -8,8 +8,8 @@ Two places check:
   from the accelerate config file (`--accelerate_config`), as `accelerate launch` takes them.
 - the unlearning script (`check_launch_environment`), from the environment that the launcher (torchrun,
   `accelerate launch`, the `deepspeed` launcher, a cluster script) set: every rank in [0, its size), MASTER_ADDR and
-  MASTER_PORT with WORLD_SIZE > 1, and a requested `global_batch_size` against per-device batch x accumulation x
-  world size.
+  MASTER_PORT with WORLD_SIZE > 1 (before the training arguments start the process group), then a requested
+  `global_batch_size` against per-device batch x accumulation x world size (`check_global_batch`).
 
 A global batch depends on the world size, so a config written for 8 GPUs silently trains with a quarter of its
 batch on 2: `global_batch_size` in a config states the batch it is written for, and a launch that does not give it
@@ -32,8 +32,11 @@ RANK_VARIABLES = (
     ("CROSS_RANK", "CROSS_SIZE"),
 )
 RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")
-# Number of processes, from torchrun / accelerate / deepspeed, else from an MPI launcher.
-WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+class LaunchEnvironmentError(ValueError):
+    """A launcher's environment that cannot start the process group; each process reports its own (the main
+    process may be on another machine, with a correct environment)."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def _integer(environ: Mapping[str, str], name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(
+        raise LaunchEnvironmentError(
             f"environment variable {name}={value!r} is not an integer; the launcher (torchrun, accelerate launch, "
             "deepspeed) or the cluster script that sets it must give a whole number."
         ) from None
@@ -147,9 +150,9 @@ def check_ranks(environ: Mapping[str, str]) -> None:
     for rank_name, size_name in RANK_VARIABLES:
         rank, size = _integer(environ, rank_name), _integer(environ, size_name)
         if size is not None and size < 1:
-            raise ValueError(f"{size_name}={size} must be at least 1; check the launcher's process counts.")
+            raise LaunchEnvironmentError(f"{size_name}={size} must be at least 1; check the launcher's process counts.")
         if rank is not None and size is not None and not 0 <= rank < size:
-            raise ValueError(
+            raise LaunchEnvironmentError(
                 f"{rank_name}={rank} is out of range for {size_name}={size}: each rank must lie in [0, {size - 1}]; "
                 "check the machine rank (--machine_rank / --node_rank, in [0, number of machines)) and process counts "
                 "given to the launcher."
@@ -163,7 +166,7 @@ def check_rendezvous(environ: Mapping[str, str]) -> None:
         return
     missing = [name for name in RENDEZVOUS_VARIABLES if not environ.get(name)]
     if missing:
-        raise ValueError(
+        raise LaunchEnvironmentError(
             f"WORLD_SIZE={world} but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the "
             "processes cannot find each other. Start the script with a launcher (torchrun --nnodes N --node_rank R "
             "--master_addr H --master_port P, or hf-unlearn train --num_machines N --machine_rank R "
@@ -171,7 +174,9 @@ def check_rendezvous(environ: Mapping[str, str]) -> None:
         )
     port = _integer(environ, "MASTER_PORT")
     if not 1 <= port <= MAX_PORT:
-        raise ValueError(f"MASTER_PORT={port} is not a port; set a free port of the main machine in [1, {MAX_PORT}].")
+        raise LaunchEnvironmentError(
+            f"MASTER_PORT={port} is not a port; set a free port of the main machine in [1, {MAX_PORT}]."
+        )
 
 
 def batch_advice(global_batch: int, world: int, per_device: int) -> str:
@@ -204,11 +209,10 @@ def check_global_batch(global_batch: int | None, world: int, per_device: int, ac
         )
 
 
-def check_launch_environment(args, global_batch: int | None = None, environ: Mapping[str, str] | None = None) -> None:
-    """The script's launch checks (see the module docstring), from `environ` (default: this process's), for the
-    training arguments `args` (`per_device_train_batch_size`, `gradient_accumulation_steps`)."""
+def check_launch_environment(environ: Mapping[str, str] | None = None) -> None:
+    """The script's checks of the launcher's environment (`environ`, default: this process's): the ranks and the
+    rendezvous address. Call it before the training arguments are built: they start the process group, which
+    with a bad environment hangs or fails far from the cause."""
     environ = os.environ if environ is None else environ
     check_ranks(environ)
     check_rendezvous(environ)
-    world = next((size for size in (_integer(environ, name) for name in WORLD_SIZE_VARIABLES) if size), 1)
-    check_global_batch(global_batch, world, args.per_device_train_batch_size, args.gradient_accumulation_steps)
