@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +15,15 @@ import sys
 import pytest
 
 from hf_unlearn import cli
-from hf_unlearn.launch import Machines, check_global_batch, check_launch_environment, check_machines, resolve_machines
+from hf_unlearn.launch import (
+    RANK_VARIABLES,
+    RENDEZVOUS_VARIABLES,
+    Machines,
+    check_global_batch,
+    check_launch_environment,
+    check_machines,
+    resolve_machines,
+)
 from tests._support import argv, no_model_loading, short_run_flags, write_jsonl
 from tests.conftest import make_documents
 
@@ -38,10 +47,10 @@ def launches(monkeypatch):
 
 @pytest.fixture
 def clean_launch_env(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("LOCAL_SIZE", "CROSS_RANK", "CROSS_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(name, raising=False)
+    """No launcher variables in this process's environment."""
+    for pair in RANK_VARIABLES + (RENDEZVOUS_VARIABLES,):
+        for name in pair:
+            monkeypatch.delenv(name, raising=False)
 
 
 def one_line_error(capsys) -> str:
@@ -104,8 +113,6 @@ def test_help_lists_the_launcher_options(capsys):
 def test_launch_mistakes_stop_before_launching(options, message, launches, capsys):
     assert cli.main(["train", "--accelerate_config", "ddp", *options, "--method", "ga"]) == 2
     assert launches == []
-    import re
-
     assert re.search(message, one_line_error(capsys))
 
 
@@ -188,7 +195,7 @@ def test_global_batch_that_the_launch_gives_passes():
     check_global_batch(32, 2, 4, 4)
 
 
-def test_recipe_stops_on_a_rank_out_of_range_before_loading(trained_model_dir, data, tmp_path, monkeypatch, capsys):
+def test_recipe_stops_on_a_rank_out_of_range_before_loading(data, tmp_path, monkeypatch, capsys, clean_launch_env):
     """The real script with the environment of a launch whose machine rank is out of range: one line, exit 2, before
     the process group (which would wait for the missing ranks) or a model."""
     from hf_unlearn.scripts.unlearn import main
@@ -197,19 +204,28 @@ def test_recipe_stops_on_a_rank_out_of_range_before_loading(trained_model_dir, d
     for name, value in {"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as exit_info:
-        main(argv(trained_model_dir, data, tmp_path / "out"))
+        main(argv(str(tmp_path / "model"), data, tmp_path / "out"))  # checked before the model path
     assert exit_info.value.code == 2 and "RANK=2 is out of range for WORLD_SIZE=2" in one_line_error(capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_recipe_stops_on_a_global_batch_the_launch_does_not_give(
-    trained_model_dir, data, tmp_path, monkeypatch, capsys, clean_launch_env
-):
+def test_evaluation_stops_on_a_missing_rendezvous_address(monkeypatch, capsys, clean_launch_env):
+    from hf_unlearn.scripts.evaluate import main
+
+    no_model_loading(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", "unused", "--forget_data", "unused.jsonl"])
+    assert exit_info.value.code == 2 and "MASTER_ADDR and MASTER_PORT are not set" in one_line_error(capsys)
+
+
+def test_recipe_stops_on_a_global_batch_the_launch_does_not_give(data, tmp_path, monkeypatch, capsys, clean_launch_env):
     from hf_unlearn.scripts.unlearn import main
 
     no_model_loading(monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
-        main(argv(trained_model_dir, data, tmp_path / "out", "--global_batch_size", "8"))
+        main(argv(str(tmp_path / "model"), data, tmp_path / "out", "--global_batch_size", "8"))
     err = one_line_error(capsys)
     assert (
         exit_info.value.code == 2 and "x world size 1 = 2: at world size 1 pass --gradient_accumulation_steps 4" in err
