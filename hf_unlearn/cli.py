@@ -104,7 +104,8 @@ def run_script(command: str, argv: list[str]) -> int:
             f"usage: hf-unlearn {command} [--accelerate_config NAME_OR_PATH] [--num_processes N] [--num_machines N "
             "--machine_rank R --main_process_ip HOST --main_process_port PORT] [script options]\n"
         )
-        print(f"Launcher options (passed to accelerate launch):\n{launcher.format_help().split(chr(10), 1)[1]}")
+        options_help = launcher.format_help().split("options:\n", 1)[1]  # without argparse's usage lines
+        print(f"Launcher options (passed to accelerate launch):\n{options_help}")
         print(f"Script options ({SCRIPTS[command]}):")
         sys.stdout.flush()
     module = SCRIPTS[command]

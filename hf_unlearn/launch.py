@@ -68,12 +68,21 @@ def accelerate_config_values(path: str | None) -> dict:
     import yaml
 
     with open(path) as handle:
-        config = yaml.safe_load(handle) or {}
+        try:
+            config = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(
+                f"accelerate config {path!r} is not valid YAML ({type(error).__name__}); fix the file."
+            ) from None
     if not isinstance(config, dict):
         raise ValueError(
             f"accelerate config {path!r} does not hold a YAML mapping; start from recipes/accelerate/ddp.yaml."
         )
-    return {name: config[name] for name in LAUNCH_OPTIONS if config.get(name) is not None}
+    values = {name: config[name] for name in LAUNCH_OPTIONS if config.get(name) is not None}
+    for name, value in values.items():
+        if name != "main_process_ip" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name}: {value!r} in accelerate config {path!r} must be a whole number.")
+    return values
 
 
 def resolve_machines(options: Mapping[str, object], config_path: str | None = None) -> Machines:

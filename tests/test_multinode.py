@@ -134,6 +134,13 @@ def test_the_accelerate_config_file_counts(tmp_path, launches, capsys):
     assert resolve_machines({"machine_rank": 1}, str(config)) == Machines(4, 2, 1, "10.0.0.1", 29500)
 
 
+def test_a_bad_accelerate_config_value_is_one_line(tmp_path, launches, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("num_machines: two\n")
+    assert cli.main(["train", "--accelerate_config", str(config)]) == 2 and launches == []
+    assert "num_machines: 'two' in accelerate config" in one_line_error(capsys)
+
+
 def test_one_machine_needs_no_address():
     check_machines(Machines(num_processes=8))
     check_machines(Machines(num_processes=2, main_process_port=0))  # accelerate picks a free port on one machine
