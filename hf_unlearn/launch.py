@@ -179,7 +179,8 @@ def check_rendezvous(environ: Mapping[str, str]) -> None:
             f"WORLD_SIZE={world} but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the "
             "processes cannot find each other. Start the script with a launcher (torchrun --nnodes N --node_rank R "
             "--master_addr H --master_port P, or hf-unlearn train --num_machines N --machine_rank R "
-            "--main_process_ip H --main_process_port P), or set both variables to the main machine's address."
+            "--main_process_ip H --main_process_port P), or set MASTER_ADDR to the main machine's address and "
+            "MASTER_PORT to a free port on it."
         )
     port = _integer(environ, "MASTER_PORT")
     if not 1 <= port <= MAX_PORT:
