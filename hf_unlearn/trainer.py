@@ -38,7 +38,7 @@ from .data import check_examples_fit_model, check_tokenizer, tokenize_if_raw
 from .forward import ForwardOutput, forward
 from .hub import HubMixin
 from .losses import count_positions, count_sequences, count_targets, nll_sum
-from .objectives import NO_RETAIN, LossTerm, Objective
+from .objectives import NO_RETAIN, POLICY, LossTerm, Objective, Outputs
 from .plan import RunPlan, run_plan
 from .streams import FORGET, RETAIN, StreamDataset, UnlearningCollator, is_stream_example
 
@@ -429,11 +429,13 @@ class UnlearningTrainer(HubMixin, Trainer):
         """The module whose weights are the original model (for fingerprints)."""
         return self.accelerator.unwrap_model(model if model is not None else self.model)
 
-    def policy_forward(self, model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int) -> ForwardOutput:
-        """The policy's forward pass for the losses: final hidden states + output head when `chunk_size > 0` (the
-        model permitting), else full logits; its `token_logits` compute summed losses' gradients in the forward pass
-        where `gradient_in_forward` allows it."""
-        output = forward(model, batch, full_logits=chunk_size <= 0)
+    def policy_forward(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int, layer: int | None = None
+    ) -> ForwardOutput:
+        """The policy's forward pass for the losses: final hidden states + output head when `chunk_size > 0` or a
+        `layer`'s output is asked for (the model permitting), else full logits; its `token_logits` compute summed
+        losses' gradients in the forward pass where `gradient_in_forward` allows it."""
+        output = forward(model, batch, layer, full_logits=chunk_size <= 0 and layer is None)
         output.token_logits = replace(output.token_logits, gradient_in_forward=self.gradient_in_forward())
         return output
 
@@ -462,6 +464,23 @@ class UnlearningTrainer(HubMixin, Trainer):
         with policy.disable_adapter():
             return forward(policy, batch, layer, full_logits)
 
+    def run_passes(self, model: nn.Module, objective: Objective, inputs: Mapping[str, dict]) -> Outputs:
+        """The outputs of the forward passes `objective` declares (`Objective.passes`) on the micro-batch `inputs`,
+        by name: token logits or a decoder layer's output, of the policy `model` (with gradients) or of the original
+        model (without)."""
+        chunk_size = self.unlearning_args.loss_chunk_size
+        outputs: Outputs = {}
+        for name, step in objective.passes().items():
+            batch = inputs[step.stream]
+            if step.model == POLICY:
+                output = self.policy_forward(model, batch, chunk_size, step.layer)
+            else:
+                output = self.reference_forward(
+                    batch, layer=step.layer, full_logits=chunk_size <= 0 and step.layer is None
+                )
+            outputs[name] = output.token_logits if step.layer is None else output.hidden
+        return outputs
+
     # ------------------------------------------------------------------ loss
 
     def unlearning_terms(
@@ -478,7 +497,7 @@ class UnlearningTrainer(HubMixin, Trainer):
         terms: dict[str, LossTerm] = {}
         active = [o for o in self.objectives if o.active() and o.stream in inputs]
         for index, objective in enumerate(active):
-            new = objective.loss_terms(model, objective.select(inputs))
+            new = objective.loss_terms(objective.select(inputs), self.run_passes(model, objective, inputs))
             terms.update(new)
             if after_objective is not None and index < len(active) - 1:
                 after_objective(new)

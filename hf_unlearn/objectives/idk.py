@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data import encode_prompt_completion
 from ..losses import IGNORE_INDEX, nll_sum
-from .base import LossTerm, Objective, register_objective
+from .base import LossTerm, Objective, Pass, register_objective
 
 IDK = "idk"
 
@@ -101,7 +101,10 @@ class IdkFineTuning(IdkStream):
     terms = ("forget_loss",)
     normalisers = ("idk_tokens",)
 
-    def loss_terms(self, model, inputs):
+    def passes(self):
+        return {"idk": Pass(IDK)}
+
+    def loss_terms(self, inputs, outputs):
         idk = inputs[IDK]
-        total, count = nll_sum(self.token_logits(model, idk), idk["labels"], idk.get("attention_mask"), self.chunk_size)
+        total, count = nll_sum(outputs["idk"], idk["labels"], idk.get("attention_mask"), self.chunk_size)
         return {"forget_loss": LossTerm(total, count, "idk_tokens", self.args.forget_weight)}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import as_hf_dataset
-from ..losses import npo_sum, sequence_nll
+from ..losses import TokenLogits, npo_sum, sequence_nll
 from .base import LossTerm, Objective, register_objective
 from .frozen import precompute_with_original
 
@@ -54,11 +54,11 @@ def add_reference_logp(trainer, dataset):
     return dataset.add_column(REF_LOGP, [float(v[0]) for v in values])
 
 
-def sequence_logp(objective: Objective, model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row summed target log-probabilities of `model` on `batch`, per-row NLL sums and target counts (chunked
-    as `objective` is configured)."""
-    logits = objective.token_logits(model, batch)
-    nll, counts = sequence_nll(logits, batch["labels"], batch.get("attention_mask"), objective.chunk_size)
+def sequence_logp(
+    logits: TokenLogits, batch: dict[str, torch.Tensor], chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row summed target log-probabilities of `logits` on `batch`, per-row NLL sums and target counts."""
+    nll, counts = sequence_nll(logits, batch["labels"], batch.get("attention_mask"), chunk_size)
     return -nll, nll, counts
 
 
@@ -74,8 +74,8 @@ class NegativePreference(Objective):
     def prepare(self, dataset):
         return add_reference_logp(self.trainer, dataset)
 
-    def loss_terms(self, model, batch):
-        logp, nll, counts = sequence_logp(self, model, batch)
+    def loss_terms(self, batch, outputs):
+        logp, nll, counts = sequence_logp(outputs["logits"], batch, self.chunk_size)
         rows = counts > 0
         total = npo_sum(logp, batch[REF_LOGP].to(logp.device), self.args.npo_beta, rows)
         return {

@@ -196,8 +196,8 @@ class UnseenLevelMatch(Objective):
         dataset = as_hf_dataset(dataset)
         return dataset.add_column(TARGET, self.targets(dataset))
 
-    def loss_terms(self, model, batch):
-        _, nll, counts = sequence_logp(self, model, batch)
+    def loss_terms(self, batch, outputs):
+        _, nll, counts = sequence_logp(outputs["logits"], batch, self.chunk_size)
         targets = batch[TARGET].to(nll.device)
         rows = counts > 0
         total = unseen_match_sum(nll, counts, targets, self.setting("unseen_match_two_sided"))
