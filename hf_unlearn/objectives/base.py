@@ -24,14 +24,30 @@ tensors, which a test can call with any model's outputs (`run_passes` runs the p
 from __future__ import annotations
 
 from dataclasses import MISSING, Field, dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
 from ..losses import TokenLogits
+from ..reference import OriginalModel
 
-if TYPE_CHECKING:
-    from ..trainer import UnlearningTrainer
+
+class RunSetup(Protocol):
+    """What an objective may read while a run is prepared (`UnlearningTrainer` provides it): in `__init__`,
+    `prepare`, `aligned_streams` and `configure_model`. A training step reads none of it: `loss_terms` gets tensors.
+    """
+
+    unlearning_args: Any  # the method's settings (`UnlearningArguments`)
+    args: Any  # the `TrainingArguments` (device, the config's class for messages)
+    processing_class: Any  # the tokenizer
+    accelerator: Any  # processes, for sharded precomputation
+    original: OriginalModel  # the frozen original model, for one-off precomputations
+    pad_token_id: int
+    unseen_dataset: Any
+    retain_dataset: Any
+
+    def policy_config(self) -> Any:
+        """The policy's text config (vocabulary size, layers, hidden size)."""
 
 
 POLICY = "policy"
@@ -101,9 +117,9 @@ class Objective:
     precomputes: ClassVar[bool] = False  # runs the original model once before training (then releases it)
     params: ClassVar[type | None] = None  # the objective's hyperparameters (a dataclass), see the module docstring
 
-    def __init__(self, trainer: UnlearningTrainer):
-        self.trainer = trainer
-        self.args = trainer.unlearning_args
+    def __init__(self, setup: RunSetup):
+        self.setup = setup
+        self.args = setup.unlearning_args
 
     def prepare(self, dataset: Any) -> Any:
         """Add this objective's precomputed columns to its stream's dataset (default: nothing to add)."""

@@ -86,7 +86,7 @@ class IdkStream(Objective):
     def aligned_streams(self, forget):
         import datasets
 
-        records = idk_examples(forget, self.trainer.processing_class, self.args.idk_seed, self.args.max_length)
+        records = idk_examples(forget, self.setup.processing_class, self.args.idk_seed, self.args.max_length)
         return {IDK: self.prepare_idk(datasets.Dataset.from_list(records))}
 
     def prepare_idk(self, dataset):

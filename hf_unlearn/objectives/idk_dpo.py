@@ -38,10 +38,10 @@ class IdkPreference(IdkStream):
     example_columns = (REF_LOGP,)
 
     def prepare(self, dataset):
-        return add_reference_logp(self.trainer, dataset)
+        return add_reference_logp(self.setup, dataset)
 
     def prepare_idk(self, dataset):
-        return add_reference_logp(self.trainer, dataset)
+        return add_reference_logp(self.setup, dataset)
 
     def passes(self):
         return {"forget": Pass("forget"), "idk": Pass(IDK)}

@@ -36,17 +36,17 @@ class NPOParams:
     npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
 
 
-def add_reference_logp(trainer, dataset):
+def add_reference_logp(setup, dataset):
     """`dataset` with a `ref_logp` column: log p_ref(s), summed over each example's targets, from the original
     model, computed once (`objectives.frozen`)."""
     dataset = as_hf_dataset(dataset)
     values = precompute_with_original(
-        trainer,
+        setup,
         dataset,
         "sequence_logp",
         lambda output, batch: (
             -sequence_nll(
-                output.token_logits, batch["labels"], batch["attention_mask"], trainer.unlearning_args.loss_chunk_size
+                output.token_logits, batch["labels"], batch["attention_mask"], setup.unlearning_args.loss_chunk_size
             )[0]
         ),
         per_token=False,
@@ -72,7 +72,7 @@ class NegativePreference(Objective):
     example_columns = (REF_LOGP,)
 
     def prepare(self, dataset):
-        return add_reference_logp(self.trainer, dataset)
+        return add_reference_logp(self.setup, dataset)
 
     def loss_terms(self, batch, outputs):
         logp, nll, counts = sequence_logp(outputs["logits"], batch, self.chunk_size)

@@ -80,9 +80,9 @@ class RepresentationMisdirection(Objective):
     terms = ("forget_loss",)
     normalisers = ("forget_positions",)
 
-    def __init__(self, trainer):
-        super().__init__(trainer)
-        config = trainer.accelerator.unwrap_model(trainer.model).config.get_text_config()
+    def __init__(self, setup):
+        super().__init__(setup)
+        config = setup.policy_config()
         layers, hidden = config.num_hidden_layers, config.hidden_size
         if not 0 <= self.args.rmu_layer < layers:
             raise ValueError(
