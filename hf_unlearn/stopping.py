@@ -44,6 +44,8 @@ class EvalRecord:
         if self.mia_auc is not None:
             values["MIA AUC"] = self.mia_auc
         values.update({f"{attack} AUC": summary["auc"] for attack, summary in (self.attacks or {}).items()})
+        for split, attacks in (self.earlier_attacks or {}).items():
+            values.update({f"{split} {attack} AUC": summary["auc"] for attack, summary in attacks.items()})
         return {name: value for name, value in values.items() if not math.isfinite(value)}
 
 
