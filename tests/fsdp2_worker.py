@@ -10,7 +10,7 @@ MODEL is a saved tiny Llama with its tokenizer (policy and reference load from i
   batching ("2x1": 2 per device without accumulation, "1x2": 1 per device with accumulation 2; 4 forget chunks per
   step on 2 processes either way) the first step's log entry and the loss route; the loss history of a 4-step
   GA + KL run (1 x 2 batching, SGD with momentum, checkpoints every 2 steps), the largest gradient entry of each
-  of its steps, and the history of the same run resumed from its step-2 checkpoint;
+  of its steps, the history of the same run resumed from its step-2 checkpoint, and that run's settings;
 - `<method>-<batching>.pt`: the full weights after one plain SGD step with lr 1 and no clipping (the initial
   weights minus the first gradient);
 - `final/`: `save_model` at the end of the 4-step run.
@@ -49,13 +49,14 @@ def full_weights(trainer) -> dict[str, torch.Tensor]:
 
 
 def layout(model) -> dict:
-    """How a model's parameters are held on this process: DTensor shards (FSDP2) or full tensors."""
+    """How a model's parameters are held on this process: DTensor shards (FSDP2) or full tensors (a unit that
+    stays gathered after the forward pass, such as the final norm + output head, holds full tensors)."""
     from torch.distributed.tensor import DTensor
 
     params = list(model.parameters())
     return {
         "type": type(model).__name__,
-        "dtensor": all(isinstance(p, DTensor) for p in params),
+        "dtensors": sum(isinstance(p, DTensor) for p in params),
         "local_numel": sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params),
         "full_numel": sum(p.numel() for p in params),
         "requires_grad": any(p.requires_grad for p in params),
@@ -171,6 +172,12 @@ def main() -> None:
     full.train()
     full.save_model(os.path.join(out, "final"))
     result["full"], result["gradient_sizes"] = losses(full), sizes.sizes
+    result["run"] = {
+        "max_steps": RUN_STEPS,
+        "save_steps": SAVE_STEPS,
+        "learning_rate": RUN_LR,
+        "momentum": RUN_MOMENTUM,
+    }
     del full
     resumed = build("ga_kl", os.path.join(out, "resumed"), "1x2", **run)
     resumed.train(resume_from_checkpoint=os.path.join(out, "full", f"checkpoint-{SAVE_STEPS}"))
