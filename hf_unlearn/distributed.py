@@ -13,6 +13,9 @@
 
 and it connects DeepSpeed's communication layer to the process group that the Trainer's arguments set up, which
 `deepspeed.zero.Init` (ZeRO-3 loading) needs on CPU, where accelerate starts torch.distributed but not DeepSpeed's.
+
+`fsdp_on_cpu` (used by `UnlearningTrainer` when it creates its Accelerator) makes an FSDP2 launch on CPU processes
+shard the model, where accelerate alone would train it with DDP, and refuses FSDP1 there.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Two launches of tests/fsdp2_worker.py on the fitted tiny Llama, shared by the tests of this module: DDP under
 `torchrun --nproc_per_node 2`, FSDP2 under `accelerate launch` with the bundled recipes/accelerate/fsdp2.yaml set
 for CPU as its comment says (`use_cpu: true`, `num_processes: 2`, `mixed_precision: 'no'`); about 20 s each on 2
-cores. A third launch runs the recipe through `hf-unlearn train --accelerate_config`.
+cores. Two more launches run the recipe through `hf-unlearn train --accelerate_config`, with FSDP2 and FSDP1.
 
 Tolerances, derived as tests/test_multiprocess.py derives them: a first step's loss terms and gradient are float32
 sums over at most 128 target tokens, which the two engines reduce in other orders (DDP all-reduces gradients, FSDP2
@@ -35,20 +35,40 @@ TERMS = ("loss", "forget_loss", "forget_nll", "retain_loss")
 RTOL = 2e-5  # see the module docstring
 
 
-def cpu_config(path) -> str:
-    """The bundled fsdp2.yaml with the changes its comment names for 2 CPU processes, written to `path`."""
+def cpu_config(path, **fsdp_config) -> str:
+    """The bundled fsdp2.yaml with the changes its comment names for 2 CPU processes (and `fsdp_config` entries),
+    written to `path`."""
     with open(BUNDLED) as handle:
         config = yaml.safe_load(handle)
     config.update(use_cpu=True, num_processes=2, mixed_precision="no", main_process_port=free_port())
+    config["fsdp_config"].update(fsdp_config)
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle)
     return str(path)
 
 
-def run(command: list[str], what: str) -> None:
+def launch(command: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def run(command: list[str], what: str) -> None:
+    done = launch(command)
     assert done.returncode == 0, f"{what} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+
+
+def recipe_command(model: str, out, data: dict, config: str) -> list[str]:
+    """`hf-unlearn train --accelerate_config CONFIG` of a 2-step GA + KL recipe run into `out`."""
+    flags = [*short_run_flags(model, out, "ga_kl"), *data_flags(data), "--mia_resamples", "20"]
+    return [sys.executable, "-m", "hf_unlearn.cli", "train", "--accelerate_config", config, *flags]
+
+
+@pytest.fixture(scope="module")
+def recipe_data(out) -> dict[str, str]:
+    return {
+        name: write_jsonl(out / f"{name}.jsonl", make_documents(4, seed=seed))
+        for name, seed in (("forget", 1), ("retain", 2), ("approximate", 3))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -206,20 +226,27 @@ def test_resume_continues_the_trajectory(results):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_recipe_runs_under_fsdp2_through_the_cli(trained_model_dir, out):
+def test_recipe_runs_under_fsdp2_through_the_cli(trained_model_dir, out, recipe_data):
     """`hf-unlearn train --accelerate_config <the CPU copy of fsdp2.yaml>`: GA + KL through the recipe (evaluations
     before and after included) on 2 processes ends with a loadable model whose manifest names FSDP2."""
     from transformers import AutoModelForCausalLM
 
-    data = {
-        name: write_jsonl(out / f"{name}.jsonl", make_documents(4, seed=seed))
-        for name, seed in (("forget", 1), ("retain", 2), ("approximate", 3))
-    }
     saved = out / "recipe"
-    flags = [*short_run_flags(trained_model_dir, saved, "ga_kl"), *data_flags(data), "--mia_resamples", "20"]
-    config = cpu_config(out / "cli.yaml")
-    run([sys.executable, "-m", "hf_unlearn.cli", "train", "--accelerate_config", config, *flags], "hf-unlearn train")
+    run(recipe_command(trained_model_dir, saved, recipe_data, cpu_config(out / "cli.yaml")), "hf-unlearn train")
     manifest = read_json(saved / "unlearning_manifest.json")
     assert (manifest["engine"]["name"], manifest["engine"]["version"]) == ("fsdp", 2)
     assert manifest["batch"]["world_size"] == 2
     assert AutoModelForCausalLM.from_pretrained(saved).num_parameters() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_fsdp1_on_cpu_processes_stops_before_training(trained_model_dir, out, recipe_data):
+    """The same launch with `fsdp_version: 1` (which accelerate would run as DDP on CPU) stops with the one-line
+    error and writes no output folder."""
+    saved = out / "fsdp1"
+    config = cpu_config(out / "fsdp1.yaml", fsdp_version=1, fsdp_sharding_strategy="FULL_SHARD")
+    done = launch(recipe_command(trained_model_dir, saved, recipe_data, config))
+    assert done.returncode != 0
+    assert "error: FSDP version 1 needs GPUs" in done.stdout + done.stderr
+    assert not saved.exists()
