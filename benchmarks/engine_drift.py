@@ -19,8 +19,8 @@ What is run
     chunks.
 
 What is reported, per step and per pair of runs
-    weights: max |w_a - w_b| over all parameters, and that divided by max |w_a - w_initial| (the drift relative
-    to how far training moved the weights); forget / retain NLL: |NLL_a - NLL_b| and the values themselves.
+    weights: max |w_a - w_b| over all parameters (and the parameter where it is largest), and that divided by
+    max |w_a - w_initial| (the drift relative to how far training moved the weights); forget / retain NLL: |NLL_a - NLL_b| and the values themselves.
     The first step is equal to float precision (the engines reduce the same sums in other orders); AdamW
     divides each update by the root of its second moment, so later steps amplify those differences.
 
@@ -161,10 +161,13 @@ def score(work: str, engines: tuple[str, ...], steps: int) -> dict:
             nll[engine] = {n: mean_nll(model, data[n], tokenizer.pad_token_id) for n in data}
         row = {"step": step, "nll": nll, "pairs": {}}
         for a, b in pairs:
-            drift = max((weights[a][n] - weights[b][n]).abs().max().item() for n in initial)
+            by_name = {n: (weights[a][n] - weights[b][n]).abs().max().item() for n in initial}
+            worst = max(by_name, key=by_name.get)
+            drift = by_name[worst]
             moved = max((weights[a][n] - initial[n]).abs().max().item() for n in initial)
             row["pairs"][f"{a}-{b}"] = {
                 "weights_max_abs": drift,
+                "worst_parameter": worst,
                 "weights_relative": drift / moved if moved else float("nan"),
                 **{f"{n}_nll_abs": abs(nll[a][n] - nll[b][n]) for n in data},
             }
@@ -187,14 +190,14 @@ def markdown(report: dict) -> str:
         "- Weights: max |w_a - w_b|, and relative = that / max |w_a - w_initial|. NLL: |NLL_a - NLL_b| (mean "
         "next-token NLL).",
         "",
-        "| step | pair | weights max abs | weights relative | forget NLL abs | retain NLL abs |",
-        "|---|---|---|---|---|---|",
+        "| step | pair | weights max abs | weights relative | worst parameter | forget NLL abs | retain NLL abs |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in report["result"]["steps"]:
         for pair, drift in row["pairs"].items():
             lines.append(
                 f"| {row['step']} | {pair} | {drift['weights_max_abs']:.2e} | {drift['weights_relative']:.2e} | "
-                f"{drift['forget_nll_abs']:.2e} | {drift['retain_nll_abs']:.2e} |"
+                f"`{drift['worst_parameter']}` | {drift['forget_nll_abs']:.2e} | {drift['retain_nll_abs']:.2e} |"
             )
     lines += ["", "| step | " + " | ".join(f"{e} forget / retain NLL" for e in settings["engines"]) + " |"]
     lines.append("|---|" + "---|" * len(settings["engines"]))
