@@ -10,6 +10,7 @@
 - DeepSpeed on a machine without a GPU and without `use_cpu`: every process would believe it is alone;
 - a missing DeepSpeed JSON file;
 - ZeRO-3 without `stage3_gather_16bit_weights_on_model_save` (warned: the saved folder would hold no weights);
+- FSDP with a sharded state-dict type (warned: `save_model` would write no weights);
 
 and it connects DeepSpeed's communication layer to the process group that the Trainer's arguments set up, which
 `deepspeed.zero.Init` (ZeRO-3 loading) needs on CPU, where accelerate starts torch.distributed but not DeepSpeed's.
@@ -172,8 +173,24 @@ def check_launcher_for_deepspeed(requested: bool) -> None:
         )
 
 
+def check_fsdp_state_dict(args) -> None:
+    """Warn when FSDP is asked to save sharded state dicts: `Trainer.save_model` then writes no weights at all (it
+    saves only a full state dict), so the unlearned model would exist only in the sharded checkpoints."""
+    if not fsdp_requested(args):
+        return
+    kind = os.environ.get("FSDP_STATE_DICT_TYPE") or (getattr(args, "fsdp_config", None) or {}).get("state_dict_type")
+    if kind and "FULL_STATE_DICT" not in str(kind).upper():
+        logger.warning(
+            "FSDP with state_dict_type %s: save_model will write no model weights. Set `fsdp_state_dict_type: "
+            "FULL_STATE_DICT` in the accelerate config (as recipes/accelerate/fsdp2.yaml does) to save a loadable "
+            "model.",
+            kind,
+        )
+
+
 def check_launch(args) -> None:
     """Raise a clear error for a launch that cannot work (see the module docstring); warn about risky ones."""
+    check_fsdp_state_dict(args)
     if not deepspeed_requested(args):
         return
     try:

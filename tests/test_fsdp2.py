@@ -128,6 +128,22 @@ def test_fsdp1_on_cpu_processes_is_refused_with_the_fix():
     assert "FSDP version 1" in message and "fsdp2.yaml" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("kind", ["SHARDED_STATE_DICT", "FULL_STATE_DICT"])
+def test_sharded_state_dict_is_warned_before_loading(monkeypatch, caplog, kind):
+    """With a sharded state-dict type `save_model` writes no weights: the launch check says so, with the fix."""
+    import logging
+
+    from hf_unlearn.distributed import check_launch
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", kind)
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn.distributed"):
+        check_launch(type("Args", (), {"deepspeed": None})())
+    warned = [r.getMessage() for r in caplog.records if "save_model will write no model weights" in r.getMessage()]
+    assert len(warned) == (kind == "SHARDED_STATE_DICT")
+    assert all("FULL_STATE_DICT" in message for message in warned)
+
+
 # ------------------------------------------------------------------ first step, saving, resuming (2 processes)
 
 
