@@ -154,7 +154,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-
 def write_jsonl(path, texts):
     """Write `texts` as JSONL `{"text": ...}` records at `path`; its path as a string."""
     path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
