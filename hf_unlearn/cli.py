@@ -4,12 +4,15 @@
     hf-unlearn train --config my.yaml                    run hf_unlearn.scripts.unlearn (in this process)
     hf-unlearn train --accelerate_config zero3 --num_processes 8 --config ...
                                                          the same under `accelerate launch -m`
+    hf-unlearn train --accelerate_config ddp --num_processes 16 --num_machines 2 --machine_rank R \\
+        --main_process_ip HOST --main_process_port PORT --config ...
+                                                         one of 2 machines (R = 0, 1), run on each
     hf-unlearn eval ...                                  run hf_unlearn.scripts.evaluate
     hf-unlearn tune [--config my.yaml] [--tune_* ...]    pick learning rate and steps (hf_unlearn.scripts.tune)
     hf-unlearn traces [--output_dir DIR] [--remove]      list (or remove) what runs left that can hold forget data
     hf-unlearn accelerate-configs                        list the bundled accelerate configs
 
-Everything after `train` / `eval` (except the two launcher options) goes to the script unchanged;
+Everything after `train` / `eval` (except the launcher options, accelerate's names) goes to the script unchanged;
 `hf-unlearn train --help` lists the script's options (`--method NAME --help`: with that method's fields). The
 scripts ship inside the package (`hf_unlearn.scripts`), so they work from any folder after `pip install`. The
 accelerate configs are in the repository's `recipes/accelerate/` (a clone); elsewhere pass a file path.
@@ -23,6 +26,9 @@ import os
 import subprocess
 import sys
 
+from .launch import accelerate_arguments, check_machines, resolve_machines
+
+EXIT_USER_ERROR = 2  # as the scripts' own argument errors
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 SCRIPTS = {"train": "hf_unlearn.scripts.unlearn", "eval": "hf_unlearn.scripts.evaluate"}
 COMMANDS = ("methods", "train", "eval", "tune", "traces", "accelerate-configs")
@@ -72,10 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LauncherParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"hf-unlearn: error: {message}; `hf-unlearn {self.prog.split()[-1]} --help` lists the options.\n")
+
+
 def _launcher_parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"hf-unlearn {command}", add_help=False)
+    parser = _LauncherParser(prog=f"hf-unlearn {command}", add_help=False)
     parser.add_argument("--accelerate_config", help="bundled accelerate config name (see accelerate-configs) or a path")
-    parser.add_argument("--num_processes", type=int, help="processes for accelerate launch")
+    parser.add_argument("--num_processes", type=int, help="processes for accelerate launch, over all machines")
+    parser.add_argument("--num_machines", type=int, help="machines of the launch (run the command on each)")
+    parser.add_argument("--machine_rank", type=int, help="this machine's rank in [0, num_machines); 0: the main one")
+    parser.add_argument("--main_process_ip", help="address of the main machine (rank 0), the same on every machine")
+    parser.add_argument("--main_process_port", type=int, help="free port on the main machine, the same on every one")
     return parser
 
 
@@ -83,20 +98,31 @@ def run_script(command: str, argv: list[str]) -> int:
     """Run `hf-unlearn train|eval` in this process (its exit status: 0, or the script's SystemExit code)."""
     launcher = _launcher_parser(command)
     known, rest = launcher.parse_known_args(argv)
-    if any(arg in ("-h", "--help") for arg in rest):
-        print(f"usage: hf-unlearn {command} [--accelerate_config NAME_OR_PATH] [--num_processes N] [script options]\n")
-        print(f"Launcher options:\n{launcher.format_help().split(chr(10), 1)[1]}")
+    help_asked = any(arg in ("-h", "--help") for arg in rest)
+    if help_asked:
+        print(
+            f"usage: hf-unlearn {command} [--accelerate_config NAME_OR_PATH] [--num_processes N] [--num_machines N "
+            "--machine_rank R --main_process_ip HOST --main_process_port PORT] [script options]\n"
+        )
+        options_help = launcher.format_help().split("options:\n", 1)[1]  # without argparse's usage lines
+        print(f"Launcher options (passed to accelerate launch):\n{options_help}")
         print(f"Script options ({SCRIPTS[command]}):")
         sys.stdout.flush()
     module = SCRIPTS[command]
-    if known.accelerate_config is None and known.num_processes is None:
+    options = {name: value for name, value in vars(known).items() if name != "accelerate_config"}
+    launched = known.accelerate_config is not None or any(value is not None for value in options.values())
+    if help_asked or not launched:  # the script's own help lists its options
         return run_in_process(importlib.import_module(module).main, rest)
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
-    if known.accelerate_config is not None:
-        launch += ["--config_file", resolve_accelerate_config(known.accelerate_config)]
-    if known.num_processes is not None:
-        launch += ["--num_processes", str(known.num_processes)]
-    return subprocess.call(launch + ["-m", module] + rest)
+    config = None if known.accelerate_config is None else resolve_accelerate_config(known.accelerate_config)
+    try:
+        check_machines(resolve_machines(options, config))
+    except ValueError as error:
+        print(f"hf-unlearn: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if config is not None:
+        launch += ["--config_file", config]
+    return subprocess.call(launch + accelerate_arguments(options) + ["-m", module] + rest)
 
 
 def run_in_process(script_main, argv: list[str]) -> int:

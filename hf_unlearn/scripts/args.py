@@ -94,6 +94,11 @@ class ScriptArguments:
         max_earlier_nll_drop (`float` or `None`, defaults to `0.05`): an earlier forget set came back when its NLL
             falls more than this share below its level at the start of the run (or an attack separates it again).
             `None`: report nothing and never stop on them.
+        global_batch_size (`int` or `None`, defaults to `None`): examples per optimizer step over all processes and
+            accumulation steps that this configuration is written for. Set, a launch whose
+            `per_device_train_batch_size x gradient_accumulation_steps x world size` differs (or whose world size
+            does not divide it) stops before loading, naming the accumulation that gives it (`hf_unlearn.launch`).
+            `None`: whatever the launch gives.
     """
 
     ref_model_name_or_path: str | None = field(
@@ -170,6 +175,13 @@ class ScriptArguments:
         default=0.05,
         metadata={"help": "An earlier forget set came back when its NLL falls this share below its start."},
     )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Examples per optimizer step over all processes: a launch that gives another stops "
+            "(per_device_train_batch_size x gradient_accumulation_steps x world size must equal it)."
+        },
+    )
     original_unseen_nll: float | None = field(
         default=None,
         metadata={
@@ -185,6 +197,8 @@ class ScriptArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value} keeps no example; use a positive number, or None for all of them.")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise ValueError(f"global_batch_size={self.global_batch_size} must be at least 1, or None for any.")
         if self.eval_every_steps < 1:
             raise ValueError(f"eval_every_steps={self.eval_every_steps} must be at least 1.")
         if self.stopping_rule not in STOPPING_RULES:

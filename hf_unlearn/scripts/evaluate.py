@@ -145,8 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(argv: list[str]) -> dict:
+    from ..launch import check_launch_environment
     from .unlearn import _load, check_model_path
 
+    check_launch_environment()  # ranks and rendezvous address, before PartialState starts the process group
     script, options, model_args = make_parser(ScriptArguments, EvaluateArguments).parse_args_and_config(argv)
     check_options(options)
     if model_args.load_in_4bit or model_args.load_in_8bit:

@@ -66,13 +66,15 @@ def main(argv: list[str] | None = None) -> dict:
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
     from ..hub import DiskFullError
+    from ..launch import LaunchEnvironmentError
 
     try:
         return run(argv)
     except BlowUp as error:
         exit_with(EXIT_BLOW_UP, f"hf-unlearn: {error}", debug, _is_main_process())
     except (ValueError, FileNotFoundError, DiskFullError) as error:
-        exit_with(EXIT_USER_ERROR, f"hf-unlearn: error: {error}", debug, _is_main_process())
+        reported = _is_main_process() or isinstance(error, LaunchEnvironmentError)  # that process's own environment
+        exit_with(EXIT_USER_ERROR, f"hf-unlearn: error: {error}", debug, reported)
 
 
 def exit_with(code: int, line: str, debug: bool, main_process: bool = True):
@@ -423,6 +425,7 @@ def run(argv: list[str]) -> dict:
     from .. import get_method
     from ..callbacks import StoppingCriteria, UnlearningEvalCallback
     from ..distributed import setup_distributed
+    from ..launch import check_global_batch, check_launch_environment
     from ..ledger import original_target, read_history
     from ..plan import run_plan
     from .args import DEFAULT_CONFIG, model_init_kwargs, parse_args
@@ -434,7 +437,11 @@ def run(argv: list[str]) -> dict:
         a.split("=")[0] in ("--config", "--from_manifest", "--model_name_or_path", "--help", "-h") for a in argv
     ):
         argv = ["--config", DEFAULT_CONFIG] + argv
+    check_launch_environment()  # ranks and rendezvous address, before the arguments start the process group
     args, script, model_args = parse_args(argv)
+    check_global_batch(
+        script.global_batch_size, args.world_size, args.per_device_train_batch_size, args.gradient_accumulation_steps
+    )
     given_output_dir = args.output_dir  # errors name the path the user gave (a link, possibly)
     args.output_dir = resolve_output_dir(args.output_dir)
     trainer_class = get_method(args.method)
