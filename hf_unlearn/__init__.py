@@ -39,7 +39,7 @@ from .methods import (
     WGAConfig,
     WGATrainer,
 )
-from .objectives import LossTerm, Objective, register_objective
+from .objectives import LossTerm, Objective, Pass, register_objective
 from .plan import RunPlan, config_for, run_plan
 from .registry import get_method, list_methods, register_method
 from .streams import StreamDataset, UnlearningCollator

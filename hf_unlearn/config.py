@@ -144,7 +144,7 @@ class UnlearningConfig(TrainingArguments):
         metadata={"help": "Chunked, one process or DDP: summed losses compute their gradient in the forward pass."},
     )
     adversarial_batch_size: int | None = field(
-        default=None, metadata={"help": "Former name of precompute_batch_size (kept for existing configs)."}
+        default=None, metadata={"help": "Alias of precompute_batch_size, read when that is not set."}
     )
 
     # The `params` dataclasses of the objectives whose fields this class carries (validated by `__post_init__`).

@@ -204,24 +204,13 @@ def compute_sharded(
     accelerator: Any | None = None,
 ) -> list[torch.Tensor]:
     """`compute_batch(indices) -> one 1-D tensor per index`, run over the dataset split across processes and
-    gathered, in dataset order, on every process."""
-    indices = list(range(len(dataset)))
+    gathered, in dataset order, on every process (`evaluation.sharding.map_batches`, as evaluation runs)."""
+    from .evaluation.sharding import map_batches
 
-    def run(share: list[int]) -> list[tuple[int, torch.Tensor]]:
-        out = []
-        for start in range(0, len(share), batch_size):
-            chunk = share[start : start + batch_size]
-            out += [(index, value.cpu()) for index, value in zip(chunk, compute_batch(chunk))]
-        return out
+    def run(indices: list[int]) -> list[torch.Tensor]:
+        return [value.cpu() for value in compute_batch(indices)]
 
-    if accelerator is None or accelerator.num_processes == 1:
-        return [value for _, value in run(indices)]
-    from accelerate.utils import gather_object
-
-    with accelerator.split_between_processes(indices, apply_padding=True) as share:
-        mine = run(share)
-    by_index = dict(gather_object(mine))  # padding repeats the last index with the same value
-    return [by_index[i] for i in indices]
+    return map_batches(run, list(range(len(dataset))), batch_size, accelerator)
 
 
 def precompute(

@@ -13,7 +13,7 @@ Listed (and only these are ever removed):
   older `adversarial/` folder.
 
 Not listed: the unlearned model itself in `--output_dir` (the result), the demo's converted model in the cache,
-and the Hugging Face `datasets` cache, which hf_unlearn no longer writes for local files (Hub datasets loaded by
+and the Hugging Face `datasets` cache, which hf_unlearn does not write for local files (Hub datasets loaded by
 id are kept there by `datasets`; `hf cache` manages them).
 """
 

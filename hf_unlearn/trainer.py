@@ -38,8 +38,9 @@ from .data import check_examples_fit_model, check_tokenizer, tokenize_if_raw
 from .forward import ForwardOutput, forward
 from .hub import HubMixin
 from .losses import count_positions, count_sequences, count_targets, nll_sum
-from .objectives import NO_RETAIN, LossTerm, Objective
+from .objectives import NO_RETAIN, POLICY, LossTerm, Objective, Outputs
 from .plan import RunPlan, run_plan
+from .reference import OriginalModel
 from .streams import FORGET, RETAIN, StreamDataset, UnlearningCollator, is_stream_example
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,6 @@ check_transformers_version()
 # How a normaliser "<stream>_<unit>" counts one stream's batch: next-token targets, sequences with at least one
 # target, or labelled real positions (representation losses).
 NORMALISER_UNITS = {"tokens": count_targets, "sequences": count_sequences, "positions": count_positions}
-
-
-def _has_adapter(module: nn.Module | None) -> bool:
-    """Whether `module` holds a PEFT adapter layer (its output would change under `disable_adapter`)."""
-    return module is not None and any(hasattr(m, "disable_adapters") for m in module.modules())
 
 
 @dataclass(frozen=True)
@@ -215,8 +211,7 @@ class UnlearningTrainer(HubMixin, Trainer):
         )
         # The model must not normalise its own loss with num_items_in_batch: the terms are ours.
         self.model_accepts_loss_kwargs = False
-        self._ref_source = ref_model
-        self.ref_model = None
+        self.original = OriginalModel(self, ref_model)
         # The datasets as given; `prepare_streams` builds the training streams from them for the current plan.
         self._forget_source, self._retain_source = self.train_dataset, retain_dataset
         self._streams_key: tuple | None = None
@@ -295,13 +290,9 @@ class UnlearningTrainer(HubMixin, Trainer):
             objective.configure_model(self.accelerator.unwrap_model(self.model))
         # The reference is loaded when an objective runs it in training with a weight > 0 (ga_kl with retain_weight 0
         # loads none), or when it is handed over as a model (nothing to load; a later weight change can use it).
-        handed = isinstance(self._ref_source, nn.Module) and any(o.needs_reference for o in self.objectives)
-        if (
-            (plan.needs_reference or handed)
-            and self.ref_model is None
-            and not self.adapter_is_reference(self._ref_source)
-        ):
-            self.ref_model = self.load_reference_model(self._ref_source)
+        handed = self.original.is_handed_over and any(o.needs_reference for o in self.objectives)
+        if plan.needs_reference or handed:
+            self.original.ensure_loaded()
         return plan
 
     def _streams_key_now(self) -> tuple:
@@ -411,63 +402,41 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     # ------------------------------------------------------------------ models
 
-    def load_reference_model(self, ref_model: PreTrainedModel | nn.Module | str | None) -> nn.Module:
-        """The frozen original model, prepared like the policy (never a deep copy of it)."""
-        from .reference import load_reference_model
+    def policy_config(self):
+        """The policy's text config (vocabulary size, layers, hidden size)."""
+        return self.accelerator.unwrap_model(self.model).config.get_text_config()
 
-        return load_reference_model(self, ref_model)
+    @property
+    def ref_model(self) -> nn.Module | None:
+        """The loaded original model (`original.module`; trl's name for it), None when none is held."""
+        return self.original.module
 
-    def adapter_is_reference(self, ref_model) -> bool:
-        """True when no reference was given and the policy is a PEFT model: its adapter-free base is theta0."""
-        try:
-            from peft import PeftModel
-        except ImportError:  # peft is an optional extra
-            return False
-        return ref_model is None and isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
-
-    def frozen_original_model(self) -> nn.Module | None:
-        """The original model for a one-off precomputation: the loaded reference, else None for a PEFT policy
-        (its adapter-free base), else freshly loaded (the caller releases it)."""
-        if self.ref_model is not None or self.adapter_is_reference(self._ref_source):
-            return self.ref_model
-        return self.load_reference_model(self._ref_source)
-
-    def unwrapped_original(self, model: nn.Module | None) -> nn.Module:
-        """The module whose weights are the original model (for fingerprints)."""
-        return self.accelerator.unwrap_model(model if model is not None else self.model)
-
-    def policy_forward(self, model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int) -> ForwardOutput:
-        """The policy's forward pass for the losses: final hidden states + output head when `chunk_size > 0` (the
-        model permitting), else full logits; its `token_logits` compute summed losses' gradients in the forward pass
-        where `gradient_in_forward` allows it."""
-        output = forward(model, batch, full_logits=chunk_size <= 0)
+    def policy_forward(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int, layer: int | None = None
+    ) -> ForwardOutput:
+        """The policy's forward pass for the losses: final hidden states + output head when `chunk_size > 0` or a
+        `layer`'s output is asked for (the model permitting), else full logits; its `token_logits` compute summed
+        losses' gradients in the forward pass where `gradient_in_forward` allows it."""
+        output = forward(model, batch, layer, full_logits=chunk_size <= 0 and layer is None)
         output.token_logits = replace(output.token_logits, gradient_in_forward=self.gradient_in_forward())
         return output
 
-    @torch.no_grad()
-    def reference_forward(
-        self,
-        batch: dict[str, torch.Tensor],
-        ref_model: nn.Module | None = None,
-        layer: int | None = None,
-        full_logits: bool = True,
-    ) -> ForwardOutput:
-        """The original model's forward pass: `ref_model`, else `self.ref_model`, else the policy without adapter.
-
-        `full_logits=False`: final hidden states + output head instead of full logits (`forward`); for the policy
-        without adapter only when its output embedding carries no adapter (the head runs later, outside
-        `disable_adapter`)."""
-        ref_model = ref_model if ref_model is not None else self.ref_model
-        if ref_model is None and not self.adapter_is_reference(self._ref_source):
-            # An objective became active during training (its weight was raised from 0): load the reference now.
-            ref_model = self.ref_model = self.load_reference_model(self._ref_source)
-        if ref_model is not None:
-            return forward(ref_model, batch, layer, full_logits)
-        policy = self.accelerator.unwrap_model(self.model)
-        if not full_logits and _has_adapter(policy.get_base_model().get_output_embeddings()):
-            full_logits = True
-        with policy.disable_adapter():
-            return forward(policy, batch, layer, full_logits)
+    def run_passes(self, model: nn.Module, objective: Objective, inputs: Mapping[str, dict]) -> Outputs:
+        """The outputs of the forward passes `objective` declares (`Objective.passes`) on the micro-batch `inputs`,
+        by name: token logits or a decoder layer's output, of the policy `model` (with gradients) or of the original
+        model (without)."""
+        chunk_size = self.unlearning_args.loss_chunk_size
+        outputs: Outputs = {}
+        for name, step in objective.passes().items():
+            batch = inputs[step.stream]
+            if step.model == POLICY:
+                output = self.policy_forward(model, batch, chunk_size, step.layer)
+            else:
+                output = self.original.forward(
+                    batch, layer=step.layer, full_logits=chunk_size <= 0 and step.layer is None
+                )
+            outputs[name] = output.token_logits if step.layer is None else output.hidden
+        return outputs
 
     # ------------------------------------------------------------------ loss
 
@@ -485,7 +454,7 @@ class UnlearningTrainer(HubMixin, Trainer):
         terms: dict[str, LossTerm] = {}
         active = [o for o in self.objectives if o.active() and o.stream in inputs]
         for index, objective in enumerate(active):
-            new = objective.loss_terms(model, objective.select(inputs))
+            new = objective.loss_terms(objective.select(inputs), self.run_passes(model, objective, inputs))
             terms.update(new)
             if after_objective is not None and index < len(active) - 1:
                 after_objective(new)

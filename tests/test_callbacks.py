@@ -169,7 +169,7 @@ def test_unattached_callback_explains_the_fix(tokenizer, splits, tmp_path):
 
 
 def test_eval_every_step_keeps_the_training_logs(tokenizer, splits, tmp_path):
-    """Defect 9: logging_steps=1 and eval_steps=1 over 4 steps. The trainer's own log of every step (loss,
+    """logging_steps=1 and eval_steps=1 over 4 steps. The trainer's own log of every step (loss,
     forget_loss, grad_norm, learning_rate) must survive the callback's evaluation log of the same step: 4
     training entries (steps 1-4) and 5 evaluation entries (steps 0-4, the start included)."""
     callback = UnlearningEvalCallback(splits, eval_steps=1)
@@ -188,7 +188,7 @@ def toy_examples(count: int) -> list[dict]:
 
 
 def test_max_examples_is_a_seeded_random_sample():
-    """Defect 12: `max_examples` must draw a seeded sample, not the first N examples (a few documents).
+    """`max_examples` draws a seeded sample, not the first N examples (a few documents).
 
     40 examples, 8 kept: the kept ones are not examples 0-7, are 8 distinct examples, the same for the same seed
     (every process must evaluate the same sample) and different for another seed."""
@@ -282,8 +282,8 @@ def test_failed_is_false_when_the_target_is_reached(tokenizer, splits, tmp_path)
 
 def test_the_start_is_never_best(tokenizer, splits, tmp_path):
     """lr 1.0 makes the first gradient-ascent step overshoot, so the only evaluation within the
-    retain limit (+10%) is the start (the original model, which the old rule then picked as best and saved).
-    The start can never be best: nothing is saved, `best` is None, and the run is a failure (blow-up)."""
+    retain limit (+10%) is the start (the original model, which a rule ranking every evaluation would pick as
+    best and save). The start can never be best: nothing is saved, `best` is None, and the run is a failure (blow-up)."""
     criteria = StoppingCriteria(max_retain_nll_increase=0.1)
     callback = UnlearningEvalCallback(splits, eval_steps=1, criteria=criteria, save_best=True)
     trainer = unlearn(tokenizer, splits, tmp_path, callback, max_steps=4, learning_rate=1.0)

@@ -21,7 +21,7 @@ METHODS = ["ga", "random_label", "adversarial", "ga_descent", "ga_kl"]
 
 @pytest.mark.parametrize("method", METHODS)
 def test_left_and_right_padding_give_the_same_loss_and_gradient(method, trained_model_dir, tokenizer, tmp_path):
-    """Defect 1: with left padding the pad before each row's first token was scored against that token.
+    """With left padding, the pad before each row's first token is never scored against that token.
 
     Same examples, same model, only the padding side differs. The target sets are identical by construction (a
     target counts only between two real tokens) and position ids follow the mask, so the only difference left is
@@ -43,7 +43,7 @@ def test_left_and_right_padding_give_the_same_loss_and_gradient(method, trained_
 
 
 def test_random_label_seed_changes_the_labels(trained_model_dir, forget_data, tokenizer, tmp_path):
-    """Defect 2: seeds 0, 1 and 7 drew identical labels (a 32-bit torch seed kept only the index)."""
+    """Seeds 0, 1 and 7 draw different labels (a 32-bit seed that kept only the index would draw the same)."""
     draws = {}
     for seed in (0, 1, 7, 0):
         model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
@@ -59,7 +59,7 @@ def test_random_label_seed_changes_the_labels(trained_model_dir, forget_data, to
 
 
 def test_compute_loss_after_train_uses_its_own_batch(trained_model_dir, forget_data, tokenizer, tmp_path):
-    """Defect 4: after train(), compute_loss divided by the last training step's global count.
+    """After train(), compute_loss divides by the micro-batch's own count, not the last training step's global one.
 
     GA's loss on one micro-batch outside the training loop is -(mean NLL of that batch's targets), computed here
     independently with the model's own shifted cross-entropy (right padding, labels -100 at padding).
@@ -96,8 +96,8 @@ class RecordingModel(torch.nn.Module):
 def test_reference_and_policy_forward_build_no_kv_cache(
     trained_model_dir, forget_data, retain_data, tokenizer, tmp_path
 ):
-    """Defect 8: reference forward passes built a KV cache (no use_cache=False). Every forward pass of a ga_kl
-    step, policy and reference, must pass use_cache=False."""
+    """No forward pass builds a KV cache: every forward pass of a ga_kl step, policy and reference, passes
+    use_cache=False."""
     policy = RecordingModel(AutoModelForCausalLM.from_pretrained(trained_model_dir))
     reference = RecordingModel(AutoModelForCausalLM.from_pretrained(trained_model_dir))
     trainer = get_method("ga_kl")(
@@ -114,7 +114,7 @@ def test_reference_and_policy_forward_build_no_kv_cache(
 
 
 def test_transformers_version_floor():
-    """Defect 11: the loss is divided by the accumulation steps again below 5.19 (loss_is_scaled_for_ga)."""
+    """Transformers below 5.19 divide the loss by the accumulation steps again (loss_is_scaled_for_ga): refused."""
     from hf_unlearn.trainer import MIN_TRANSFORMERS, check_transformers_version
 
     with pytest.raises(ImportError, match="transformers>=5.19"):
@@ -124,11 +124,11 @@ def test_transformers_version_floor():
     config.read(os.path.join(ROOT, "setup.cfg"))
     requires = config["options"]["install_requires"]
     assert f"transformers>={MIN_TRANSFORMERS}" in requires
-    assert "scikit-learn" in requires  # defect 12: the core evaluation callback needs it
+    assert "scikit-learn" in requires  # the core evaluation callback needs it
 
 
 def test_label_smoothing_is_refused(tmp_path):
-    """Defect 12: label_smoothing_factor was silently ignored by the unlearning loss."""
+    """label_smoothing_factor, which the unlearning loss does not apply, is an error rather than ignored."""
     with pytest.raises(ValueError, match="label_smoothing_factor=0.1"):
         unlearning_args("ga", tmp_path, label_smoothing_factor=0.1)
 
@@ -142,7 +142,7 @@ def test_non_finite_or_negative_weights_are_refused(weight, tmp_path):
 def test_ga_kl_without_retain_weight_loads_no_reference(
     trained_model_dir, forget_data, retain_data, tokenizer, tmp_path, monkeypatch
 ):
-    """Defect 12: ga_kl with retain_weight=0 still loaded the reference model."""
+    """ga_kl with retain_weight=0 loads no reference model."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("reference loaded although the KL term is off")
@@ -161,13 +161,13 @@ def test_ga_kl_without_retain_weight_loads_no_reference(
 
 
 def test_make_test_fast_deselects_gpu_tests():
-    """Defect 12: `make test-fast` replaced addopts' `-m 'not gpu'` and ran the gpu-marked test."""
+    """`make test-fast` keeps addopts' `-m 'not gpu'` (its own -m must exclude the gpu-marked tests too)."""
     with open(os.path.join(ROOT, "Makefile")) as handle:
         line = next(row for row in handle if "pytest" in row and "not slow" in row)
     assert "not gpu" in line
 
 
-# ---------------------------------------------------------------- defect 7: the precompute cache
+# ---------------------------------------------------------------- the precompute cache
 
 
 def adversarial_trainer(model, forget, tokenizer, out, cache):
@@ -273,7 +273,7 @@ def test_no_cache_folder_writes_nothing(trained_model_dir, forget_data, tokenize
     assert not (tmp_path / "env-cache").exists() and not (tmp_path / "home").exists()
 
 
-# ---------------------------------------------------------------- defect 6: QA tokenisation and BOS
+# ---------------------------------------------------------------- QA tokenisation and BOS
 
 
 def qa_tokenizer(with_bos: bool):
@@ -292,7 +292,7 @@ def qa_tokenizer(with_bos: bool):
 
 @pytest.mark.parametrize("with_bos", [False, True])
 def test_qa_is_tokenised_jointly_with_the_prompt_masked(with_bos):
-    """Defect 6: question and answer were tokenised separately ('Ġ' + 'The' instead of 'ĠThe'), and no BOS.
+    """Question and answer are tokenised together ('ĠThe', not 'Ġ' + 'The' from separate calls), with the BOS.
 
     The example must be exactly the tokenizer's own encoding of prompt + answer (with its BOS if it adds one) plus
     EOS, and the labels must be -100 on the prompt tokens and the token ids on the answer tokens.

@@ -113,6 +113,35 @@ def test_overwrite_output_dir_never_deletes_an_input(where, trained_model_dir, t
     assert all(os.path.isfile(path) and open(path, "rb").read() == content for path, content in before.items())
 
 
+@pytest.mark.parametrize("broken", ["model", "forget data"])
+def test_a_run_that_fails_to_load_leaves_an_overwritable_folder_as_it_was(
+    broken, trained_model_dir, data, tmp_path, capfd
+):
+    """`--overwrite_output_dir true` on a folder holding an earlier result, and a model path or forget file that
+    does not exist: exit 2 with one line, and the earlier result is still there (the folder is emptied only right
+    before training, once everything loaded)."""
+    earlier = tmp_path / "earlier_result"
+    earlier.mkdir()
+    (earlier / "model.safetensors").write_bytes(b"an earlier run's weights")
+    missing = str(tmp_path / "does_not_exist")
+    model = missing if broken == "model" else trained_model_dir
+    files = dict(data, forget=missing) if broken == "forget data" else data
+    with pytest.raises(SystemExit) as exit_info:
+        unlearn(argv(model, files, str(earlier), "--overwrite_output_dir", "true"))
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (earlier / "model.safetensors").read_bytes() == b"an earlier run's weights"
+
+
+def test_overwrite_output_dir_replaces_an_earlier_result(trained_model_dir, data, tmp_path):
+    """The same folder with everything valid: the run empties it before training and saves its own model."""
+    earlier = tmp_path / "earlier_result"
+    earlier.mkdir()
+    (earlier / "stale.txt").write_text("an earlier run's file")
+    unlearn(argv(trained_model_dir, data, str(earlier), "--overwrite_output_dir", "true"))
+    assert not (earlier / "stale.txt").exists() and (earlier / "model.safetensors").is_file()
+
+
 def test_debug_shows_the_traceback_and_keeps_exit_3(trained_model_dir, data, tmp_path, capfd):
     """A blow-up (lr 1.0, as in test_scripts_unlearn) under `--debug`: the traceback, then exit 3 (not 1)."""
     with pytest.raises(SystemExit) as exit_info:

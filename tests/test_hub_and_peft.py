@@ -148,7 +148,7 @@ def test_lora_reference_equals_the_original_model(trained_model_dir, forget_data
     batch = trainer.data_collator([forget_data[i] for i in range(2)])
     with torch.no_grad():
         expected = original(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    assert torch.allclose(trainer.reference_forward(batch).logits, expected, atol=1e-5)
+    assert torch.allclose(trainer.original.forward(batch).logits, expected, atol=1e-5)
     assert not torch.allclose(forward(trainer.model, batch).logits, expected, atol=1e-3)  # the policy moved
 
 

@@ -24,6 +24,20 @@ def qa(tokenizer, offset):
     return build_qa_dataset(records, tokenizer, max_length=32)
 
 
+def one_micro_batch(method, model_dir, tokenizer, tmp_path):
+    """A trainer of `method` on QA data, its first micro-batch and the step's global counts."""
+    args = unlearning_args(method, tmp_path, max_steps=1, per_device_train_batch_size=2, **SETTINGS.get(method, {}))
+    trainer = get_method(method)(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=args,
+        train_dataset=qa(tokenizer, 0),
+        retain_dataset=qa(tokenizer, 10),
+        processing_class=tokenizer,
+    )
+    batches, counts = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 1, trainer.args.device)
+    return trainer, batches[0], counts
+
+
 @pytest.mark.parametrize("method", list_methods())
 def test_compute_loss_runs_no_backward_and_training_step_differentiates_its_loss(
     method, trained_model_dir, tokenizer, tmp_path, monkeypatch
@@ -37,19 +51,8 @@ def test_compute_loss_runs_no_backward_and_training_step_differentiates_its_loss
       add the same float32 contributions of the two objectives (each itself a sum, e.g. over tied input and output
       embeddings), grouped differently: an element may differ by a few roundings of the tensor's largest
       contributions, 4 eps (max |g_forget| + max |g_retain|) per tensor, g_forget read after the first backward."""
-    cls = get_method(method)
-    args = unlearning_args(method, tmp_path, max_steps=1, per_device_train_batch_size=2, **SETTINGS.get(method, {}))
-    model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
-    trainer = cls(
-        model=model,
-        args=args,
-        train_dataset=qa(tokenizer, 0),
-        retain_dataset=qa(tokenizer, 10),
-        processing_class=tokenizer,
-    )
+    trainer, batch, counts = one_micro_batch(method, trained_model_dir, tokenizer, tmp_path)
     model = trainer.model
-    batches, counts = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 1, trainer.args.device)
-    batch = batches[0]
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
 
@@ -90,3 +93,21 @@ def test_compute_loss_runs_no_backward_and_training_step_differentiates_its_loss
             )
         else:
             assert torch.equal(got, want), f"{method}: training_step's gradient is not the loss's"
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_objectives_compute_their_terms_from_tensors_alone(method, trained_model_dir, tokenizer, tmp_path):
+    """In a training step an objective sees only the micro-batch and the outputs of the passes it declares: with
+    its link to the trainer cut, every term is the same tensor value (same inputs, same operations: equal)."""
+    trainer, batch, _ = one_micro_batch(method, trained_model_dir, tokenizer, tmp_path)
+    trainer.model.train()
+    for objective in trainer.objectives:
+        if objective.stream not in batch:
+            continue
+        outputs = trainer.run_passes(trainer.model, objective, batch)
+        expected = objective.loss_terms(objective.select(batch), outputs)
+        objective.setup = None  # any call back into the trainer now fails
+        terms = objective.loss_terms(objective.select(batch), trainer.run_passes(trainer.model, objective, batch))
+        assert terms.keys() == expected.keys()
+        for name, term in terms.items():
+            assert torch.equal(term.value, expected[name].value), (method, name)

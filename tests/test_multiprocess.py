@@ -24,12 +24,12 @@ def test_two_processes_match_one(trained_model_dir, tmp_path):
     """Global batch 4 either way: 1 process x 4, or 2 processes x 2.
 
     What the invariance promises is the first step: the same loss, terms and gradient (later AdamW steps amplify
-    float-order noise, which is why the old trajectory test failed on fresh machines). The gradient is read from
+    float-order noise, so a trajectory is no test of it). The gradient is read from
     one plain SGD step with lr 1 (weights - gradient), without clipping. It is a float32 sum over at most 128
     target tokens, reduced in another order (2 partial sums and an all-reduce): at most ~128 x 1.2e-7 = 1.5e-5 of
     the largest gradient entry in the worst case, so the tolerance is 2e-5 of it; the losses (means of those sums)
-    get 2e-5 relative. Also `train_loss` when the last steps are not logged (defect 10: rank 0's un-gathered
-    remainder was P x its share) must agree, with lr 0 so every step sees the same model. The adversarial run
+    get 2e-5 relative. Also `train_loss` when the last steps are not logged (rank 0 must gather the
+    remainder, not report P x its share) must agree, with lr 0 so every step sees the same model. The adversarial run
     shares a cache folder: the 2-process run reads the entry the 1-process run wrote (rank 0 decides, broadcasts).
     Both runs compute the summed terms' gradients in the forward pass (`loss_gradient_in_forward`), which under DDP
     reach the parameters in backward like any other gradient.

@@ -67,7 +67,7 @@ def test_every_preset_holds_for_plain_arguments(
     if name.endswith("_weight"):
         batch = trainer.data_collator([trainer.train_dataset[0]])
         objective = trainer.forget_objective if name == "forget_weight" else trainer.retain_objective
-        terms = objective.loss_terms(trainer.model, objective.select(batch))
+        terms = objective.loss_terms(objective.select(batch), trainer.run_passes(trainer.model, objective, batch))
         assert terms[f"{name.split('_')[0]}_loss"].weight == default
 
 
@@ -120,5 +120,6 @@ def test_edits_to_unlearning_fields_take_effect(tiny_model, forget_data, retain_
     trainer = build("ga", args, tiny_model, forget_data, None, tokenizer)
     args.forget_weight = 0.25
     batch = trainer.data_collator([trainer.train_dataset[0]])
-    terms = trainer.forget_objective.loss_terms(trainer.model, batch["forget"])
+    objective = trainer.forget_objective
+    terms = objective.loss_terms(batch["forget"], trainer.run_passes(trainer.model, objective, batch))
     assert terms["forget_loss"].weight == 0.25

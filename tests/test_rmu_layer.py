@@ -81,7 +81,8 @@ def test_rmu_forget_term_and_gradient_follow_the_formula(layer, tokenizer, forge
     trainer, model, batch = rmu_trainer(tokenizer, forget_data, retain_data, tmp_path, layer, copy.deepcopy)
     forget = batch["forget"]
     model.train()
-    term = trainer.forget_objective.loss_terms(model, forget)["forget_loss"]
+    objective = trainer.forget_objective
+    term = objective.loss_terms(forget, trainer.run_passes(model, objective, batch))["forget_loss"]
     control = trainer.forget_objective.control
     hidden, plain = layer_outputs(model, forget)
     where = positions(forget)
@@ -113,7 +114,8 @@ def test_rmu_retain_term_on_the_last_layer_follows_the_formula(tokenizer, forget
     trainer, model, batch = rmu_trainer(tokenizer, forget_data, retain_data, tmp_path, LAYERS - 1, perturbed)
     retain = batch["retain"]
     model.train()
-    term = trainer.retain_objective.loss_terms(model, retain)["retain_loss"]
+    objective = trainer.retain_objective
+    term = objective.loss_terms(retain, trainer.run_passes(model, objective, batch))["retain_loss"]
     hidden, _ = layer_outputs(model, retain)
     target, _ = layer_outputs(trainer.ref_model, retain)
     expected = mse_sum(hidden[-1], target[-1], positions(retain))

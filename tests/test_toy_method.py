@@ -36,10 +36,8 @@ def define_toy_method():
         terms = ("forget_loss",)
         normalisers = ("forget_tokens",)
 
-        def loss_terms(self, model, batch):
-            total, count = nll_sum(
-                self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size
-            )
+        def loss_terms(self, batch, outputs):
+            total, count = nll_sum(outputs["logits"], batch["labels"], batch.get("attention_mask"), self.chunk_size)
             return {"forget_loss": LossTerm(-2 * total, count, "forget_tokens", self.args.forget_weight)}
 
     @register_method("toy")

@@ -135,8 +135,8 @@ def test_evaluation_uses_plain_language_modelling_loss(
 
 
 def test_retain_pairing_advances_every_epoch_and_covers_retain(trained_model_dir, tokenizer, tmp_path):
-    """Defect 5: with 10 forget and 100 retain examples, 10 epochs of one step each must use all 100 retain
-    examples exactly once (the old pairing reused the same 10 in every epoch). Same seed, same pairs."""
+    """With 10 forget and 100 retain examples, 10 epochs of one step each use all 100 retain examples exactly
+    once (a pairing fixed across epochs would reuse the same 10). Same seed, same pairs."""
     import datasets
 
     from hf_unlearn import StreamDataset

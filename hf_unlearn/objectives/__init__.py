@@ -10,9 +10,13 @@ Importing this package registers the built-in objectives:
 from .base import (  # noqa: F401
     FORGET_OBJECTIVES,
     NO_RETAIN,
+    POLICY,
+    REFERENCE,
     RETAIN_OBJECTIVES,
     LossTerm,
     Objective,
+    Outputs,
+    Pass,
     get_objective,
     register_objective,
 )

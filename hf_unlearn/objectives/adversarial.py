@@ -23,12 +23,12 @@ class AdversarialTargets(SubstituteTargets):
     token_columns = ("adversarial_labels",)
 
     def vocab_size(self) -> int:
-        return self.trainer.accelerator.unwrap_model(self.trainer.model).config.get_text_config().vocab_size
+        return self.setup.policy_config().vocab_size
 
     def prepare(self, dataset):
         dataset = as_hf_dataset(dataset)
         values = precompute_with_original(
-            self.trainer,
+            self.setup,
             dataset,
             "adversarial_targets",
             lambda output, batch: adversarial_targets(

@@ -10,25 +10,73 @@ trl's `loss_type` picks a loss. Each objective declares up front what the traine
 - `token_columns` / `example_columns`: per-token columns (e.g. `random_labels`, padded by the collator) and
   per-example numbers (e.g. a reference log-probability) it adds to its stream's examples;
 - `needs_reference`: whether it runs the frozen original model during training;
+- `passes()`: the forward passes it reads (`Pass`: which model, on which stream, logits or a decoder layer's
+  output), which the trainer runs and hands to `loss_terms` as tensors;
 - `params`: its hyperparameters, a dataclass defined next to its formula (e.g. `NPOParams(npo_beta=0.1)`): each
   field is a typed, documented argument of every method config that runs the objective (`hf_unlearn.config_for`),
   read as `self.args.<field>`; arguments that lack the field give the dataclass's default.
 
 `prepare` may add those columns before training (precomputed once, see `hf_unlearn.precompute`); `loss_terms`
-computes the terms of one micro-batch from the stream's tensors.
+computes the terms of one micro-batch from the stream's batch and the outputs of its passes: a pure function of
+tensors, which a test can call with any model's outputs (`run_passes` runs the passes on plain models).
 """
 
 from __future__ import annotations
 
 from dataclasses import MISSING, Field, dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
 from ..losses import TokenLogits
+from ..reference import OriginalModel
 
-if TYPE_CHECKING:
-    from ..trainer import UnlearningTrainer
+
+class RunSetup(Protocol):
+    """What an objective may read while a run is prepared (`UnlearningTrainer` provides it): in `__init__`,
+    `prepare`, `aligned_streams` and `configure_model`. A training step reads none of it: `loss_terms` gets tensors.
+    """
+
+    unlearning_args: Any  # the method's settings (`UnlearningArguments`)
+    args: Any  # the `TrainingArguments` (device, the config's class for messages)
+    processing_class: Any  # the tokenizer
+    accelerator: Any  # processes, for sharded precomputation
+    original: OriginalModel  # the frozen original model, for one-off precomputations
+    pad_token_id: int
+    unseen_dataset: Any
+    retain_dataset: Any
+
+    def policy_config(self) -> Any:
+        """The policy's text config (vocabulary size, layers, hidden size)."""
+
+
+POLICY = "policy"
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass an objective reads; the trainer runs it and hands its output to `loss_terms`.
+
+    Attributes:
+        stream: the stream of the micro-batch it runs on ("forget", "retain", "idk", ...).
+        model: "policy" (the model being unlearned, with gradients) or "reference" (the frozen original model,
+            without gradients).
+        layer: None for the token logits (a `TokenLogits`: full logits, or the final hidden states with the output
+            head when the losses are chunked); a 0-based decoder layer index for that layer's output
+            `[batch, seq, hidden]`.
+    """
+
+    stream: str
+    model: str = POLICY
+    layer: int | None = None
+
+    def __post_init__(self):
+        if self.model not in (POLICY, REFERENCE):
+            raise ValueError(f"Pass.model must be {POLICY!r} or {REFERENCE!r}, not {self.model!r}.")
+
+
+Outputs = dict[str, TokenLogits | torch.Tensor]  # a pass's name -> its output
 
 
 @dataclass
@@ -69,9 +117,9 @@ class Objective:
     precomputes: ClassVar[bool] = False  # runs the original model once before training (then releases it)
     params: ClassVar[type | None] = None  # the objective's hyperparameters (a dataclass), see the module docstring
 
-    def __init__(self, trainer: UnlearningTrainer):
-        self.trainer = trainer
-        self.args = trainer.unlearning_args
+    def __init__(self, setup: RunSetup):
+        self.setup = setup
+        self.args = setup.unlearning_args
 
     def prepare(self, dataset: Any) -> Any:
         """Add this objective's precomputed columns to its stream's dataset (default: nothing to add)."""
@@ -88,22 +136,22 @@ class Objective:
         """What `loss_terms` receives from the micro-batch `{stream: batch}`: by default its own stream's batch."""
         return inputs[self.stream]
 
-    def loss_terms(self, model: torch.nn.Module, batch: Any) -> dict[str, LossTerm]:
+    def passes(self) -> dict[str, Pass]:
+        """The forward passes `loss_terms` reads, by the name it reads each under, in the order they run. Default:
+        the policy's token logits on its own stream ("logits"), after the original model's ("reference") when
+        `needs_reference`."""
+        passes = {"reference": Pass(self.stream, REFERENCE)} if self.needs_reference else {}
+        passes["logits"] = Pass(self.stream)
+        return passes
+
+    def loss_terms(self, batch: Any, outputs: Outputs) -> dict[str, LossTerm]:
+        """The terms of one micro-batch: `batch` is what `select` gives, `outputs` the outputs of `passes()`."""
         raise NotImplementedError
 
     @property
     def chunk_size(self) -> int:
         """Positions per chunk of the token-level losses (`UnlearningConfig.loss_chunk_size`; 0: full logits)."""
         return getattr(self.args, "loss_chunk_size", 0)
-
-    def token_logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> TokenLogits:
-        """The policy's logits on `batch` for the losses: final hidden states + output head when chunking (with
-        summed losses' gradients computed in the forward pass where the trainer allows it)."""
-        return self.trainer.policy_forward(model, batch, self.chunk_size).token_logits
-
-    def reference_logits(self, batch: dict[str, torch.Tensor]) -> TokenLogits:
-        """The frozen original model's logits on `batch`, in the same form."""
-        return self.trainer.reference_forward(batch, full_logits=self.chunk_size <= 0).token_logits
 
     @classmethod
     def runs_with(cls, retain_weight: float) -> bool:

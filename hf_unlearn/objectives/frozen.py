@@ -4,9 +4,7 @@ for a PEFT policy, whose adapter-free base is the original) and released right a
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,13 +13,11 @@ from ..forward import ForwardOutput
 from ..losses import IGNORE_INDEX
 from ..precompute import precompute, weights_fingerprint
 from ..streams import UnlearningCollator
-
-if TYPE_CHECKING:
-    from ..trainer import UnlearningTrainer
+from .base import RunSetup
 
 
 def precompute_with_original(
-    trainer: UnlearningTrainer,
+    setup: RunSetup,
     dataset,
     kind: str,
     per_batch: Callable[[ForwardOutput, dict[str, torch.Tensor]], torch.Tensor | list[torch.Tensor]],
@@ -39,19 +35,17 @@ def precompute_with_original(
 
     def original():
         if "model" not in state:
-            state["model"] = trainer.frozen_original_model()
+            state["model"] = setup.original.borrow()
         return state["model"]
 
-    collator = UnlearningCollator(pad_token_id=trainer.pad_token_id, padding_side="right")
+    collator = UnlearningCollator(pad_token_id=setup.pad_token_id, padding_side="right")
 
     def compute_batch(indices: list[int]) -> list[torch.Tensor]:
         rows = [dataset[i] for i in indices]
         batch = collator([{k: row[k] for k in ("input_ids", "attention_mask", "labels") if k in row} for row in rows])
-        batch = {k: v.to(trainer.args.device) for k, v in batch.items()}
+        batch = {k: v.to(setup.args.device) for k, v in batch.items()}
         with torch.no_grad():
-            output = trainer.reference_forward(
-                batch, original(), full_logits=trainer.unlearning_args.loss_chunk_size <= 0
-            )
+            output = setup.original.forward(batch, original(), full_logits=setup.unlearning_args.loss_chunk_size <= 0)
             values = per_batch(output, batch)
         values = values.detach().cpu()
         if per_token:
@@ -63,26 +57,13 @@ def precompute_with_original(
         dataset,
         compute_batch,
         kind=kind,
-        batch_size=trainer.unlearning_args.precompute_batch_size,
-        accelerator=trainer.accelerator,
-        cache_dir=trainer.unlearning_args.cache_dir,
-        model_fingerprint=lambda: weights_fingerprint(trainer.unwrapped_original(original()), trainer.accelerator),
+        batch_size=setup.unlearning_args.precompute_batch_size,
+        accelerator=setup.accelerator,
+        cache_dir=setup.unlearning_args.cache_dir,
+        model_fingerprint=lambda: weights_fingerprint(setup.original.weights(original()), setup.accelerator),
         expected_lengths=lengths,
         value_range=value_range,
         ignore_value=IGNORE_INDEX,
     )
-    release(state.pop("model", None), keep=trainer.ref_model)
+    setup.original.give_back(state.pop("model", None))
     return values
-
-
-def release(model, keep=None) -> None:
-    """Free a frozen model once its job is done (a DeepSpeed engine keeps partitioned weights until destroyed);
-    `keep` (the trainer's own reference model) is never released."""
-    if model is None or model is keep:
-        return
-    if hasattr(model, "destroy"):
-        model.destroy()
-    del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

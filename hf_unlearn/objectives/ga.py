@@ -17,10 +17,8 @@ class GradientAscent(Objective):
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_tokens",)
 
-    def loss_terms(self, model, batch):
-        total, count = nll_sum(
-            self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size
-        )
+    def loss_terms(self, batch, outputs):
+        total, count = nll_sum(outputs["logits"], batch["labels"], batch.get("attention_mask"), self.chunk_size)
         return {
             "forget_loss": LossTerm(-total, count, "forget_tokens", self.args.forget_weight),
             "forget_nll": LossTerm(total.detach(), count, "forget_tokens", 0.0),

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data import encode_prompt_completion
 from ..losses import IGNORE_INDEX, nll_sum
-from .base import LossTerm, Objective, register_objective
+from .base import LossTerm, Objective, Pass, register_objective
 
 IDK = "idk"
 
@@ -86,7 +86,7 @@ class IdkStream(Objective):
     def aligned_streams(self, forget):
         import datasets
 
-        records = idk_examples(forget, self.trainer.processing_class, self.args.idk_seed, self.args.max_length)
+        records = idk_examples(forget, self.setup.processing_class, self.args.idk_seed, self.args.max_length)
         return {IDK: self.prepare_idk(datasets.Dataset.from_list(records))}
 
     def prepare_idk(self, dataset):
@@ -101,7 +101,10 @@ class IdkFineTuning(IdkStream):
     terms = ("forget_loss",)
     normalisers = ("idk_tokens",)
 
-    def loss_terms(self, model, inputs):
+    def passes(self):
+        return {"idk": Pass(IDK)}
+
+    def loss_terms(self, inputs, outputs):
         idk = inputs[IDK]
-        total, count = nll_sum(self.token_logits(model, idk), idk["labels"], idk.get("attention_mask"), self.chunk_size)
+        total, count = nll_sum(outputs["idk"], idk["labels"], idk.get("attention_mask"), self.chunk_size)
         return {"forget_loss": LossTerm(total, count, "idk_tokens", self.args.forget_weight)}

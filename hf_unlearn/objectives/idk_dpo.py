@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..losses import dpo_sum
-from .base import LossTerm, register_objective
+from .base import LossTerm, Pass, register_objective
 from .idk import IDK, IdkParams, IdkStream
 from .npo import REF_LOGP, add_reference_logp, sequence_logp
 
@@ -38,15 +38,18 @@ class IdkPreference(IdkStream):
     example_columns = (REF_LOGP,)
 
     def prepare(self, dataset):
-        return add_reference_logp(self.trainer, dataset)
+        return add_reference_logp(self.setup, dataset)
 
     def prepare_idk(self, dataset):
-        return add_reference_logp(self.trainer, dataset)
+        return add_reference_logp(self.setup, dataset)
 
-    def loss_terms(self, model, inputs):
+    def passes(self):
+        return {"forget": Pass("forget"), "idk": Pass(IDK)}
+
+    def loss_terms(self, inputs, outputs):
         forget, idk = inputs["forget"], inputs[IDK]
-        logp_rejected, nll, counts = sequence_logp(self, model, forget)
-        logp_chosen, _, idk_counts = sequence_logp(self, model, idk)
+        logp_rejected, nll, counts = sequence_logp(outputs["forget"], forget, self.chunk_size)
+        logp_chosen, _, idk_counts = sequence_logp(outputs["idk"], idk, self.chunk_size)
         rows = (counts > 0) & (idk_counts > 0)
         total = dpo_sum(
             logp_chosen,

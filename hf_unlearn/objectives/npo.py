@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import as_hf_dataset
-from ..losses import npo_sum, sequence_nll
+from ..losses import TokenLogits, npo_sum, sequence_nll
 from .base import LossTerm, Objective, register_objective
 from .frozen import precompute_with_original
 
@@ -36,17 +36,17 @@ class NPOParams:
     npo_beta: float = field(default=0.1, metadata={"help": "NPO's beta (open-unlearning: 0.1)."})
 
 
-def add_reference_logp(trainer, dataset):
+def add_reference_logp(setup, dataset):
     """`dataset` with a `ref_logp` column: log p_ref(s), summed over each example's targets, from the original
     model, computed once (`objectives.frozen`)."""
     dataset = as_hf_dataset(dataset)
     values = precompute_with_original(
-        trainer,
+        setup,
         dataset,
         "sequence_logp",
         lambda output, batch: (
             -sequence_nll(
-                output.token_logits, batch["labels"], batch["attention_mask"], trainer.unlearning_args.loss_chunk_size
+                output.token_logits, batch["labels"], batch["attention_mask"], setup.unlearning_args.loss_chunk_size
             )[0]
         ),
         per_token=False,
@@ -54,11 +54,11 @@ def add_reference_logp(trainer, dataset):
     return dataset.add_column(REF_LOGP, [float(v[0]) for v in values])
 
 
-def sequence_logp(objective: Objective, model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row summed target log-probabilities of `model` on `batch`, per-row NLL sums and target counts (chunked
-    as `objective` is configured)."""
-    logits = objective.token_logits(model, batch)
-    nll, counts = sequence_nll(logits, batch["labels"], batch.get("attention_mask"), objective.chunk_size)
+def sequence_logp(
+    logits: TokenLogits, batch: dict[str, torch.Tensor], chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row summed target log-probabilities of `logits` on `batch`, per-row NLL sums and target counts."""
+    nll, counts = sequence_nll(logits, batch["labels"], batch.get("attention_mask"), chunk_size)
     return -nll, nll, counts
 
 
@@ -72,10 +72,10 @@ class NegativePreference(Objective):
     example_columns = (REF_LOGP,)
 
     def prepare(self, dataset):
-        return add_reference_logp(self.trainer, dataset)
+        return add_reference_logp(self.setup, dataset)
 
-    def loss_terms(self, model, batch):
-        logp, nll, counts = sequence_logp(self, model, batch)
+    def loss_terms(self, batch, outputs):
+        logp, nll, counts = sequence_logp(outputs["logits"], batch, self.chunk_size)
         rows = counts > 0
         total = npo_sum(logp, batch[REF_LOGP].to(logp.device), self.args.npo_beta, rows)
         return {

@@ -47,7 +47,7 @@ class RandomLabels(SubstituteTargets):
     token_columns = ("random_labels",)
 
     def prepare(self, dataset):
-        vocab_size = self.trainer.accelerator.unwrap_model(self.trainer.model).config.get_text_config().vocab_size
+        vocab_size = self.setup.policy_config().vocab_size
         seed = self.args.random_label_seed
 
         def draw(example, index):

@@ -20,9 +20,8 @@ class RetainKL(Objective):
     normalisers = ("retain_tokens",)
     needs_reference = True
 
-    def loss_terms(self, model, batch):
-        reference = self.reference_logits(batch)
+    def loss_terms(self, batch, outputs):
         total, count = kl_sum(
-            reference, self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size
+            outputs["reference"], outputs["logits"], batch["labels"], batch.get("attention_mask"), self.chunk_size
         )
         return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}

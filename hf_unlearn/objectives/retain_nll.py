@@ -15,8 +15,6 @@ class RetainNLL(Objective):
     terms = ("retain_loss",)
     normalisers = ("retain_tokens",)
 
-    def loss_terms(self, model, batch):
-        total, count = nll_sum(
-            self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), self.chunk_size
-        )
+    def loss_terms(self, batch, outputs):
+        total, count = nll_sum(outputs["logits"], batch["labels"], batch.get("attention_mask"), self.chunk_size)
         return {"retain_loss": LossTerm(total, count, "retain_tokens", self.args.retain_weight)}

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..forward import forward
 from ..losses import activation_mse_sum
-from .base import LossTerm, Objective, register_objective
+from .base import REFERENCE, LossTerm, Objective, Pass, register_objective
 
 
 @dataclass
@@ -81,9 +80,9 @@ class RepresentationMisdirection(Objective):
     terms = ("forget_loss",)
     normalisers = ("forget_positions",)
 
-    def __init__(self, trainer):
-        super().__init__(trainer)
-        config = trainer.accelerator.unwrap_model(trainer.model).config.get_text_config()
+    def __init__(self, setup):
+        super().__init__(setup)
+        config = setup.policy_config()
         layers, hidden = config.num_hidden_layers, config.hidden_size
         if not 0 <= self.args.rmu_layer < layers:
             raise ValueError(
@@ -96,8 +95,11 @@ class RepresentationMisdirection(Objective):
     def configure_model(self, model):
         self.trainable = freeze_all_but(model, self.args.rmu_trainable_params)
 
-    def loss_terms(self, model, batch):
-        hidden = forward(model, batch, layer=self.args.rmu_layer).hidden
+    def passes(self):
+        return {"hidden": Pass("forget", layer=self.args.rmu_layer)}
+
+    def loss_terms(self, batch, outputs):
+        hidden = outputs["hidden"]
         total, count = activation_mse_sum(hidden, self.control.to(hidden.device), labelled_positions(batch))
         return {"forget_loss": LossTerm(total, count, "forget_positions", self.args.forget_weight)}
 
@@ -110,9 +112,10 @@ class RepresentationRetain(Objective):
     normalisers = ("retain_positions",)
     needs_reference = True
 
-    def loss_terms(self, model, batch):
+    def passes(self):
         layer = self.args.rmu_layer
-        target = self.trainer.reference_forward(batch, layer=layer).hidden
-        hidden = forward(model, batch, layer=layer).hidden
-        total, count = activation_mse_sum(hidden, target, labelled_positions(batch))
+        return {"target": Pass("retain", REFERENCE, layer), "hidden": Pass("retain", layer=layer)}
+
+    def loss_terms(self, batch, outputs):
+        total, count = activation_mse_sum(outputs["hidden"], outputs["target"], labelled_positions(batch))
         return {"retain_loss": LossTerm(total, count, "retain_positions", self.args.retain_weight)}

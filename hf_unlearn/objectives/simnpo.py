@@ -42,8 +42,8 @@ class SimpleNegativePreference(Objective):
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_sequences", "forget_tokens")
 
-    def loss_terms(self, model, batch):
-        _, nll, counts = sequence_logp(self, model, batch)
+    def loss_terms(self, batch, outputs):
+        _, nll, counts = sequence_logp(outputs["logits"], batch, self.chunk_size)
         total = simnpo_sum(nll, counts, self.args.simnpo_beta, self.args.simnpo_delta)
         return {
             "forget_loss": LossTerm(total, (counts > 0).sum(), "forget_sequences", self.args.forget_weight),

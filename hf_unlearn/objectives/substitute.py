@@ -13,11 +13,13 @@ class SubstituteTargets(Objective):
     terms = ("forget_loss", "forget_nll")
     normalisers = ("forget_tokens",)
 
-    def loss_terms(self, model, batch):
-        mask = batch.get("attention_mask")
-        logits = self.token_logits(model, batch)
+    def loss_terms(self, batch, outputs):
         total, count, true_total, true_count = substitute_nll_sums(
-            logits, batch[self.token_columns[0]], batch["labels"], mask, self.chunk_size
+            outputs["logits"],
+            batch[self.token_columns[0]],
+            batch["labels"],
+            batch.get("attention_mask"),
+            self.chunk_size,
         )
         return {
             "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),

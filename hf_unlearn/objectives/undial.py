@@ -38,12 +38,14 @@ class AdjustedSelfDistillation(Objective):
     normalisers = ("forget_tokens",)
     needs_reference = True
 
-    def loss_terms(self, model, batch):
-        mask = batch.get("attention_mask")
-        reference = self.reference_logits(batch)
-        logits = self.token_logits(model, batch)
+    def loss_terms(self, batch, outputs):
         total, count, nll = undial_sums(
-            reference, logits, batch["labels"], mask, self.args.undial_beta, self.chunk_size
+            outputs["reference"],
+            outputs["logits"],
+            batch["labels"],
+            batch.get("attention_mask"),
+            self.args.undial_beta,
+            self.chunk_size,
         )
         return {
             "forget_loss": LossTerm(total, count, "forget_tokens", self.args.forget_weight),

@@ -117,15 +117,15 @@ def unseen_match_sum(nll: torch.Tensor, counts: torch.Tensor, targets: torch.Ten
     return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
 
 
-def mean_nll_levels(trainer, dataset, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_nll_levels(setup, dataset, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The original model's per-example NLL sums (computed once, `objectives.frozen`) and target counts on
     `dataset`, `[N]` each."""
     sums = precompute_with_original(
-        trainer,
+        setup,
         dataset,
         kind,
         lambda output, batch: sequence_nll(
-            output.token_logits, batch["labels"], batch["attention_mask"], trainer.unlearning_args.loss_chunk_size
+            output.token_logits, batch["labels"], batch["attention_mask"], setup.unlearning_args.loss_chunk_size
         )[0],
         per_token=False,
     )
@@ -151,7 +151,7 @@ class UnseenLevelMatch(Objective):
     def setting(self, name: str):
         if not self.args.declares(name):
             raise ValueError(
-                f"forget_loss 'unseen_match' reads `{name}`, which {type(self.trainer.args).__name__} does not have: "
+                f"forget_loss 'unseen_match' reads `{name}`, which {type(self.setup.args).__name__} does not have: "
                 "use hf_unlearn.methods.UnseenMatchConfig (or hf_unlearn.config_for(method, forget_loss="
                 "'unseen_match')) as the trainer's args."
             )
@@ -159,10 +159,10 @@ class UnseenLevelMatch(Objective):
 
     def reference_data(self):
         """(tokenised reference dataset, what it is) for the target levels."""
-        unseen = self.trainer.unseen_dataset
+        unseen = self.setup.unseen_dataset
         if unseen is not None:
-            return tokenize_if_raw(unseen, self.trainer.processing_class, self.args.max_length, "unseen"), "unseen"
-        retain = self.trainer.retain_dataset
+            return tokenize_if_raw(unseen, self.setup.processing_class, self.args.max_length, "unseen"), "unseen"
+        retain = self.setup.retain_dataset
         if retain is None:
             raise ValueError(
                 "forget_loss 'unseen_match' needs target levels: pass `unseen_dataset=` (same-domain data the "
@@ -172,7 +172,7 @@ class UnseenLevelMatch(Objective):
             "unseen_match: no unseen_dataset, so the targets are the original model's levels on the retain data "
             "(seen in training: a lower, more cautious target than the paper's unseen level)."
         )
-        retain = tokenize_if_raw(retain, self.trainer.processing_class, self.args.max_length, "retain")
+        retain = tokenize_if_raw(retain, self.setup.processing_class, self.args.max_length, "retain")
         return retain, "retain"
 
     def targets(self, dataset) -> list[float]:
@@ -182,12 +182,12 @@ class UnseenLevelMatch(Objective):
         if fixed is not None:
             return [float(fixed)] * len(dataset)
         reference, _ = self.reference_data()
-        ref_sum, ref_count = mean_nll_levels(self.trainer, as_hf_dataset(reference), "sequence_nll")
+        ref_sum, ref_count = mean_nll_levels(self.setup, as_hf_dataset(reference), "sequence_nll")
         if float(ref_count.sum()) == 0:
             raise ValueError("The reference data for unseen_match's targets has no target tokens.")
         if not quantiles:
             return [float(ref_sum.sum() / ref_count.sum())] * len(dataset)
-        forget_sum, forget_count = mean_nll_levels(self.trainer, dataset, "sequence_nll")
+        forget_sum, forget_count = mean_nll_levels(self.setup, dataset, "sequence_nll")
         keep = ref_count > 0
         levels = quantile_levels(forget_sum / forget_count.clamp(min=1), ref_sum[keep] / ref_count[keep])
         return levels.tolist()
@@ -196,8 +196,8 @@ class UnseenLevelMatch(Objective):
         dataset = as_hf_dataset(dataset)
         return dataset.add_column(TARGET, self.targets(dataset))
 
-    def loss_terms(self, model, batch):
-        _, nll, counts = sequence_logp(self, model, batch)
+    def loss_terms(self, batch, outputs):
+        _, nll, counts = sequence_logp(outputs["logits"], batch, self.chunk_size)
         targets = batch[TARGET].to(nll.device)
         rows = counts > 0
         total = unseen_match_sum(nll, counts, targets, self.setting("unseen_match_two_sided"))

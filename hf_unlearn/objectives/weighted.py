@@ -16,10 +16,10 @@ class WeightedAscent(Objective):
     def exponents(self) -> tuple[float, float]:
         raise NotImplementedError
 
-    def loss_terms(self, model, batch):
+    def loss_terms(self, batch, outputs):
         beta1, beta2 = self.exponents()
         loss, count, nll = weighted_ascent_sums(
-            self.token_logits(model, batch), batch["labels"], batch.get("attention_mask"), beta1, beta2, self.chunk_size
+            outputs["logits"], batch["labels"], batch.get("attention_mask"), beta1, beta2, self.chunk_size
         )
         return {
             "forget_loss": LossTerm(loss, count, "forget_tokens", self.args.forget_weight),

@@ -80,7 +80,8 @@ class ScriptArguments:
             Gemma Terms of Use); see `hf_unlearn.scripts.demo.DEMO_MODELS`.
         show_forget_samples (`bool`, defaults to `False`): print a verbatim continuation sample of the most
             memorised forget example before and after. Off by default: it prints forget text.
-        overwrite_output_dir (`bool`, defaults to `False`): delete a non-empty `output_dir` before the run.
+        overwrite_output_dir (`bool`, defaults to `False`): empty a non-empty `output_dir` right before training
+            (a run that fails while loading its model or data leaves it as it was).
         from_manifest (`str` or `None`, defaults to `None`): the `unlearning_manifest.json` of an earlier run: its
             configuration is this run's config (instead of `--config`; command-line flags override it). Data files,
             their splits, the output folder, the Hub destination and a local model are given again.
@@ -163,7 +164,7 @@ class ScriptArguments:
         metadata={"help": "Print a verbatim sample of forget text before/after (off: forget text stays private)."},
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Delete a non-empty output_dir before the run."}
+        default=False, metadata={"help": "Empty a non-empty output_dir right before training (not on a failed load)."}
     )
     from_manifest: str | None = field(
         default=None, metadata={"help": "Rerun the configuration of an unlearning_manifest.json (instead of --config)."}

@@ -99,7 +99,8 @@ def resolve_output_dir(output_dir: str) -> str:
 
 
 def prepare_output_dir(args, script) -> str | None:
-    """Refuse a non-empty output folder unless resuming or told to overwrite; returns the checkpoint to resume."""
+    """Refuse a non-empty output folder unless resuming or told to overwrite; returns the checkpoint to resume.
+    Nothing is deleted here: `clear_output_dir` empties an overwritten folder once the model and data loaded."""
     output_dir = args.output_dir
     resume = args.resume_from_checkpoint
     if resume:
@@ -130,11 +131,19 @@ def prepare_output_dir(args, script) -> str | None:
                 "it first, or choose another --output_dir."
             )
         _check_deletable(output_dir)
-        if _is_main_process():
-            shutil.rmtree(output_dir)
     elif os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"output_dir {output_dir!r} is a file; choose a folder path for --output_dir.")
     return None
+
+
+def clear_output_dir(output_dir: str, script, resume: str | None, accelerator) -> None:
+    """Delete a non-empty `output_dir` the user allowed to be overwritten (`prepare_output_dir` checked it), right
+    before training: a run that fails while loading its model or data leaves the folder as it was."""
+    if resume or not script.overwrite_output_dir or not (os.path.isdir(output_dir) and os.listdir(output_dir)):
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(output_dir)
+    accelerator.wait_for_everyone()
 
 
 def check_output_dir_spares_inputs(output_dir: str, inputs: dict[str, str | None]) -> None:
@@ -551,6 +560,7 @@ def run(argv: list[str]) -> dict:
     # A verbatim sample of forget text, only when asked for (the demo's public data asks).
     sample = VerbatimSampleCallback(trainer, tokenizer, splits["forget"]) if script.show_forget_samples else None
 
+    clear_output_dir(args.output_dir, script, resume, trainer.accelerator)
     trainer.train(resume_from_checkpoint=resume)
     before, after = monitor.start, monitor.history[-1]
     trainer.manifest_context.update(stop_reason=monitor.stop_reason, measured_unseen_nll=monitor.target)
