@@ -42,6 +42,14 @@ CACHE_SUBDIR = "precomputed"
 FORMAT_VERSION = "1"
 
 
+def _local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """What this process holds of `tensor`: its ZeRO-3 partition (`ds_tensor`), its FSDP2 shard (a DTensor's local
+    tensor), else the tensor itself."""
+    tensor = getattr(tensor, "ds_tensor", tensor)
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
 
@@ -49,15 +57,14 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
 def weights_fingerprint(model: torch.nn.Module, accelerator: Any | None = None) -> str:
     """A hex digest of every parameter and buffer (name, dtype, shape, bytes) of `model`, over all processes.
 
-    Under DeepSpeed ZeRO-3 each process hashes its own partition (`ds_tensor`) and the digests are gathered in rank
-    order, so the fingerprint is the same on every rank (it also depends on the partitioning, which only costs a
-    cache miss). Cost: one pass over the weights (about 1 GB/s per process).
+    Under DeepSpeed ZeRO-3 and FSDP2 each process hashes its own partition (`ds_tensor`, a DTensor's local shard)
+    and the digests are gathered in rank order, so the fingerprint is the same on every rank (it also depends on
+    the partitioning, which only costs a cache miss). Cost: one pass over the weights (about 1 GB/s per process).
     """
     digest = hashlib.blake2b(digest_size=32)
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        local = getattr(tensor, "ds_tensor", tensor)
         digest.update(f"{name}|{tensor.dtype}|{tuple(getattr(tensor, 'ds_shape', tensor.shape))}|".encode())
-        digest.update(_tensor_bytes(local))
+        digest.update(_tensor_bytes(_local_part(tensor)))
     own = digest.hexdigest()
     if accelerator is None or accelerator.num_processes == 1:
         return own

@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  #
 from hf_unlearn import chunk_documents, get_method, run_plan  # noqa: E402
 from tests.conftest import exit_worker, make_documents  # noqa: E402
 
-METHODS = ("ga_descent", "ga_kl", "npo", "rmu")
+METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
 BATCHINGS = {"2x1": (2, 1), "1x2": (1, 2)}
 # RMU on the 2-layer test model: steer layer 1, train both layers' MLP down projections.
 METHOD_CONFIG = {
@@ -81,6 +81,9 @@ class GradientSizes(TrainerCallback):
 
 
 def build_trainer(method, model_dir, output_dir, tokenizer, forget, retain, batching, **overrides):
+    """`method`'s trainer for one SGD step (lr 1, no clipping) at `batching`; precomputed values (adversarial
+    targets, NPO's reference log-probabilities) are cached in `<output_dir>/../cache`, so a method's second
+    batching reads what its first wrote."""
     cls = get_method(method)
     batch, accumulation = BATCHINGS[batching]
     values = dict(
@@ -100,6 +103,7 @@ def build_trainer(method, model_dir, output_dir, tokenizer, forget, retain, batc
         seed=0,
         dataloader_drop_last=True,
         backward_per_objective=True,  # the route decides whether it applies (never under 2 processes)
+        cache_dir=os.path.join(os.path.dirname(output_dir), "cache"),
         **METHOD_CONFIG.get(method, {}),
     )
     values.update(overrides)

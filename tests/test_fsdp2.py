@@ -29,7 +29,7 @@ from tests.conftest import make_documents
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "fsdp2_worker.py")
 BUNDLED = os.path.join(REPO, "recipes", "accelerate", "fsdp2.yaml")
-METHODS = ("ga_descent", "ga_kl", "npo", "rmu")
+METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
 BATCHINGS = ("2x1", "1x2")  # per-device batch x accumulation, 2 processes: 4 forget chunks per step either way
 TERMS = ("loss", "forget_loss", "forget_nll", "retain_loss")
 RTOL = 2e-5  # see the module docstring
@@ -172,8 +172,9 @@ def test_fsdp2_shards_policy_and_reference(results, engine):
 def test_first_step_matches_ddp(results, out, initial, method, batching):
     """FSDP2's first step (2 per device, or 1 per device with accumulation 2) equals DDP's without accumulation:
     the loss, every term and the gradient, read from one plain SGD step with lr 1 (weights minus gradient).
-    ga_kl runs the sharded reference, npo precomputes its reference values with it, rmu hooks a decoder layer
-    and trains two matrices only (the others stay bit for bit)."""
+    ga_kl runs the sharded reference; adversarial and npo precompute their targets / reference values with it
+    into a cache keyed by the sharded weights' fingerprint (the second batching reads the entry the first
+    wrote); rmu hooks a decoder layer and trains two matrices only (the others stay bit for bit)."""
     key = f"{method}-{batching}"
     for want in (f"{method}-2x1", key):  # DDP without accumulation, and DDP with the same batching
         assert_terms_close(results["fsdp2"]["first_step"][key], results["ddp"]["first_step"][want], (key, want))
