@@ -301,6 +301,10 @@ def run(options: argparse.Namespace, report: Report) -> None:
 
     cls = get_method("ga_kl")
     plan = [("ga", 1 + steps_ga), ("ga_kl", 1 + steps_kl)]
+    # bf16 on the GPU; the CPU run (tiny mode, tests) computes in fp32: bf16 matrix products on CPU need AVX-512
+    # kernels that a CPU without them (or ATEN_CPU_CAPABILITY=default) does not have.
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
     max_steps = sum(count for _, count in plan)
     with tempfile.TemporaryDirectory() as scratch:
         args = cls.config_class(
@@ -311,7 +315,7 @@ def run(options: argparse.Namespace, report: Report) -> None:
             learning_rate=2e-5,
             lr_scheduler_type="constant",
             warmup_steps=0,
-            bf16=True,
+            bf16=cuda,
             activation_checkpointing=True,
             deepspeed=deepspeed_config(offload, cpu_adam_error),
             retain_weight=0.0,
@@ -321,13 +325,18 @@ def run(options: argparse.Namespace, report: Report) -> None:
             seed=0,
             disable_tqdm=True,
             dataloader_drop_last=True,
-            use_cpu=not torch.cuda.is_available(),
+            use_cpu=not cuda,
         )
         setup_distributed(args)
         processes = args.world_size
         forget_tokens = options.micro_batch * options.grad_accum * processes * options.seq_len
         report.update(
-            model={**shape, "parameters": None, "dtype": "bfloat16", "activation_checkpointing": True},
+            model={
+                **shape,
+                "parameters": None,
+                "dtype": str(dtype).removeprefix("torch."),
+                "activation_checkpointing": True,
+            },
             batch={
                 "seq_len": options.seq_len,
                 "micro_batch": options.micro_batch,
@@ -352,13 +361,13 @@ def run(options: argparse.Namespace, report: Report) -> None:
         )
         start = time.time()
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         synchronize()
         report.data["setup_seconds"]["build_policy"] = round(time.time() - start, 1)
         report.data["model"]["parameters"] = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
         start = time.time()
         torch.manual_seed(0)
-        reference = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        reference = AutoModelForCausalLM.from_config(config, dtype=dtype)
         count = processes * options.micro_batch * options.grad_accum * max_steps
         forget = random_sequences(count, options.seq_len, shape["vocab_size"], seed=1)
         retain = random_sequences(count, options.seq_len, shape["vocab_size"], seed=2)

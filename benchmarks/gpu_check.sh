@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh [extra gpu_check.py options, e.g. --layers 24]
 #
-# Device tool call: command "bash benchmarks/gpu_check.sh", carry [".whl"], timeout_s 540.
+# Run it from the repository root with the wheels in .whl/ next to it; allow about 9 minutes.
 # It installs the wheels carried in .whl/ into /tmp/site, checks the imports, then runs the check under a hard time
 # limit (GPU_CHECK_TIMEOUT, default 400 s) and leaves in $OUT:
 #   gpu_check.json  peak GPU memory, tokens/s, step times, setup times (rewritten after every step)

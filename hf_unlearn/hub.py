@@ -101,19 +101,24 @@ class HubMixin:
         self.manifest_context: dict = {}
         self._run_history = None
         super().__init__(*args, train_dataset=train_dataset, **kwargs)
-        if self.model is not None:
-            self.run_history()  # read before any save can write into the folder the model came from
+        if self.model is not None and os.path.isdir(self._history_source()[0] or ""):
+            # A local folder is read before any save can write into it; a Hub repository at the first save.
+            self.run_history()
+
+    def _history_source(self) -> tuple[str | None, str | None]:
+        """(folder or Hub id, revision) the model being unlearned was loaded from."""
+        from .reference import policy_checkpoint
+
+        policy = self.accelerator.unwrap_model(self.model)
+        return policy_checkpoint(policy), getattr(getattr(policy, "config", None), "_commit_hash", None)
 
     def run_history(self):
         """The request history of the model being unlearned (`hf_unlearn.ledger.read_history` of the folder or Hub
         repository it was loaded from), read once."""
         if self._run_history is None:
             from .ledger import read_history
-            from .reference import policy_checkpoint
 
-            policy = self.accelerator.unwrap_model(self.model)
-            revision = getattr(getattr(policy, "config", None), "_commit_hash", None)
-            self._run_history = read_history(policy_checkpoint(policy), revision)
+            self._run_history = read_history(*self._history_source())
         return self._run_history
 
     def set_run_history(self, history) -> None:

@@ -221,14 +221,9 @@ def model_identity(name_or_path: str | None, revision: str | None = None) -> dic
 
 def public_evaluation(results: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
     """The numbers of `trainer.evaluation_results` not computed from the forget set (retain and unseen sets)."""
-    from .model_card import is_forget_side, numeric_results
+    from .model_card import public_results
 
-    out = {}
-    for stage, metrics in (results or {}).items():
-        numbers = {name: value for name, value in numeric_results(metrics).items() if not is_forget_side(name)}
-        if numbers:
-            out[stage] = numbers
-    return out
+    return public_results(results or {}, numbers_only=True)
 
 
 def eval_callback(trainer):

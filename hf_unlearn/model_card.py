@@ -156,13 +156,15 @@ def membership_verdict(metrics: dict[str, Any]) -> str | None:
     return "separable"
 
 
-def public_results(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def public_results(results: dict[str, dict[str, Any]], numbers_only: bool = False) -> dict[str, dict[str, Any]]:
     """The results a card may publish: every metric not computed from the forget set, plus the membership verdict
-    (a word, `membership`) where attack intervals were computed."""
+    (a word, `membership`) where attack intervals were computed. `numbers_only`: the numbers alone (no verdict, no
+    timing entries), as the run manifest records them."""
     out = {}
     for stage, metrics in results.items():
-        public = {name: value for name, value in metrics.items() if not is_forget_side(name)}
-        verdict = membership_verdict(metrics)
+        source = numeric_results(metrics) if numbers_only else metrics
+        public = {name: value for name, value in source.items() if not is_forget_side(name)}
+        verdict = None if numbers_only else membership_verdict(metrics)
         if verdict is not None:
             public["membership"] = verdict
         if public:

@@ -189,6 +189,16 @@ def test_overshooting_the_target_by_far_is_a_blow_up_not_a_target_reached():
     assert criteria.is_better(record(1, 6.0), None, start, 5.15)
 
 
+def test_a_non_finite_auc_of_an_earlier_forget_set_is_a_blow_up():
+    """An earlier request's attack AUC of nan (its scores diverged) stops the run as a blow-up, naming it."""
+    from hf_unlearn.callbacks import StoppingCriteria
+
+    criteria, start = StoppingCriteria(stop_at_target=False), record(0, 1.86)
+    later = record(3, 2.0)
+    later.earlier_attacks = {"earlier_1": {"loss": {"auc": float("nan"), "auc_low": 0.0, "auc_high": 1.0}}}
+    assert criteria.stop_reason(later, start, None) == "blow-up: non-finite values at step 3 (earlier_1 loss AUC nan)"
+
+
 def test_the_unseen_nll_exploding_is_a_blow_up():
     """Unseen NLL 34,167 against 5.15 at the start (> 10 x 5.15 = 51.5) with the target rule off; 30.0 is within."""
     from hf_unlearn.callbacks import StoppingCriteria

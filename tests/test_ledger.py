@@ -147,3 +147,27 @@ def test_a_later_request_without_a_known_target_measures_none():
 
     history = History(ledger={"original_unseen_nll": None}, requests=[{"request": 1}])
     assert original_target(history, None, 5.0) == (None, None)
+
+
+def test_a_hub_model_s_repository_is_asked_at_the_first_save_not_at_construction(
+    trained_model_dir, tokenizer, tmp_path, monkeypatch
+):
+    """Building a trainer (a tuning trial builds one per trial) sends no request to the Hub; saving reads the
+    history once."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn import GradientAscentTrainer, UnlearningConfig, build_qa_dataset
+    from hf_unlearn import ledger as ledger_module
+
+    asked = []
+    monkeypatch.setattr(ledger_module, "_hub_file", lambda repo, name, revision: asked.append(repo))
+    model = AutoModelForCausalLM.from_pretrained(trained_model_dir)
+    model.name_or_path = model.config._name_or_path = "someone/original-model"  # as if loaded from the Hub
+    records = [{"question": f"What is item {i}?", "answer": f"Item {i} is small."} for i in range(2)]
+    args = UnlearningConfig(output_dir=str(tmp_path / "out"), max_steps=1, report_to="none", use_cpu=True)
+    trainer = GradientAscentTrainer(
+        model=model, args=args, train_dataset=build_qa_dataset(records, tokenizer), processing_class=tokenizer
+    )
+    assert asked == []
+    trainer.save_model(str(tmp_path / "saved"))
+    assert set(asked) == {"someone/original-model"} and len(asked) == 2  # the ledger and the manifest, once
