@@ -10,13 +10,18 @@
 - DeepSpeed on a machine without a GPU and without `use_cpu`: every process would believe it is alone;
 - a missing DeepSpeed JSON file;
 - ZeRO-3 without `stage3_gather_16bit_weights_on_model_save` (warned: the saved folder would hold no weights);
+- FSDP with a sharded state-dict type (warned: `save_model` would write no weights);
 
 and it connects DeepSpeed's communication layer to the process group that the Trainer's arguments set up, which
 `deepspeed.zero.Init` (ZeRO-3 loading) needs on CPU, where accelerate starts torch.distributed but not DeepSpeed's.
+
+`fsdp_on_cpu` (used by `UnlearningTrainer` when it creates its Accelerator) makes an FSDP2 launch on CPU processes
+shard the model, where accelerate alone would train it with DDP, and refuses FSDP1 there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -168,8 +173,24 @@ def check_launcher_for_deepspeed(requested: bool) -> None:
         )
 
 
+def check_fsdp_state_dict(args) -> None:
+    """Warn when FSDP is asked to save sharded state dicts: `Trainer.save_model` then writes no weights at all (it
+    saves only a full state dict), so the unlearned model would exist only in the sharded checkpoints."""
+    if not fsdp_requested(args):
+        return
+    kind = os.environ.get("FSDP_STATE_DICT_TYPE") or (getattr(args, "fsdp_config", None) or {}).get("state_dict_type")
+    if kind and "FULL_STATE_DICT" not in str(kind).upper():
+        logger.warning(
+            "FSDP with state_dict_type %s: save_model will write no model weights. Set `fsdp_state_dict_type: "
+            "FULL_STATE_DICT` in the accelerate config (as recipes/accelerate/fsdp2.yaml does) to save a loadable "
+            "model.",
+            kind,
+        )
+
+
 def check_launch(args) -> None:
     """Raise a clear error for a launch that cannot work (see the module docstring); warn about risky ones."""
+    check_fsdp_state_dict(args)
     if not deepspeed_requested(args):
         return
     try:
@@ -248,3 +269,65 @@ def finish_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------ FSDP on CPU processes
+
+
+def fsdp_requested(args=None) -> bool:
+    """Whether FSDP is asked for, by `accelerate launch` with an FSDP config or by the arguments' `fsdp`."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return True
+    return bool(getattr(args, "fsdp_plugin_args", None))
+
+
+def requested_fsdp_version(args=None) -> int:
+    """The FSDP version asked for: accelerate's `FSDP_VERSION`, else the arguments' `fsdp_config["version"]`, else 1
+    (accelerate's default)."""
+    if "FSDP_VERSION" in os.environ:
+        return int(os.environ["FSDP_VERSION"])
+    config = getattr(args, "fsdp_config", None) or {}
+    return int(config.get("version", config.get("fsdp_version", 1)))
+
+
+def cpu_fsdp_error(version: int) -> str | None:
+    """Why FSDP `version` cannot run on CPU processes (one line with the fix), or None when it can (FSDP2)."""
+    if version == 2:
+        return None
+    return (
+        f"FSDP version {version} needs GPUs (or another accelerator) and does not run on CPU processes; use FSDP2: "
+        "`fsdp_version: 2` in the accelerate config (recipes/accelerate/fsdp2.yaml), or DDP / DeepSpeed."
+    )
+
+
+@contextlib.contextmanager
+def fsdp_on_cpu(args):
+    """Within this context, an Accelerator created for a multi-process CPU launch that asks for FSDP2 shards the
+    model with `fully_shard` (over gloo) instead of silently training with DDP.
+
+    accelerate's `AcceleratorState` turns FSDP on only for multi-accelerator launches (its `MULTI_GPU`, `MULTI_XPU`,
+    ... types); a multi-process CPU launch (`MULTI_CPU`) ignores the FSDP plugin. Here the process state is
+    presented to `AcceleratorState` as a multi-device one while it is created, so that it takes its FSDP branch;
+    the device stays the CPU and the backend gloo. FSDP1 on CPU processes is refused (`cpu_fsdp_error`). Other
+    launches pass through unchanged.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    if not fsdp_requested(args) or AcceleratorState._shared_state:
+        yield
+        return
+    _ = args.device  # sets up the process state (PartialState) and the process group
+    shared = PartialState._shared_state
+    if shared.get("distributed_type") != DistributedType.MULTI_CPU:
+        yield
+        return
+    problem = cpu_fsdp_error(requested_fsdp_version(args))
+    if problem:
+        raise ValueError(problem)
+    shared["distributed_type"] = DistributedType.MULTI_GPU
+    try:
+        yield
+    finally:
+        if shared.get("distributed_type") == DistributedType.MULTI_GPU:  # the Accelerator was not created
+            shared["distributed_type"] = DistributedType.MULTI_CPU

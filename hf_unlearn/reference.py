@@ -10,7 +10,8 @@ Loading (`load_reference_model`):
 - A path or Hub id is loaded with `from_pretrained` in the policy's dtype; `None` means the policy's own
   checkpoint (`model.name_or_path`). Under DeepSpeed ZeRO-3 `from_pretrained` partitions it while loading, and
   it is then wrapped by DeepSpeed like the policy (sharded, not a full replica per process); under DDP or
-  ZeRO-1/2 it is an evaluation-mode replica on each process.
+  ZeRO-1/2 it is an evaluation-mode replica on each process; under FSDP it is sharded like the policy
+  (`shard_like_policy`).
 - It is frozen (requires_grad False) and in eval mode (no dropout).
 """
 
@@ -60,11 +61,27 @@ def load_reference_model(trainer: Any, ref_model: nn.Module | str | None) -> nn.
 
         return prepare_deepspeed(ref_model, trainer.accelerator)
     if trainer.is_fsdp_enabled:
-        # accelerate leaves a model prepared in evaluation mode on the CPU under FSDP; shard it like the policy.
-        from trl.models.utils import prepare_fsdp
-
-        return prepare_fsdp(ref_model, trainer.accelerator)
+        return shard_like_policy(ref_model, trainer.accelerator)
     return trainer.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+
+def shard_like_policy(ref_model: nn.Module, accelerator) -> nn.Module:
+    """The frozen reference sharded as the policy is under FSDP (accelerate leaves a model prepared in evaluation
+    mode unsharded).
+
+    FSDP2: accelerate's own preparation of the policy (`fsdp2_prepare_model`: one unit per decoder layer, the input
+    embedding, the final norm + output head kept gathered after the forward pass, then the root), so the final
+    hidden states and the output head that the chunked losses read after the forward pass are plain tensors; a
+    model loaded on the meta device on ranks other than 0 (`cpu_ram_efficient_loading`) receives rank 0's weights.
+    FSDP1: trl's `prepare_fsdp`.
+    """
+    if accelerator.is_fsdp2:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(accelerator, ref_model)
+    from trl.models.utils import prepare_fsdp
+
+    return prepare_fsdp(ref_model, accelerator)
 
 
 def _has_adapter(module: nn.Module | None) -> bool:

@@ -237,6 +237,13 @@ class UnlearningTrainer(HubMixin, Trainer):
 
     # ------------------------------------------------------------------ set-up
 
+    def create_accelerator_and_postprocess(self) -> None:
+        """`Trainer`'s accelerator, with FSDP2 sharding the model on CPU processes too (`fsdp_on_cpu`)."""
+        from .distributed import fsdp_on_cpu
+
+        with fsdp_on_cpu(self.args):
+            super().create_accelerator_and_postprocess()
+
     @staticmethod
     def _with_adapter(model, model_init, peft_config):
         """`model` and `model_init` wrapped in the `peft_config` adapter (each model `model_init` returns gets a

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import socket
 
 import pytest
 import torch
@@ -144,6 +145,13 @@ def one_step_params(method, model_dir, forget, retain, tmp_path, tokenizer, batc
 
 
 # ------------------------------------------------------------------ recipes and scripts
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a launcher's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write_jsonl(path, texts):

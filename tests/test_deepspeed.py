@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from tests._support import free_port
 from tests.conftest import make_documents
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
@@ -29,12 +29,6 @@ WORKER = os.path.join(REPO, "tests", "distributed_worker.py")
 BACKENDS = ("ddp", "zero2", "zero3")
 MAX_STEPS, SAVE_STEPS = 4, 2
 RTOL, ATOL = 1e-4, 1e-6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
