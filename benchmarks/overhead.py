@@ -110,6 +110,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the libraries read it (SKIPPED below imports hf_unlearn)
 
 from benchmarks import harness  # noqa: E402
 
@@ -921,11 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker, args.workdir, args.result, cfg, args.cache_dir, cfg["threads"])
         return 0
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from hf_unlearn import list_methods
-
-    registered = [m for m in list_methods() if m not in SKIPPED]
+    registered = harness.document_methods()
     if args.methods:
         methods = list(dict.fromkeys(args.methods))
         for name in methods:
