@@ -94,7 +94,7 @@ def register_toy_qa_method() -> None:
         terms = ("forget_loss",)
         normalisers = ("toy_answers_tokens",)
 
-        def loss_terms(self, model, inputs):
+        def loss_terms(self, batch, outputs):
             raise NotImplementedError  # never trained here
 
     @register_method("toy_qa")
