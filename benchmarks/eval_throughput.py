@@ -24,9 +24,7 @@ thread whenever the other is descheduled). Results: benchmarks/results/eval_thro
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,24 +32,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from hf_unlearn.data import UnlearningCollator  # noqa: E402
 from hf_unlearn.evaluation.scores import score_examples  # noqa: E402
 from hf_unlearn.testing import build_llama  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -111,15 +98,14 @@ def main() -> None:
     throughput = {name: tokens / value for name, value in best.items()}
     ratio = {name: throughput[name] / throughput["bare"] for name in ("nll", "token_scores")}
     median_ratio = {name: median["bare"] / median[name] for name in ("nll", "token_scores")}
+    info = harness.machine_info()
     result = {
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": info["cpu_model"],
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "cores": os.cpu_count(),
+            "cores": info["cpu_count"],
             "threads": args.threads,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
+            **{k: info[k] for k in ("torch", "transformers", "python")},
         },
         "model": {
             "parameters": params,
@@ -142,19 +128,16 @@ def main() -> None:
         "target_ratio": 0.9,
     }
     head_share = args.vocab * args.hidden / params
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"{args.results_name}.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
     lines = [
         "# Evaluation throughput",
         "",
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores ({args.threads} torch thread(s)), "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}.",
+        f"torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}.",
         f"Model: Llama, {params / 1e6:.1f}M parameters (vocab {args.vocab:,}, hidden {args.hidden}, {args.layers} layers), "
         f"{args.dtype}, on {result['machine']['device']}.",
         f"Workload: {args.examples} examples x {args.seq_len} tokens = {tokens:,} tokens, batch {args.batch_size}; "
         f"fastest of {args.rounds} alternating rounds (medians in the last column).",
-        "Command: `" + " ".join(["python benchmarks/eval_throughput.py", *sys.argv[1:]]) + "`",
+        f"Command: `{harness.command_line(__file__)}`",
         "",
         "| mode | what it computes | tokens/s | x bare forward | x bare (medians) |",
         "|---|---|---|---|---|",
@@ -170,8 +153,7 @@ def main() -> None:
         f"the forward pass grows with every parameter (the LM head is {head_share:.0%} of this model's): the ratios "
         "improve as the model grows for a given vocabulary.",
     ]
-    with open(os.path.join(RESULTS, f"{args.results_name}.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    harness.write_report(RESULTS, args.results_name, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

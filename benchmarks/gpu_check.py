@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -50,6 +49,8 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
 
 LLAMA_2_7B = dict(
     hidden_size=4096,
@@ -119,10 +120,7 @@ class Report:
             return
         self.data["elapsed_seconds"] = round(time.time() - START, 1)
         self.data["host"] = host_memory()
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(self.path + ".tmp", "w") as handle:
-            json.dump(self.data, handle, indent=1)
-        os.replace(self.path + ".tmp", self.path)
+        harness.write_json(self.path, self.data)
 
 
 def host_memory() -> dict:
@@ -144,6 +142,11 @@ def gpu_memory() -> dict:
         "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 2),
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 2),
     }
+
+
+def device_name(info: dict) -> str:
+    """The GPU's name, or "cpu (<model>)" without one, from `harness.machine_info()`'s record."""
+    return info["gpu"] or f"cpu ({info['cpu_model']})"
 
 
 def synchronize() -> None:
@@ -267,7 +270,6 @@ class Phases(TrainerCallback):
 
 def run(options: argparse.Namespace, report: Report) -> None:
     import deepspeed
-    import transformers
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from hf_unlearn import get_method
@@ -277,15 +279,12 @@ def run(options: argparse.Namespace, report: Report) -> None:
     if options.layers:
         shape["num_hidden_layers"] = options.layers
     offload = not options.no_offload
+    info = harness.machine_info()
     report.update(
         status="setup",
-        device=torch.cuda.get_device_name(0)
-        if torch.cuda.is_available()
-        else f"cpu ({platform.processor() or 'unknown'})",
+        device=device_name(info),
         versions={
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
+            **{k: info[k] for k in ("python", "torch", "transformers")},
             "deepspeed": deepspeed.__version__,
             "cuda": torch.version.cuda,
             "cpu_threads": torch.get_num_threads(),
@@ -408,7 +407,6 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
     """One device, no DeepSpeed: plain Trainer step, GA, GA + KL and NPO, each with a fresh model (see docstring)."""
     import importlib.util
 
-    import transformers
     from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainingArguments
 
     from hf_unlearn import get_method, run_plan
@@ -426,6 +424,7 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
             optim_note = "8-bit AdamW skipped: bitsandbytes is not importable (or no GPU); torch AdamW used"
             print(optim_note, flush=True)
     dtype = torch.bfloat16 if cuda else torch.float32
+    info = harness.machine_info()
     config = LlamaConfig(
         **shape,
         max_position_embeddings=max(4096, options.seq_len),
@@ -440,12 +439,8 @@ def run_single(options: argparse.Namespace, report: Report) -> None:
         status="setup",
         optimizer=optim,
         optimizer_note=optim_note,
-        device=torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or 'unknown'})",
-        versions={
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        device=device_name(info),
+        versions={k: info[k] for k in ("python", "torch", "transformers")},
         model={**shape, "dtype": str(dtype).removeprefix("torch."), "activation_checkpointing": True},
         batch={
             "seq_len": options.seq_len,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from benchmarks import harness  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -97,16 +98,14 @@ def main(argv: list[str] | None = None) -> None:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     saved = results[1]["peak_over_baseline_mb"] - results[0]["peak_over_baseline_mb"]
     report = {
-        "command": "python benchmarks/lora_reference_memory.py " + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "command": harness.command_line(__file__, argv),
+        "machine": {"cpu": harness.cpu_model(), "cores": os.cpu_count()},
         "model_parameters": params,
         "model_fp32_mb": round(params * 4 / 2**20, 1),
         "results": results,
         "saved_mb": round(saved, 1),
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "lora_reference_memory.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
+    harness.write_json(os.path.join(args.out, "lora_reference_memory.json"), report)
     print(json.dumps(report, indent=1))
 
 

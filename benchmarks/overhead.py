@@ -95,14 +95,11 @@ Writes <out-dir>/overhead.json (raw numbers, machine info, command) and <out-dir
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import os
-import platform
 import random
 import resource
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -113,6 +110,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the libraries read it (SKIPPED below imports hf_unlearn)
+
+from benchmarks import harness  # noqa: E402
 
 TIME_TOLERANCE = 1.10
 MEMORY_TOLERANCE = 1.05
@@ -155,13 +156,8 @@ VARIANTS = {
 # Suffix of a configuration with full logits (loss_chunk_size 0), for the large-vocabulary case.
 FULL_LOGITS = "@full"
 
-# Registered methods this benchmark cannot run, with the reason.
-SKIPPED = {
-    "idk": "needs question/answer data: the answer is replaced by a refusal and the prompt is masked, and this "
-    "benchmark's data are document chunks",
-    "idk_dpo": "needs question/answer data: a refusal is preferred to the forget answer, prompt masked, and this "
-    "benchmark's data are document chunks",
-}
+# Registered methods this benchmark cannot run (question/answer data only), with the reason.
+SKIPPED = harness.skipped_on_documents()
 
 # ga vs npo without its retain term: the issue's acceptance ("NPO's peak memory within 1.05 of GA's and its step
 # time within 1.10 of GA's"); npo with its retain NLL is compared with ga_descent (also forget term + retain NLL).
@@ -475,42 +471,23 @@ def worker(config: str, workdir: str, result_path: str, cfg: dict, cache_dir: st
 
 
 def machine_info() -> dict:
+    """`harness.machine_info()` plus the data / launcher library versions and the git commit; the load average is
+    `loadavg_start` (the report adds `loadavg_end`)."""
     import accelerate
     import datasets
-    import torch
-    import transformers
 
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout)
-    except OSError:
-        commit, dirty = None, None
+    info = harness.machine_info()
+    commit, dirty = harness.git_state()
     return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_available": affinity,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **{
+            k: info[k]
+            for k in ("cpu_model", "cpu_count", "cpus_available", "platform", "python", "torch", "transformers")
+        },
         "datasets": datasets.__version__,
         "accelerate": accelerate.__version__,
         "git_commit": commit,
         "git_dirty": dirty,
-        "loadavg_start": os.getloadavg(),
+        "loadavg_start": info["load_average"],
     }
 
 
@@ -762,12 +739,9 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
     """The large-vocabulary case: one memory pass (MALLOC_MMAP_THRESHOLD_ set, fresh process per configuration, two
     optimizer steps) of the plain Trainer and of every method with chunked losses (the default loss_chunk_size)
     and with full logits (loss_chunk_size 0)."""
-    from hf_unlearn import UnlearningConfig, list_methods
+    from hf_unlearn import UnlearningConfig
 
-    python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(REPO) else sys.executable
-    command = " ".join(
-        shlex.quote(a) for a in [python, os.path.relpath(os.path.abspath(__file__), REPO), *sys.argv[1:]]
-    )
+    command = harness.command_line(__file__)
     info = machine_info()
     workdir = args.workdir or tempfile.mkdtemp(prefix="hf_unlearn_overhead_large_")
     os.makedirs(workdir, exist_ok=True)
@@ -790,7 +764,7 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    info["loadavg_end"] = os.getloadavg()
+    info["loadavg_end"] = harness.load_average()
     plain = runs[PLAIN]["peak_over_baseline_mb"]
     summary = {PLAIN: {"peak_over_baseline_mb": plain}}
     for method in methods:
@@ -807,7 +781,7 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
         }
     report = {
         "command": command,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": harness.now(),
         "duration_s": time.time() - began,
         "quick": args.quick,
         "machine": info,
@@ -815,7 +789,7 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
         "default_loss_chunk_size": UnlearningConfig.__dataclass_fields__["loss_chunk_size"].default,
         "setup": setup_info,
         "methods": methods,
-        "skipped": {m: reason for m, reason in SKIPPED.items() if m in list_methods()},
+        "skipped": harness.skipped_on_documents(),
         "summary": summary,
         "runs": runs,
     }
@@ -949,11 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker, args.workdir, args.result, cfg, args.cache_dir, cfg["threads"])
         return 0
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from hf_unlearn import list_methods
-
-    registered = [m for m in list_methods() if m not in SKIPPED]
+    registered = harness.document_methods()
     if args.methods:
         methods = list(dict.fromkeys(args.methods))
         for name in methods:
@@ -967,10 +937,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.large_vocab:
         methods = [m for m in methods if m != "npo_forget_only"]
         return large_vocab(args, cfg, ordered_methods(methods), parser)
-    skipped = {m: reason for m, reason in SKIPPED.items() if m in list_methods()}
-    python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(REPO) else sys.executable
-    script = os.path.relpath(os.path.abspath(__file__), REPO)
-    command = " ".join(shlex.quote(a) for a in [python, script, *sys.argv[1:]])
+    command = harness.command_line(__file__)
     info = machine_info()
     workdir = args.workdir or tempfile.mkdtemp(prefix="hf_unlearn_overhead_")
     os.makedirs(workdir, exist_ok=True)
@@ -1002,10 +969,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(name, []).append(result)
         if args.quick:
             memory_runs = runs
-        info["loadavg_end"] = os.getloadavg()
+        info["loadavg_end"] = harness.load_average()
         report = {
             "command": command,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": harness.now(),
             "duration_s": time.time() - began,
             "quick": args.quick,
             "machine": info,
@@ -1018,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "setup": setup_info,
             "methods": methods,
-            "skipped": skipped,
+            "skipped": harness.skipped_on_documents(),
             "summary": summarize(runs, memory_runs, methods),
             "runs": runs,
             "memory_runs": memory_runs,
@@ -1031,12 +998,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_report(report: dict, out_dir: str, name: str, text: str) -> int:
-    """Write `<out_dir>/<name>.json` and `.md`, print the Markdown; 0 (the exit status)."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"{name}.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
-    with open(os.path.join(out_dir, f"{name}.md"), "w") as handle:
-        handle.write(text)
+    """Write `<out_dir>/<name>.json` and `.md` (`harness.write_report`), print the Markdown; 0 (the exit status)."""
+    harness.write_report(out_dir, name, report, text)
     print(text)
     return 0
 

@@ -44,14 +44,12 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import sys
 import sysconfig
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,14 +59,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import document_methods, fmt, markdown_table, now, write_json  # noqa: E402, F401
+
+# Registered methods the testbed cannot run (question/answer data only), with the reason.
+SKIPPED_METHODS = harness.skipped_on_documents()
+
 CACHE_VERSION = "v1"
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data")
 DEFAULT_RESULTS_DIR = os.path.join(REPO, "benchmarks", "results", "testbed")
-# Registered methods the testbed cannot run, with the reason (its forget set is documents, not questions).
-SKIPPED_METHODS = {
-    "idk": "question/answer data only: it trains refusals as answers to the forget questions",
-    "idk_dpo": "question/answer data only: it prefers refusals to the forget answers",
-}
 SPLITS = ("forget", "approximate", "retain", "general")
 # Folders of the standard library that are tests, vendored packages or generated tables.
 EXCLUDED_DIRS = {
@@ -189,14 +188,6 @@ FULL = TestbedConfig()
 
 def get_config(tiny: bool) -> TestbedConfig:
     return TINY if tiny else FULL
-
-
-def document_methods() -> list[str]:
-    """Every registered method that unlearns document data (`hf_unlearn.list_methods()` order), i.e. all but
-    `SKIPPED_METHODS` and test registrations."""
-    from hf_unlearn import list_methods
-
-    return [m for m in list_methods() if m not in SKIPPED_METHODS and not m.startswith("test_")]
 
 
 def method_settings(method: str, config: TestbedConfig) -> dict:
@@ -1020,55 +1011,15 @@ def acceptance(result: dict, retrained: dict, auc_tol: float = 0.05, retain_tol:
 
 
 def machine_info() -> dict:
-    import torch
-    import transformers
-
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average": list(os.getloadavg()),
-    }
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """The testbed's machine record: `harness.machine_info()`'s CPU, software and load-average fields."""
+    info = harness.machine_info()
+    keys = ("cpu_model", "cpu_count", "torch", "transformers", "python", "platform", "load_average")
+    return {k: info[k] for k in keys}
 
 
 def command_line() -> str:
-    return " ".join([os.path.relpath(sys.argv[0], REPO) if sys.argv else ""] + sys.argv[1:])
-
-
-def write_json(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(payload, handle, indent=1, default=float)
-
-
-def fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.2e}"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """The command that started this process (`harness.command_line()`)."""
+    return harness.command_line()
 
 
 def common_arguments(parser) -> None:

@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
+from benchmarks import harness  # noqa: E402  (common put the repository root on sys.path)
+
 GRID_METHODS = ("ga", "ga_descent")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 EPOCHS = (1, 2, 4, 8)
@@ -133,16 +135,14 @@ def main(argv=None) -> dict:
         "median_retain_nll_change": median_retain,
         "cells": cells,
     }
-    os.makedirs(args.out_dir, exist_ok=True)
-    common.write_json(os.path.join(args.out_dir, "grid.json"), report)
+    harness.write_json(os.path.join(args.out_dir, "grid.json"), report)
     return write_outputs(report, args.out_dir)
 
 
 def write_outputs(report: dict, out_dir: str) -> dict:
     """grid.md and one PNG per method, from the report (grid.json)."""
     pngs = [heatmap(report, m, os.path.join(out_dir, f"grid_{m}.png")) for m in report["settings"]["methods"]]
-    with open(os.path.join(out_dir, "grid.md"), "w") as handle:
-        handle.write(markdown(report, [os.path.basename(p) for p in pngs]))
+    harness.write_text(os.path.join(out_dir, "grid.md"), markdown(report, [os.path.basename(p) for p in pngs]))
     print(markdown(report, pngs))
     return report
 

@@ -51,6 +51,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
+from benchmarks import harness  # noqa: E402  (common put the repository root on sys.path)
+
 BAR = {"auc_tol": 0.05, "retain_tol": 0.05, "min_compute_ratio": 1000.0, "retain_kl_tol": 0.10}
 TUNE_METHODS = ("unseen_match", "ga_descent")
 TUNE_LRS = (1e-4, 2e-4, 5e-4, 1e-3)
@@ -140,12 +142,10 @@ def main(argv=None) -> dict:
         floor = common.evaluate_model(ctx, path)
         floor["run"] = _load_json(os.path.join(path, "run.json"))
     report = make_report(testbed, ctx, results, args, machine_start, floor, chosen)
-    os.makedirs(args.out_dir, exist_ok=True)
-    common.write_json(os.path.join(args.out_dir, "methods.json"), report)
+    text = markdown(report)
+    harness.write_report(args.out_dir, "methods", report, text)
     plot(report, os.path.join(args.out_dir, "methods.png"))
-    with open(os.path.join(args.out_dir, "methods.md"), "w") as handle:
-        handle.write(markdown(report))
-    print(markdown(report))
+    print(text)
     return report
 
 
@@ -331,7 +331,7 @@ def make_report(testbed, ctx, results, args, machine_start, floor, chosen) -> di
             "tune": args.tune,
             "tune_lrs": args.tune_lrs,
         },
-        "skipped": {m: common.SKIPPED_METHODS[m] for m in common.SKIPPED_METHODS},
+        "skipped": harness.skipped_on_documents(),
         "target_forget_nll": original["nll"]["approximate"],
         "bar": BAR,
         "original": dict(original, **original_scores),

@@ -36,11 +36,11 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -52,6 +52,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from benchmarks import harness  # noqa: E402
 
 VENDORED = os.path.join(HERE, "data")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -792,30 +794,21 @@ def select_tuned(trajectories: list[Trajectory]) -> Trajectory | None:
 
 
 def machine_info() -> dict:
+    """The TOFU report's machine record: `harness.machine_info()`'s fields, the device and torch's thread count."""
     import torch
-    import transformers
 
+    info = harness.machine_info()
     return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **{k: info[k] for k in ("cpu_count", "platform", "python", "torch", "transformers")},
         "device": device_name(),
         "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average_start": list(os.getloadavg()),
+        "gpu": info["gpu"],
+        "load_average_start": info["load_average"],
     }
 
 
-def fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and (value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4)):
-        return f"{value:.2e}"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+# Table cells: scientific notation from 1e4 up.
+fmt = functools.partial(harness.fmt, large=1e4)
 
 
 def markdown(report: dict) -> str:
@@ -898,7 +891,7 @@ def markdown(report: dict) -> str:
                     fmt(row.get("train", {}).get("wall_s"), 0),
                 ]
             )
-        lines += [table(header, rows), ""]
+        lines += [harness.markdown_table(header, rows), ""]
         lines += tuning_section(split["rows"], report.get("tune_epochs"), HOLDOUT[split_name])
     lines += [
         "Columns: FQ = forget quality (KS-test p-value of the forget truth ratios against the retain model's; 1 = "
@@ -914,7 +907,7 @@ def markdown(report: dict) -> str:
         "",
         "## open-unlearning's published forget10 numbers (Llama-3.2-1B), for comparison",
         "",
-        table(
+        harness.markdown_table(
             ["method", "hf_unlearn name", "FQ", "MU"],
             [
                 [OPEN_UNLEARNING_NAMES.get(k, "retain model"), k, fmt(v[0]), fmt(v[1])]
@@ -975,7 +968,7 @@ def tuning_section(rows: dict, tune_epochs: float | None = None, holdout: str = 
         f"forget, unseen (the second half of {holdout}) and retain QA only; the retain model only scores. |dAUC| = "
         f"|MIA AUC - the retain model's MIA AUC| (LOSS attack, forget vs the first half of {holdout}).",
         "",
-        table(header + ["tuned setting", "search s"], out),
+        harness.markdown_table(header + ["tuned setting", "search s"], out),
         "",
     ]
 
@@ -983,12 +976,6 @@ def tuning_section(rows: dict, tune_epochs: float | None = None, holdout: str = 
 def phase_text(phase: dict) -> str:
     amount = f"{phase['steps']} steps" if phase.get("steps") else f"{phase['epochs']:g} epochs"
     return f"AdamW lr {phase['learning_rate']:g}, {amount}, batch {phase['batch_size']}"
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
 
 
 def plot(report: dict, path: str) -> None:
@@ -1099,11 +1086,8 @@ def run(argv=None) -> dict:
     )
     report: dict[str, Any] = {
         "benchmark": "TOFU end to end",
-        "command": "python "
-        + " ".join(
-            [os.path.relpath(__file__, ROOT)] + sys.argv[1:] if argv is None else ["benchmarks/tofu/run.py", *argv]
-        ),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": harness.command_line(__file__, argv),
+        "date": harness.now(),
         "machine": machine_info(),
         "size": dataclasses.asdict(size),
         "data_source": data_source,
@@ -1159,14 +1143,12 @@ def render(json_path: str, comparison: str | None = None) -> dict:
     """Rewrite the .md and .png beside `json_path` from it, adding the comparison paragraph of file `comparison`."""
     with open(json_path) as handle:
         report = json.load(handle)
+    stem = json_path[: -len(".json")]
     if comparison:
         with open(comparison) as handle:
             report["comparison"] = handle.read().strip()
-        with open(json_path, "w") as handle:
-            json.dump(report, handle, indent=1)
-    stem = json_path[: -len(".json")]
-    with open(stem + ".md", "w") as handle:
-        handle.write(markdown(report))
+        harness.write_json(json_path, report)
+    harness.write_text(stem + ".md", markdown(report))
     plot(report, stem + ".png")
     return report
 
@@ -1348,13 +1330,8 @@ def write_report(report: dict, out_dir: str, size: Size, start: float, final: bo
     """Write tofu_<size>.json, .md and .png; an unfinished report says so."""
     report["wall_s"] = time.perf_counter() - start
     report["finished"] = final
-    os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"tofu_{size.name}")
-    with open(stem + ".json", "w") as handle:
-        json.dump(_clean(report), handle, indent=1)
-    with open(stem + ".md", "w") as handle:
-        handle.write(markdown(report))
-    plot(report, stem + ".png")
+    harness.write_report(out_dir, f"tofu_{size.name}", _clean(report), markdown(report))
+    plot(report, os.path.join(out_dir, f"tofu_{size.name}.png"))
 
 
 def _clean(value):
