@@ -184,9 +184,17 @@ TINY = TestbedConfig(
     general_eval_chunks=0,
 )
 FULL = TestbedConfig()
-# The testbed of sequential.py / scaling.py: the full model, corpus and recipe with more forget modules (split there
-# into successive deletion requests); TINY_SEQUENTIAL is its smoke-test size.
-SEQUENTIAL = replace(FULL, name="sequential", forget_modules=24, max_forget_chunks=192)
+# The testbed of sequential.py / scaling.py (six pre-trainings): the full testbed's model and pre-training recipe on a
+# smaller corpus (stdlib code and the KJV epistles) with more forget modules, split there into successive deletion
+# requests; TINY_SEQUENTIAL is its smoke-test size.
+SEQUENTIAL = replace(
+    FULL,
+    name="sequential",
+    forget_modules=8,
+    train_code_bytes=140000,
+    books=(FULL.books[0],),
+    max_forget_chunks=64,
+)
 TINY_SEQUENTIAL = replace(TINY, name="tiny_sequential", forget_modules=8, max_forget_chunks=96)
 
 

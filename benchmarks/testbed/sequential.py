@@ -106,6 +106,7 @@ def context(task: dict) -> dict:
     import datasets
 
     from hf_unlearn.evaluation.membership import target_texts
+    from hf_unlearn.evaluation.scores import score_examples
 
     testbed = common.build(config, data_dir=task["data_dir"], cache_dir=task["cache_dir"], log=lambda *a: None)
     tokenizer = testbed.tokenizer()
@@ -133,7 +134,8 @@ def context(task: dict) -> dict:
         stages={},
     )
     _CTX["params"] = common.count_params(_CTX["original"])
-    _CTX["target"] = common.evaluate(_CTX["original"], base, _CTX["pad"], names=("approximate",))["nll"]["approximate"]
+    # the paper's stopping target, as run_methods.py's: the original model's mean NLL on the approximate split
+    _CTX["target"] = score_examples(_CTX["original"], base["approximate"], _CTX["pad"], batch_size=8).mean_nll
     return _CTX
 
 
@@ -219,6 +221,7 @@ def run_task(task: dict) -> dict:
         name = task["stage"]
         model, info = _unlearn(ctx, task, ctx["stage_forget"][name], None)
         out.update(stage=name, result=dict(assess(ctx, model, name, task["paths"][name]), **info))
+        out["references"] = stage_references(ctx)
         return out
     steps, start = [], None
     with tempfile.TemporaryDirectory(prefix="testbed_sequential_") as scratch:
@@ -229,6 +232,7 @@ def run_task(task: dict) -> dict:
             name = sequence_stage(k)
             steps.append(dict(assess(ctx, model, name, task["paths"][name]), **info))
     out["steps"] = steps
+    out["references"] = stage_references(ctx)
     return out
 
 
@@ -237,18 +241,26 @@ def sequence_stage(k: int) -> str:
     return "r" + "".join(str(i) for i in range(1, k + 1))
 
 
-def reference_evals(task: dict, names) -> tuple[dict, float, int]:
-    """The retrained and the original model's evaluations for the stages `names` (in this process), the stopping
-    target and the parameter count."""
-    ctx = context(task)
+def stage_references(ctx: dict) -> dict:
+    """The retrained and the original model's evaluations of every stage this process has built, the original's
+    with its distances (run_methods.scores) to the retrained model."""
     out = {}
-    for name in names:
-        st = stage(ctx, name, task["paths"][name])
+    for name, st in ctx["stages"].items():
         original = dict(st["original"])
         original.update(run_methods.scores(original, st["retrained"], st["original"]))
-        original["retain_damage"] = 0.0
+        original["retain_damage"] = original["general_damage"] = 0.0
         out[name] = {"retrained": st["retrained"], "original": original}
-    return out, ctx["target"], ctx["params"]
+    return out
+
+
+def reference_evals(task: dict, names, known: dict) -> tuple[dict, float, int]:
+    """`stage_references` of the stages `names` (those missing from `known` evaluated in this process), the
+    stopping target and the parameter count."""
+    ctx = context(task)
+    for name in names:
+        if name not in known:
+            stage(ctx, name, task["paths"][name])
+    return {name: known.get(name) or stage_references(ctx)[name] for name in names}, ctx["target"], ctx["params"]
 
 
 def run_all(tasks: list[dict], jobs: int, log=print) -> list[dict]:
@@ -322,7 +334,7 @@ def main(argv=None, mode: str = "sequential") -> dict:
     full = all_requests(stages)
     sequential = mode == "sequential"
     scaling = mode == "scaling" or getattr(args, "with_scaling", False)
-    batched = ([full] if sequential else []) + ([s for s in SCALING_STAGES(stages) if s != full] if scaling else [])
+    batched = list(dict.fromkeys(([full] if sequential else []) + (SCALING_STAGES(stages) if scaling else [])))
     if sequential:  # request 1 alone is the sequential chain's first run
         batched = [s for s in batched if s != sequence_stage(1)]
     base = {
@@ -347,7 +359,8 @@ def main(argv=None, mode: str = "sequential") -> dict:
             for m in args.methods
         ]
     results = run_all(tasks, args.jobs)
-    refs, target, params = reference_evals(base, list(stages))
+    known = {name: ref for r in results for name, ref in r["references"].items()}
+    refs, target, params = reference_evals(base, list(stages), known)
     shared = {
         "date": common.now(),
         "command": common.command_line(),
@@ -760,7 +773,7 @@ def markdown_scaling(report: dict) -> str:
             [
                 "original (no unlearning)",
                 n,
-                st[n]["share"],
+                f"{st[n]['share']:.1%}",
                 "-",
                 "-",
                 o["auc_gap"],
@@ -775,7 +788,7 @@ def markdown_scaling(report: dict) -> str:
             ]
         )
     for r in report["runs"]:
-        row = _distance_row(r["method"], r["stage"], r["share"], r, r["flops"])
+        row = _distance_row(r["method"], r["stage"], f"{r['share']:.1%}", r, r["flops"])
         rows.append(row[:2] + [row[2]] + row[3:] + [r["retrain_over_unlearn"]])
     lines += [common.markdown_table(header, rows), "", "![distance, damage and compute vs forget set](scaling.png)", ""]
     return "\n".join(lines)
