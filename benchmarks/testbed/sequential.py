@@ -304,6 +304,11 @@ def parse(argv, mode: str):
     parser.add_argument("--max-epochs", type=float, default=defaults.epochs, help="epochs over each run's forget set")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--build-only", action="store_true", help="pre-train (and cache) the models, run nothing")
+    parser.add_argument(
+        "--reuse-results",
+        action="store_true",
+        help="write the reports from the last run's results (kept in the testbed's cache folder) without running",
+    )
     if mode == "sequential":
         parser.add_argument(
             "--with-scaling", action="store_true", help="also run scaling.py's batched runs and write scaling.*"
@@ -323,7 +328,6 @@ def main(argv=None, mode: str = "sequential") -> dict:
 
     args = parse(argv, mode)
     common.quiet()
-    wall = time.perf_counter()
     machine_start = common.machine_info()
     threads = common.threads_for(args)
     common.set_threads(threads)
@@ -331,6 +335,7 @@ def main(argv=None, mode: str = "sequential") -> dict:
     testbed, stages, paths = build_all(args, config)
     if args.build_only:
         return {"stages": sorted(paths)}
+    wall = time.perf_counter()
     full = all_requests(stages)
     sequential = mode == "sequential"
     scaling = mode == "scaling" or getattr(args, "with_scaling", False)
@@ -358,7 +363,12 @@ def main(argv=None, mode: str = "sequential") -> dict:
             for seed in range(args.seeds)
             for m in args.methods
         ]
-    results = run_all(tasks, args.jobs)
+    saved = os.path.join(testbed.root, f"last_{mode}_results.json")  # local: holds forget-set statistics
+    if args.reuse_results:
+        results = run_methods._load_json(saved)
+    else:
+        results = run_all(tasks, args.jobs)
+        common.write_json(saved, results)
     known = {name: ref for r in results for name, ref in r["references"].items()}
     refs, target, params = reference_evals(base, list(stages), known)
     shared = {
@@ -371,6 +381,7 @@ def main(argv=None, mode: str = "sequential") -> dict:
         },
         "pretraining": {name: _run_summary(retrain_run(testbed, path)) for name, path in paths.items()},
         "original_pretraining": _run_summary(testbed.meta["runs"]["original"]),
+        "pretraining_jobs": testbed.meta["build_jobs"],
         "stages": stage_sizes(testbed, stages),
         "params": params,
         "settings": {
@@ -565,8 +576,9 @@ def _header(report: dict, title: str) -> list[str]:
     return [
         f"# {title}",
         "",
-        f"Date {report['date']}; command `{report['command']}`; wall time {report['wall_s'] / 60:.0f} min (the "
-        f"pre-training of the models not yet cached excluded); machine: {m['cpu_model']}, {m['cpu_count']} cores, "
+        f"Date {report['date']}; command `{report['command']}`; wall time {report['wall_s'] / 60:.0f} min for the "
+        f"unlearning runs and evaluations with {report['settings']['jobs']} job(s) (pre-training: below); machine: "
+        f"{m['cpu_model']}, {m['cpu_count']} cores, "
         f"torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}; load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_average'])} (shared machine).",
         "",
@@ -580,6 +592,21 @@ def _header(report: dict, title: str) -> list[str]:
         f"over each run's forget set, stopping rule: forget NLL reaches {report['target_forget_nll']:.3f} (the "
         f"original model's approximate NLL), {settings['seeds']} seed(s)."
         + (" One seed: three did not fit the time budget." if settings["seeds"] == 1 else ""),
+        "",
+        "Pre-training (cached; the original and the full retrain two at a time, then the partial retrains two at a "
+        f"time; {report['pretraining_jobs']} job(s), one thread each):",
+        "",
+        common.markdown_table(
+            ["model", "chunks seen", "tokens", "optimizer steps", "FLOPs (6PT)", "wall s", "CPU s"],
+            [
+                [name, r["chunks"], r["tokens"], r["optimizer_steps"], float(r["flops"]), r["wall_s"], r["cpu_s"]]
+                for name, r in [("original", report["original_pretraining"])]
+                + [(f"retrained without {n}", r) for n, r in report["pretraining"].items()]
+            ],
+        ),
+        "",
+        "Forget sets: `half1` = request 1's first half (its first module(s)), `r1` = request 1, `r12` = requests 1-2, "
+        "and so on.",
         "",
         "Distances (run_methods.scores, against the model retrained without the forget set of the row): |dAUC| of "
         "the LOSS attack and of the strongest attack (forget vs approximate), forget-NLL gap (model minus retrained), "
