@@ -155,7 +155,8 @@ def test_sequential_and_scaling_tiny(sequential_modules, tmp_path, monkeypatch):
     seq = reports["sequential"]
     root = os.path.join(cache, "testbed", seq["testbed"]["version"])
     assert sorted(os.listdir(root)) == sorted(
-        ["extra_splits", "meta.json", "original", "retrained", "splits", "tokenizer", "train_chunks"]
+        ["extra_splits", "last_sequential_results.json", "meta.json", "original", "retrained", "splits", "tokenizer"]
+        + ["train_chunks"]
         + [f"retrained_without_{n}" for n in ("half1", "r1", "r12", "r123")]
     )
     assert [c["method"] for c in seq["sequential"]] == ["ga_descent", "npo"]
@@ -181,6 +182,11 @@ def test_sequential_and_scaling_tiny(sequential_modules, tmp_path, monkeypatch):
     assert "## Earlier requests after later ones" in open(os.path.join(out, "sequential.md")).read()
     assert os.path.getsize(os.path.join(out, "sequential.png")) > 1000
     assert [r["stage"] for r in reports["scaling"]["runs"]] == ["half1", "r1", "r12", "r1234"] * 2
+
+    again = sequential.main(base + ["--methods", "ga_descent", "npo", "--reuse-results"])["sequential"]
+    assert again["sequential"] == json.loads(
+        json.dumps(seq["sequential"], default=float)
+    )  # the reports from the kept results
 
     report = scaling.main(base + ["--methods", "ga_descent"])["scaling"]  # the same build, from the cache
     assert [r["stage"] for r in report["runs"]] == ["half1", "r1", "r12", "r1234"]
