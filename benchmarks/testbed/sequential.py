@@ -79,6 +79,7 @@ def build_all(args, config) -> tuple:
     partial = {name: docs for name, docs in stages.items() if name != full}
     paths = common.retrained_without(testbed, partial, jobs=args.jobs, threads=threads)
     paths[full] = testbed.retrained
+    common.unseen_split(testbed)  # built here, once, before any worker reads it
     return testbed, stages, paths
 
 
