@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Deletion requests over time on the exact-retrain testbed: successive requests vs one batched run vs retraining.
 
-    python benchmarks/testbed/sequential.py     # full testbed variant (builds what is not cached)
+    python benchmarks/testbed/sequential.py --with-scaling   # both reports (builds what is not cached)
     python benchmarks/testbed/sequential.py --tiny --cache-dir /tmp/c --out-dir /tmp/x   # smoke run
 
-The testbed is common.SEQUENTIAL: the main testbed's model, corpus and pre-training recipe with more forget
-modules, split in their seeded order into `REQUESTS` disjoint deletion requests of equal module count. Models
+The testbed is common.SEQUENTIAL: the main testbed's model and pre-training recipe on a smaller corpus with more
+forget modules, split in their seeded order into `REQUESTS` disjoint deletion requests of equal module count. Models
 pre-trained (cached beside the testbed, two at a time): the original, the model retrained without all requests
 (the testbed's own `retrained`), and the models retrained without request 1's first half, request 1, requests 1-2
 and requests 1-3 (common.retrained_without).
@@ -22,7 +22,8 @@ requests 1..k, with run_methods.scores (|dAUC| LOSS and strongest attack, forget
 and on retain); retain damage is also given against the original model, compute as FLOPs (6PT + 2PT) and tokens,
 cumulative, against one retraining and against a retraining after every request. Earlier requests: each earlier
 request's LOSS AUC (its chunks vs approximate) and forget NLL against the same retrained model's, after every
-later request ("stayed forgotten": |dAUC| within the band's tolerance, or its NLL at least the retrained model's).
+later request; it "came back" when its NLL fell more than `StoppingCriteria.max_earlier_nll_drop` below its level
+right after its own request (hf_unlearn.earlier's rule). One seed by default (`--seeds`).
 
 scaling.py runs the other view of the same build: batched runs on nested forget sets (request 1's first half,
 request 1, requests 1-2, all requests), each against its own retrained model.
@@ -31,6 +32,7 @@ request 1, requests 1-2, all requests), each against its own retrained model.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -65,8 +67,9 @@ def stages_of(requests: list[list[str]]) -> dict[str, list[str]]:
     return out
 
 
-def all_requests(stages: dict) -> str:
-    return "r" + "".join(str(i) for i in range(1, REQUESTS + 1))
+def all_requests() -> str:
+    """The stage of every request."""
+    return sequence_stage(REQUESTS)
 
 
 def build_all(args, config) -> tuple:
@@ -75,7 +78,7 @@ def build_all(args, config) -> tuple:
     threads = common.threads_for(args)
     testbed = common.build(config, data_dir=args.data_dir, cache_dir=args.cache_dir, jobs=args.jobs, threads=threads)
     stages = stages_of(requests_of(testbed))
-    full = all_requests(stages)
+    full = all_requests()
     partial = {name: docs for name, docs in stages.items() if name != full}
     paths = common.retrained_without(testbed, partial, jobs=args.jobs, threads=threads)
     paths[full] = testbed.retrained
@@ -83,11 +86,16 @@ def build_all(args, config) -> tuple:
     return testbed, stages, paths
 
 
+def _load_json(path: str):
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def retrain_run(testbed, path: str) -> dict:
     """The pre-training record (tokens, FLOPs, times) of a retrained model of the build."""
     if path == testbed.retrained:
         return testbed.meta["runs"]["retrained"]
-    return run_methods._load_json(os.path.join(path, "run.json"))
+    return _load_json(os.path.join(path, "run.json"))
 
 
 # ============================================================================ workers: evaluation context
@@ -337,10 +345,10 @@ def main(argv=None, mode: str = "sequential") -> dict:
     if args.build_only:
         return {"stages": sorted(paths)}
     wall = time.perf_counter()
-    full = all_requests(stages)
+    full = all_requests()
     sequential = mode == "sequential"
     scaling = mode == "scaling" or getattr(args, "with_scaling", False)
-    batched = list(dict.fromkeys(([full] if sequential else []) + (SCALING_STAGES(stages) if scaling else [])))
+    batched = list(dict.fromkeys(([full] if sequential else []) + (scaling_stages() if scaling else [])))
     if sequential:  # request 1 alone is the sequential chain's first run
         batched = [s for s in batched if s != sequence_stage(1)]
     base = {
@@ -366,7 +374,7 @@ def main(argv=None, mode: str = "sequential") -> dict:
         ]
     saved = os.path.join(testbed.root, f"last_{mode}_results.json")  # local: holds forget-set statistics
     if args.reuse_results:
-        results = run_methods._load_json(saved)
+        results = _load_json(saved)
     else:
         results = run_all(tasks, args.jobs)
         common.write_json(saved, results)
@@ -418,9 +426,9 @@ def main(argv=None, mode: str = "sequential") -> dict:
     return reports
 
 
-def SCALING_STAGES(stages: dict) -> list[str]:  # noqa: N802
+def scaling_stages() -> list[str]:
     """The nested forget sets of scaling.py: request 1's first half, request 1, requests 1-2, every request."""
-    return ["half1", sequence_stage(1), sequence_stage(2), all_requests(stages)]
+    return ["half1", sequence_stage(1), sequence_stage(2), all_requests()]
 
 
 def _run_summary(run: dict) -> dict:
@@ -547,7 +555,7 @@ def sequential_report(shared: dict, results: list[dict], refs: dict, paths: dict
 def scaling_report(shared: dict, results: list[dict], refs: dict, stages: dict) -> dict:
     """Per method and nested forget set: the batched run's distances and compute (request 1 alone: the chain's first
     run when the sequential runs are in `results`)."""
-    order = SCALING_STAGES(stages)
+    order = scaling_stages()
     rows = []
     for r in results:
         if r["kind"] == "batched" and r["stage"] in order:
