@@ -316,7 +316,8 @@ def parse(argv, mode: str):
     parser.add_argument(
         "--reuse-results",
         action="store_true",
-        help="write the reports from the last run's results (kept in the testbed's cache folder) without running",
+        help="write the reports from the last run (its results, date, command and settings, kept in the testbed's "
+        "cache folder) without running",
     )
     if mode == "sequential":
         parser.add_argument(
@@ -372,28 +373,12 @@ def main(argv=None, mode: str = "sequential") -> dict:
             for seed in range(args.seeds)
             for m in args.methods
         ]
-    saved = os.path.join(testbed.root, f"last_{mode}_results.json")  # local: holds forget-set statistics
+    saved = os.path.join(testbed.root, f"last_{mode}_results.json")  # local: the runs and how they were made
     if args.reuse_results:
-        results = _load_json(saved)
+        kept = _load_json(saved)
     else:
         results = run_all(tasks, args.jobs)
-        common.write_json(saved, results)
-    known = {name: ref for r in results for name, ref in r["references"].items()}
-    refs, target, params = reference_evals(base, list(stages), known)
-    shared = {
-        "date": common.now(),
-        "command": common.command_line(),
-        "machine": machine_start,
-        "machine_end": common.machine_info(),
-        "testbed": {
-            k: testbed.meta[k] for k in ("version", "config", "train_chunks", "splits", "build_wall_s", "built")
-        },
-        "pretraining": {name: _run_summary(retrain_run(testbed, path)) for name, path in paths.items()},
-        "original_pretraining": _run_summary(testbed.meta["runs"]["original"]),
-        "pretraining_jobs": testbed.meta["build_jobs"],
-        "stages": stage_sizes(testbed, stages),
-        "params": params,
-        "settings": {
+        settings = {
             "methods": args.methods,
             "seeds": args.seeds,
             "learning_rate": args.learning_rate,
@@ -403,7 +388,31 @@ def main(argv=None, mode: str = "sequential") -> dict:
             "tiny": args.tiny,
             "retain_weight": "preset default",
             "stopping_rule": "forget NLL reaches the original model's approximate NLL",
+        }
+        run = {
+            "date": common.now(),
+            "command": common.command_line(),
+            "machine": machine_start,
+            "machine_end": common.machine_info(),
+            "wall_s": time.perf_counter() - wall,
+            "settings": settings,
+        }
+        kept = {"run": run, "results": results}
+        common.write_json(saved, kept)
+    results, run = kept["results"], kept["run"]
+    known = {name: ref for r in results for name, ref in r["references"].items()}
+    refs, target, params = reference_evals(base, list(stages), known)
+    shared = {
+        **{k: run[k] for k in ("date", "command", "machine", "machine_end", "wall_s")},
+        "testbed": {
+            k: testbed.meta[k] for k in ("version", "config", "train_chunks", "splits", "build_wall_s", "built")
         },
+        "pretraining": {name: _run_summary(retrain_run(testbed, path)) for name, path in paths.items()},
+        "original_pretraining": _run_summary(testbed.meta["runs"]["original"]),
+        "pretraining_jobs": testbed.meta["build_jobs"],
+        "stages": stage_sizes(testbed, stages),
+        "params": params,
+        "settings": run["settings"],
         "target_forget_nll": target,
         "bar": run_methods.BAR,
         "references": refs,
@@ -414,9 +423,7 @@ def main(argv=None, mode: str = "sequential") -> dict:
     if scaling:
         reports["scaling"] = scaling_report(shared, results, refs, stages)
     os.makedirs(args.out_dir, exist_ok=True)
-    elapsed = time.perf_counter() - wall
     for name, report in reports.items():
-        report["wall_s"] = elapsed
         common.write_json(os.path.join(args.out_dir, f"{name}.json"), report)
         (plot_sequential if name == "sequential" else plot_scaling)(report, os.path.join(args.out_dir, f"{name}.png"))
         text = (markdown_sequential if name == "sequential" else markdown_scaling)(report)
