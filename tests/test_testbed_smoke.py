@@ -92,3 +92,105 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
     assert len(report["cells"]) == 4 and 0 <= report["share_in_band"]["ga"] <= 1
     assert os.path.getsize(os.path.join(out, "grid_ga.png")) > 1000
     assert "Share of the grid inside the band" in open(os.path.join(out, "grid.md")).read()
+
+
+@pytest.fixture(scope="module")
+def sequential_modules():
+    sys.path.insert(0, TESTBED)
+    try:
+        import common
+        import scaling
+        import sequential
+
+        yield common, sequential, scaling
+    finally:
+        sys.path.remove(TESTBED)
+
+
+def test_partial_retrain_order(sequential_modules):
+    """A model retrained without some forget documents reads the original stream minus exactly their chunks."""
+    import dataclasses
+
+    import datasets
+
+    common = sequential_modules[0]
+    docs = ["a", "b", "c", "code"]
+    train = datasets.Dataset.from_dict(
+        {"is_forget": [i % 4 != 3 for i in range(24)], "doc": [docs[i % 4] for i in range(24)]}
+    )
+    config = dataclasses.replace(common.TINY, epochs=2)
+    original = common.stream_order(train, config, drop_forget=False)
+    partial = common.stream_order(train, config, drop_forget=True, dropped_docs=("a", "c"))
+    assert partial == [i for i in original if i % 4 not in (0, 2)]
+    assert common.stream_order(train, config, drop_forget=True, dropped_docs=docs[:3]) == common.stream_order(
+        train, config, drop_forget=True
+    )
+
+
+def test_requests_and_nested_stages(sequential_modules):
+    """Requests are disjoint, of equal size, in the forget documents' order; the stages nest."""
+    from types import SimpleNamespace
+
+    sequential = sequential_modules[1]
+    docs = [f"m{i}" for i in range(9)]  # 9 = 4 x 2 + 1: the remainder stays out of every request
+    requests = sequential.requests_of(SimpleNamespace(meta={"documents": {"forget": docs}}))
+    assert requests == [docs[0:2], docs[2:4], docs[4:6], docs[6:8]]
+    stages = sequential.stages_of(requests)
+    assert list(stages) == ["half1", "r1", "r12", "r123", "r1234"]
+    names = list(stages.values())
+    assert all(set(a) < set(b) for a, b in zip(names, names[1:])) and stages["r1234"] == docs[:8]
+    with pytest.raises(ValueError, match="at least 8"):
+        sequential.requests_of(SimpleNamespace(meta={"documents": {"forget": docs[:7]}}))
+
+
+@pytest.mark.slow
+def test_sequential_and_scaling_tiny(sequential_modules, tmp_path, monkeypatch):
+    common, sequential, scaling = sequential_modules
+    monkeypatch.setattr(common, "DEFAULT_DATA_DIR", str(tmp_path / "no_shared_data"))  # tiny mode must not read it
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "results")
+    base = ["--tiny", "--cache-dir", cache, "--out-dir", out, "--jobs", "1", "--threads", "1"]
+    base += ["--data-dir", str(tmp_path / "none")]
+
+    reports = sequential.main(base + ["--methods", "ga_descent", "npo", "--with-scaling"])
+    seq = reports["sequential"]
+    root = os.path.join(cache, "testbed", seq["testbed"]["version"])
+    assert sorted(os.listdir(root)) == sorted(
+        ["extra_splits", "last_sequential_results.json", "meta.json", "original", "retrained", "splits", "tokenizer"]
+        + ["train_chunks"]
+        + [f"retrained_without_{n}" for n in ("half1", "r1", "r12", "r123")]
+    )
+    assert [c["method"] for c in seq["sequential"]] == ["ga_descent", "npo"]
+    for chain in seq["sequential"]:
+        assert [s["request"] for s in chain["steps"]] == [1, 2, 3, 4]
+        assert [s["stage"] for s in chain["steps"]] == ["r1", "r12", "r123", "r1234"]
+        assert [len(s["earlier"]) for s in chain["steps"]] == [0, 1, 2, 3]
+        flops = [s["cumulative_flops"] for s in chain["steps"]]
+        assert all(a < b for a, b in zip(flops, flops[1:]))
+        for s in chain["steps"]:
+            assert s["kl_forget"] >= 0 and s["retrain_each_over_unlearn"] >= s["retrain_over_unlearn"] > 0
+    # forget chunks of stage r1..k: the sum of requests 1..k
+    sizes = [seq["stages"][f"r{''.join(str(i) for i in range(1, k + 1))}"]["chunks"] for k in range(1, 5)]
+    assert [s["forget_chunks"] for s in seq["sequential"][0]["steps"]] == [sizes[0]] + [
+        b - a for a, b in zip(sizes, sizes[1:])
+    ]
+    assert sorted((b["method"], b["requests"]) for b in seq["batched"]) == [
+        ("ga_descent", 2),
+        ("ga_descent", 4),
+        ("npo", 2),
+        ("npo", 4),
+    ]
+    assert "## Earlier requests after later ones" in open(os.path.join(out, "sequential.md")).read()
+    assert os.path.getsize(os.path.join(out, "sequential.png")) > 1000
+    assert [r["stage"] for r in reports["scaling"]["runs"]] == ["half1", "r1", "r12", "r1234"] * 2
+
+    # the reports from the kept run: its results, date, command and settings, whatever this call's flags say
+    again = sequential.main(base + ["--methods", "ga_descent", "--reuse-results"])["sequential"]
+    assert again["sequential"] == json.loads(json.dumps(seq["sequential"], default=float))
+    assert (again["date"], again["command"], again["settings"]) == (seq["date"], seq["command"], seq["settings"])
+
+    report = scaling.main(base + ["--methods", "ga_descent"])["scaling"]  # the same build, from the cache
+    assert [r["stage"] for r in report["runs"]] == ["half1", "r1", "r12", "r1234"]
+    shares = [r["share"] for r in report["runs"]]
+    assert all(a < b for a, b in zip(shares, shares[1:]))
+    assert json.loads(open(os.path.join(out, "scaling.json")).read())["settings"]["methods"] == ["ga_descent"]
+    assert os.path.getsize(os.path.join(out, "scaling.png")) > 1000

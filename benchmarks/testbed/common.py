@@ -49,7 +49,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -184,6 +184,18 @@ TINY = TestbedConfig(
     general_eval_chunks=0,
 )
 FULL = TestbedConfig()
+# The testbed of sequential.py / scaling.py (six pre-trainings): the full testbed's model and pre-training recipe on a
+# smaller corpus (stdlib code and the KJV epistles) with more forget modules, split there into successive deletion
+# requests; TINY_SEQUENTIAL is its smoke-test size.
+SEQUENTIAL = replace(
+    FULL,
+    name="sequential",
+    forget_modules=8,
+    train_code_bytes=140000,
+    books=(FULL.books[0],),
+    max_forget_chunks=64,
+)
+TINY_SEQUENTIAL = replace(TINY, name="tiny_sequential", forget_modules=8, max_forget_chunks=96)
 
 
 def get_config(tiny: bool) -> TestbedConfig:
@@ -348,12 +360,16 @@ def training_chunks(tok: dict):
     return train.add_column("is_forget", [s == "forget" for s in train["source"]])
 
 
-def stream_order(train, config: TestbedConfig, drop_forget: bool) -> list[int]:
+def stream_order(train, config: TestbedConfig, drop_forget: bool, dropped_docs=None) -> list[int]:
     """Indices of the multi-epoch training stream: per-epoch seeded permutations (forget chunks deleted when
-    `drop_forget`): the one data order both models share."""
+    `drop_forget`; only those of the forget documents named in `dropped_docs` when it is given): the one data order
+    every model of the testbed shares."""
     import torch
 
     is_forget = train["is_forget"]
+    if dropped_docs is not None:
+        dropped = set(dropped_docs)
+        is_forget = [f and d in dropped for f, d in zip(is_forget, train["doc"])]
     order = []
     for epoch in range(config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -425,8 +441,11 @@ class Testbed:
 
 
 def _pretrain(args: tuple) -> dict:
-    """Pre-train one model (worker: runs in its own process when building in parallel)."""
-    config, root, which, threads = args
+    """Pre-train one model (worker: runs in its own process when building in parallel). `args`: (config, root,
+    which, threads[, dropped_docs]); a `which` starting with "retrained" deletes the forget chunks (only those of
+    `dropped_docs` when given)."""
+    config, root, which, threads = args[:4]
+    dropped_docs = args[4] if len(args) > 4 else None
     set_threads(threads)
     import datasets
     from transformers import AutoTokenizer, Trainer, TrainingArguments
@@ -436,7 +455,7 @@ def _pretrain(args: tuple) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(root, "tokenizer"))
     train = datasets.load_from_disk(os.path.join(root, "train_chunks"))
-    order = stream_order(train, config, drop_forget=which.startswith("retrained"))
+    order = stream_order(train, config, drop_forget=which.startswith("retrained"), dropped_docs=dropped_docs)
     stream = train.select(order).select_columns(["input_ids", "attention_mask", "labels"])
     tokens = int(sum(len(ids) for ids in stream["input_ids"]))
     model = build_llama(
@@ -594,6 +613,42 @@ def retrained_replica(testbed: Testbed, seed: int = 1, threads: int = 1, log=pri
     finally:
         os.remove(lock)
     return path
+
+
+def retrained_without(testbed: Testbed, subsets: dict, jobs: int = 2, threads: int = 1, log=print) -> dict:
+    """Paths of models retrained without part of the forget set, `<root>/retrained_without_<name>` for every
+    `name -> forget document names` of `subsets`: the retrained recipe (same tokenizer, initial weights, data order)
+    with only those documents' chunks deleted. Missing ones are pre-trained `jobs` at a time and cached (run.json
+    written last: a folder without it is rebuilt)."""
+    paths = {name: os.path.join(testbed.root, f"retrained_without_{name}") for name in subsets}
+    missing = [name for name, path in paths.items() if not os.path.exists(os.path.join(path, "run.json"))]
+    unknown = sorted(set().union(*subsets.values()) - set(testbed.meta["documents"]["forget"])) if subsets else []
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} document(s) of `subsets` are not forget documents of {testbed.config.version}."
+        )
+    if missing:
+        log(f"pre-training {len(missing)} partial retrain(s) ({', '.join(missing)}), {jobs} at a time ...")
+        tasks = [
+            (testbed.config, testbed.root, os.path.basename(paths[name]), threads, tuple(subsets[name]))
+            for name in missing
+        ]
+        if jobs > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+                runs = list(pool.map(_pretrain, tasks))
+        else:
+            runs = [_pretrain(task) for task in tasks]
+        for name, run in zip(missing, runs):
+            run["dropped_documents"] = len(subsets[name])
+            run_path = os.path.join(paths[name], "run.json")
+            with open(run_path + ".tmp", "w") as handle:
+                json.dump(run, handle, indent=1)
+            os.replace(run_path + ".tmp", run_path)
+            log(f"{run['model']}: {run['tokens']} tokens, {run['optimizer_steps']} steps, {run['wall_s']:.0f} s wall")
+    return paths
 
 
 def unseen_split(testbed: Testbed, max_chunks: int | None = None):
@@ -780,8 +835,10 @@ def unlearn(
     scratch: str | None = None,
     seed: int = 0,
     unseen=None,
+    start: str | None = None,
 ) -> tuple:
-    """One unlearning run from the original model. Returns (model, info) with the compute log and timings.
+    """One unlearning run from the original model (or from the model saved at `start`, which is then also the
+    frozen reference of the methods that have one). Returns (model, info) with the compute log and timings.
 
     The library's defaults otherwise (AdamW, cosine schedule, no weight decay) but no warmup: the paper's 3% of
     a run of at most a few dozen steps is one step at learning rate 0, a third of the shortest runs.
@@ -798,7 +855,7 @@ def unlearn(
 
     log = ComputeLog()
     tokenizer = testbed.tokenizer()
-    model = load_model(testbed.original)
+    model = load_model(start or testbed.original)
     model.train()
     trainer_class = counted_trainer_class(method, log)
     own_scratch = scratch is None
@@ -828,7 +885,7 @@ def unlearn(
     if plan.uses_retain_data:
         kwargs["retain_dataset"] = splits["retain_train"]
     if plan.needs_reference or plan.precomputes_reference:
-        kwargs["ref_model"] = testbed.original
+        kwargs["ref_model"] = start or testbed.original
     if unseen is not None and any(o.reads_unseen for o in plan.objectives):
         kwargs["unseen_dataset"] = unseen
     wall, cpu = time.perf_counter(), time.process_time()
