@@ -1021,21 +1021,24 @@ def run_cell(task: dict) -> dict:
     return result
 
 
-def run_tasks(tasks: list[dict], jobs: int, log=print) -> list[dict]:
-    """Run unlearning tasks in `jobs` processes (one torch thread each) or in this process (jobs=1)."""
+def run_tasks(tasks: list[dict], jobs: int, log=print, worker=None, summary=None) -> list[dict]:
+    """Run unlearning tasks in `jobs` processes (one torch thread each) or in this process (jobs=1): `worker(task)`
+    (default `run_cell`, a module-level function so that it pickles) for each, logging `summary(result)` (default
+    `describe`) as each ends."""
+    worker, summary = worker or run_cell, summary or describe
     results = []
     if jobs <= 1:
         for task in tasks:
-            results.append(run_cell(task))
-            log(describe(results[-1]))
+            results.append(worker(task))
+            log(summary(results[-1]))
         return results
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        for result in pool.map(run_cell, tasks):
+        for result in pool.map(worker, tasks):
             results.append(result)
-            log(describe(result))
+            log(summary(result))
     return results
 
 

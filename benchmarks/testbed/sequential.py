@@ -274,20 +274,7 @@ def reference_evals(task: dict, names, known: dict) -> tuple[dict, float, int]:
 
 def run_all(tasks: list[dict], jobs: int, log=print) -> list[dict]:
     """`run_task` over `tasks` in `jobs` processes (one torch thread each) or in this process (jobs=1)."""
-    results = []
-    if jobs <= 1:
-        for task in tasks:
-            results.append(run_task(task))
-            log(describe(results[-1]))
-        return results
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        for result in pool.map(run_task, tasks):
-            results.append(result)
-            log(describe(result))
-    return results
+    return common.run_tasks(tasks, jobs, log, worker=run_task, summary=describe)
 
 
 def describe(result: dict) -> str:
