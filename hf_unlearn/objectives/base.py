@@ -18,7 +18,7 @@ trl's `loss_type` picks a loss. Each objective declares up front what the traine
 
 `prepare` may add those columns before training (precomputed once, see `hf_unlearn.precompute`); `loss_terms`
 computes the terms of one micro-batch from the stream's batch and the outputs of its passes: a pure function of
-tensors, which a test can call with any model's outputs (`run_passes` runs the passes on plain models).
+tensors, which a test can call with any model's outputs (in training, `UnlearningTrainer.run_passes` computes them).
 """
 
 from __future__ import annotations
