@@ -636,30 +636,12 @@ def markdown_sequential(report: dict) -> str:
         "## After each request: distance to the model retrained without the requests so far",
         "",
     ]
-    header = [
-        "method",
-        "protocol",
-        "requests",
-        "steps",
-        "stop",
-        "|dAUC| LOSS",
-        "|dAUC| strongest",
-        "forget NLL gap",
-        "KL forget",
-        "KL retain",
-        "retain damage",
-        "general damage",
-        "FLOPs (cumulative)",
-        "retrain / unlearn",
-        "retrain each time / unlearn",
+    header = ["method", "protocol", "requests", *DISTANCE_COLUMNS, "FLOPs (cumulative)", "retrain / unlearn"] + [
+        "retrain each time / unlearn"
     ]
     rows = []
     for k in range(1, REQUESTS + 1):
-        o = report["references"][sequence_stage(k)]["original"]
-        rows.append(
-            ["original (no unlearning)", "-", k, "-", "-", o["auc_gap"], o["strongest_auc_gap"], o["forget_nll_gap"]]
-            + [o["kl_forget"], o["kl_retain"], 0.0, 0.0, "-", "-", "-"]
-        )
+        rows.append(_original_row("-", k, report["references"][sequence_stage(k)]["original"]) + ["-", "-", "-"])
     for chain in report["sequential"]:
         for s in chain["steps"]:
             rows.append(
@@ -753,6 +735,31 @@ def markdown_sequential(report: dict) -> str:
     return "\n".join(lines)
 
 
+# The measures of every row of both reports, after the row's three label columns.
+DISTANCE_COLUMNS = [
+    "steps",
+    "stop",
+    "|dAUC| LOSS",
+    "|dAUC| strongest",
+    "forget NLL gap",
+    "KL forget",
+    "KL retain",
+    "retain damage",
+    "general damage",
+]
+
+
+def _original_row(label, stage, o: dict) -> list:
+    """The untouched original model's row (no steps, no damage) under the two labels after the method column."""
+    return ["original (no unlearning)", label, stage, "-", "-", o["auc_gap"], o["strongest_auc_gap"]] + [
+        o["forget_nll_gap"],
+        o["kl_forget"],
+        o["kl_retain"],
+        0.0,
+        0.0,
+    ]
+
+
 def _distance_row(method, protocol, k, r, flops) -> list:
     return [
         method,
@@ -780,46 +787,14 @@ def markdown_scaling(report: dict) -> str:
         + "; each is one batched run from the original model, scored against the model retrained without it.",
         "",
     ]
-    header = [
-        "method",
-        "forget set",
-        "share",
-        "steps",
-        "stop",
-        "|dAUC| LOSS",
-        "|dAUC| strongest",
-        "forget NLL gap",
-        "KL forget",
-        "KL retain",
-        "retain damage",
-        "general damage",
-        "FLOPs",
-        "retrain / unlearn",
-    ]
+    header = ["method", "forget set", "share", *DISTANCE_COLUMNS, "FLOPs", "retrain / unlearn"]
     rows = []
     for n in report["order"]:
-        o = report["references"][n]["original"]
-        rows.append(
-            [
-                "original (no unlearning)",
-                n,
-                f"{st[n]['share']:.1%}",
-                "-",
-                "-",
-                o["auc_gap"],
-                o["strongest_auc_gap"],
-                o["forget_nll_gap"],
-                o["kl_forget"],
-                o["kl_retain"],
-                0.0,
-                0.0,
-                "-",
-                "-",
-            ]
-        )
+        rows.append(_original_row(n, f"{st[n]['share']:.1%}", report["references"][n]["original"]) + ["-", "-"])
     for r in report["runs"]:
-        row = _distance_row(r["method"], r["stage"], f"{r['share']:.1%}", r, r["flops"])
-        rows.append(row[:2] + [row[2]] + row[3:] + [r["retrain_over_unlearn"]])
+        rows.append(
+            _distance_row(r["method"], r["stage"], f"{r['share']:.1%}", r, r["flops"]) + [r["retrain_over_unlearn"]]
+        )
     lines += [common.markdown_table(header, rows), "", "![distance, damage and compute vs forget set](scaling.png)", ""]
     return "\n".join(lines)
 
