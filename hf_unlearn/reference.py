@@ -169,9 +169,8 @@ class OriginalModel:
         `full_logits=False`: final hidden states + output head instead of full logits; for the policy without
         adapter only when its output embedding carries no adapter (the head runs later, outside
         `disable_adapter`)."""
-        module = module if module is not None else self.module
-        if module is None and not self.is_policy_without_adapter():
-            self.ensure_loaded()
+        if module is None:
+            self.ensure_loaded()  # nothing to load for a PEFT policy: it runs below without its adapter
             module = self.module
         if module is not None:
             return forward(module, batch, layer, full_logits)
