@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from hf_unlearn.callbacks import UnlearningEvalCallback  # noqa: E402
 from hf_unlearn.distributed import setup_distributed  # noqa: E402
+from tests._support import METHOD_CONFIG  # noqa: E402
 from tests.conftest import exit_worker  # noqa: E402
 
 BACKENDS = ("ddp", "zero2", "zero3")
@@ -58,12 +59,6 @@ def reference_layout(ref_model) -> dict:
         "requires_grad": any(p.requires_grad for p in params),
         "training": bool(getattr(ref_model, "module", ref_model).training),
     }
-
-
-# Method-specific settings for the 2-layer test model (RMU: steer layer 1, train both MLP down projections).
-METHOD_CONFIG = {
-    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
-}
 
 
 def build_trainer(work_dir: str, backend: str, output_dir: str, max_steps: int, save_steps: int, method: str = "ga_kl"):

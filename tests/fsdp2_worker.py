@@ -22,21 +22,21 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+from transformers import AutoTokenizer, TrainerCallback  # noqa: E402
 
-from hf_unlearn import chunk_documents, get_method, run_plan  # noqa: E402
+from hf_unlearn import chunk_documents  # noqa: E402
+from tests._support import METHOD_CONFIG  # noqa: E402
+from tests._support import build_trainer as build_method_trainer  # noqa: E402
 from tests.conftest import exit_worker, make_documents  # noqa: E402
 
 METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
 BATCHINGS = {"2x1": (2, 1), "1x2": (1, 2)}
 # RMU on the 2-layer test model: steer layer 1, train both layers' MLP down projections.
-METHOD_CONFIG = {
-    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
-}
 # SGD with momentum (an optimizer with a state to checkpoint and restore).
 RUN_STEPS, SAVE_STEPS, RUN_LR, RUN_MOMENTUM = 4, 2, 0.1, 0.5
 
@@ -84,7 +84,6 @@ def build_trainer(method, model_dir, output_dir, tokenizer, forget, retain, batc
     """`method`'s trainer for one SGD step (lr 1, no clipping) at `batching`; precomputed values (adversarial
     targets, NPO's reference log-probabilities) are cached in `<output_dir>/../cache`, so a method's second
     batching reads what its first wrote."""
-    cls = get_method(method)
     batch, accumulation = BATCHINGS[batching]
     values = dict(
         output_dir=output_dir,
@@ -94,27 +93,14 @@ def build_trainer(method, model_dir, output_dir, tokenizer, forget, retain, batc
         optim="sgd",
         learning_rate=1.0,
         max_grad_norm=0.0,
-        warmup_steps=0,
-        lr_scheduler_type="constant",
-        report_to="none",
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
         dataloader_drop_last=True,
         backward_per_objective=True,  # the route decides whether it applies (never under 2 processes)
         cache_dir=os.path.join(os.path.dirname(output_dir), "cache"),
         **METHOD_CONFIG.get(method, {}),
     )
     values.update(overrides)
-    kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
-    return cls(
-        model=AutoModelForCausalLM.from_pretrained(model_dir),
-        args=cls.config_class(**values),
-        train_dataset=forget,
-        processing_class=tokenizer,
-        **kwargs,
-    )
+    trainer, _ = build_method_trainer(method, model_dir, forget, retain, Path(output_dir), tokenizer, **values)
+    return trainer
 
 
 def losses(trainer) -> list[dict]:

@@ -10,47 +10,33 @@ first gradient).
 import json
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
-from hf_unlearn import chunk_documents, get_method, run_plan  # noqa: E402
+from hf_unlearn import chunk_documents  # noqa: E402
+from tests._support import METHOD_CONFIG, build_trainer  # noqa: E402
 from tests.conftest import exit_worker, make_documents  # noqa: E402
 
-METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")
-# RMU on the 2-layer test model: steer layer 1, train both layers' MLP down projections.
-METHOD_CONFIG = {
-    "rmu": {"rmu_layer": 1, "rmu_trainable_params": r"layers\.[01]\.mlp\.down_proj\.weight", "retain_weight": 1.0}
-}
+METHODS = ("ga_descent", "ga_kl", "adversarial", "npo", "rmu")  # settings of RMU: tests._support.METHOD_CONFIG
 
 
 def make_trainer(method, model_dir, out, batch, tokenizer, forget, retain, cache_dir, **overrides):
-    cls = get_method(method)
+    """(trainer, model) for `method` at per-device batch `batch`: SGD without clipping, a constant schedule."""
     values = dict(
         output_dir=os.path.join(out, method),
         per_device_train_batch_size=batch,
-        warmup_steps=0,
-        lr_scheduler_type="constant",
-        report_to="none",
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
         dataloader_drop_last=True,
         optim="sgd",
         max_grad_norm=0.0,
         cache_dir=cache_dir,
+        **METHOD_CONFIG.get(method, {}),
     )
-    values.update(METHOD_CONFIG.get(method, {}))
     values.update(overrides)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    kwargs = {"retain_dataset": retain} if run_plan(None, cls).uses_retain_data else {}
-    trainer = cls(
-        model=model, args=cls.config_class(**values), train_dataset=forget, processing_class=tokenizer, **kwargs
-    )
-    return trainer, model
+    return build_trainer(method, model_dir, forget, retain, Path(out), tokenizer, **values)
 
 
 def main(model_dir: str, out: str, batch: int, cache_dir: str) -> None:
