@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 # would pull a multi-GB CUDA build. On a GPU machine, set TORCH_SPEC to the build you want.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# The suite runs in TEST_JOBS pytest-xdist workers, one test file per worker at a time (a module's shared launches
+# run once), one torch thread each (tests/conftest.py). TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
 
 .PHONY: demo test test-fast lint docs install clean-venv
 
@@ -26,10 +29,10 @@ demo: $(STAMP)
 	$(PY) recipes/unlearn.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not multiprocess and not gpu and not demo" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not multiprocess and not gpu and not demo" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -760,7 +760,10 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
         order = [PLAIN] + [
             c for m in methods for c in (m, m + FULL_LOGITS) if not (m in VARIANTS and c.endswith(FULL_LOGITS))
         ]
-        runs = {name: run_config(name, "memory", workdir, cfg, env) for name in with_precompute(order)}
+        if args.quick:
+            runs = run_configs(with_precompute(order), "memory", workdir, cfg, env)
+        else:
+            runs = {name: run_config(name, "memory", workdir, cfg, env) for name in with_precompute(order)}
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -853,37 +856,38 @@ def with_precompute(sequence: list[str]) -> list[str]:
 
 def run_config(name: str, tag: str, workdir: str, cfg: dict, env: dict) -> dict:
     """Run one configuration in a fresh process; return its result."""
-    result_path = os.path.join(workdir, f"{name}_{tag}.json")
-    cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--worker",
-        name,
-        "--workdir",
-        workdir,
-        "--result",
-        result_path,
-        "--cache-dir",
-        os.path.join(workdir, f"cache_{tag}"),
-    ]
+    return run_configs([name], tag, workdir, cfg, env)[name]
+
+
+def run_configs(names: list[str], tag: str, workdir: str, cfg: dict, env: dict) -> dict[str, dict]:
+    """Run configurations one after another in one fresh process (each re-measures its baseline memory and resets
+    the high-water mark first); return their results by name. Measurements run one configuration a process
+    (`run_config`); the smoke run (--quick) shares one to save the start-up of a process per configuration."""
+    result_paths = [os.path.join(workdir, f"{name}_{tag}.json") for name in names]
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *names, "--workdir", workdir]
+    cmd += ["--result", *result_paths, "--cache-dir", os.path.join(workdir, f"cache_{tag}")]
     cmd += [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items() if k in FULL]
     start = time.perf_counter()
-    log_path = os.path.join(workdir, f"{name}_{tag}.log")
+    log_path = os.path.join(workdir, f"{names[0]}_{tag}.log")
     with open(log_path, "w") as log:
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     if proc.returncode != 0:
         with open(log_path) as handle:
-            raise RuntimeError(f"run {name} ({tag}) failed:\n{handle.read()[-4000:]}")
-    with open(result_path) as handle:
-        result = json.load(handle)
-    result["wall_s"] = time.perf_counter() - start
-    if "step_s" in result:
-        shown = f"step {result['step_s']:.3f} CPU s, peak +{result['peak_over_baseline_mb']:.0f} MB"
-    else:
-        peak = result["construction_peak_over_baseline_mb"] or 0
-        shown = f"init {result['init_cpu_s']:.2f} CPU s, peak +{peak:.0f} MB"
-    print(f"{tag:>7} {name:>22}: {shown} ({result['wall_s']:.0f} s wall)", flush=True)
-    return result
+            raise RuntimeError(f"run {', '.join(names)} ({tag}) failed:\n{handle.read()[-4000:]}")
+    wall = (time.perf_counter() - start) / len(names)
+    results = {}
+    for name, result_path in zip(names, result_paths):
+        with open(result_path) as handle:
+            result = json.load(handle)
+        result["wall_s"] = wall
+        if "step_s" in result:
+            shown = f"step {result['step_s']:.3f} CPU s, peak +{result['peak_over_baseline_mb']:.0f} MB"
+        else:
+            peak = result["construction_peak_over_baseline_mb"] or 0
+            shown = f"init {result['init_cpu_s']:.2f} CPU s, peak +{peak:.0f} MB"
+        print(f"{tag:>7} {name:>22}: {shown} ({wall:.0f} s wall)", flush=True)
+        results[name] = result
+    return results
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -904,8 +908,8 @@ def main(argv: list[str] | None = None) -> int:
         help_text = f"default {value} (quick: {QUICK[key]})"
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=help_text)
     parser.add_argument("--workdir", default=None, help="where the checkpoint and data go (default: a temp dir)")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs="+", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", nargs="+", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -920,7 +924,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--warmup and --steps must be >= 1 (the first timed step is measured from a warm-up's end)")
 
     if args.worker:
-        worker(args.worker, args.workdir, args.result, cfg, args.cache_dir, cfg["threads"])
+        for name, result_path in zip(args.worker, args.result, strict=True):
+            worker(name, args.workdir, result_path, cfg, args.cache_dir, cfg["threads"])
         return 0
 
     registered = harness.document_methods()
@@ -962,9 +967,13 @@ def main(argv: list[str] | None = None) -> int:
                 memory_runs.setdefault(name, []).append(result)
         runs: dict[str, list[dict]] = {}
         for round_index in range(cfg["rounds"]):
-            sequence = order if round_index % 2 == 0 else order[::-1]
-            for name in with_precompute(sequence):
-                result = run_config(name, f"round{round_index}", workdir, cfg, memory_env if args.quick else env)
+            tag = f"round{round_index}"
+            sequence = with_precompute(order if round_index % 2 == 0 else order[::-1])
+            if args.quick:  # every configuration in one process (see run_configs)
+                results = run_configs(sequence, tag, workdir, cfg, memory_env)
+            else:
+                results = {name: run_config(name, tag, workdir, cfg, env) for name in sequence}
+            for name, result in results.items():
                 result["round"] = round_index
                 runs.setdefault(name, []).append(result)
         if args.quick:

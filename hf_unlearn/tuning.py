@@ -264,6 +264,9 @@ class TuningResult:
     spaces: dict[str, dict] = field(default_factory=dict)  # method -> SearchSpace.describe()
     wall_time_s: float = 0.0
     start_retain_nll: float | None = None
+    # Which unseen data the attacks' non-members were: "approximate" (the split a run's own verdict scores too, so
+    # that verdict is in-sample) or "unseen" (a split disjoint from it: the verdict is out-of-sample).
+    selected_on: str = "approximate"
     _starts: dict = field(default_factory=dict, repr=False)  # shared start evaluations, by weights and settings
 
     @property
@@ -318,8 +321,9 @@ class TuningResult:
             )
         limit = f"{self.trials[0].retain_limit:.3f}" if self.trials else "-"
         lines.append(
-            f"criterion: every attack's AUC interval contains 0.5, retain NLL <= {limit} "
-            f"(+{self.criterion.retain_tolerance:g} of the original); the cheapest (tokens trained on) wins."
+            f"criterion: every attack's AUC interval (forget vs the {self.selected_on} split) contains 0.5, retain "
+            f"NLL <= {limit} (+{self.criterion.retain_tolerance:g} of the original); the cheapest (tokens trained "
+            "on) wins."
         )
         if chosen is not None:
             lines.append(
@@ -338,6 +342,7 @@ class TuningResult:
         return {
             "criterion": {
                 "every_attack_interval_contains": 0.5,
+                "non_members": self.selected_on,
                 "retain_tolerance": self.criterion.retain_tolerance,
                 "start_retain_nll": self.start_retain_nll,
                 "cost": "tokens trained on until the step",

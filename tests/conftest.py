@@ -14,7 +14,23 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+# `make test` runs the suite in two pytest-xdist workers on a 2-core machine: one torch thread each (and in the
+# processes they launch), so that the workers do not wait on each other's threads. A plain `pytest` keeps two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow or multi-process tests first, each file's tests kept together and in order: with `make test`'s
+    workers (one file at a time each) the long files start early and the short ones fill in behind them."""
+    slow_files = {
+        item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("multiprocess")
+    }
+    items.sort(key=lambda item: item.path not in slow_files)
+
 
 WORDS = (
     "the quick brown fox jumps over lazy dog while a small cat sleeps near warm fire and old man reads "

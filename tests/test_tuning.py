@@ -343,6 +343,8 @@ def test_cli_says_so_when_no_setting_meets_the_criterion(trained_model_dir, data
         (("--tune_learning_rates", "1e-3:1e-5"), "is empty"),
         (("--tune_max_steps", ","), "no max_steps"),
         (("--tune_methods", "ga,nope"), "nope"),
+        (("--tune_on", "holdout"), "--tune_on 'holdout' is unknown"),
+        (("--tune_on", "unseen"), "--tune_on unseen needs unseen_data"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_loads_nothing(data, tmp_path, capsys, monkeypatch, change, message):
@@ -360,6 +362,41 @@ def test_cli_bad_input_is_one_line_and_loads_nothing(data, tmp_path, capsys, mon
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("hf-unlearn tune: error:")
     assert not (tmp_path / "run_tune").exists()
+
+
+def test_selection_splits_choose_the_non_members():
+    """auto: the unseen split when there is one (then it stands in the approximate split's place, so the attacks
+    compare forget with it), else the approximate split; approximate / unseen force the choice."""
+    from hf_unlearn.scripts.tune import selection_splits
+
+    splits = {"forget": "F", "approximate": "A", "retain": "R"}
+    assert selection_splits(splits, "U", "auto") == ({"forget": "F", "approximate": "U", "retain": "R"}, "unseen")
+    assert selection_splits(splits, None, "auto") == (splits, "approximate")
+    assert selection_splits(splits, "U", "approximate") == (splits, "approximate")
+    assert selection_splits(splits, "U", "unseen")[1] == "unseen"
+    with pytest.raises(ValueError, match="needs unseen_data"):
+        selection_splits(splits, None, "unseen")
+
+
+@pytest.mark.slow
+def test_cli_selects_on_unseen_data_when_given(trained_model_dir, data, tmp_path, capsys):
+    """With unseen_data the trials are scored against it, not against approximate_data (which the chosen run's own
+    verdict scores): approximate_data here is the forget set itself, so scoring against it would put every attack
+    at AUC 0.5 from the first step; against the unseen documents the untouched model's strongest attack is
+    above 0.5 at the start."""
+    from hf_unlearn import cli
+
+    unseen = write_jsonl(tmp_path / "unseen.jsonl", make_documents(8, seed=4))
+    argv = tune_argv(trained_model_dir, data, tmp_path, "--unseen_data", unseen, "--tune_retain_tolerance", "100")
+    argv[argv.index("--approximate_data") + 1] = data["forget"]
+    argv[argv.index("--tune_trials") + 1] = "1"
+    argv[argv.index("--tune_learning_rates") + 1] = "1e-4"
+    cli.main(argv)
+    assert "forget vs the unseen split" in capsys.readouterr().out
+    report = json.loads((tmp_path / "run_tune" / "trials.json").read_text())
+    assert report["criterion"]["non_members"] == "unseen"
+    first = report["trials"][0]["trajectory"][0]
+    assert first["auc"] > 0.6  # identical member and non-member sets would give exactly 0.5
 
 
 def test_cli_help_lists_the_tuning_and_the_training_options(capsys):

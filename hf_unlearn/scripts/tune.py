@@ -8,7 +8,9 @@
     hf-unlearn train --config outputs/my_run_tune/chosen.yaml      # the chosen setting, as is
 
 The data is the config's: forget, approximate (unseen, same domain; required: the criterion compares the forget
-set with it) and retain (required: the criterion bounds its NLL). Each trial is a run of `hf-unlearn train` with the
+set with it), unseen (optional, disjoint from approximate: with it the criterion compares with unseen instead, so
+the chosen run's own verdict on approximate is out-of-sample; `--tune_on` chooses) and retain (required: the
+criterion bounds its NLL). Each trial is a run of `hf-unlearn train` with the
 worst-case stopping rule; the criterion, the cost and the pruning are `hf_unlearn.tuning`'s (read its docstring).
 The search space: `--tune_learning_rates` "LOW:HIGH" (log-uniform) or "A,B,C" (default: the config's
 learning_rate / 10 to x 10), `--tune_max_steps` "A,B,C" (default: the config's schedule length; the stopping rule
@@ -58,6 +60,10 @@ class TuneArguments:
         tune_retain_tolerance (`float`, defaults to `0.1`): the retain NLL may rise by this share of its start.
         tune_sampler (`str`, defaults to `"tpe"`): optuna's sampler: tpe, random or grid (a list of learning rates).
         tune_dir (`str` or `None`): where the chosen YAML and the report go; `None`: `<output_dir>_tune`.
+        tune_on (`str`, defaults to `"auto"`): the unseen data the criterion compares the forget set with:
+            "unseen" (`unseen_data`, disjoint from `approximate_data`, so the chosen run's own verdict on
+            `approximate_data` is out-of-sample), "approximate" (`approximate_data`: the verdict then scores the
+            data that selected the setting), or "auto" (unseen when the config has `unseen_data`, else approximate).
     """
 
     tune_learning_rates: str | None = field(
@@ -72,6 +78,27 @@ class TuneArguments:
     tune_retain_tolerance: float = field(default=0.1, metadata={"help": "Retain NLL may rise by this share."})
     tune_sampler: str = field(default="tpe", metadata={"help": "optuna sampler: tpe, random or grid."})
     tune_dir: str | None = field(default=None, metadata={"help": "Output folder; default <output_dir>_tune."})
+    tune_on: str = field(
+        default="auto",
+        metadata={
+            "help": "Unseen data the criterion compares with: unseen (unseen_data, keeps the run's verdict on "
+            "approximate_data out-of-sample), approximate, or auto (unseen when given)."
+        },
+    )
+
+
+TUNE_ON = ("auto", "unseen", "approximate")
+NEEDS_UNSEEN = "--tune_on unseen needs unseen_data (unseen same-domain data disjoint from approximate_data)."
+
+
+def selection_splits(splits: dict, unseen, tune_on: str) -> tuple[dict, str]:
+    """The evaluation splits that select (forget, retain, and as the attacks' non-members either the
+    `approximate` split or the `unseen` one under that name) and which one it is."""
+    if tune_on == "approximate" or (tune_on == "auto" and unseen is None):
+        return splits, "approximate"
+    if unseen is None:
+        raise ValueError(NEEDS_UNSEEN)
+    return {**splits, "approximate": unseen}, "unseen"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -230,6 +257,10 @@ def run(argv: list[str]) -> dict:
     if script.mia_resamples < 1:
         raise ValueError(f"mia_resamples={script.mia_resamples}: the criterion needs AUC intervals; use at least 1.")
     check_budget(tune_args.tune_trials, tune_args.tune_timeout)
+    if tune_args.tune_on not in TUNE_ON:
+        raise ValueError(f"--tune_on {tune_args.tune_on!r} is unknown; use one of {', '.join(TUNE_ON)}.")
+    if tune_args.tune_on == "unseen" and model_args.model_name_or_path is not None and script.unseen_data is None:
+        raise ValueError(NEEDS_UNSEEN)
     criterion = TuningCriterion(tune_args.tune_retain_tolerance)
     methods = [m.strip() for m in (tune_args.tune_methods or args.method).split(",") if m.strip()]
     if not methods:
@@ -256,9 +287,10 @@ def run(argv: list[str]) -> dict:
 
     model_path, tokenizer, splits, descent_retain = load_data(args, script, model_args)
     unseen = splits.pop(UNSEEN_TARGETS, None)
+    selecting, selected_on = selection_splits(splits, unseen, tune_args.tune_on)
     if space is None:
         space = SearchSpace.from_strings(learning_rates, str(schedule_steps(args, len(splits["forget"]))))
-    result = TuningResult(criterion=criterion)
+    result = TuningResult(criterion=criterion, selected_on=selected_on)
     shares = [
         tune_args.tune_trials // len(methods) + (i < tune_args.tune_trials % len(methods)) for i in range(len(methods))
     ]
@@ -275,7 +307,7 @@ def run(argv: list[str]) -> dict:
         )
         tune_trainer(
             trainer,
-            splits,
+            selecting,
             space,
             criterion,
             n_trials=n_trials,
