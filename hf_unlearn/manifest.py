@@ -88,6 +88,7 @@ STOP_KINDS = (
     ("target reached (every attack)", "every attack's AUC interval contains 0.5"),
     ("target reached", "forget NLL reached the target"),
     ("over-unlearning", "over-unlearning"),
+    ("fixed step reached", "the fixed step (stop_at_step) was reached"),
 )
 
 

@@ -85,6 +85,10 @@ class StoppingCriteria:
         max_earlier_nll_drop (`float` or `None`, defaults to `0.05`):
             Guard of earlier requests: an earlier forget set (splits `earlier_forget_<k>`) whose NLL falls below
             (1 - this) x its start, or that an attack separates again, came back (`hf_unlearn.earlier`): a failure.
+        stop_at_step (`int` or `None`, defaults to `None`):
+            Stop at the first evaluation at or after this optimizer step, and by no other rule than the guards:
+            the target and the attacks do not decide (a step chosen on other data, e.g. by `hf-unlearn tune` on
+            an unseen split, keeps this run's own evaluation out of the choice).
     """
 
     target_nll: float | None = None
@@ -97,8 +101,11 @@ class StoppingCriteria:
     max_target_ratio: float | None = 10.0
     max_approximate_nll_ratio: float | None = 10.0
     max_earlier_nll_drop: float | None = 0.05
+    stop_at_step: int | None = None
 
     def __post_init__(self):
+        if self.stop_at_step is not None and self.stop_at_step < 1:
+            raise ValueError(f"stop_at_step={self.stop_at_step} must be at least 1, or None for no fixed step.")
         for name in ("max_target_ratio", "max_approximate_nll_ratio"):
             value = getattr(self, name)
             if value is not None and not value > 1:
@@ -165,6 +172,10 @@ class StoppingCriteria:
         failure = self.failure(record, start, target)
         if failure is not None:
             return failure
+        if self.stop_at_step is not None:
+            if record.step >= self.stop_at_step:
+                return f"fixed step reached: step {record.step} (stop_at_step {self.stop_at_step})"
+            return None
         forget = record.nll[FORGET]
         if self.stop_at_target and target is not None and forget >= target:
             return f"target reached: forget NLL {forget:.4f} >= target {target:.4f}"

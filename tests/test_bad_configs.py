@@ -94,6 +94,7 @@ BAD_VALUES = {
     "--mia_resamples": ["-1", "abc"],
     "--max_retain_nll_increase": ["-1", "nan"],
     "--stopping_rule": ["nonsense"],
+    "--stop_at_step": ["0", "-1", "abc"],
     "--retain_loss": ["nonsense"],
     "--forget_data": [
         "{missing}",

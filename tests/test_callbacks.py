@@ -43,6 +43,17 @@ def test_auc_rule():
     assert "(LOSS attack only): MIA AUC 0.5300" in criteria.stop_reason(record(1, 2.5, auc=0.53), START, 3.0)
 
 
+def test_fixed_step_rule():
+    """stop_at_step 2: the target (3.0, reached at step 1 with 3.5) does not stop step 1, step 2 stops whatever the
+    forget NLL; the retain guard (2.2 allowed) still stops step 1 at 2.3; 0 is refused."""
+    criteria = StoppingCriteria(stop_at_step=2, max_retain_nll_increase=0.1)
+    assert criteria.stop_reason(record(1, 3.5), START, target=3.0) is None
+    assert criteria.stop_reason(record(2, 2.1), START, target=3.0) == "fixed step reached: step 2 (stop_at_step 2)"
+    assert criteria.stop_reason(record(1, 2.5, retain=2.3), START, 3.0).startswith("blow-up")
+    with pytest.raises(ValueError, match="stop_at_step=0 must be at least 1"):
+        StoppingCriteria(stop_at_step=0)
+
+
 def test_blow_up_guard():
     """Retain starts at 2.0; +10% allows up to 2.2. Forget above 10 nats or a nan also stops."""
     criteria = StoppingCriteria(max_forget_nll=10.0, max_retain_nll_increase=0.1)

@@ -143,6 +143,7 @@ def test_worst_case_stopping_rule_reaches_the_stopping_criteria(trained_model_di
         (("--stopping_rule", "strongest"), "stopping_rule='strongest' is unknown"),
         (("--mia_attacks", "loss,min_k_15"), "unknown ['min_k_15']"),
         (("--stopping_rule", "worst_case", "--mia_resamples", "0"), "needs AUC intervals"),
+        (("--eval_every_steps", "2", "--stop_at_step", "3"), "stop_at_step=3 must be a positive multiple"),
     ],
 )
 def test_bad_attack_or_rule_arguments_exit_2_before_loading(

@@ -73,7 +73,8 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(root, "original", "config.json"))
     assert build.main(base)["built"] == meta["built"]  # second call: from the cache
 
-    report = run_methods.main(base + ["--methods", "ga", "ga_kl", "--seeds", "1", "--tune"])
+    # every method run is tuned by default (the same learning rates for each)
+    report = run_methods.main(base + ["--methods", "ga", "ga_kl", "--seeds", "1", "--tune-lrs", "2e-4", "5e-4"])
     assert [r["method"] for r in report["methods"]] == ["ga", "ga_kl"]
     for r in report["methods"]:
         assert r["train_tokens"] > 0 and r["flops"] > 0 and 0 <= r["mia_auc"] <= 1
@@ -83,7 +84,12 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
     assert "## Verdict" in open(os.path.join(out, "methods.md")).read()
     assert os.path.getsize(os.path.join(out, "methods.png")) > 1000
     assert report["floor"]["kl_forget"] >= 0 and report["floor"]["run"]["seed"] == 1  # the second retrained model
-    assert set(report["summary"]) == {"ga (default)", "ga_kl (default)"} and set(report["skipped"]) == {
+    assert set(report["tuning"]) == {"ga", "ga_kl"}
+    for method, pick in report["tuning"].items():
+        assert [g["learning_rate"] for g in pick["grid"]] == [2e-4, 5e-4], method
+        tuned = f"{method} (tuned lr {pick['learning_rate']:g})"
+        assert (tuned in report["summary"]) == (pick["learning_rate"] != 2e-4), method
+    assert {"ga (default)", "ga_kl (default)"} <= set(report["summary"]) and set(report["skipped"]) == {
         "idk",
         "idk_dpo",
     }

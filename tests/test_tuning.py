@@ -382,21 +382,33 @@ def test_selection_splits_choose_the_non_members():
 def test_cli_selects_on_unseen_data_when_given(trained_model_dir, data, tmp_path, capsys):
     """With unseen_data the trials are scored against it, not against approximate_data (which the chosen run's own
     verdict scores): approximate_data here is the forget set itself, so scoring against it would put every attack
-    at AUC 0.5 from the first step; against the unseen documents the untouched model's strongest attack is
-    above 0.5 at the start."""
+    at AUC 0.5 from the start; against the unseen documents the untouched model's strongest attack is above 0.5.
+    The chosen YAML stops at the chosen step (stop_at_step), so the rerun's own evaluation (here on other unseen
+    documents) decides nothing: it stops there by that rule."""
+    import yaml
+
     from hf_unlearn import cli
+    from hf_unlearn.scripts.unlearn import main as train_main
 
     unseen = write_jsonl(tmp_path / "unseen.jsonl", make_documents(8, seed=4))
     argv = tune_argv(trained_model_dir, data, tmp_path, "--unseen_data", unseen, "--tune_retain_tolerance", "100")
     argv[argv.index("--approximate_data") + 1] = data["forget"]
     argv[argv.index("--tune_trials") + 1] = "1"
-    argv[argv.index("--tune_learning_rates") + 1] = "1e-4"
-    cli.main(argv)
+    argv[argv.index("--tune_learning_rates") + 1] = "1e-2"
+    assert cli.main(argv) == 0
     assert "forget vs the unseen split" in capsys.readouterr().out
-    report = json.loads((tmp_path / "run_tune" / "trials.json").read_text())
+    folder = tmp_path / "run_tune"
+    report = json.loads((folder / "trials.json").read_text())
     assert report["criterion"]["non_members"] == "unseen"
-    first = report["trials"][0]["trajectory"][0]
-    assert first["auc"] > 0.6  # identical member and non-member sets would give exactly 0.5
+    trial = report["trials"][0]
+    assert trial["trajectory"][0]["step"] == 0 and trial["trajectory"][0]["auc"] > 0.6  # identical sets: 0.5
+    assert trial["status"] == MET and trial["step"] >= 1
+    config = yaml.safe_load((folder / "chosen.yaml").read_text())
+    assert config["stop_at_step"] == trial["step"]
+
+    other = write_jsonl(tmp_path / "other.jsonl", make_documents(8, seed=5))
+    run = train_main(["--config", str(folder / "chosen.yaml"), "--approximate_data", other])
+    assert run["after"].step == trial["step"] and run["stop_reason"].startswith("fixed step reached")
 
 
 def test_cli_help_lists_the_tuning_and_the_training_options(capsys):

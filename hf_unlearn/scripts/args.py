@@ -70,6 +70,9 @@ class ScriptArguments:
             (`stop_at_unseen_nll`); "worst_case": stop once every attack of `mia_attacks` has an AUC interval
             containing 0.5 (forgotten by the strongest attack, not only LOSS), or as over-unlearning once an
             interval lies entirely below 0.5. Both keep the blow-up guard.
+        stop_at_step (`int` or `None`, defaults to `None`): stop at this optimizer step, by no other rule than the
+            blow-up guard (the schedule keeps `max_steps`): the step `hf-unlearn tune` chose on `unseen_data`, so
+            that this run's verdict on `approximate_data` had no say. A multiple of `eval_every_steps`.
         max_retain_nll_increase (`float` or `None`, defaults to `0.5`): blow-up guard: stop, and do not save the
             model, when the retain NLL rises by more than this share of its start value (needs `retain_data`).
             Non-finite NLLs always stop the run. `None` disables the retain guard.
@@ -146,6 +149,13 @@ class ScriptArguments:
             "when every attack's AUC interval contains 0.5 (or one lies below: over-unlearning)."
         },
     )
+    stop_at_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop at this optimizer step, by no other rule than the blow-up guard (the step hf-unlearn tune "
+            "chose on unseen_data); a multiple of eval_every_steps."
+        },
+    )
     max_retain_nll_increase: float | None = field(
         default=0.5,
         metadata={
@@ -202,6 +212,11 @@ class ScriptArguments:
             raise ValueError(f"global_batch_size={self.global_batch_size} must be at least 1, or None for any.")
         if self.eval_every_steps < 1:
             raise ValueError(f"eval_every_steps={self.eval_every_steps} must be at least 1.")
+        if self.stop_at_step is not None and (self.stop_at_step < 1 or self.stop_at_step % self.eval_every_steps):
+            raise ValueError(
+                f"stop_at_step={self.stop_at_step} must be a positive multiple of eval_every_steps="
+                f"{self.eval_every_steps} (the run stops at an evaluation); e.g. {max(self.eval_every_steps, 1)}."
+            )
         if self.stopping_rule not in STOPPING_RULES:
             raise ValueError(f"stopping_rule={self.stopping_rule!r} is unknown; use one of {list(STOPPING_RULES)}.")
         if self.mia_resamples < 0:

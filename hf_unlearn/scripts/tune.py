@@ -191,9 +191,11 @@ def _yaml_value(value):
     return value
 
 
-def chosen_config(file_values: dict, overrides: dict, chosen, tolerance: float) -> dict:
+def chosen_config(file_values: dict, overrides: dict, chosen, tolerance: float, selected_on: str) -> dict:
     """The config to run: the file's values, the command line's overrides, the chosen setting and the trial's
-    stopping rule (the worst case over attacks with the retain tolerance)."""
+    stopping rule (the worst case over attacks with the retain tolerance). Selected on the unseen split, the run
+    stops at the chosen step (`stop_at_step`) instead, so its own evaluation on the approximate split decides
+    nothing and its verdict is out-of-sample; selected on the approximate split, the rule finds the same step."""
     config = {**file_values, **overrides}
     config.update(
         method=chosen.method,
@@ -202,6 +204,9 @@ def chosen_config(file_values: dict, overrides: dict, chosen, tolerance: float) 
         stopping_rule="worst_case",
         max_retain_nll_increase=tolerance,
     )
+    config.pop("stop_at_step", None)
+    if selected_on == "unseen":
+        config["stop_at_step"] = int(chosen.step)
     return config
 
 
@@ -217,14 +222,20 @@ def command_line_overrides(argv: list[str], *parsed) -> dict:
     return out
 
 
-def write_chosen_yaml(path: str, config: dict, chosen, total: int) -> None:
+def write_chosen_yaml(path: str, config: dict, chosen, total: int, selected_on: str = "approximate") -> None:
     import yaml
 
     header = (
         f"# Chosen by `hf-unlearn tune` (trial {chosen.number} of {total}): the cheapest setting in the search space\n"
-        "# whose forget set the strongest membership attack could not tell from unseen data (every AUC interval\n"
-        "# contains 0.5, none below it) with the retain NLL within the tolerance. It stopped at step "
-        f"{chosen.step}.\n# Run it as is: hf-unlearn train --config {path}\n"
+        f"# whose forget set the strongest membership attack could not tell from unseen data (the {selected_on} split;\n"
+        "# every AUC interval contains 0.5, none below it) with the retain NLL within the tolerance. It stopped at\n"
+        f"# step {chosen.step}."
+        + (
+            " This run stops there too (stop_at_step): its own verdict on approximate_data is out-of-sample.\n"
+            if selected_on == "unseen"
+            else "\n"
+        )
+        + f"# Run it as is: hf-unlearn train --config {path}\n"
     )
     temporary = f"{path}.tmp"
     with open(temporary, "w") as handle:
@@ -333,9 +344,10 @@ def run(argv: list[str]) -> dict:
         overrides = command_line_overrides(rest, args, script, model_args)
         write_chosen_yaml(
             chosen_path,
-            chosen_config(file_values, overrides, chosen, criterion.retain_tolerance),
+            chosen_config(file_values, overrides, chosen, criterion.retain_tolerance, selected_on),
             chosen,
             len(result.trials),
+            selected_on,
         )
         paths["chosen"] = chosen_path
         print(f"chosen config: {chosen_path}\n  run it: hf-unlearn train --config {chosen_path}")

@@ -518,6 +518,7 @@ def run(argv: list[str]) -> dict:
         max_retain_nll_increase=script.max_retain_nll_increase if "retain" in splits else None,
         worst_case_attacks=worst_case,
         max_earlier_nll_drop=script.max_earlier_nll_drop,
+        stop_at_step=script.stop_at_step,
     )
     # Every configured attack from the same forward pass per split (none without non-members to compare with).
     attacks = script.attack_names() if "approximate" in splits else None
