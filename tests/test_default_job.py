@@ -220,8 +220,8 @@ def test_embedded_default_config_ships_in_the_package_and_may_show_samples():
         DEFAULT_CONFIG
     )
     args, script, model_args = parse_args(["--config", DEFAULT_CONFIG])
-    assert script.show_forget_samples and model_args.model_name_or_path is None and args.method == "ga_descent"
-    assert script.mia_attacks == "all" and script.stopping_rule == "worst_case" and args.max_steps == 20
+    assert script.show_forget_samples and model_args.model_name_or_path is None and args.method == "unseen_match"
+    assert script.mia_attacks == "all" and script.stop_at_step == 2 and args.max_steps == 20
     _, default, _ = parse_args(["--output_dir", "x"])
     assert not default.show_forget_samples  # private by default
 

@@ -144,7 +144,7 @@ def test_wheel_ships_the_scripts_and_the_default_config(tmp_path):
         "import os, hf_unlearn; from hf_unlearn.scripts.args import DEFAULT_CONFIG, parse_args\n"
         f"assert hf_unlearn.__file__.startswith({str(site)!r}), hf_unlearn.__file__\n"
         "assert os.path.isfile(DEFAULT_CONFIG); args, script, _ = parse_args(['--config', DEFAULT_CONFIG])\n"
-        "assert args.method == 'ga_descent' and script.show_forget_samples\n"
+        "assert args.method == 'unseen_match' and script.show_forget_samples\n"
         "from hf_unlearn.scripts.demo import unseen_texts; assert len(unseen_texts()) == 72\n"
         "from hf_unlearn import cli; assert cli.main(['methods']) == 0; assert cli.main(['train', '--help']) == 0\n"
     )
