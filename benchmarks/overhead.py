@@ -87,7 +87,8 @@ Usage
                                                        # ~7 CPU-minutes (12 min wall on a busy 2-core machine)
     python benchmarks/overhead.py --quick --out-dir /tmp/x   # tiny smoke run (CI; tests/test_benchmarks_smoke.py);
                                                        # one pass per configuration, timed and measured for
-                                                       # memory at once (with the memory pass's allocator setting)
+                                                       # memory at once (with the memory pass's allocator setting),
+                                                       # every configuration in one process
     python benchmarks/overhead.py --methods ga npo npo_forget_only   # a subset (method or variant names)
 Writes <out-dir>/overhead.json (raw numbers, machine info, command) and <out-dir>/overhead.md (the table).
 """
@@ -247,6 +248,19 @@ def clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
+def release_freed_memory() -> None:
+    """Collect garbage and hand the heap's free pages back to the system (glibc's malloc_trim; elsewhere a no-op), so
+    that a resident-set baseline taken next holds live memory only after an earlier configuration in the same
+    process (the smoke run's) left freed buffers in the heap, which the next one would reuse unseen."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def rss_mb() -> float:
     kb = _status_kb("VmRSS")
     if kb is None:  # not Linux: fall back to the peak so far
@@ -336,8 +350,11 @@ def setup(workdir: str, cfg: dict, quick: bool) -> dict:
 # ---------------------------------------------------------------------------------------------- worker (child)
 
 
-def worker(config: str, workdir: str, result_path: str, cfg: dict, cache_dir: str, threads: int) -> None:
-    """Train one configuration in this (fresh) process and write its timings and memory to `result_path`."""
+def worker(
+    config: str, workdir: str, result_path: str, cfg: dict, cache_dir: str, threads: int, after_another: bool = False
+) -> None:
+    """Train one configuration in this process and write its timings and memory to `result_path`; `after_another`:
+    an earlier configuration ran in this process (the heap's freed pages are released before the baseline)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -369,7 +386,10 @@ def worker(config: str, workdir: str, result_path: str, cfg: dict, cache_dir: st
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    gc.collect()
+    if after_another:
+        release_freed_memory()
+    else:
+        gc.collect()
     baseline = rss_mb()
 
     values = dict(
@@ -628,7 +648,8 @@ def markdown(report: dict) -> str:
         f"{cfg['layers']} layers, {cfg['heads']} heads, vocab {setup_info['vocab_size']}), fp32, CPU, "
         f"{cfg['threads']} torch thread(s); batch {cfg['batch']} x {cfg['seq_len']} tokens; AdamW (adamw_torch), "
         f"seed 0; {cfg['warmup']} warm-up + {cfg['steps']} timed optimizer steps per run, {cfg['rounds']} "
-        "round(s) in alternating order, each run in a fresh process",
+        "round(s) in alternating order, "
+        + ("every run in one process (smoke run)" if report["quick"] else "each run in a fresh process"),
         f"- Data: {setup_info['corpus']}; {setup_info['examples_per_set']} forget and as many retain chunks of "
         f"{cfg['seq_len']} tokens",
         "- Step time: CPU seconds (user + system) of the training process per optimizer step, on_step_end to "
@@ -736,8 +757,8 @@ def markdown(report: dict) -> str:
 
 
 def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
-    """The large-vocabulary case: one memory pass (MALLOC_MMAP_THRESHOLD_ set, fresh process per configuration, two
-    optimizer steps) of the plain Trainer and of every method with chunked losses (the default loss_chunk_size)
+    """The large-vocabulary case: one memory pass (MALLOC_MMAP_THRESHOLD_ set, fresh process per configuration, or
+    one process for all in the smoke run; two optimizer steps) of the plain Trainer and of every method with chunked losses (the default loss_chunk_size)
     and with full logits (loss_chunk_size 0)."""
     from hf_unlearn import UnlearningConfig
 
@@ -814,7 +835,8 @@ def large_vocab_markdown(report: dict) -> str:
         f"- Model: Llama, {setup_info['parameters'] / 1e6:.1f}M parameters (hidden {cfg['hidden']}, {cfg['layers']} "
         f"layers, output vocabulary {setup_info['vocab_size']}, tokenizer {setup_info['tokenizer_vocab_size']}), "
         f"fp32, CPU; batch {cfg['batch']} x {cfg['seq_len']} tokens (one float32 copy of the logits: "
-        f"{logits_mb:.0f} MB); AdamW; two optimizer steps per configuration, each in a fresh process",
+        f"{logits_mb:.0f} MB); AdamW; two optimizer steps per configuration, "
+        + ("all in one process (smoke run)" if report["quick"] else "each in a fresh process"),
         "- Peak memory: resident-set high-water mark during `train()` minus the resident set after model + data "
         "load, with MALLOC_MMAP_THRESHOLD_=65536 (freed buffers go back to the system: the peak of live memory). "
         f"Chunked: the default `loss_chunk_size` ({report['default_loss_chunk_size']}); full logits: "
@@ -924,8 +946,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--warmup and --steps must be >= 1 (the first timed step is measured from a warm-up's end)")
 
     if args.worker:
-        for name, result_path in zip(args.worker, args.result, strict=True):
-            worker(name, args.workdir, result_path, cfg, args.cache_dir, cfg["threads"])
+        for index, (name, result_path) in enumerate(zip(args.worker, args.result, strict=True)):
+            worker(name, args.workdir, result_path, cfg, args.cache_dir, cfg["threads"], after_another=index > 0)
         return 0
 
     registered = harness.document_methods()

@@ -67,6 +67,7 @@ def test_overhead_benchmark_quick(tmp_path):
     for method in configs:
         assert f"| {method} |" in table
     assert "| npo_forget_only vs ga |" in table and "npo_precompute" in table
+    assert "every run in one process (smoke run)" in table
     for method in report["skipped"]:
         assert f"{method}: it needs" in table
 
