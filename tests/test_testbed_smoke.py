@@ -93,6 +93,12 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
         "idk",
         "idk_dpo",
     }
+    # another retain weight than the presets' is applied and reported
+    weighted = run_methods.main(
+        base + ["--methods", "ga_kl", "--seeds", "1", "--tune", "--no-floor", "--retain-weight", "3"]
+    )
+    assert weighted["methods"][0]["retain_weight"] == 3.0 and weighted["settings"]["retain_weight"] == 3.0
+    assert "defaults but retain weight 3," in open(os.path.join(out, "methods.md")).read()
 
     report = grid.main(base + ["--methods", "ga"])
     assert len(report["cells"]) == 4 and 0 <= report["share_in_band"]["ga"] <= 1

@@ -90,6 +90,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--max-epochs", type=float, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument(
+        "--retain-weight", type=float, default=None, help="the retain term's weight (default: each method's preset)"
+    )
     parser.add_argument("--no-stop", action="store_true", help="run every epoch (no stopping rule)")
     parser.add_argument("--no-floor", action="store_true", help="skip the second retrained model (the floor)")
     args = parser.parse_args(argv)
@@ -114,7 +117,7 @@ def main(argv=None) -> dict:
             "learning_rate": lr,
             "epochs": args.max_epochs,
             "batch_size": args.batch_size,
-            "retain_weight": None,
+            "retain_weight": args.retain_weight,
             "stop": not args.no_stop,
             "seed": seed,
             "key": (kind, method, seed, lr),
@@ -326,6 +329,7 @@ def make_report(testbed, ctx, results, args, machine_start, floor, chosen) -> di
             "learning_rate": args.learning_rate,
             "max_epochs": args.max_epochs,
             "batch_size": args.batch_size,
+            "retain_weight": args.retain_weight,
             "stopping_rule": not args.no_stop,
             "jobs": args.jobs,
             "tiny": args.tiny,
@@ -415,7 +419,9 @@ def markdown(report: dict) -> str:
             ),
         ),
         "",
-        f"Unlearning protocol: every method at its preset's defaults, lr {settings['learning_rate']:g}, batch "
+        "Unlearning protocol: every method at its preset's defaults"
+        + (f" but retain weight {settings['retain_weight']:g}" if settings.get("retain_weight") is not None else "")
+        + f", lr {settings['learning_rate']:g}, batch "
         f"{settings['batch_size']}, at most {settings['max_epochs']:g} epochs, stopping rule "
         f"{'on' if settings['stopping_rule'] else 'off'} (target forget NLL = approximate NLL of the original model), "
         f"{settings['seeds']} seeds"
