@@ -757,9 +757,9 @@ def markdown(report: dict) -> str:
 
 
 def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
-    """The large-vocabulary case: one memory pass (MALLOC_MMAP_THRESHOLD_ set, fresh process per configuration, or
-    one process for all in the smoke run; two optimizer steps) of the plain Trainer and of every method with chunked losses (the default loss_chunk_size)
-    and with full logits (loss_chunk_size 0)."""
+    """The large-vocabulary case: one memory pass (MALLOC_MMAP_THRESHOLD_ set, a fresh process per configuration,
+    one process for all in the smoke run; two optimizer steps) of the plain Trainer and of every method with chunked
+    losses (the default loss_chunk_size) and with full logits (loss_chunk_size 0)."""
     from hf_unlearn import UnlearningConfig
 
     command = harness.command_line(__file__)
@@ -781,10 +781,7 @@ def large_vocab(args, cfg: dict, methods: list[str], parser) -> int:
         order = [PLAIN] + [
             c for m in methods for c in (m, m + FULL_LOGITS) if not (m in VARIANTS and c.endswith(FULL_LOGITS))
         ]
-        if args.quick:
-            runs = run_configs(with_precompute(order), "memory", workdir, cfg, env)
-        else:
-            runs = {name: run_config(name, "memory", workdir, cfg, env) for name in with_precompute(order)}
+        runs = run_configs(with_precompute(order), "memory", workdir, cfg, env, one_process=args.quick)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -876,15 +873,19 @@ def with_precompute(sequence: list[str]) -> list[str]:
     return out
 
 
-def run_config(name: str, tag: str, workdir: str, cfg: dict, env: dict) -> dict:
-    """Run one configuration in a fresh process; return its result."""
-    return run_configs([name], tag, workdir, cfg, env)[name]
+def run_configs(
+    names: list[str], tag: str, workdir: str, cfg: dict, env: dict, one_process: bool = False
+) -> dict[str, dict]:
+    """Run configurations in order, each in a fresh process (the measurements), or with `one_process` all in one
+    fresh process (the smoke run: it saves a process start-up per configuration; each configuration still
+    re-measures its baseline memory and resets the high-water mark first); their results by name."""
+    if not one_process:
+        return {name: _run_in_one_process([name], tag, workdir, cfg, env)[name] for name in names}
+    return _run_in_one_process(names, tag, workdir, cfg, env)
 
 
-def run_configs(names: list[str], tag: str, workdir: str, cfg: dict, env: dict) -> dict[str, dict]:
-    """Run configurations one after another in one fresh process (each re-measures its baseline memory and resets
-    the high-water mark first); return their results by name. Measurements run one configuration a process
-    (`run_config`); the smoke run (--quick) shares one to save the start-up of a process per configuration."""
+def _run_in_one_process(names: list[str], tag: str, workdir: str, cfg: dict, env: dict) -> dict[str, dict]:
+    """Run `names` one after another in one fresh worker process; their results by name."""
     result_paths = [os.path.join(workdir, f"{name}_{tag}.json") for name in names]
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", *names, "--workdir", workdir]
     cmd += ["--result", *result_paths, "--cache-dir", os.path.join(workdir, f"cache_{tag}")]
@@ -984,17 +985,16 @@ def main(argv: list[str] | None = None) -> int:
         memory_cfg = dict(cfg, warmup=1, steps=1)
         memory_runs: dict[str, list[dict]] = {}
         if not args.quick:  # the smoke run measures memory in its (single) timed pass, to stay fast
-            for name in with_precompute(order):
-                result = run_config(name, "memory", workdir, memory_cfg, memory_env)
-                memory_runs.setdefault(name, []).append(result)
+            for name, result in run_configs(with_precompute(order), "memory", workdir, memory_cfg, memory_env).items():
+                memory_runs[name] = [result]
         runs: dict[str, list[dict]] = {}
         for round_index in range(cfg["rounds"]):
             tag = f"round{round_index}"
             sequence = with_precompute(order if round_index % 2 == 0 else order[::-1])
-            if args.quick:  # every configuration in one process (see run_configs)
-                results = run_configs(sequence, tag, workdir, cfg, memory_env)
-            else:
-                results = {name: run_config(name, tag, workdir, cfg, env) for name in sequence}
+            # the smoke run: every configuration in one process, with the memory pass's allocator setting
+            results = run_configs(
+                sequence, tag, workdir, cfg, memory_env if args.quick else env, one_process=args.quick
+            )
             for name, result in results.items():
                 result["round"] = round_index
                 runs.setdefault(name, []).append(result)
