@@ -48,23 +48,13 @@ def test_extraction_strength_by_hand():
     assert np.isnan(es[3])
 
 
-@pytest.fixture(scope="module")
-def tiny_report(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def tiny_report(request, tmp_path_factory):
+    """The tiny run in this process, and with its methods in two spawned worker processes."""
     out = tmp_path_factory.mktemp("tofu_tiny")
-    report = load_run().run(
-        [
-            "--size",
-            "tiny",
-            "--out-dir",
-            str(out),
-            "--cache-dir",
-            str(out / "cache"),
-            "--source",
-            "vendored",
-            "--tune-epochs",
-            "2",
-        ]
-    )
+    argv = ["--size", "tiny", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--source", "vendored"]
+    report = load_run().run([*argv, "--tune-epochs", "2", "--workers", str(request.param)])
+    assert report["workers"] == request.param
     return report, out
 
 
@@ -116,6 +106,33 @@ def test_protocol_invariants(tiny_report):
         met = [t["met_step"] is not None for t in tuning["trajectories"]]
         assert not any(met[:-1]), (method, met)  # no trajectory runs after one met
     assert "### Default vs tuned" in table
+    # Rows in the methods' order (workers finish in any order), every method's tuned row right after it.
+    expected = ["retain (exact retraining)", "full (no unlearning)"]
+    for method in report["methods"]:
+        expected += [method] + ([f"{method} (tuned)"] if rows[method]["tuning"]["chosen"] else [])
+    assert list(rows) == expected
+
+
+@pytest.mark.slow
+def test_mia_intervals_and_gaps(tiny_report):
+    report, _ = tiny_report
+    rows = report["splits"]["forget01"]["rows"]
+    assert rows["retain (exact retraining)"]["metrics"]["mia_auc_gap"] == [0.0, 0.0, 0.0]
+    retain_auc = rows["retain (exact retraining)"]["metrics"]["mia_auc"]
+    for name, row in rows.items():
+        metrics = row["metrics"]
+        low, high = metrics["mia_auc_interval"]
+        assert 0.0 <= low <= high <= 1.0, name
+        gap, gap_low, gap_high = metrics["mia_auc_gap"]
+        assert gap == pytest.approx(metrics["mia_auc"] - retain_auc, abs=1e-12), name
+        assert -1.0 <= gap_low <= gap_high <= 1.0, name
+        assert not any(key.startswith("_") for key in metrics), name  # the private MIA scores stay in memory
+
+
+def test_workers_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        load_run().run(["--size", "tiny", "--workers", "0"])
+    assert "--workers 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

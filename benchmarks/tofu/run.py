@@ -488,9 +488,25 @@ class Evaluator:
         heldout_questions = {r["question"] for r in self.heldout_records}
         self.heldout_eval = [r for r in split.eval_sets["forget"] if r["question"] in heldout_questions]
         self.relearn_examples = build_qa_dataset(self.relearn_records, tokenizer, max_length=size.max_length)
-        self.retain_truth_ratios = None  # the retain model's forget truth ratios (set after evaluating it)
+        # The retain model's values (set after evaluating it): forget truth ratios (on the whole forget set and on
+        # its held-out half), MIA AUC and the MIA scores (forget answers, holdout answers) behind it.
+        self.retain_truth_ratios = None
         self.retain_heldout_ratios = None
         self.retain_auc = None
+        self.retain_members = None
+        self.retain_nonmembers = None
+
+    REFERENCES = ("retain_truth_ratios", "retain_heldout_ratios", "retain_auc", "retain_members", "retain_nonmembers")
+
+    def references(self) -> dict:
+        """The retain model's values that every other model is compared with (numbers only)."""
+        return {name: getattr(self, name) for name in self.REFERENCES}
+
+    def set_retain_reference(self, metrics: dict, scores: dict, heldout_ratios) -> None:
+        self.retain_truth_ratios = scores["forget"].truth_ratios
+        self.retain_heldout_ratios = heldout_ratios
+        self.retain_auc = metrics["mia_auc"]
+        self.retain_members, self.retain_nonmembers = metrics.pop("_mia_scores")
 
     def score(self, model, role: str, records=None, generate: bool = True):
         from hf_unlearn.evaluation.tofu import score_tofu_split
@@ -512,14 +528,23 @@ class Evaluator:
         from hf_unlearn.evaluation.metrics import privleak, roc_auc
         from hf_unlearn.evaluation.scores import score_examples
         from hf_unlearn.evaluation.tofu import tofu_metrics
+        from hf_unlearn.evaluation.uncertainty import bootstrap_auc, interval, percentile_interval
 
         scores = {split.role: self.score(model, split.role) for split in self.splits}
         metrics = tofu_metrics(scores, self.splits, self.retain_truth_ratios)
         holdout = score_examples(model, self.holdout, self.tokenizer.pad_token_id, self.size.eval_batch_size)
-        auc = roc_auc(-scores["forget"].answer_nll, -holdout.example_nll.numpy())
+        members, nonmembers = -scores["forget"].answer_nll, -holdout.example_nll.numpy()
+        auc = roc_auc(members, nonmembers)
         metrics["mia_auc"] = auc
-        if self.retain_auc is not None:
+        metrics["mia_auc_interval"] = list(interval(bootstrap_auc, members, nonmembers))
+        if self.retain_auc is None:
+            metrics["_mia_scores"] = (members, nonmembers)  # for set_retain_reference (not reported)
+        else:
             metrics["privleak"] = privleak(auc, self.retain_auc)
+            if (members.size, nonmembers.size) == (self.retain_members.size, self.retain_nonmembers.size):
+                # Paired bootstrap: the same resampled records (same sizes and seed) under both models.
+                gaps = bootstrap_auc(members, nonmembers) - bootstrap_auc(self.retain_members, self.retain_nonmembers)
+                metrics["mia_auc_gap"] = [auc - self.retain_auc, *percentile_interval(gaps)]
         metrics["extraction_strength"] = extraction_strength(
             model, self.forget_examples, self.tokenizer.pad_token_id, self.size.eval_batch_size
         )
@@ -530,9 +555,10 @@ class Evaluator:
         from hf_unlearn.evaluation.metrics import privleak
         from hf_unlearn.evaluation.tofu import tofu_metrics
 
-        kept = {k: metrics[k] for k in ("mia_auc", "extraction_strength")}
+        kept = {k: metrics[k] for k in ("mia_auc", "mia_auc_interval", "extraction_strength")}
         out = dict(tofu_metrics(scores, self.splits, self.retain_truth_ratios), **kept)
         out["privleak"] = privleak(out["mia_auc"], self.retain_auc)
+        out["mia_auc_gap"] = [0.0, 0.0, 0.0]
         return out
 
     def forget_only(self, model, records=None, reference_ratios=None) -> dict:
@@ -616,6 +642,10 @@ def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16
 TUNE_LR_FACTORS = (1.0, 3.0)
 TUNE_EVAL_STEPS = 2
 TUNE_RETAIN_RECORDS = 20  # retain training QA the criterion's retain NLL is measured on (evenly spread)
+TUNING_CRITERION_TEXT = (
+    "every attack's AUC interval (forget vs unseen QA) contains 0.5, retain NLL within 10% of the start (at least "
+    "+0.05 nats)"
+)
 
 
 @dataclass
@@ -641,17 +671,19 @@ def tuning_splits(split: SplitData, tokenizer, size: Size) -> dict:
     return {"forget": build(split.forget_train), "approximate": build(split.unseen), "retain": build(retain)}
 
 
-def trajectory_callbacks(splits: dict, learning_rate: float, stop: bool, epochs: float | None = None):
-    """(monitor, recorder): the product's evaluation callback (attacks with intervals; with `stop`, the tuner's
-    stopping rule) and a callback that follows it, recording each evaluation's status under the tuning criterion
-    and keeping a CPU copy of the weights at the first that met it."""
+def trajectory_callbacks(
+    splits: dict, learning_rate: float, stop: bool, epochs: float | None = None, starts: dict | None = None
+):
+    """(monitor, recorder, trajectory): the tuner's evaluation callback (attacks with intervals; with `stop`, the
+    tuner's stopping rule; the start evaluation shared through `starts` between trajectories from the same weights)
+    and a callback that follows it, recording each evaluation's status under the tuning criterion and keeping a CPU
+    copy of the weights at the first that met it."""
     from transformers import TrainerCallback
 
-    from hf_unlearn.callbacks import UnlearningEvalCallback
-    from hf_unlearn.tuning import MET, TuningCriterion, strongest
+    from hf_unlearn.tuning import MET, SharedStartEvalCallback, TuningCriterion, strongest
 
     criterion = TuningCriterion()
-    monitor = UnlearningEvalCallback(
+    monitor = SharedStartEvalCallback(
         splits,
         eval_steps=TUNE_EVAL_STEPS,
         criteria=criterion.stopping_criteria() if stop else None,
@@ -659,6 +691,7 @@ def trajectory_callbacks(splits: dict, learning_rate: float, stop: bool, epochs:
         attacks="all",
         n_resamples=1000,
         seed=0,
+        starts={} if starts is None else starts,
     )
     trajectory = Trajectory(learning_rate, [], epochs)
 
@@ -819,6 +852,8 @@ def markdown(report: dict) -> str:
         f"Command `{report['command']}`; {report['date']}; wall time {report['wall_s']:.0f} s "
         f"({report['wall_s'] / 60:.1f} min); machine: {report['machine']['platform']}, {report['machine']['cpu_count']}"
         f" cores, device {report['machine']['device']}{' ' + report['machine']['gpu'] if report['machine']['gpu'] else ''}"
+        f", {report.get('workers', 1)} process(es) of {report.get('method_threads') or report['machine']['torch_threads']}"
+        " torch thread(s) for the methods"
         f", torch {report['machine']['torch']}, transformers {report['machine']['transformers']}; load average at "
         f"start {', '.join(f'{x:.1f}' for x in report['machine']['load_average_start'])} (shared machine: wall times "
         f"are not benchmarks). Model: {report['model']}. Data: {report['data_source']}.",
@@ -874,7 +909,7 @@ def markdown(report: dict) -> str:
                     fmt(m["forget"]["truth_ratio"]),
                     fmt(m["forget"]["probability"]),
                     fmt(m["forget"].get("rouge_l")),
-                    fmt(m.get("mia_auc")),
+                    with_interval(m.get("mia_auc"), m.get("mia_auc_interval")),
                     fmt(m.get("privleak")),
                     fmt(m.get("extraction_strength")),
                     fmt(quant.get("8bit", {}).get("forget_quality")),
@@ -921,26 +956,49 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def with_interval(value, bounds) -> str:
+    """ "0.812 [0.75, 0.87]": a value and its 95% bootstrap interval (the value alone without one)."""
+    if value is None:
+        return "-"
+    if not bounds or any(b is None for b in bounds):
+        return fmt(value)
+    return f"{fmt(value)} [{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
+def search_end(tuning: dict) -> str:
+    """Why a search chose nothing: how its furthest trajectory (the highest forget NLL) ended, against the unseen
+    QA's NLL at the start."""
+    ends = [(t["learning_rate"], t["points"][-1], t["points"][0]) for t in tuning["trajectories"] if t["points"]]
+    if not ends:
+        return "no evaluation"
+    rate, last, first = max(ends, key=lambda end: end[1]["nll"]["forget"])
+    return (
+        f"lr {rate:g} {last['status']} at step {last['step']}: forget NLL {last['nll']['forget']:.2f} of unseen "
+        f"{first['nll']['approximate']:.2f}, retain NLL {last['nll']['retain']:.3f}"
+    )
+
+
 def tuning_section(rows: dict, tune_epochs: float | None = None, holdout: str = "holdout01") -> list[str]:
-    """Default vs tuned per method: the tuner's choice (or that none met its criterion) and the distance to the
-    retain model (forget quality; |MIA AUC - the retain model's|) before and after tuning."""
+    """Default vs tuned per method: the tuner's choice (or how its search ended) and the distance to the retain
+    model (forget quality; MIA AUC - the retain model's, with its paired 95% bootstrap interval) before and after."""
     methods = [name for name, row in rows.items() if "tuning" in row]
     if not methods:
         return []
-    retain_auc = rows.get("retain (exact retraining)", {}).get("metrics", {}).get("mia_auc")
 
     def gap(row):
-        auc = (row or {}).get("metrics", {}).get("mia_auc")
-        return None if auc is None or retain_auc is None else abs(auc - retain_auc)
+        value = (row or {}).get("metrics", {}).get("mia_auc_gap")
+        return "-" if not value else with_interval(value[0], value[1:])
 
     out = []
     for name in methods:
         tuned = rows.get(f"{name} (tuned)")
-        chosen = rows[name]["tuning"].get("chosen")
-        setting = "none met the criterion"
+        tuning = rows[name]["tuning"]
+        chosen = tuning.get("chosen")
         if chosen:
             schedule = f" of a {chosen['epochs']:g}-epoch schedule" if chosen.get("epochs") else ""
             setting = f"lr {chosen['learning_rate']:g}, {chosen['steps']} steps{schedule}"
+        else:
+            setting = "none met; furthest: " + search_end(tuning)
         out.append(
             [
                 name,
@@ -948,25 +1006,27 @@ def tuning_section(rows: dict, tune_epochs: float | None = None, holdout: str = 
                 fmt(tuned["metrics"].get("forget_quality")) if tuned else "-",
                 fmt(rows[name]["metrics"].get("model_utility")),
                 fmt(tuned["metrics"].get("model_utility")) if tuned else "-",
-                fmt(gap(rows[name])),
-                fmt(gap(tuned)) if tuned else "-",
+                gap(rows[name]),
+                gap(tuned) if tuned else "-",
                 setting,
-                fmt(rows[name]["tuning"].get("search_wall_s"), 0),
+                fmt(tuning.get("search_wall_s"), 0),
             ]
         )
-    header = ["method", "FQ default", "FQ tuned", "MU default", "MU tuned", "|dAUC| default", "|dAUC| tuned"]
+    header = ["method", "FQ default", "FQ tuned", "MU default", "MU tuned", "dAUC default", "dAUC tuned"]
     return [
         "### Default vs tuned",
         "",
-        "Tuned: the criterion of `hf-unlearn tune` (every membership attack's AUC interval, forget QA vs unseen QA, "
-        "contains 0.5; retain NLL within 10% of the start) over learning rates "
+        f"Tuned: the criterion of `hf-unlearn tune` ({TUNING_CRITERION_TEXT}) over learning rates "
         + " and ".join(f"{f:g}x" for f in TUNE_LR_FACTORS)
         + " the default's"
         + (f", each with a {tune_epochs:g}-epoch schedule after the default row's" if tune_epochs else "")
         + f", evaluated every {TUNE_EVAL_STEPS} steps; the cheapest setting that meets it (a further setting is "
-        "tried only while none met it). It reads "
-        f"forget, unseen (the second half of {holdout}) and retain QA only; the retain model only scores. |dAUC| = "
-        f"|MIA AUC - the retain model's MIA AUC| (LOSS attack, forget vs the first half of {holdout}).",
+        "tried only while none met it; a trajectory ends at its first evaluation that meets the criterion, "
+        "over-unlearns or leaves the retain limit). It reads "
+        f"forget, unseen (the second half of {holdout}) and retain training QA only; the retain model only scores. "
+        f"dAUC = MIA AUC - the retain model's MIA AUC (LOSS attack, forget vs the first half of {holdout}), with "
+        "a paired 95% bootstrap interval (the same resampled records under both models). When none met, the "
+        "furthest trajectory (highest forget NLL) says where its search ended.",
         "",
         harness.markdown_table(header + ["tuned setting", "search s"], out),
         "",
@@ -1009,7 +1069,8 @@ def plot(report: dict, path: str) -> None:
 # ============================================================================ main
 
 
-def run(argv=None) -> dict:
+def run(argv=None, quiet_workers: bool = False) -> dict:
+    """The benchmark (see the module docstring); `quiet_workers`: worker processes call `quiet_libraries()`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
     parser.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
@@ -1020,6 +1081,13 @@ def run(argv=None) -> dict:
     parser.add_argument("--cache-dir", default=None, help="fine-tuned models (default: ~/.cache/hf_unlearn/tofu)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the methods in this many processes (each of --threads torch threads, default 1); on N cores, "
+        "N workers of 1 thread each",
+    )
     parser.add_argument("--no-attacks", action="store_true")
     parser.add_argument(
         "--tune-epochs",
@@ -1047,7 +1115,9 @@ def run(argv=None) -> dict:
         help="with --render: a Markdown paragraph comparing the results with open-unlearning's",
     )
     args = parser.parse_args(argv)
-    args.report_skipped = []
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: pass 1 or more processes (e.g. --workers 2 on 2 cores).")
+    args.report_skipped, args.quiet_workers = [], quiet_workers
     if args.render:
         return render(args.render, args.comparison)
     import torch
@@ -1066,6 +1136,7 @@ def run(argv=None) -> dict:
     else:
         source = VENDORED
     data = TofuData(source)
+    args.data_source_path, args.started = source, start
     data_source = (
         "Hub " + HUB_ID
         if source == HUB_ID
@@ -1094,6 +1165,8 @@ def run(argv=None) -> dict:
         "seed": args.seed,
         "methods": methods,
         "tune_epochs": args.tune_epochs,
+        "workers": args.workers,
+        "method_threads": None if args.workers == 1 else args.threads or 1,
         "open_unlearning_forget10": {
             k: {"forget_quality": v[0], "model_utility": v[1]} for k, v in OPEN_UNLEARNING_FORGET10.items()
         },
@@ -1153,6 +1226,202 @@ def render(json_path: str, comparison: str | None = None) -> dict:
     return report
 
 
+# ============================================================================ one method
+
+
+@dataclass
+class MethodContext:
+    """What every method's runs share in one process: the split, its evaluator (with the retain model's reference
+    values set), the pristine full model, a frozen copy of it as the trainers' reference model, a model that holds a
+    tuned trajectory's weights while they are evaluated, the tuning criterion's splits and the monitors' start
+    evaluations (the full model's, computed once and shared by every trajectory)."""
+
+    size: Size
+    split: SplitData
+    evaluator: Evaluator
+    full_model: Any
+    reference: Any
+    work: Any
+    tuning_splits: dict
+    starts: dict
+    seed: int
+    tune_epochs: float | None
+    scratch: str
+    log: Any
+
+    @classmethod
+    def build(cls, size, split, evaluator, full_model, seed, tune_epochs, scratch, log) -> MethodContext:
+        tokenizer = evaluator.tokenizer
+        return cls(
+            size,
+            split,
+            evaluator,
+            full_model,
+            copy.deepcopy(full_model),  # frozen by the trainers; full_model stays the pristine start
+            copy.deepcopy(full_model),
+            tuning_splits(split, tokenizer, size),
+            {},
+            seed,
+            tune_epochs,
+            scratch,
+            log,
+        )
+
+
+def run_method(method: str, ctx: MethodContext) -> list[tuple[str, dict, tuple, str]]:
+    """The default row of `method` and, when the tuning grid meets the criterion, its tuned row: a list of
+    (row name, row, the attacks' "before" values, the file its unlearned weights are saved to)."""
+    import torch
+
+    size, split, evaluator, tokenizer = ctx.size, ctx.split, ctx.evaluator, ctx.evaluator.tokenizer
+    default_lr = size.unlearn.learning_rate
+    monitor, recorder, default_path = trajectory_callbacks(ctx.tuning_splits, default_lr, False, starts=ctx.starts)
+    model, info = unlearn(
+        method, ctx.full_model, ctx.reference, tokenizer, split, size, ctx.seed, callbacks=(monitor, recorder)
+    )
+    metrics, scores = evaluator.full(model)
+    path = os.path.join(ctx.scratch, f"{method}.pt")
+    torch.save(model.state_dict(), path)
+    produced = [
+        (method, {"metrics": metrics, "train": info}, evaluator.forget_from_scores(metrics, scores["forget"]), path)
+    ]
+    ctx.log(
+        f"{method}: {info['optimizer_steps']} steps, FQ {fmt(metrics.get('forget_quality'))} "
+        f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}"
+    )
+    del model
+    trajectories = [default_path]
+    tune_s = info["wall_s"]
+    # The grid in order of cost, each point only while none met: the default row's own trajectory, then the higher
+    # rates at the default schedule, or every rate at a schedule of --tune-epochs.
+    grid = [(f, ctx.tune_epochs) for f in TUNE_LR_FACTORS] if ctx.tune_epochs else tuning_grid()
+    for factor, epochs in grid:
+        if any(t.met_step is not None for t in trajectories):
+            break
+        monitor, recorder, trajectory = trajectory_callbacks(
+            ctx.tuning_splits, default_lr * factor, True, epochs=epochs, starts=ctx.starts
+        )
+        other, other_info = unlearn(
+            method,
+            ctx.full_model,
+            ctx.reference,
+            tokenizer,
+            split,
+            size,
+            ctx.seed,
+            learning_rate=default_lr * factor,
+            callbacks=(monitor, recorder),
+            epochs=epochs,
+        )
+        del other
+        tune_s += other_info["wall_s"]
+        trajectories.append(trajectory)
+    chosen = select_tuned(trajectories)
+    produced[0][1]["tuning"] = {
+        "criterion": TUNING_CRITERION_TEXT,
+        "trajectories": [
+            {"learning_rate": t.learning_rate, "epochs": t.epochs, "met_step": t.met_step, "points": t.points}
+            for t in trajectories
+        ],
+        "chosen": None
+        if chosen is None
+        else {"learning_rate": chosen.learning_rate, "epochs": chosen.epochs, "steps": chosen.met_step},
+        "search_wall_s": tune_s,
+    }
+    if chosen is not None:
+        name = f"{method} (tuned)"
+        ctx.work.load_state_dict(chosen.met_state)
+        ctx.work.eval()
+        metrics, scores = evaluator.full(ctx.work)
+        path = os.path.join(ctx.scratch, f"{method}-tuned.pt")
+        torch.save(chosen.met_state, path)
+        train = {"optimizer_steps": chosen.met_step, "learning_rate": chosen.learning_rate, "wall_s": tune_s}
+        row = {"metrics": metrics, "train": train, "tuned_from": method}
+        produced.append((name, row, evaluator.forget_from_scores(metrics, scores["forget"]), path))
+        ctx.log(
+            f"{name}: lr {chosen.learning_rate:g}, {chosen.met_step} steps, FQ {fmt(metrics.get('forget_quality'))} "
+            f"MU {fmt(metrics.get('model_utility'))}"
+        )
+    else:
+        ctx.log(f"{method}: no setting of the grid met the tuning criterion")
+    for t in trajectories:
+        t.met_state = None
+    return [(name, _clean(row), before, path) for name, row, before, path in produced]
+
+
+# Methods in worker processes (--workers N): each worker loads the full model once from the scratch folder, rebuilds
+# the split from the same data and seed, takes the retain model's reference values from the parent, and runs whole
+# methods (`run_method`) as they come; the parent collects the rows and runs the attacks afterwards.
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(spec: dict) -> None:
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(spec["threads"])
+    if spec["quiet"]:
+        quiet_libraries()
+    size = SIZES[spec["size"]]
+    split = split_data(TofuData(spec["source"]), size, spec["forget_split"], spec["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+    model.eval()
+    evaluator = Evaluator(split, tokenizer, size)
+    for name, value in spec["references"].items():
+        setattr(evaluator, name, np.asarray(value) if isinstance(value, list) else value)
+    started = spec["started"]
+    log = lambda message: print(f"[{time.time() - started:7.1f} s] {message}", flush=True)  # noqa: E731
+    _WORKER["context"] = MethodContext.build(
+        size, split, evaluator, model, spec["seed"], spec["tune_epochs"], spec["scratch"], log
+    )
+
+
+def _worker_method(method: str) -> list:
+    return run_method(method, _WORKER["context"])
+
+
+def run_methods_in_workers(args, size, split, evaluator, full_model, methods, scratch, collect, log) -> None:
+    """`run_method` for every method in `args.workers` spawned processes of `args.threads` torch threads each;
+    `collect(method, rows)` as each method finishes."""
+    import importlib
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    model_dir = os.path.join(scratch, "full")
+    full_model.save_pretrained(model_dir)
+    evaluator.tokenizer.save_pretrained(model_dir)
+    spec = {
+        "threads": args.threads or 1,
+        "quiet": args.quiet_workers,
+        "size": size.name,
+        "source": args.data_source_path,
+        "forget_split": split.forget_split,
+        "seed": args.seed,
+        "tune_epochs": args.tune_epochs,
+        "scratch": scratch,
+        "model_dir": model_dir,
+        "started": time.time() - (time.perf_counter() - args.started),
+        "references": {
+            name: value.tolist() if hasattr(value, "tolist") else value
+            for name, value in evaluator.references().items()
+        },
+    }
+    # By module name, so that a spawned worker imports the functions whether this file runs as a script or not.
+    module = importlib.import_module("benchmarks.tofu.run")
+    with ProcessPoolExecutor(
+        args.workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=module._start_worker,
+        initargs=(spec,),
+    ) as pool:
+        futures = {pool.submit(module._worker_method, method): method for method in methods}
+        for future in as_completed(futures):
+            collect(futures[future], future.result())
+    log(f"{len(methods)} methods in {args.workers} workers: done")
+
+
 ATTACK_PASSES = ("4bit", "relearning", "8bit")  # in this order: the most telling first
 
 
@@ -1179,11 +1448,8 @@ def run_split(
     import torch
 
     retain_metrics, retain_scores = evaluator.full(retain_model)
-    evaluator.retain_truth_ratios = retain_scores["forget"].truth_ratios
-    evaluator.retain_heldout_ratios = evaluator.score(
-        retain_model, "forget", evaluator.heldout_eval, generate=False
-    ).truth_ratios
-    evaluator.retain_auc = retain_metrics["mia_auc"]
+    heldout = evaluator.score(retain_model, "forget", evaluator.heldout_eval, generate=False)
+    evaluator.set_retain_reference(retain_metrics, retain_scores, heldout.truth_ratios)
     retain_metrics = evaluator.with_retain_reference(retain_metrics, retain_scores)  # FQ vs itself, PrivLeak
     retain_name, full_name = "retain (exact retraining)", "full (no unlearning)"
     rows[retain_name] = _clean({"metrics": retain_metrics, "train": retain_info})
@@ -1197,92 +1463,27 @@ def run_split(
     paths = {retain_name: os.path.join(scratch, "retain.pt"), full_name: None}
     torch.save(retain_model.state_dict(), paths[retain_name])
     del retain_model
-    reference = copy.deepcopy(full_model)  # frozen by the trainers; full_model stays the pristine start
-    tokenizer = tokenizer_of(evaluator)
-    splits = tuning_splits(split, tokenizer, size)
-    work = copy.deepcopy(full_model)  # holds a tuned trajectory's weights while they are evaluated
-    for method in methods:
-        default_lr = size.unlearn.learning_rate
-        monitor, recorder, default_path = trajectory_callbacks(splits, default_lr, stop=False)
-        model, info = unlearn(
-            method, full_model, reference, tokenizer, split, size, args.seed, callbacks=(monitor, recorder)
-        )
-        metrics, scores = evaluator.full(model)
-        befores[method] = evaluator.forget_from_scores(metrics, scores["forget"])
-        rows[method] = _clean({"metrics": metrics, "train": info})
-        paths[method] = os.path.join(scratch, f"{method}.pt")
-        torch.save(model.state_dict(), paths[method])
-        log(
-            f"{method}: {info['optimizer_steps']} steps, FQ {fmt(metrics.get('forget_quality'))} "
-            f"MU {fmt(metrics.get('model_utility'))} forget Prob {fmt(metrics['forget']['probability'])}"
-        )
-        del model
-        trajectories = [default_path]
-        tune_s = info["wall_s"]
-        # The grid in order of cost, each point only while none met: the default row's own trajectory, then the
-        # higher rates at the default schedule, or every rate at a schedule of --tune-epochs.
-        grid = [(f, args.tune_epochs) for f in TUNE_LR_FACTORS] if args.tune_epochs else tuning_grid()
-        for factor, epochs in grid:
-            if any(t.met_step is not None for t in trajectories):
-                break
-            monitor, recorder, path = trajectory_callbacks(splits, default_lr * factor, stop=True, epochs=epochs)
-            other, other_info = unlearn(
-                method,
-                full_model,
-                reference,
-                tokenizer,
-                split,
-                size,
-                args.seed,
-                learning_rate=default_lr * factor,
-                callbacks=(monitor, recorder),
-                epochs=epochs,
-            )
-            del other
-            tune_s += other_info["wall_s"]
-            trajectories.append(path)
-        chosen = select_tuned(trajectories)
-        tuning = {
-            "criterion": "every attack's AUC interval (forget vs unseen QA) contains 0.5, retain NLL within 10%",
-            "trajectories": [
-                {"learning_rate": t.learning_rate, "epochs": t.epochs, "met_step": t.met_step, "points": t.points}
-                for t in trajectories
-            ],
-            "chosen": None
-            if chosen is None
-            else {"learning_rate": chosen.learning_rate, "epochs": chosen.epochs, "steps": chosen.met_step},
-            "search_wall_s": tune_s,
-        }
-        rows[method]["tuning"] = _clean(tuning)
-        if chosen is not None:
-            name = f"{method} (tuned)"
-            work.load_state_dict(chosen.met_state)
-            work.eval()
-            metrics, scores = evaluator.full(work)
-            befores[name] = evaluator.forget_from_scores(metrics, scores["forget"])
-            rows[name] = _clean(
-                {
-                    "metrics": metrics,
-                    "train": {
-                        "optimizer_steps": chosen.met_step,
-                        "learning_rate": chosen.learning_rate,
-                        "wall_s": tune_s,
-                    },
-                    "tuned_from": method,
-                }
-            )
-            paths[name] = os.path.join(scratch, f"{method}-tuned.pt")
-            torch.save(chosen.met_state, paths[name])
-            log(
-                f"{name}: lr {chosen.learning_rate:g}, {chosen.met_step} steps, FQ {fmt(metrics.get('forget_quality'))} "
-                f"MU {fmt(metrics.get('model_utility'))}"
-            )
-        else:
-            log(f"{method}: no setting of the grid met the tuning criterion")
-        for t in trajectories:
-            t.met_state = None
+    work = copy.deepcopy(full_model)  # holds an unlearned model's weights while it is evaluated or attacked
+    results: dict[str, list] = {}
+
+    def collect(method: str, produced: list) -> None:
+        results[method] = produced
+        for name, row, before, path in produced:
+            befores[name], paths[name] = before, path
+        for name in [n for n in rows if n not in (retain_name, full_name)]:
+            del rows[name]
+        for done in [m for m in methods if m in results]:  # the table keeps the methods' order
+            for name, row, _, _ in results[done]:
+                rows[name] = row
         save()
-    del reference
+
+    if args.workers == 1:
+        context = MethodContext.build(size, split, evaluator, full_model, args.seed, args.tune_epochs, scratch, log)
+        for method in methods:
+            collect(method, run_method(method, context))
+        del context
+    else:
+        run_methods_in_workers(args, size, split, evaluator, full_model, methods, scratch, collect, log)
     if args.no_attacks:
         return
     from hf_unlearn.evaluation.attacks import quantization_attack, relearning_attack
@@ -1365,4 +1566,4 @@ def quiet_libraries() -> None:
 
 if __name__ == "__main__":
     quiet_libraries()
-    run()
+    run(quiet_workers=True)
