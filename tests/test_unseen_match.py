@@ -17,7 +17,13 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearningConfig, get_method
-from hf_unlearn.objectives.unseen_match import TARGET, quantile_levels, unseen_match_sum
+from hf_unlearn.objectives.unseen_match import (
+    TAIL_TARGET,
+    TARGET,
+    quantile_levels,
+    tail_nll_sum,
+    unseen_match_sum,
+)
 from tests._support import BigramLM, W, example
 from tests.conftest import unlearning_args
 
@@ -69,18 +75,33 @@ def test_unseen_match_gradient_is_scaled_ascent():
         assert nll.grad.item() == pytest.approx(slope / 2)  # dm / dnll = 1 / |s| = 1/2
 
 
+def test_tail_nll_sum_golden():
+    """K = 0.5. Row 0: 4 targets [0.5, 3, 1, 2] (+ padding) -> floor(2) = 2 least likely tokens, 3 + 2 = 5. Row 1:
+    2 targets [1, 4] -> 1 token, 4. Row 2: no targets -> sum 0 (count clamped to 1, masked by the loss). K = 0.34
+    on 3 targets: floor(1.02) = 1. The gradient reaches exactly the selected tokens, with slope 1."""
+    nll = torch.tensor([[0.5, 3.0, 1.0, 2.0, 9.0], [1.0, 4.0, 9.0, 9.0, 9.0], [9.0] * 5], requires_grad=True)
+    valid = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [0] * 5], dtype=torch.bool)
+    total, size = tail_nll_sum(nll, valid, 0.5)
+    assert total.tolist() == [5.0, 4.0, 0.0] and size.tolist() == [2, 1, 1]
+    total.sum().backward()
+    expected = [[0, 1, 0, 1, 0], [0, 1, 0, 0, 0], [0] * 5]
+    assert nll.grad.tolist() == [[float(v) for v in row] for row in expected]
+    total, size = tail_nll_sum(torch.tensor([[3.0, 1.0, 2.0]]), torch.ones(1, 3, dtype=torch.bool), 0.34)
+    assert total.tolist() == [3.0] and size.tolist() == [1]
+
+
 # ------------------------------------------------------------------ through the trainer
 
 
-def trainer_loss(tmp_path, unseen=None, with_retain=True, **config):
-    cls = get_method("unseen_match")
+def trainer_loss(tmp_path, unseen=None, with_retain=True, method="unseen_match", **config):
+    cls = get_method(method)
     kwargs = {"retain_dataset": [example([1, 1, 0])]} if with_retain else {}
     if unseen is not None:
         kwargs["unseen_dataset"] = [example(tokens) for tokens in unseen]
     model = BigramLM(W)
     trainer = cls(
         model=model,
-        args=unlearning_args("unseen_match", tmp_path, **config),
+        args=unlearning_args(method, tmp_path, **config),
         train_dataset=[example([0, 1, 2])],
         ref_model=BigramLM(W),
         **kwargs,
@@ -216,3 +237,34 @@ def test_forget_nll_settles_at_the_target_instead_of_passing_it(trained_model_di
         ends[method] = mean_nll(model, forget_data)
     assert abs(ends["unseen_match"] - target) < 0.25, (start, target, ends)
     assert ends["ga"] - target > 0.25, (start, target, ends)
+
+
+def test_golden_tail_target(tmp_path):
+    """unseen_match_tail_k = 0.5 (and the method unseen_match_tail, K = 0.1: floor(0.2) -> at least 1 token, the
+    same tails here). Tails: f = [0, 1, 2] has 2 targets (ln 4, ln 4) -> 1 token, t_f = ln 4; unseen u1 -> ln 3,
+    u2 (ln 4, ln 3) -> ln 4. N = 1 against M = 2 tail levels: p = 1/2, kappa = (ln 3 + ln 4) / 2 = 1.242453.
+    Tail gap t_f - kappa = 0.5 ln(4/3) = 0.143841, tail term 0.5 * 0.143841^2 = 0.010345; with the mean term of
+    test_golden_quantile_target_from_unseen_data (0.023277) and the retain NLL: loss = 1.073343. Tail weight 2
+    doubles the tail term: 1.083688."""
+    mean_term = 0.5 * (0.75 * math.log(4 / 3)) ** 2
+    tail_term = 0.5 * (0.5 * math.log(4 / 3)) ** 2
+    unseen = [[2, 0], [1, 2, 0]]
+    for index, (method, config) in enumerate(
+        [("unseen_match", {"unseen_match_tail_k": 0.5}), ("unseen_match_tail", {})]
+    ):
+        loss, trainer = trainer_loss(tmp_path / str(index), unseen=unseen, method=method, **config)
+        assert trainer.forget_dataset[0][TAIL_TARGET] == pytest.approx((LN3 + LN4) / 2, rel=1e-6)
+        assert loss == pytest.approx(mean_term + tail_term + RETAIN_NLL, rel=1e-6), method
+    loss, _ = trainer_loss(tmp_path / "w2", unseen=unseen, unseen_match_tail_k=0.5, unseen_match_tail_weight=2.0)
+    assert loss == pytest.approx(mean_term + 2 * tail_term + RETAIN_NLL, rel=1e-6)
+
+
+def test_tail_settings_errors_name_the_fix(tmp_path):
+    for config, message in (
+        ({"unseen_match_tail_k": 0.0}, "unseen_match_tail_k=0.0 must be a share"),
+        ({"unseen_match_tail_k": 1.5}, "unseen_match_tail_k=1.5 must be a share"),
+        ({"unseen_match_tail_weight": -1.0}, "unseen_match_tail_weight=-1.0 must be a finite weight"),
+        ({"unseen_match_tail_k": 0.1, "unseen_match_target_nll": 2.0}, "unset one of them"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            trainer_loss(tmp_path, unseen=[[2, 0]], **config)

@@ -19,6 +19,7 @@ from .undial import UndialConfig, UndialTrainer  # isort: skip
 from .wga import WGAConfig, WGATrainer  # isort: skip
 from .satimp import SatImpConfig, SatImpTrainer  # isort: skip
 from .unseen_match import UnseenMatchConfig, UnseenMatchTrainer  # isort: skip
+from .unseen_match_tail import UnseenMatchTailConfig, UnseenMatchTailTrainer  # isort: skip
 
 __all__ = [
     "AdversarialConfig",
@@ -46,6 +47,8 @@ __all__ = [
     "UndialConfig",
     "UndialTrainer",
     "UnseenMatchConfig",
+    "UnseenMatchTailConfig",
+    "UnseenMatchTailTrainer",
     "UnseenMatchTrainer",
     "WGAConfig",
     "WGATrainer",

@@ -32,6 +32,21 @@ Where the targets come from (computed once before training, `prepare`; the origi
 
 Example (the golden test): r = [1, 2, 3, 4] (M = 4, placed at 1/8, 3/8, 5/8, 7/8) and two forget examples with
 o = [0.9, 0.2]: ranks [1, 0], p = [3/4, 1/4], tau = [Q(3/4), Q(1/4)] = [3.5, 1.5].
+
+The tail target (`unseen_match_tail_k` = K, off by default). Matching the mean NLL leaves the least likely tokens
+free: an example can reach its mean level with its rare tokens still far more likely than on unseen data, which
+is what Min-K% attacks read (the mean of the K share of an example's least likely tokens). With K set, every
+example also gets a target for that tail,
+
+    t_s     = mean of the k_s largest token NLLs of s,  k_s = max(1, floor(K |s|))   (-t_s = Min-K% Prob score)
+    loss_s  = 1/2 (m_s - tau_s)^2 + w/2 (t_s - kappa_s)^2                           (w = `unseen_match_tail_weight`)
+
+(one-sided: relu on each gap), where kappa_s comes from the original model's tail levels on the reference data as
+tau_s comes from its mean levels: the reference tail quantile of the example's rank by its own original tail
+level (or, with `unseen_match_quantiles=False`, the reference tail levels' mean over examples). The gradient of
+the tail term, (t_s - kappa_s) / k_s on each of the k_s selected tokens' NLL, reaches only those tokens (a
+subgradient where token NLLs tie at the cut): the push on the tail fades as the tail reaches the unseen level,
+independently of the mean. With both terms at 0 the example is at its unseen level by LOSS and by Min-K% at K.
 """
 
 from __future__ import annotations
@@ -42,10 +57,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import as_hf_dataset, tokenize_if_raw
-from ..losses import count_targets, sequence_nll
+from ..losses import count_targets, token_nll
 from .base import LossTerm, Objective, register_objective
 from .frozen import precompute_with_original
-from .npo import sequence_logp
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +78,12 @@ class UnseenMatchParams:
             token-weighted mean NLL.
         unseen_match_two_sided (`bool`, *optional*, defaults to `True`):
             Pull an example that went past its target back to it; `False`: only stop pushing there.
+        unseen_match_tail_k (`float` or `None`, *optional*, defaults to `None`):
+            Also match each example's tail, the mean NLL of its `floor(K x length)` (at least 1) least likely
+            tokens, to the unseen data's tail levels (K in (0, 1], e.g. 0.1, what Min-K% 10% reads). `None`: the
+            mean NLL only. Needs reference data (not `unseen_match_target_nll`).
+        unseen_match_tail_weight (`float`, *optional*, defaults to `1.0`):
+            Weight w of the tail term relative to the mean term.
     """
 
     unseen_match_target_nll: float | None = field(
@@ -76,6 +96,14 @@ class UnseenMatchParams:
         default=True, metadata={"help": "Pull examples that went past their target back (False: only stop pushing)."}
     )
 
+    unseen_match_tail_k: float | None = field(
+        default=None,
+        metadata={"help": "Also match the mean NLL of each example's K least likely tokens (e.g. 0.1; None: off)."},
+    )
+    unseen_match_tail_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the tail term relative to the mean term."}
+    )
+
     def __post_init__(self):
         target = self.unseen_match_target_nll
         if target is not None and not (0.0 < float(target) < float("inf")):
@@ -83,11 +111,32 @@ class UnseenMatchParams:
                 f"unseen_match_target_nll={target} must be a positive finite mean NLL (nats per token), or None to "
                 "take the targets from the unseen data."
             )
+        tail = self.unseen_match_tail_k
+        if tail is not None and not (0.0 < float(tail) <= 1.0):
+            raise ValueError(
+                f"unseen_match_tail_k={tail} must be a share of each example's tokens in (0, 1] (e.g. 0.1), or None "
+                "to match the mean NLL only."
+            )
+        weight = self.unseen_match_tail_weight
+        if not (0.0 <= float(weight) < float("inf")):
+            raise ValueError(f"unseen_match_tail_weight={weight} must be a finite weight >= 0 (e.g. 1.0).")
+        if tail is not None and target is not None:
+            raise ValueError(
+                f"unseen_match_tail_k={tail} takes its tail targets from reference data, but "
+                f"unseen_match_target_nll={target} fixes the mean target without any: unset one of them."
+            )
 
 
 TARGET = "unseen_match_target"
+TAIL_TARGET = "unseen_match_tail_target"
 # Config fields this objective reads (`hf_unlearn.methods.unseen_match.UnseenMatchConfig` declares them).
-FIELDS = ("unseen_match_target_nll", "unseen_match_quantiles", "unseen_match_two_sided")
+FIELDS = (
+    "unseen_match_target_nll",
+    "unseen_match_quantiles",
+    "unseen_match_two_sided",
+    "unseen_match_tail_k",
+    "unseen_match_tail_weight",
+)
 
 
 def quantile_levels(forget_levels: torch.Tensor, reference_levels: torch.Tensor) -> torch.Tensor:
@@ -117,17 +166,34 @@ def unseen_match_sum(nll: torch.Tensor, counts: torch.Tensor, targets: torch.Ten
     return torch.where(rows, per_row, torch.zeros_like(per_row)).sum()
 
 
-def mean_nll_levels(setup, dataset, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def tail_counts(counts: torch.Tensor, k: float) -> torch.Tensor:
+    """Tokens each row's tail averages: floor(k x count), at least 1 (Min-K%'s count; 1e-9 absorbs float error)."""
+    return torch.floor(k * counts.double() + 1e-9).long().clamp(min=1)
+
+
+def tail_nll_sum(nll: torch.Tensor, valid: torch.Tensor, k: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the sum of its `tail_counts` largest token NLLs (its least likely tokens) and that count: `[batch]`
+    each from `[batch, seq]` token NLLs and their target mask (a row without targets: sum 0)."""
+    counts = valid.sum(dim=1)
+    size = tail_counts(counts, k)
+    ordered = nll.masked_fill(~valid, float("-inf")).sort(dim=1, descending=True).values
+    taken = (torch.arange(nll.shape[1], device=nll.device)[None, :] < size[:, None]) & torch.isfinite(ordered)
+    total = torch.where(taken, ordered, torch.zeros_like(ordered)).sum(dim=1)
+    return torch.where(counts > 0, total, torch.zeros_like(total)), size
+
+
+def mean_nll_levels(setup, dataset, kind: str, tail_k: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The original model's per-example NLL sums (computed once, `objectives.frozen`) and target counts on
-    `dataset`, `[N]` each."""
-    sums = precompute_with_original(
-        setup,
-        dataset,
-        kind,
-        lambda output, batch: sequence_nll(
+    `dataset`, `[N]` each; with `tail_k`, the sums and counts of each example's tail (`tail_nll_sum`) instead."""
+
+    def per_batch(output, batch):
+        nll, valid = token_nll(
             output.token_logits, batch["labels"], batch["attention_mask"], setup.unlearning_args.loss_chunk_size
-        )[0],
-        per_token=False,
+        )
+        return nll.sum(dim=1) if tail_k is None else tail_nll_sum(nll, valid, tail_k)[0]
+
+    sums = precompute_with_original(
+        setup, dataset, kind if tail_k is None else f"{kind}_tail_{tail_k!r}", per_batch, per_token=False
     )
     counts = []
     for example in dataset:
@@ -135,7 +201,10 @@ def mean_nll_levels(setup, dataset, kind: str) -> tuple[torch.Tensor, torch.Tens
         labels = torch.as_tensor(example["labels"])[None] if "labels" in example else ids
         mask = torch.as_tensor(example["attention_mask"])[None] if "attention_mask" in example else None
         counts.append(float(count_targets(labels, mask)))
-    return torch.tensor([float(v[0]) for v in sums]), torch.tensor(counts)
+    counts = torch.tensor(counts)
+    if tail_k is not None:  # an example without targets keeps count 0
+        counts = torch.where(counts > 0, tail_counts(counts, tail_k).to(counts.dtype), counts)
+    return torch.tensor([float(v[0]) for v in sums]), counts
 
 
 @register_objective("unseen_match")
@@ -146,7 +215,7 @@ class UnseenLevelMatch(Objective):
     kind = stream = "forget"
     terms = ("forget_loss", "forget_nll", "forget_gap")
     normalisers = ("forget_sequences", "forget_tokens")
-    example_columns = (TARGET,)
+    example_columns = (TARGET, TAIL_TARGET)
 
     def setting(self, name: str):
         if not self.args.declares(name):
@@ -175,32 +244,44 @@ class UnseenLevelMatch(Objective):
         retain = tokenize_if_raw(retain, self.setup.processing_class, self.args.max_length, "retain")
         return retain, "retain"
 
-    def targets(self, dataset) -> list[float]:
-        fixed = self.setting("unseen_match_target_nll")
-        quantiles = self.setting("unseen_match_quantiles")
-        self.setting("unseen_match_two_sided")  # fail before any precomputation when the config lacks the fields
-        if fixed is not None:
-            return [float(fixed)] * len(dataset)
+    def levels(self, dataset, tail_k: float | None = None) -> list[float]:
+        """Each example's target from the original model's levels on the reference data: of its mean NLL, or with
+        `tail_k` of its tail (see the module docstring)."""
         reference, _ = self.reference_data()
-        ref_sum, ref_count = mean_nll_levels(self.setup, as_hf_dataset(reference), "sequence_nll")
+        ref_sum, ref_count = mean_nll_levels(self.setup, as_hf_dataset(reference), "sequence_nll", tail_k)
         if float(ref_count.sum()) == 0:
             raise ValueError("The reference data for unseen_match's targets has no target tokens.")
-        if not quantiles:
-            return [float(ref_sum.sum() / ref_count.sum())] * len(dataset)
-        forget_sum, forget_count = mean_nll_levels(self.setup, dataset, "sequence_nll")
         keep = ref_count > 0
-        levels = quantile_levels(forget_sum / forget_count.clamp(min=1), ref_sum[keep] / ref_count[keep])
-        return levels.tolist()
+        if not self.setting("unseen_match_quantiles"):
+            # The mean: token-weighted, the paper's scalar target; the tail: the mean of the examples' tail levels.
+            level = ref_sum.sum() / ref_count.sum() if tail_k is None else (ref_sum[keep] / ref_count[keep]).mean()
+            return [float(level)] * len(dataset)
+        forget_sum, forget_count = mean_nll_levels(self.setup, dataset, "sequence_nll", tail_k)
+        return quantile_levels(forget_sum / forget_count.clamp(min=1), ref_sum[keep] / ref_count[keep]).tolist()
 
     def prepare(self, dataset):
         dataset = as_hf_dataset(dataset)
-        return dataset.add_column(TARGET, self.targets(dataset))
+        fixed = self.setting("unseen_match_target_nll")
+        for name in FIELDS:  # fail before any precomputation when the config lacks a field
+            self.setting(name)
+        targets = [float(fixed)] * len(dataset) if fixed is not None else self.levels(dataset)
+        tail_k = self.setting("unseen_match_tail_k")
+        tail_targets = [0.0] * len(dataset) if tail_k is None else self.levels(dataset, tail_k)
+        return dataset.add_column(TARGET, targets).add_column(TAIL_TARGET, tail_targets)
 
     def loss_terms(self, batch, outputs):
-        _, nll, counts = sequence_logp(outputs["logits"], batch, self.chunk_size)
+        token_nlls, valid = token_nll(outputs["logits"], batch["labels"], batch.get("attention_mask"), self.chunk_size)
+        nll, counts = token_nlls.sum(dim=1), valid.sum(dim=1)
         targets = batch[TARGET].to(nll.device)
         rows = counts > 0
-        total = unseen_match_sum(nll, counts, targets, self.setting("unseen_match_two_sided"))
+        two_sided = self.setting("unseen_match_two_sided")
+        total = unseen_match_sum(nll, counts, targets, two_sided)
+        tail_k = self.setting("unseen_match_tail_k")
+        if tail_k is not None:
+            tail_sum, tail_size = tail_nll_sum(token_nlls, valid, tail_k)
+            tail_size = torch.where(rows, tail_size, torch.zeros_like(tail_size))  # rows without targets: no term
+            tail = unseen_match_sum(tail_sum, tail_size, batch[TAIL_TARGET].to(nll.device), two_sided)
+            total = total + self.setting("unseen_match_tail_weight") * tail
         gap = torch.where(rows, targets - nll.detach() / counts.clamp(min=1), torch.zeros_like(targets))
         return {
             "forget_loss": LossTerm(total, rows.sum(), "forget_sequences", self.args.forget_weight),
