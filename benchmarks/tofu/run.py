@@ -502,11 +502,26 @@ class Evaluator:
         """The retain model's values that every other model is compared with (numbers only)."""
         return {name: getattr(self, name) for name in self.REFERENCES}
 
-    def set_retain_reference(self, metrics: dict, scores: dict, heldout_ratios) -> None:
+    def set_references(self, references: dict) -> None:
+        for name in self.REFERENCES:
+            setattr(self, name, references[name])
+
+    def set_retain_reference(self, measured: dict, scores: dict) -> None:
+        """The retain model's values from its `measure`; its held-out-half truth ratios from the same scores (the
+        held-out records are a subset of the forget evaluation set), None when a record was left out of them."""
         self.retain_truth_ratios = scores["forget"].truth_ratios
-        self.retain_heldout_ratios = heldout_ratios
-        self.retain_auc = metrics["mia_auc"]
-        self.retain_members, self.retain_nonmembers = metrics.pop("_mia_scores")
+        self.retain_auc = measured["mia_auc"]
+        self.retain_members, self.retain_nonmembers = measured["_mia_scores"]
+        index = self.heldout_index(scores["forget"])
+        self.retain_heldout_ratios = None if index is None else scores["forget"].truth_ratios[index]
+
+    def heldout_index(self, forget_scores) -> list[int] | None:
+        """Positions of the held-out half's records in `forget_scores` (None when a record was left out of them,
+        so that positions no longer align with the records)."""
+        if forget_scores.records_without_targets:
+            return None
+        held = {r["question"] for r in self.heldout_eval}
+        return [i for i, r in enumerate(self.split.eval_sets["forget"]) if r["question"] in held]
 
     def score(self, model, role: str, records=None, generate: bool = True):
         from hf_unlearn.evaluation.tofu import score_tofu_split
@@ -523,43 +538,52 @@ class Evaluator:
             max_new_tokens=self.size.max_new_tokens,
         )
 
-    def full(self, model) -> tuple[dict, dict]:
-        """Every TOFU metric + MIA + ES. Returns (metrics, TofuScores by role)."""
-        from hf_unlearn.evaluation.metrics import privleak, roc_auc
+    def measure(self, model) -> tuple[dict, dict]:
+        """Everything of an evaluation that needs the model: (numbers, TofuScores by role). The numbers hold the
+        MIA AUC with its interval, ES and, privately, the MIA scores (`_mia_scores`, for `compare`)."""
+        from hf_unlearn.evaluation.metrics import roc_auc
         from hf_unlearn.evaluation.scores import score_examples
-        from hf_unlearn.evaluation.tofu import tofu_metrics
-        from hf_unlearn.evaluation.uncertainty import bootstrap_auc, interval, percentile_interval
+        from hf_unlearn.evaluation.uncertainty import bootstrap_auc, interval
 
         scores = {split.role: self.score(model, split.role) for split in self.splits}
-        metrics = tofu_metrics(scores, self.splits, self.retain_truth_ratios)
         holdout = score_examples(model, self.holdout, self.tokenizer.pad_token_id, self.size.eval_batch_size)
         members, nonmembers = -scores["forget"].answer_nll, -holdout.example_nll.numpy()
-        auc = roc_auc(members, nonmembers)
-        metrics["mia_auc"] = auc
-        metrics["mia_auc_interval"] = list(interval(bootstrap_auc, members, nonmembers))
-        if self.retain_auc is None:
-            metrics["_mia_scores"] = (members, nonmembers)  # for set_retain_reference (not reported)
-        else:
-            metrics["privleak"] = privleak(auc, self.retain_auc)
-            if (members.size, nonmembers.size) == (self.retain_members.size, self.retain_nonmembers.size):
-                # Paired bootstrap: the same resampled records (same sizes and seed) under both models.
-                gaps = bootstrap_auc(members, nonmembers) - bootstrap_auc(self.retain_members, self.retain_nonmembers)
-                metrics["mia_auc_gap"] = [auc - self.retain_auc, *percentile_interval(gaps)]
-        metrics["extraction_strength"] = extraction_strength(
-            model, self.forget_examples, self.tokenizer.pad_token_id, self.size.eval_batch_size
-        )
-        return metrics, scores
+        measured = {
+            "mia_auc": roc_auc(members, nonmembers),
+            "mia_auc_interval": list(interval(bootstrap_auc, members, nonmembers)),
+            "extraction_strength": extraction_strength(
+                model, self.forget_examples, self.tokenizer.pad_token_id, self.size.eval_batch_size
+            ),
+            "_mia_scores": (members, nonmembers),
+        }
+        return measured, scores
 
-    def with_retain_reference(self, metrics: dict, scores: dict) -> dict:
-        """`metrics` recomputed from `scores` now that the retain model's truth ratios and AUC are known."""
+    def compare(self, measured: dict, scores: dict) -> dict:
+        """Every TOFU metric of a measured model, against the retain model's references when set (forget quality,
+        PrivLeak, the AUC gap with a paired bootstrap interval); the private MIA scores are left out."""
         from hf_unlearn.evaluation.metrics import privleak
         from hf_unlearn.evaluation.tofu import tofu_metrics
+        from hf_unlearn.evaluation.uncertainty import bootstrap_auc, percentile_interval
 
-        kept = {k: metrics[k] for k in ("mia_auc", "mia_auc_interval", "extraction_strength")}
-        out = dict(tofu_metrics(scores, self.splits, self.retain_truth_ratios), **kept)
-        out["privleak"] = privleak(out["mia_auc"], self.retain_auc)
-        out["mia_auc_gap"] = [0.0, 0.0, 0.0]
-        return out
+        metrics = dict(
+            tofu_metrics(scores, self.splits, self.retain_truth_ratios),
+            **{k: measured[k] for k in ("mia_auc", "mia_auc_interval", "extraction_strength")},
+        )
+        if self.retain_auc is None:
+            return metrics
+        metrics["privleak"] = privleak(metrics["mia_auc"], self.retain_auc)
+        members, nonmembers = measured["_mia_scores"]
+        if (members.size, nonmembers.size) == (self.retain_members.size, self.retain_nonmembers.size):
+            # Paired bootstrap: the same resampled records (same sizes and seed) under both models.
+            gaps = bootstrap_auc(members, nonmembers) - bootstrap_auc(self.retain_members, self.retain_nonmembers)
+            metrics["mia_auc_gap"] = [metrics["mia_auc"] - self.retain_auc, *percentile_interval(gaps)]
+        return metrics
+
+    def full(self, model) -> tuple[dict, dict]:
+        """Every TOFU metric + MIA + ES of `model` (`measure`, then `compare`). Returns (metrics, TofuScores by
+        role)."""
+        measured, scores = self.measure(model)
+        return self.compare(measured, scores), scores
 
     def forget_only(self, model, records=None, reference_ratios=None) -> dict:
         """Teacher-forced forget metrics (no generation): forget quality vs the retain model, truth ratio, Prob.,
@@ -592,10 +616,9 @@ class Evaluator:
         }
         if metrics.get("forget_quality") is not None:
             whole["forget_quality"] = metrics["forget_quality"]
-        held = {r["question"] for r in self.heldout_eval}
-        if forget_scores.records_without_targets:  # the kept records no longer align with the records: rescore
+        index = self.heldout_index(forget_scores)
+        if index is None:  # the kept records no longer align with the records: rescore
             return whole, None
-        index = [i for i, r in enumerate(self.split.eval_sets["forget"]) if r["question"] in held]
         ratios = forget_scores.truth_ratios[index]
         half = {
             "forget_truth_ratio": truth_ratio_score(ratios, forget=True),
@@ -640,8 +663,11 @@ def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16
 # never met the criterion within its schedule. Each trajectory ends at its first evaluation that meets the criterion,
 # over-unlearns or breaks the retain limit, as a tuner's trial does. Only user-side data: forget, unseen, retain QA.
 TUNE_LR_FACTORS = (1.0, 3.0)
-TUNE_EVAL_STEPS = 2
-TUNE_RETAIN_RECORDS = 20  # retain training QA the criterion's retain NLL is measured on (evenly spread)
+TUNE_EVAL_STEPS = 5
+# The criterion's evaluations read every other forget and unseen QA (50 each at the cpu size) and 20 retain
+# training QA, evenly spread: one evaluation costs about a tenth of the report's full evaluation.
+TUNE_EVERY_NTH_QA = 2
+TUNE_RETAIN_RECORDS = 20
 TUNING_CRITERION_TEXT = (
     "every attack's AUC interval (forget vs unseen QA) contains 0.5, retain NLL within 10% of the start (at least "
     "+0.05 nats)"
@@ -661,14 +687,19 @@ class Trajectory:
 
 
 def tuning_splits(split: SplitData, tokenizer, size: Size) -> dict:
-    """The tuning criterion's splits: the forget QA, unseen QA (holdout's second half) and retain training QA."""
+    """The tuning criterion's splits: every `TUNE_EVERY_NTH_QA`-th forget QA and unseen QA (holdout's second half)
+    and `TUNE_RETAIN_RECORDS` retain training QA."""
     from hf_unlearn.data import build_qa_dataset
 
     def build(records):
         return build_qa_dataset(records, tokenizer, max_length=size.max_length)
 
     retain = split.train_retain[:: max(1, len(split.train_retain) // TUNE_RETAIN_RECORDS)][:TUNE_RETAIN_RECORDS]
-    return {"forget": build(split.forget_train), "approximate": build(split.unseen), "retain": build(retain)}
+    return {
+        "forget": build(split.forget_train[::TUNE_EVERY_NTH_QA]),
+        "approximate": build(split.unseen[::TUNE_EVERY_NTH_QA]),
+        "retain": build(retain),
+    }
 
 
 def trajectory_callbacks(
@@ -1023,7 +1054,9 @@ def tuning_section(rows: dict, tune_epochs: float | None = None, holdout: str = 
         + f", evaluated every {TUNE_EVAL_STEPS} steps; the cheapest setting that meets it (a further setting is "
         "tried only while none met it; a trajectory ends at its first evaluation that meets the criterion, "
         "over-unlearns or leaves the retain limit). It reads "
-        f"forget, unseen (the second half of {holdout}) and retain training QA only; the retain model only scores. "
+        f"only data an unlearner has: every {'other' if TUNE_EVERY_NTH_QA == 2 else f'{TUNE_EVERY_NTH_QA}th'} forget "
+        f"and unseen QA (the second half of {holdout}) and {TUNE_RETAIN_RECORDS} retain training QA; the retain "
+        "model only scores. "
         f"dAUC = MIA AUC - the retain model's MIA AUC (LOSS attack, forget vs the first half of {holdout}), with "
         "a paired 95% bootstrap interval (the same resampled records under both models). When none met, the "
         "furthest trajectory (highest forget NLL) says where its search ended.",
@@ -1349,14 +1382,34 @@ def run_method(method: str, ctx: MethodContext) -> list[tuple[str, dict, tuple, 
     return [(name, _clean(row), before, path) for name, row, before, path in produced]
 
 
-# Methods in worker processes (--workers N): each worker loads the full model once from the scratch folder, rebuilds
-# the split from the same data and seed, takes the retain model's reference values from the parent, and runs whole
-# methods (`run_method`) as they come; the parent collects the rows and runs the attacks afterwards.
+class InProcess:
+    """Evaluations and methods in this process (`--workers 1`)."""
+
+    def __init__(self, args, size, split, evaluator, full_model, scratch, log):
+        self.evaluator, self.full_model = evaluator, full_model
+        self.context = MethodContext.build(
+            size, split, evaluator, full_model, args.seed, args.tune_epochs, scratch, log
+        )
+
+    def measure(self, models: dict) -> dict:
+        """`Evaluator.measure` of each model (None: the full model), by name."""
+        return {name: self.evaluator.measure(model or self.full_model) for name, model in models.items()}
+
+    def run_methods(self, methods, references, collect) -> None:
+        for method in methods:
+            collect(method, run_method(method, self.context))
+
+    def close(self) -> None:
+        self.context = None
+
+
+# Worker processes (--workers N): each loads the full model once from the scratch folder and rebuilds the split from
+# the same data and seed; it measures the models it is handed (the retain and the full model, in parallel) and runs
+# whole methods (`run_method`) as they come, with the retain model's reference values sent along with each.
 _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(spec: dict) -> None:
-    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -1369,8 +1422,6 @@ def _start_worker(spec: dict) -> None:
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
     model.eval()
     evaluator = Evaluator(split, tokenizer, size)
-    for name, value in spec["references"].items():
-        setattr(evaluator, name, np.asarray(value) if isinstance(value, list) else value)
     started = spec["started"]
     log = lambda message: print(f"[{time.time() - started:7.1f} s] {message}", flush=True)  # noqa: E731
     _WORKER["context"] = MethodContext.build(
@@ -1378,48 +1429,73 @@ def _start_worker(spec: dict) -> None:
     )
 
 
-def _worker_method(method: str) -> list:
-    return run_method(method, _WORKER["context"])
+def _worker_measure(model_dir: str | None) -> tuple[dict, dict]:
+    from transformers import AutoModelForCausalLM
+
+    context = _WORKER["context"]
+    model = context.full_model if model_dir is None else AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    return context.evaluator.measure(model)
 
 
-def run_methods_in_workers(args, size, split, evaluator, full_model, methods, scratch, collect, log) -> None:
-    """`run_method` for every method in `args.workers` spawned processes of `args.threads` torch threads each;
-    `collect(method, rows)` as each method finishes."""
-    import importlib
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _worker_method(method: str, references: dict) -> list:
+    context = _WORKER["context"]
+    context.evaluator.set_references(references)
+    return run_method(method, context)
 
-    model_dir = os.path.join(scratch, "full")
-    full_model.save_pretrained(model_dir)
-    evaluator.tokenizer.save_pretrained(model_dir)
-    spec = {
-        "threads": args.threads or 1,
-        "quiet": args.quiet_workers,
-        "size": size.name,
-        "source": args.data_source_path,
-        "forget_split": split.forget_split,
-        "seed": args.seed,
-        "tune_epochs": args.tune_epochs,
-        "scratch": scratch,
-        "model_dir": model_dir,
-        "started": time.time() - (time.perf_counter() - args.started),
-        "references": {
-            name: value.tolist() if hasattr(value, "tolist") else value
-            for name, value in evaluator.references().items()
-        },
-    }
-    # By module name, so that a spawned worker imports the functions whether this file runs as a script or not.
-    module = importlib.import_module("benchmarks.tofu.run")
-    with ProcessPoolExecutor(
-        args.workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=module._start_worker,
-        initargs=(spec,),
-    ) as pool:
-        futures = {pool.submit(module._worker_method, method): method for method in methods}
+
+class WorkerPool:
+    """Evaluations and methods in `args.workers` spawned processes of `args.threads` torch threads each (default 1)."""
+
+    def __init__(self, args, size, split, evaluator, full_model, scratch, log):
+        import importlib
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.scratch, self.log, self.workers = scratch, log, args.workers
+        model_dir = os.path.join(scratch, "full")
+        full_model.save_pretrained(model_dir)
+        evaluator.tokenizer.save_pretrained(model_dir)
+        spec = {
+            "threads": args.threads or 1,
+            "quiet": args.quiet_workers,
+            "size": size.name,
+            "source": args.data_source_path,
+            "forget_split": split.forget_split,
+            "seed": args.seed,
+            "tune_epochs": args.tune_epochs,
+            "scratch": scratch,
+            "model_dir": model_dir,
+            "started": time.time() - (time.perf_counter() - args.started),
+        }
+        # By module name, so that a spawned worker imports the functions whether this file runs as a script or not.
+        self.module = importlib.import_module("benchmarks.tofu.run")
+        self.pool = ProcessPoolExecutor(
+            args.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=self.module._start_worker,
+            initargs=(spec,),
+        )
+
+    def measure(self, models: dict) -> dict:
+        futures = {}
+        for name, model in models.items():
+            path = None
+            if model is not None:
+                path = os.path.join(self.scratch, f"measure-{len(futures)}")
+                model.save_pretrained(path)
+            futures[name] = self.pool.submit(self.module._worker_measure, path)
+        return {name: future.result() for name, future in futures.items()}
+
+    def run_methods(self, methods, references, collect) -> None:
+        from concurrent.futures import as_completed
+
+        futures = {self.pool.submit(self.module._worker_method, method, references): method for method in methods}
         for future in as_completed(futures):
             collect(futures[future], future.result())
-    log(f"{len(methods)} methods in {args.workers} workers: done")
+        self.log(f"{len(methods)} methods in {self.workers} worker processes: done")
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
 
 
 ATTACK_PASSES = ("4bit", "relearning", "8bit")  # in this order: the most telling first
@@ -1447,43 +1523,41 @@ def run_split(
     would start after `--max-wall-s` are skipped and listed in the report."""
     import torch
 
-    retain_metrics, retain_scores = evaluator.full(retain_model)
-    heldout = evaluator.score(retain_model, "forget", evaluator.heldout_eval, generate=False)
-    evaluator.set_retain_reference(retain_metrics, retain_scores, heldout.truth_ratios)
-    retain_metrics = evaluator.with_retain_reference(retain_metrics, retain_scores)  # FQ vs itself, PrivLeak
     retain_name, full_name = "retain (exact retraining)", "full (no unlearning)"
-    rows[retain_name] = _clean({"metrics": retain_metrics, "train": retain_info})
-    befores = {retain_name: evaluator.forget_from_scores(retain_metrics, retain_scores["forget"])}
-    log(f"retain: FQ {fmt(retain_metrics['forget_quality'])} MU {fmt(retain_metrics['model_utility'])}")
-    full_metrics, full_scores = evaluator.full(full_model)
-    befores[full_name] = evaluator.forget_from_scores(full_metrics, full_scores["forget"])
-    rows[full_name] = _clean({"metrics": full_metrics, "train": full_info})
-    log(f"full: FQ {fmt(full_metrics['forget_quality'])} MU {fmt(full_metrics['model_utility'])}")
-    save()
-    paths = {retain_name: os.path.join(scratch, "retain.pt"), full_name: None}
-    torch.save(retain_model.state_dict(), paths[retain_name])
-    del retain_model
-    work = copy.deepcopy(full_model)  # holds an unlearned model's weights while it is evaluated or attacked
-    results: dict[str, list] = {}
-
-    def collect(method: str, produced: list) -> None:
-        results[method] = produced
-        for name, row, before, path in produced:
-            befores[name], paths[name] = before, path
-        for name in [n for n in rows if n not in (retain_name, full_name)]:
-            del rows[name]
-        for done in [m for m in methods if m in results]:  # the table keeps the methods' order
-            for name, row, _, _ in results[done]:
-                rows[name] = row
+    runner = (InProcess if args.workers == 1 else WorkerPool)(args, size, split, evaluator, full_model, scratch, log)
+    try:
+        measured = runner.measure({retain_name: retain_model, full_name: None})
+        retain_measured, retain_scores = measured[retain_name]
+        evaluator.set_retain_reference(retain_measured, retain_scores)
+        if evaluator.retain_heldout_ratios is None and not args.no_attacks:
+            heldout = evaluator.score(retain_model, "forget", evaluator.heldout_eval, generate=False)
+            evaluator.retain_heldout_ratios = heldout.truth_ratios
+        befores, paths = {}, {retain_name: os.path.join(scratch, "retain.pt"), full_name: None}
+        for name, info in ((retain_name, retain_info), (full_name, full_info)):
+            metrics = evaluator.compare(*measured[name])
+            rows[name] = _clean({"metrics": metrics, "train": info})
+            befores[name] = evaluator.forget_from_scores(metrics, measured[name][1]["forget"])
+            log(f"{name.split(' ')[0]}: FQ {fmt(metrics['forget_quality'])} MU {fmt(metrics['model_utility'])}")
         save()
+        torch.save(retain_model.state_dict(), paths[retain_name])
+        del retain_model, measured
+        results: dict[str, list] = {}
 
-    if args.workers == 1:
-        context = MethodContext.build(size, split, evaluator, full_model, args.seed, args.tune_epochs, scratch, log)
-        for method in methods:
-            collect(method, run_method(method, context))
-        del context
-    else:
-        run_methods_in_workers(args, size, split, evaluator, full_model, methods, scratch, collect, log)
+        def collect(method: str, produced: list) -> None:
+            results[method] = produced
+            for name, row, before, path in produced:
+                befores[name], paths[name] = before, path
+            for name in [n for n in rows if n not in (retain_name, full_name)]:
+                del rows[name]
+            for done in [m for m in methods if m in results]:  # the table keeps the methods' order
+                for name, row, _, _ in results[done]:
+                    rows[name] = row
+            save()
+
+        runner.run_methods(methods, evaluator.references(), collect)
+    finally:
+        runner.close()
+    work = copy.deepcopy(full_model)  # holds an unlearned model's weights while it is attacked
     if args.no_attacks:
         return
     from hf_unlearn.evaluation.attacks import quantization_attack, relearning_attack
