@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -93,6 +94,19 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
         "idk",
         "idk_dpo",
     }
+    # a method added to that report: its runs kept for ga and ga_kl, ga_descent run now, the methods in registry order
+    earlier = os.path.join(str(tmp_path), "earlier.json")
+    shutil.copy(os.path.join(out, "methods.json"), earlier)
+    grid_args = ["--seeds", "1", "--tune-lrs", "2e-4", "5e-4", "--add-to", earlier]
+    merged = run_methods.main(base + ["--methods", "ga_descent", *grid_args])
+    assert [r["method"] for r in merged["methods"]] == ["ga", "ga_descent", "ga_kl"]
+    assert set(merged["tuning"]) == {"ga", "ga_descent", "ga_kl"}
+    kept = {tuple(r["key"]): r["mia_auc"] for r in report["runs"]}
+    assert {tuple(r["key"]): r["mia_auc"] for r in merged["runs"] if r["method"] != "ga_descent"} == kept
+    assert "then" in merged["command"] and "--add-to" in merged["command"]
+    with pytest.raises(SystemExit):  # another protocol: its runs cannot be merged
+        run_methods.main(base + ["--methods", "ga_descent", "--seeds", "2", "--add-to", earlier])
+
     # another retain weight than the presets' is applied and reported
     weighted = run_methods.main(
         base + ["--methods", "ga_kl", "--seeds", "1", "--tune", "--no-floor", "--retain-weight", "3"]

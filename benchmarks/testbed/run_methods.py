@@ -95,17 +95,35 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--no-stop", action="store_true", help="run every epoch (no stopping rule)")
     parser.add_argument("--no-floor", action="store_true", help="skip the second retrained model (the floor)")
+    parser.add_argument(
+        "--add-to",
+        default=None,
+        metavar="JSON",
+        help="an earlier methods.json of the same protocol: keep its runs of every method not in --methods and "
+        "write the merged report (adds a method to a published comparison without rerunning the others)",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: run at least one seed")
     if args.tune is None:
         args.tune = list(args.methods)
+    earlier = None
+    if args.add_to:
+        earlier = _load_json(args.add_to)
+        differs = protocol_difference(earlier, args)
+        if differs:
+            parser.error(f"--add-to {args.add_to}: {differs}; rerun every method instead, or match the settings.")
     common.quiet()
     if args.tiny:
         args.max_epochs = min(args.max_epochs, 1.0)
         args.batch_size = min(args.batch_size, 4)
     config = common.get_config(args.tiny)
     machine_start, threads, testbed, ctx = common.prepare(args, config)
+    if earlier is not None and earlier["testbed"]["version"] != testbed.meta["version"]:
+        parser.error(
+            f"--add-to {args.add_to}: built from testbed {earlier['testbed']['version']}, this is "
+            f"{testbed.meta['version']}; rerun every method."
+        )
 
     def task(method, seed, lr, kind):
         return {
@@ -142,12 +160,16 @@ def main(argv=None) -> dict:
         if pick is not None and pick["learning_rate"] != args.learning_rate
     ]
     results += common.run_tasks(more, args.jobs)
+    if earlier is not None:
+        results, chosen = merge_earlier(earlier, args, methods, results, chosen)
     floor = None
     if not args.no_floor:  # built on first use (one pre-training run), then cached
         path = common.retrained_replica(testbed, seed=1, threads=threads)
         floor = common.evaluate_model(ctx, path)
         floor["run"] = _load_json(os.path.join(path, "run.json"))
     report = make_report(testbed, ctx, results, args, machine_start, floor, chosen)
+    if earlier is not None:
+        report["command"] = f"{earlier['command']}, then {report['command']} (the earlier runs kept for the others)"
     text = markdown(report)
     harness.write_report(args.out_dir, "methods", report, text)
     plot(report, os.path.join(args.out_dir, "methods.png"))
@@ -160,6 +182,41 @@ def _load_json(path):
 
     with open(path) as handle:
         return json.load(handle)
+
+
+# What makes two reports' runs comparable: the protocol settings and the testbed.
+PROTOCOL = ("learning_rate", "max_epochs", "batch_size", "retain_weight", "stopping_rule", "seeds", "tune_lrs", "tiny")
+
+
+def protocol_difference(earlier: dict, args) -> str | None:
+    """Why `earlier`'s runs cannot be merged with a run under `args` (None: they can)."""
+    now = {
+        "learning_rate": args.learning_rate,
+        "max_epochs": args.max_epochs,
+        "batch_size": args.batch_size,
+        "retain_weight": args.retain_weight,
+        "stopping_rule": not args.no_stop,
+        "seeds": args.seeds,
+        "tune_lrs": list(args.tune_lrs),
+        "tiny": args.tiny,
+    }
+    for name in PROTOCOL:
+        if earlier["settings"].get(name) != now[name]:
+            return f"its {name} is {earlier['settings'].get(name)!r}, this run's {now[name]!r}"
+    return None
+
+
+def merge_earlier(earlier: dict, args, methods: list[str], results: list[dict], chosen: dict):
+    """`earlier`'s runs and tuning choices of the methods this run did not run, added to this run's; `args`'
+    method lists become the union, in the registry's order."""
+    ran = set(args.methods)
+    kept = [r for r in earlier["runs"] if r["method"] not in ran]
+    before = {r["method"] for r in kept}
+    tuned = {m: pick for m, pick in earlier["tuning"].items() if m not in ran}
+    args.methods = [m for m in methods if m in ran | before]
+    args.tune = [m for m in methods if m in set(args.tune) | set(tuned)]
+    args.one_seed = sorted(set(args.one_seed) | (set(earlier["settings"].get("one_seed", [])) - ran))
+    return kept + results, {**tuned, **chosen}
 
 
 def select_by_guideline(runs: list[dict], original: dict, retain_tol: float) -> dict | None:
