@@ -107,16 +107,16 @@ def main(argv=None) -> dict:
         parser.error(f"--seeds {args.seeds}: run at least one seed")
     if args.tune is None:
         args.tune = list(args.methods)
-    earlier = None
+    common.quiet()
+    if args.tiny:
+        args.max_epochs = min(args.max_epochs, 1.0)
+        args.batch_size = min(args.batch_size, 4)
+    earlier = None  # compared with the settings this run uses (after --tiny's)
     if args.add_to:
         earlier = _load_json(args.add_to)
         differs = protocol_difference(earlier, args)
         if differs:
             parser.error(f"--add-to {args.add_to}: {differs}; rerun every method instead, or match the settings.")
-    common.quiet()
-    if args.tiny:
-        args.max_epochs = min(args.max_epochs, 1.0)
-        args.batch_size = min(args.batch_size, 4)
     config = common.get_config(args.tiny)
     machine_start, threads, testbed, ctx = common.prepare(args, config)
     if earlier is not None and earlier["testbed"]["version"] != testbed.meta["version"]:
@@ -216,7 +216,8 @@ def merge_earlier(earlier: dict, args, methods: list[str], results: list[dict], 
     args.methods = [m for m in methods if m in ran | before]
     args.tune = [m for m in methods if m in set(args.tune) | set(tuned)]
     args.one_seed = sorted(set(args.one_seed) | (set(earlier["settings"].get("one_seed", [])) - ran))
-    return kept + results, {**tuned, **chosen}
+    order = {m: i for i, m in enumerate(args.methods)}
+    return sorted(kept + results, key=lambda r: order[r["method"]]), {**tuned, **chosen}
 
 
 def select_by_guideline(runs: list[dict], original: dict, retain_tol: float) -> dict | None:
