@@ -106,6 +106,18 @@ def test_testbed_tiny_pipeline(testbed_modules, tmp_path, monkeypatch):
     assert merged["command"].endswith("(the earlier runs kept for the others)")
     with pytest.raises(SystemExit):  # another protocol: its runs cannot be merged
         run_methods.main(base + ["--methods", "ga_descent", "--seeds", "2", "--add-to", earlier])
+    with pytest.raises(SystemExit):  # a set value is part of the protocol too
+        run_methods.main(base + ["--methods", "ga_descent", *grid_args, "--set", "forget_weight=0.5"])
+
+    # --set: a config value beyond the presets', applied to every run and reported; a field a method lacks: an error
+    tail = run_methods.main(
+        base
+        + ["--methods", "unseen_match_tail", "--seeds", "1", "--tune", "--no-floor", "--set", "unseen_match_tail_k=0.3"]
+    )
+    assert tail["settings"]["set"] == {"unseen_match_tail_k": 0.3}
+    assert "unseen_match_tail_k 0.3" in open(os.path.join(out, "methods.md")).read()
+    with pytest.raises(SystemExit):
+        run_methods.main(base + ["--methods", "ga", "--seeds", "1", "--set", "unseen_match_tail_k=0.3"])
 
     # another retain weight than the presets' is applied and reported
     weighted = run_methods.main(

@@ -836,6 +836,7 @@ def unlearn(
     seed: int = 0,
     unseen=None,
     start: str | None = None,
+    settings: dict | None = None,
 ) -> tuple:
     """One unlearning run from the original model (or from the model saved at `start`, which is then also the
     frozen reference of the methods that have one). Returns (model, info) with the compute log and timings.
@@ -847,6 +848,7 @@ def unlearn(
     with hf_unlearn.callbacks.UnlearningEvalCallback; those evaluations are counted as forward passes).
     `retain_weight` None: the method's preset default. `seed`: the run's seed and its forget/retain pairing seed.
     `unseen`: same-domain data neither model saw, handed to methods whose objectives read `unseen_dataset`.
+    `settings`: config values set for this run beyond the preset's (`run_methods.py --set`).
     """
     import torch
 
@@ -863,6 +865,7 @@ def unlearn(
     overrides = method_settings(method, testbed.config)
     if retain_weight is not None:
         overrides["retain_weight"] = retain_weight
+    overrides.update(settings or {})
     args = trainer_class.config_class(
         output_dir=os.path.join(scratch, "out"),
         per_device_train_batch_size=batch_size,
@@ -1005,6 +1008,7 @@ def run_cell(task: dict) -> dict:
         retain_weight=task.get("retain_weight", 1.0),
         seed=task.get("seed", 0),
         unseen=ctx["splits"]["unseen"],
+        settings=task.get("settings"),
     )
     result = evaluate(
         model,

@@ -96,6 +96,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-stop", action="store_true", help="run every epoch (no stopping rule)")
     parser.add_argument("--no-floor", action="store_true", help="skip the second retrained model (the floor)")
     parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="config values for every run beyond the presets' (e.g. unseen_match_tail_k=0.3); each must be a field "
+        "of every method run",
+    )
+    parser.add_argument(
         "--add-to",
         default=None,
         metavar="JSON",
@@ -107,6 +115,10 @@ def main(argv=None) -> dict:
         parser.error(f"--seeds {args.seeds}: run at least one seed")
     if args.tune is None:
         args.tune = list(args.methods)
+    try:
+        args.settings = parse_settings(args.set, args.methods)
+    except ValueError as error:
+        parser.error(str(error))
     common.quiet()
     if args.tiny:
         args.max_epochs = min(args.max_epochs, 1.0)
@@ -136,6 +148,7 @@ def main(argv=None) -> dict:
             "epochs": args.max_epochs,
             "batch_size": args.batch_size,
             "retain_weight": args.retain_weight,
+            "settings": args.settings,
             "stop": not args.no_stop,
             "seed": seed,
             "key": (kind, method, seed, lr),
@@ -185,12 +198,45 @@ def _load_json(path):
 
 
 # What makes two reports' runs comparable: the protocol settings and the testbed.
-PROTOCOL = ("learning_rate", "max_epochs", "batch_size", "retain_weight", "stopping_rule", "seeds", "tune_lrs", "tiny")
+PROTOCOL = (
+    "learning_rate",
+    "max_epochs",
+    "batch_size",
+    "retain_weight",
+    "set",
+    "stopping_rule",
+    "seeds",
+    "tune_lrs",
+    "tiny",
+)
+
+
+def parse_settings(pairs: list[str], methods: list[str]) -> dict:
+    """`NAME=VALUE` pairs as config values (VALUE read as YAML: 0.3, true, null), each checked to be a field of every
+    method's config class."""
+    import dataclasses
+
+    import yaml
+
+    from hf_unlearn import get_method
+
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set {pair!r}: write NAME=VALUE, e.g. unseen_match_tail_k=0.3.")
+        settings[name] = yaml.safe_load(value)
+        for method in methods:
+            fields = {f.name for f in dataclasses.fields(get_method(method).config_class)}
+            if name not in fields:
+                raise ValueError(f"--set {name}: {method}'s config has no such field; run only methods that have it.")
+    return settings
 
 
 def protocol_difference(earlier: dict, args) -> str | None:
     """Why `earlier`'s runs cannot be merged with a run under `args` (None: they can)."""
     now = {
+        "set": args.settings,
         "learning_rate": args.learning_rate,
         "max_epochs": args.max_epochs,
         "batch_size": args.batch_size,
@@ -201,7 +247,7 @@ def protocol_difference(earlier: dict, args) -> str | None:
         "tiny": args.tiny,
     }
     for name in PROTOCOL:
-        if earlier["settings"].get(name) != now[name]:
+        if earlier["settings"].get(name, {} if name == "set" else None) != now[name]:
             return f"its {name} is {earlier['settings'].get(name)!r}, this run's {now[name]!r}"
     return None
 
@@ -388,6 +434,7 @@ def make_report(testbed, ctx, results, args, machine_start, floor, chosen) -> di
             "max_epochs": args.max_epochs,
             "batch_size": args.batch_size,
             "retain_weight": args.retain_weight,
+            "set": args.settings,
             "stopping_rule": not args.no_stop,
             "jobs": args.jobs,
             "tiny": args.tiny,
@@ -479,6 +526,7 @@ def markdown(report: dict) -> str:
         "",
         "Unlearning protocol: every method at its preset's defaults"
         + (f" but retain weight {settings['retain_weight']:g}" if settings.get("retain_weight") is not None else "")
+        + "".join(f", {name} {value!r}" for name, value in (settings.get("set") or {}).items())
         + f", lr {settings['learning_rate']:g}, batch "
         f"{settings['batch_size']}, at most {settings['max_epochs']:g} epochs, stopping rule "
         f"{'on' if settings['stopping_rule'] else 'off'} (target forget NLL = approximate NLL of the original model), "
