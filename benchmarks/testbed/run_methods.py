@@ -233,19 +233,27 @@ def parse_settings(pairs: list[str], methods: list[str]) -> dict:
     return settings
 
 
-def protocol_difference(earlier: dict, args) -> str | None:
-    """Why `earlier`'s runs cannot be merged with a run under `args` (None: they can)."""
-    now = {
-        "set": args.settings,
+def run_settings(args) -> dict:
+    """The settings a report records (its "settings"); those of `PROTOCOL` decide whether runs can be merged."""
+    return {
         "learning_rate": args.learning_rate,
         "max_epochs": args.max_epochs,
         "batch_size": args.batch_size,
         "retain_weight": args.retain_weight,
+        "set": args.settings,
         "stopping_rule": not args.no_stop,
-        "seeds": args.seeds,
-        "tune_lrs": list(args.tune_lrs),
+        "jobs": args.jobs,
         "tiny": args.tiny,
+        "seeds": args.seeds,
+        "one_seed": args.one_seed,
+        "tune": args.tune,
+        "tune_lrs": args.tune_lrs,
     }
+
+
+def protocol_difference(earlier: dict, args) -> str | None:
+    """Why `earlier`'s runs cannot be merged with a run under `args` (None: they can)."""
+    now = run_settings(args)
     for name in PROTOCOL:
         if earlier["settings"].get(name, {} if name == "set" else None) != now[name]:
             return f"its {name} is {earlier['settings'].get(name)!r}, this run's {now[name]!r}"
@@ -429,20 +437,7 @@ def make_report(testbed, ctx, results, args, machine_start, floor, chosen) -> di
         "unseen_split_chunks": len(ctx["splits"]["unseen"]),
         "pretraining": {"original": _run_summary(original_run), "retrained": _run_summary(retrained_run)},
         "params": ctx["params"],
-        "settings": {
-            "learning_rate": args.learning_rate,
-            "max_epochs": args.max_epochs,
-            "batch_size": args.batch_size,
-            "retain_weight": args.retain_weight,
-            "set": args.settings,
-            "stopping_rule": not args.no_stop,
-            "jobs": args.jobs,
-            "tiny": args.tiny,
-            "seeds": args.seeds,
-            "one_seed": args.one_seed,
-            "tune": args.tune,
-            "tune_lrs": args.tune_lrs,
-        },
+        "settings": run_settings(args),
         "skipped": harness.skipped_on_documents(),
         "target_forget_nll": original["nll"]["approximate"],
         "bar": BAR,
