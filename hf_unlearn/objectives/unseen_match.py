@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import as_hf_dataset, tokenize_if_raw
-from ..losses import count_targets, token_nll
+from ..losses import IGNORE_INDEX, token_nll
 from .base import LossTerm, Objective, register_objective
 from .frozen import precompute_with_original
 
@@ -182,29 +182,33 @@ def tail_nll_sum(nll: torch.Tensor, valid: torch.Tensor, k: float) -> tuple[torc
     return torch.where(counts > 0, total, torch.zeros_like(total)), size
 
 
-def mean_nll_levels(setup, dataset, kind: str, tail_k: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The original model's per-example NLL sums (computed once, `objectives.frozen`) and target counts on
-    `dataset`, `[N]` each; with `tail_k`, the sums and counts of each example's tail (`tail_nll_sum`) instead."""
+def original_token_nlls(setup, dataset) -> list[torch.Tensor]:
+    """The original model's next-token NLL at every target position of each example of `dataset`, one 1-D tensor
+    per example (one pass, computed once: `objectives.frozen`); the mean and the tail levels both derive from it."""
 
     def per_batch(output, batch):
         nll, valid = token_nll(
             output.token_logits, batch["labels"], batch["attention_mask"], setup.unlearning_args.loss_chunk_size
         )
-        return nll.sum(dim=1) if tail_k is None else tail_nll_sum(nll, valid, tail_k)[0]
+        return nll.masked_fill(~valid, IGNORE_INDEX)
 
-    sums = precompute_with_original(
-        setup, dataset, kind if tail_k is None else f"{kind}_tail_{tail_k!r}", per_batch, per_token=False
-    )
-    counts = []
-    for example in dataset:
-        ids = torch.as_tensor(example["input_ids"])[None]
-        labels = torch.as_tensor(example["labels"])[None] if "labels" in example else ids
-        mask = torch.as_tensor(example["attention_mask"])[None] if "attention_mask" in example else None
-        counts.append(float(count_targets(labels, mask)))
-    counts = torch.tensor(counts)
-    if tail_k is not None:  # an example without targets keeps count 0
-        counts = torch.where(counts > 0, tail_counts(counts, tail_k).to(counts.dtype), counts)
-    return torch.tensor([float(v[0]) for v in sums]), counts
+    values = precompute_with_original(setup, dataset, "token_nll", per_batch, per_token=True)
+    return [v[v != IGNORE_INDEX] for v in values]
+
+
+def example_levels(token_nlls: list[torch.Tensor], tail_k: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example, the sum and count of its token NLLs, or with `tail_k` of its tail's (`tail_nll_sum`); `[N]`
+    each, count 0 for an example without targets."""
+    sums, counts = [], []
+    for values in token_nlls:
+        if tail_k is None or values.numel() == 0:
+            sums.append(float(values.sum()))
+            counts.append(float(values.numel()))
+        else:
+            total, size = tail_nll_sum(values[None], torch.ones(1, values.numel(), dtype=torch.bool), tail_k)
+            sums.append(float(total[0]))
+            counts.append(float(size[0]))
+    return torch.tensor(sums), torch.tensor(counts)
 
 
 @register_objective("unseen_match")
@@ -244,29 +248,35 @@ class UnseenLevelMatch(Objective):
         retain = tokenize_if_raw(retain, self.setup.processing_class, self.args.max_length, "retain")
         return retain, "retain"
 
-    def levels(self, dataset, tail_k: float | None = None) -> list[float]:
-        """Each example's target from the original model's levels on the reference data: of its mean NLL, or with
-        `tail_k` of its tail (see the module docstring)."""
-        reference, _ = self.reference_data()
-        ref_sum, ref_count = mean_nll_levels(self.setup, as_hf_dataset(reference), "sequence_nll", tail_k)
+    def levels(
+        self, reference: list[torch.Tensor], forget: list[torch.Tensor] | None, size: int, tail_k: float | None = None
+    ) -> list[float]:
+        """The `size` forget examples' targets from the original model's token NLLs on the reference data (and on
+        the forget examples, for quantile matching; None without): of the mean NLL, or with `tail_k` of the tail
+        (see the module docstring)."""
+        ref_sum, ref_count = example_levels(reference, tail_k)
         if float(ref_count.sum()) == 0:
             raise ValueError("The reference data for unseen_match's targets has no target tokens.")
         keep = ref_count > 0
-        if not self.setting("unseen_match_quantiles"):
+        if forget is None:
             # The mean: token-weighted, the paper's scalar target; the tail: the mean of the examples' tail levels.
             level = ref_sum.sum() / ref_count.sum() if tail_k is None else (ref_sum[keep] / ref_count[keep]).mean()
-            return [float(level)] * len(dataset)
-        forget_sum, forget_count = mean_nll_levels(self.setup, dataset, "sequence_nll", tail_k)
+            return [float(level)] * size
+        forget_sum, forget_count = example_levels(forget, tail_k)
         return quantile_levels(forget_sum / forget_count.clamp(min=1), ref_sum[keep] / ref_count[keep]).tolist()
 
     def prepare(self, dataset):
         dataset = as_hf_dataset(dataset)
-        fixed = self.setting("unseen_match_target_nll")
         for name in FIELDS:  # fail before any precomputation when the config lacks a field
             self.setting(name)
-        targets = [float(fixed)] * len(dataset) if fixed is not None else self.levels(dataset)
-        tail_k = self.setting("unseen_match_tail_k")
-        tail_targets = [0.0] * len(dataset) if tail_k is None else self.levels(dataset, tail_k)
+        fixed, tail_k, size = self.setting("unseen_match_target_nll"), self.setting("unseen_match_tail_k"), len(dataset)
+        if fixed is not None:  # no reference data needed (a tail target needs some: refused by the config)
+            targets, tail_targets = [float(fixed)] * size, [0.0] * size
+        else:
+            reference = original_token_nlls(self.setup, as_hf_dataset(self.reference_data()[0]))
+            forget = original_token_nlls(self.setup, dataset) if self.setting("unseen_match_quantiles") else None
+            targets = self.levels(reference, forget, size)
+            tail_targets = [0.0] * size if tail_k is None else self.levels(reference, forget, size, tail_k)
         return dataset.add_column(TARGET, targets).add_column(TAIL_TARGET, tail_targets)
 
     def loss_terms(self, batch, outputs):
