@@ -79,6 +79,49 @@ def test_uniform_row_and_masked_labels():
     assert scores.token_zscores[1].tolist() == [0.0]
 
 
+def test_extraction_strength_on_the_bigram_model():
+    """The bigram model's top-1 prediction is 0 after 0 and 1 after 1 (p 1/2 against 1/4).
+    [0, 0, 0, 0]: targets 0 | 0 three times, all hits: reproduced 3 of 3, ES 1.
+    [0, 1, 1, 1]: 1 | 0 misses (target rank 1), then 1 | 1 twice hits: reproduced 2 of 3, ES 2/3.
+    [0, 0, 1, 0], prompt [0, 0] masked: 1 | 0 misses, 0 | 1 misses (rank 2): reproduced 0 of 2, ES 0.
+    [0, 1] with no target: ES nan."""
+    data = [
+        example([0, 0, 0, 0]),
+        example([0, 1, 1, 1]),
+        example([0, 0, 1, 0], [-100, -100, 1, 0]),
+        example([0, 1], [-100, -100]),
+    ]
+    scores = score_examples(BigramLM(), data, pad_token_id=0, batch_size=3, token_scores=True)
+    assert scores.reproduced.tolist() == [3, 2, 0, 0] and scores.tokens.tolist() == [3, 3, 2, 0]
+    np.testing.assert_allclose(scores.extraction_strength.numpy(), [1.0, 2 / 3, 0.0, np.nan])
+
+
+def test_extraction_strength_from_scoring_equals_its_definition(trained_model_dir, forget_data):
+    """On a model fitted to the forget data (so that answers are partly reproduced), `reproduced / tokens` from
+    batched, padded scoring equals `extraction_strength_of` on each example's own unpadded argmax predictions, for
+    document examples and for the same examples with their first half masked as a prompt."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn.evaluation.tofu import extraction_strength_of
+
+    model = AutoModelForCausalLM.from_pretrained(trained_model_dir).eval()
+    rows = [forget_data[i] for i in range(len(forget_data))]
+    prompted = [
+        dict(row, labels=[-100] * (len(row["labels"]) // 2) + list(row["labels"][len(row["labels"]) // 2 :]))
+        for row in rows
+    ]
+    for data in (rows, prompted):
+        expected = []
+        for row in data:
+            with torch.no_grad():
+                predicted = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].argmax(-1)
+            expected.append(extraction_strength_of(predicted[None].numpy(), np.array([row["labels"][1:]]))[0])
+        got = score_examples(model, data, pad_token_id=0, batch_size=3).extraction_strength.numpy()
+        assert 0 < np.nanmean(expected) < 1  # partly reproduced: the comparison can tell positions apart
+        # (n - k) / n against 1 - k / n: the same integer ratio up to the last float64 bits (a different k is >= 1/32)
+        np.testing.assert_allclose(got, np.array(expected), rtol=0, atol=1e-12)
+
+
 def test_token_score_path_matches_fast_path(tiny_model, forget_data):
     """The log-softmax path (Min-K% statistics) and the cross-entropy path give the same NLLs and hits."""
     batch = {k: torch.tensor([forget_data[i][k] for i in range(2)]) for k in ("input_ids", "labels")}
@@ -86,7 +129,7 @@ def test_token_score_path_matches_fast_path(tiny_model, forget_data):
         logits = tiny_model(input_ids=batch["input_ids"]).logits
     fast, full = token_statistics(logits, batch["labels"]), token_statistics(logits, batch["labels"], True)
     for a, b in zip(fast, full):
-        assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1:3] == b[1:3]
+        assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1:4] == b[1:4]
 
 
 def test_scores_do_not_depend_on_batch_size(tiny_model, forget_data):
@@ -143,7 +186,7 @@ def test_min_k_plus_plus_statistics_match_float64_definition(dtype):
     labels = torch.full((1, 7), -100)
     labels[0, 1:] = targets  # position t predicts labels[t + 1]
     rows = torch.cat([logits, torch.zeros(1, 1000, dtype=dtype)])[None]  # 7 positions; the last predicts nothing
-    ((nll, count, correct, logp, z),) = token_statistics(rows, labels, token_scores=True)
+    ((nll, count, correct, _, logp, z),) = token_statistics(rows, labels, token_scores=True)
     ref = _min_k_plus_plus_reference(logits.float(), targets)
     d = 30 * 2.0**-23
     assert count == 6 and torch.isfinite(z).all()
@@ -182,8 +225,8 @@ def test_statistics_from_a_head_of_unknown_vocabulary(token_scores):
     full = token_statistics(head(states), labels, token_scores)
     chunked = token_statistics(TokenLogits(states, head), labels, token_scores)
     for a, b in zip(chunked, full, strict=True):
-        assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1:3] == b[1:3]
-        for x, y in zip(a[3:], b[3:]):
+        assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1:4] == b[1:4]
+        for x, y in zip(a[4:], b[4:]):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 

@@ -16,7 +16,7 @@ The protocol (Maini et al. 2024, as open-unlearning runs it), for each forget sp
    forget truth ratios against the retain model's, model utility = harmonic mean of probability / ROUGE-L / truth
    ratio on retain, real authors and world facts, forget truth ratio / probability / ROUGE-L; privacy: LOSS-attack
    MIA AUC of the forget answers against holdout answers (authors never trained on) and PrivLeak = (AUC - AUC of
-   the retain model) / AUC of the retain model; extraction strength (ES, teacher forced: `extraction_strength`);
+   the retain model) / AUC of the retain model; extraction strength (ES, teacher forced, from the truth-ratio scoring pass);
 5. attack every model (`hf_unlearn.evaluation.attacks`): 8- and 4-bit weight-only RTN quantisation (group 128),
    re-measuring the forget metrics; relearning: fine-tune on the first half of the forget QA, measure the second;
 6. write `<out-dir>/tofu_<size>.json`, `.md` and `.png` (forget quality vs model utility per method).
@@ -482,7 +482,6 @@ class Evaluator:
         self.split, self.tokenizer, self.size = split, tokenizer, size
         self.splits = tofu_splits(split.forget_split)
         self.holdout = build_qa_dataset(split.holdout, tokenizer, max_length=size.max_length)
-        self.forget_examples = build_qa_dataset(split.eval_sets["forget"], tokenizer, max_length=size.max_length)
         half = len(split.forget_train) // 2
         self.relearn_records, self.heldout_records = split.forget_train[:half], split.forget_train[half:]
         heldout_questions = {r["question"] for r in self.heldout_records}
@@ -551,9 +550,7 @@ class Evaluator:
         measured = {
             "mia_auc": roc_auc(members, nonmembers),
             "mia_auc_interval": list(interval(bootstrap_auc, members, nonmembers)),
-            "extraction_strength": extraction_strength(
-                model, self.forget_examples, self.tokenizer.pad_token_id, self.size.eval_batch_size
-            ),
+            "extraction_strength": mean_extraction_strength(scores["forget"]),
             "_mia_scores": (members, nonmembers),
         }
         return measured, scores
@@ -599,9 +596,7 @@ class Evaluator:
         if reference is not None:
             out["forget_quality"] = forget_quality(scores.truth_ratios, reference)
         if records is None:
-            out["extraction_strength"] = extraction_strength(
-                model, self.forget_examples, self.tokenizer.pad_token_id, self.size.eval_batch_size
-            )
+            out["extraction_strength"] = mean_extraction_strength(scores)
         return out
 
     def forget_from_scores(self, metrics: dict, forget_scores) -> tuple[dict, dict]:
@@ -647,10 +642,11 @@ class Evaluator:
         return {"quantization": quant, "relearning": relearn}
 
 
-def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16) -> float:
-    from hf_unlearn.evaluation.tofu import extraction_strength as es
+def mean_extraction_strength(scores) -> float:
+    """The mean extraction strength of the true answers of a TOFU scoring pass (`TofuScores`)."""
+    import numpy as np
 
-    return float(es(model, examples, pad_token_id, batch_size).mean())
+    return float(np.nanmean(scores.extraction_strength))
 
 
 # ============================================================================ unlearning

@@ -1,5 +1,5 @@
 """Per-example language-modelling scores: summed NLL, number of target tokens, correct next-token predictions,
-and optionally every target token's log-probability and Min-K%++ score.
+the length of the correctly predicted run that ends the targets (extraction strength), and optionally every target token's log-probability and Min-K%++ score.
 
 Every other metric (mean NLL, perplexity, accuracy, the membership-inference scores) is derived from these by
 the pure functions of `metrics.py`. Scoring runs in batches without gradients and can be sharded over
@@ -33,6 +33,8 @@ class ExampleScores:
         nll_sum: summed next-token NLL of each example (nats), shape [num_examples], float64.
         tokens: number of target tokens of each example.
         correct: number of target tokens that were the model's top-1 prediction (a tie for the top counts).
+        reproduced: the number of final target tokens that were all top-1 predictions (the run of hits that ends
+            the targets): greedy decoding from the true prefix before them reproduces them exactly.
         token_logprobs: with `token_scores=True`: each example's target-token log-probabilities (1-D tensors).
         token_zscores: with `token_scores=True`: each example's Min-K%++ token scores (log p - mu) / sigma.
     """
@@ -40,6 +42,7 @@ class ExampleScores:
     nll_sum: torch.Tensor
     tokens: torch.Tensor
     correct: torch.Tensor
+    reproduced: torch.Tensor | None = None
     token_logprobs: list[torch.Tensor] | None = None
     token_zscores: list[torch.Tensor] | None = None
 
@@ -59,6 +62,15 @@ class ExampleScores:
     def accuracy(self) -> float:
         """Share of target tokens that are the model's top-1 prediction."""
         return float(self.correct.sum() / self.tokens.sum().clamp(min=1))
+
+    @property
+    def extraction_strength(self) -> torch.Tensor:
+        """Extraction strength of each example (`tofu.extraction_strength_of`): 1 - k / n, with n target tokens and
+        k the shortest target prefix from which greedy decoding reproduces the rest, i.e. `reproduced / tokens`
+        (nan for an example without targets)."""
+        if self.reproduced is None:
+            raise ValueError("These scores were made without `reproduced` counts; score them with score_examples.")
+        return self.reproduced.double() / self.tokens.double().where(self.tokens > 0, torch.nan)
 
     @property
     def example_nll(self) -> torch.Tensor:
@@ -96,7 +108,8 @@ def token_statistics(
     a `TokenLogits` (final hidden states + output head: only the target positions' logits are ever computed, a
     chunk at a time, so neither the full logits nor the head's matmul at prompt / padding positions are paid).
 
-    Returns one tuple per example: `(nll_sum, tokens, correct)`, plus `(token_logprobs, token_zscores)` when
+    Returns one tuple per example: `(nll_sum, tokens, correct, reproduced)` (`ExampleScores`' fields), plus
+    `(token_logprobs, token_zscores)` when
     `token_scores`. With `defer=True` it returns a function that produces that list: the GPU work is queued
     but nothing is copied to the host yet, so the caller can launch the next batch first.
 
@@ -157,9 +170,12 @@ def token_statistics(
     valid = valid.view(batch, seq)
     nll_sums = -(token_logp.double() * valid).sum(-1)
     counts, correct = valid.sum(-1), (hits & valid).sum(-1)
+    # The last miss's rank among the targets (1-based; 0 without a miss): the targets after it are all hits.
+    last_miss = (valid.cumsum(-1) * (valid & ~hits)).amax(-1)
+    reproduced = counts - last_miss
 
     def resolve() -> list[tuple]:
-        rows = list(zip(nll_sums.tolist(), counts.tolist(), correct.tolist()))
+        rows = list(zip(nll_sums.tolist(), counts.tolist(), correct.tolist(), reproduced.tolist()))
         if not token_scores:
             return rows
         mask, logp_cpu, z_cpu = valid.cpu(), token_logp.cpu(), zscores.cpu()
@@ -307,8 +323,9 @@ def score_examples(
         nll_sum=torch.tensor(columns[0], dtype=torch.float64),
         tokens=torch.tensor(columns[1], dtype=torch.long),
         correct=torch.tensor(columns[2], dtype=torch.long),
-        token_logprobs=list(columns[3]) if token_scores else None,
-        token_zscores=list(columns[4]) if token_scores else None,
+        reproduced=torch.tensor(columns[3], dtype=torch.long),
+        token_logprobs=list(columns[4]) if token_scores else None,
+        token_zscores=list(columns[5]) if token_scores else None,
     )
 
 

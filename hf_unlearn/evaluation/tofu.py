@@ -108,6 +108,7 @@ class TofuScores:
         paraphrased_nll: the same for the answer the truth ratio compares with, [num_records].
         perturbed_nll: for each record, the per-token mean NLL of each perturbed (wrong) answer.
         rouge_recall: ROUGE-L recall of the greedy answer against the true answer (None without generation).
+        extraction_strength: the true answer's extraction strength (`extraction_strength_of`), from the same pass.
         records_without_targets: records left out because one of their answers kept no target token (cut off
             by `max_length`): its NLL would be 0 / 0, i.e. a probability of 1.
     """
@@ -117,6 +118,7 @@ class TofuScores:
     perturbed_nll: list[np.ndarray]
     rouge_recall: np.ndarray | None = None
     records_without_targets: int = 0
+    extraction_strength: np.ndarray | None = None
 
     @property
     def truth_ratios(self) -> np.ndarray:
@@ -146,7 +148,7 @@ def score_tofu_split(
         owners.append(len(answers))
     examples = build_qa_dataset(pairs, tokenizer, max_length=max_length, prompt_template=prompt_template)
     scores = score_examples(model, examples, tokenizer.pad_token_id, batch_size, accelerator=accelerator)
-    nll, scored = scores.example_nll.numpy(), scored_mask(scores)
+    nll, scored, extraction = scores.example_nll.numpy(), scored_mask(scores), scores.extraction_strength.numpy()
     bounds = list(zip(np.cumsum([0, *owners])[:-1], np.cumsum(owners)))
     kept = [i for i, (start, end) in enumerate(bounds) if scored[start:end].all()]
     dropped = len(records) - len(kept)
@@ -174,6 +176,7 @@ def score_tofu_split(
         perturbed_nll=[values[2:] for values in per_record],
         rouge_recall=rouge,
         records_without_targets=dropped,
+        extraction_strength=np.array([extraction[bounds[i][0]] for i in kept]),
     )
 
 
@@ -292,19 +295,5 @@ def extraction_strength_of(predictions: Any, labels: Any) -> np.ndarray:
 
 def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16) -> np.ndarray:
     """Per-example extraction strength (`extraction_strength_of`) of prompt-masked examples (`build_qa_dataset`)
-    under `model`, from one teacher-forced forward pass per batch (no generation)."""
-    from ..forward import forward
-    from ..streams import UnlearningCollator
-    from .scores import evaluation_mode, model_device
-
-    device = model_device(model)
-    collator = UnlearningCollator(pad_token_id)  # right padding; labels -100 and attention mask 0 on the padding
-    values = []
-    with evaluation_mode(model):
-        for start in range(0, len(examples), batch_size):
-            rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
-            batch = collator([{key: r[key] for key in ("input_ids", "labels")} for r in rows])
-            inputs = {key: batch[key].to(device) for key in ("input_ids", "attention_mask")}
-            predicted = forward(model, inputs).logits[:, :-1].argmax(-1).cpu()  # no KV cache; positions from the mask
-            values.append(extraction_strength_of(predicted.numpy(), batch["labels"][:, 1:].numpy()))
-    return np.concatenate(values) if values else np.array([])
+    under `model`, from one teacher-forced scoring pass (`ExampleScores.extraction_strength`; no generation)."""
+    return score_examples(model, examples, pad_token_id, batch_size).extraction_strength.numpy()
