@@ -53,7 +53,7 @@ def tiny_report(request, tmp_path_factory):
     """The tiny run in this process, and with its methods in two spawned worker processes."""
     out = tmp_path_factory.mktemp("tofu_tiny")
     argv = ["--size", "tiny", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--source", "vendored"]
-    report = load_run().run([*argv, "--tune-epochs", "2", "--workers", str(request.param)])
+    report = load_run().run([*argv, "--tune-epochs", "2", "--seeds", "2", "--workers", str(request.param)])
     assert report["workers"] == request.param
     return report, out
 
@@ -129,10 +129,33 @@ def test_mia_intervals_and_gaps(tiny_report):
         assert not any(key.startswith("_") for key in metrics), name  # the private MIA scores stay in memory
 
 
-def test_workers_must_be_positive(capsys):
+@pytest.mark.slow
+def test_further_seeds(tiny_report):
+    """--seeds 2: every method's default setting again with seed 1, scored teacher forced against the same retain
+    model's references, after (and timed apart from) the methods' own rows."""
+    report, _ = tiny_report
+    split = report["splits"]["forget01"]
+    rows, retain_auc = split["rows"], split["rows"]["retain (exact retraining)"]["metrics"]["mia_auc"]
+    assert split["timing"]["methods_wall_s"] > 0 and split["timing"]["seeds_wall_s"] > 0
+    table = load_run().markdown(report)
+    seeds_table = table[table.index("### Seeds") :]
+    for method in list_methods():
+        (run,) = rows[method]["seeds"]
+        metrics = run["metrics"]
+        assert run["seed"] == 1 and run["train"]["optimizer_steps"] == rows[method]["train"]["optimizer_steps"]
+        assert 0.0 <= metrics["forget_quality"] <= 1.0 and 0.0 <= metrics["extraction_strength"] <= 1.0, method
+        gap = metrics["mia_auc_gap"]
+        assert gap[0] == pytest.approx(metrics["mia_auc"] - retain_auc, abs=1e-12) and gap[1] <= gap[2], method
+        assert not any(key.startswith("_") for key in metrics), method
+        assert f"| {method} |" in seeds_table
+    assert "seeds 0, 1" in seeds_table
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--seeds"])
+def test_counts_must_be_positive(flag, capsys):
     with pytest.raises(SystemExit):
-        load_run().run(["--size", "tiny", "--workers", "0"])
-    assert "--workers 0" in capsys.readouterr().err
+        load_run().run(["--size", "tiny", flag, "0"])
+    assert f"{flag} 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -540,41 +540,52 @@ class Evaluator:
     def measure(self, model) -> tuple[dict, dict]:
         """Everything of an evaluation that needs the model: (numbers, TofuScores by role). The numbers hold the
         MIA AUC with its interval, ES and, privately, the MIA scores (`_mia_scores`, for `compare`)."""
+        scores = {split.role: self.score(model, split.role) for split in self.splits}
+        measured = dict(
+            self.membership(model, scores["forget"]), extraction_strength=mean_extraction_strength(scores["forget"])
+        )
+        return measured, scores
+
+    def membership(self, model, forget_scores) -> dict:
+        """The LOSS attack, forget answers (from `forget_scores`) against holdout answers: its AUC with a 95%
+        bootstrap interval and, privately, the scores behind it (`_mia_scores`)."""
         from hf_unlearn.evaluation.metrics import roc_auc
         from hf_unlearn.evaluation.scores import score_examples
         from hf_unlearn.evaluation.uncertainty import bootstrap_auc, interval
 
-        scores = {split.role: self.score(model, split.role) for split in self.splits}
         holdout = score_examples(model, self.holdout, self.tokenizer.pad_token_id, self.size.eval_batch_size)
-        members, nonmembers = -scores["forget"].answer_nll, -holdout.example_nll.numpy()
-        measured = {
+        members, nonmembers = -forget_scores.answer_nll, -holdout.example_nll.numpy()
+        return {
             "mia_auc": roc_auc(members, nonmembers),
             "mia_auc_interval": list(interval(bootstrap_auc, members, nonmembers)),
-            "extraction_strength": mean_extraction_strength(scores["forget"]),
             "_mia_scores": (members, nonmembers),
         }
-        return measured, scores
+
+    def against_retain(self, membership: dict) -> dict:
+        """PrivLeak and the AUC gap to the retain model's (a paired bootstrap interval: the same resampled records
+        under both models) of a `membership` result; {} before the retain model's references are set."""
+        from hf_unlearn.evaluation.metrics import privleak
+        from hf_unlearn.evaluation.uncertainty import bootstrap_auc, percentile_interval
+
+        if self.retain_auc is None:
+            return {}
+        out = {"privleak": privleak(membership["mia_auc"], self.retain_auc)}
+        members, nonmembers = membership["_mia_scores"]
+        if (members.size, nonmembers.size) == (self.retain_members.size, self.retain_nonmembers.size):
+            gaps = bootstrap_auc(members, nonmembers) - bootstrap_auc(self.retain_members, self.retain_nonmembers)
+            out["mia_auc_gap"] = [membership["mia_auc"] - self.retain_auc, *percentile_interval(gaps)]
+        return out
 
     def compare(self, measured: dict, scores: dict) -> dict:
         """Every TOFU metric of a measured model, against the retain model's references when set (forget quality,
         PrivLeak, the AUC gap with a paired bootstrap interval); the private MIA scores are left out."""
-        from hf_unlearn.evaluation.metrics import privleak
         from hf_unlearn.evaluation.tofu import tofu_metrics
-        from hf_unlearn.evaluation.uncertainty import bootstrap_auc, percentile_interval
 
-        metrics = dict(
+        return dict(
             tofu_metrics(scores, self.splits, self.retain_truth_ratios),
             **{k: measured[k] for k in ("mia_auc", "mia_auc_interval", "extraction_strength")},
+            **self.against_retain(measured),
         )
-        if self.retain_auc is None:
-            return metrics
-        metrics["privleak"] = privleak(metrics["mia_auc"], self.retain_auc)
-        members, nonmembers = measured["_mia_scores"]
-        if (members.size, nonmembers.size) == (self.retain_members.size, self.retain_nonmembers.size):
-            # Paired bootstrap: the same resampled records (same sizes and seed) under both models.
-            gaps = bootstrap_auc(members, nonmembers) - bootstrap_auc(self.retain_members, self.retain_nonmembers)
-            metrics["mia_auc_gap"] = [metrics["mia_auc"] - self.retain_auc, *percentile_interval(gaps)]
-        return metrics
 
     def full(self, model) -> tuple[dict, dict]:
         """Every TOFU metric + MIA + ES of `model` (`measure`, then `compare`). Returns (metrics, TofuScores by
@@ -585,9 +596,13 @@ class Evaluator:
     def forget_only(self, model, records=None, reference_ratios=None) -> dict:
         """Teacher-forced forget metrics (no generation): forget quality vs the retain model, truth ratio, Prob.,
         ES; on `records` (default: the forget evaluation set)."""
+        scores = self.score(model, "forget", records, generate=False)
+        return self.forget_metrics(scores, reference_ratios, whole=records is None)
+
+    def forget_metrics(self, scores, reference_ratios=None, whole: bool = True) -> dict:
+        """`forget_only`'s numbers from a forget scoring pass (ES only for the `whole` forget evaluation set)."""
         from hf_unlearn.evaluation.metrics import answer_probability, forget_quality, truth_ratio_score
 
-        scores = self.score(model, "forget", records, generate=False)
         reference = self.retain_truth_ratios if reference_ratios is None else reference_ratios
         out = {
             "forget_truth_ratio": truth_ratio_score(scores.truth_ratios, forget=True),
@@ -595,9 +610,20 @@ class Evaluator:
         }
         if reference is not None:
             out["forget_quality"] = forget_quality(scores.truth_ratios, reference)
-        if records is None:
+        if whole:
             out["extraction_strength"] = mean_extraction_strength(scores)
         return out
+
+    def seed_metrics(self, model) -> dict:
+        """What a further seed of a method reports: the teacher-forced forget metrics and the LOSS attack with its
+        gap to the retain model's (no generation, no utility sets)."""
+        scores = self.score(model, "forget", generate=False)
+        membership = self.membership(model, scores)
+        return dict(
+            self.forget_metrics(scores),
+            **{k: membership[k] for k in ("mia_auc", "mia_auc_interval")},
+            **self.against_retain(membership),
+        )
 
     def forget_from_scores(self, metrics: dict, forget_scores) -> tuple[dict, dict]:
         """The attacks' "before" values from a `full` evaluation (no second scoring pass): on the whole forget
@@ -954,7 +980,9 @@ def markdown(report: dict) -> str:
                 ]
             )
         lines += [harness.markdown_table(header, rows), ""]
+        lines += timing_text(split.get("timing"), report.get("workers", 1))
         lines += tuning_section(split["rows"], report.get("tune_epochs"), HOLDOUT[split_name])
+        lines += seeds_section(split["rows"], report.get("seed", 0))
     lines += [
         "Columns: FQ = forget quality (KS-test p-value of the forget truth ratios against the retain model's; 1 = "
         "indistinguishable); MU = model utility (harmonic mean of Prob., ROUGE-L and truth ratio on retain, real "
@@ -1066,6 +1094,56 @@ def tuning_section(rows: dict, tune_epochs: float | None = None, holdout: str = 
     ]
 
 
+def timing_text(timing: dict | None, workers: int) -> list[str]:
+    """The wall time of the methods' rows (default and tuned) and of the further seeds."""
+    if not timing or "methods_wall_s" not in timing:
+        return []
+    text = (
+        f"Every method's default and tuned rows: {timing['methods_wall_s'] / 60:.1f} min wall in {workers} process(es)"
+    )
+    if "seeds_wall_s" in timing:
+        text += f"; the further seeds of the default rows: {timing['seeds_wall_s'] / 60:.1f} min"
+    return [text + " (the fine-tunes and the retain and full models' evaluation not included).", ""]
+
+
+def seeds_section(rows: dict, first_seed: int) -> list[str]:
+    """Each method's default row over its seeds: forget quality, forget Prob., ES and the AUC gap to the retain
+    model (with its paired interval) per seed, the first seed's from the row itself."""
+    methods = [name for name, row in rows.items() if row.get("seeds")]
+    if not methods:
+        return []
+    seeds = [first_seed] + [run["seed"] for run in rows[methods[0]]["seeds"]]
+
+    def per_seed(name, value):
+        runs = [rows[name]["metrics"]] + [run["metrics"] for run in rows[name]["seeds"]]
+        return " / ".join(value(m) for m in runs)
+
+    def gap(m):
+        value = m.get("mia_auc_gap")
+        return "-" if not value else with_interval(value[0], value[1:])
+
+    table = [
+        [
+            name,
+            per_seed(name, lambda m: fmt(m.get("forget_quality"))),
+            per_seed(name, lambda m: fmt(m.get("forget_probability", m.get("forget", {}).get("probability")))),
+            per_seed(name, lambda m: fmt(m.get("extraction_strength"))),
+            per_seed(name, gap),
+        ]
+        for name in methods
+    ]
+    return [
+        "### Seeds",
+        "",
+        f"Each method's default setting with seeds {', '.join(str(s) for s in seeds)} (the unlearning data order and "
+        "the method's random draws; the fine-tuned models and the evaluation data are the same), one value per seed "
+        "in that order; the further seeds are scored teacher forced (no generation, so no ROUGE or model utility).",
+        "",
+        harness.markdown_table(["method", "FQ", "forget Prob", "ES", "dAUC"], table),
+        "",
+    ]
+
+
 def phase_text(phase: dict) -> str:
     amount = f"{phase['steps']} steps" if phase.get("steps") else f"{phase['epochs']:g} epochs"
     return f"AdamW lr {phase['learning_rate']:g}, {amount}, batch {phase['batch_size']}"
@@ -1121,6 +1199,13 @@ def run(argv=None, quiet_workers: bool = False) -> dict:
         help="run the methods in this many processes (each of --threads torch threads, default 1); on N cores, "
         "N workers of 1 thread each",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run every method's default setting with this many seeds (--seed, --seed + 1, ...); the further seeds "
+        "report the teacher-forced forget metrics and the LOSS attack",
+    )
     parser.add_argument("--no-attacks", action="store_true")
     parser.add_argument(
         "--tune-epochs",
@@ -1150,6 +1235,8 @@ def run(argv=None, quiet_workers: bool = False) -> dict:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: pass 1 or more processes (e.g. --workers 2 on 2 cores).")
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: pass 1 or more (e.g. --seeds 3 for the default rows' spread over seeds).")
     args.report_skipped, args.quiet_workers = [], quiet_workers
     if args.render:
         return render(args.render, args.comparison)
@@ -1196,6 +1283,7 @@ def run(argv=None, quiet_workers: bool = False) -> dict:
         "size": dataclasses.asdict(size),
         "data_source": data_source,
         "seed": args.seed,
+        "seeds": args.seeds,
         "methods": methods,
         "tune_epochs": args.tune_epochs,
         "workers": args.workers,
@@ -1221,7 +1309,7 @@ def run(argv=None, quiet_workers: bool = False) -> dict:
         report["splits"][forget_split] = {"data": split.summary(), "rows": rows}
         scratch = tempfile.mkdtemp(prefix="tofu_models_")  # unlearned weights between the two passes
         try:
-            run_split(
+            report["splits"][forget_split]["timing"] = run_split(
                 args,
                 size,
                 split,
@@ -1382,6 +1470,24 @@ def run_method(method: str, ctx: MethodContext) -> list[tuple[str, dict, tuple, 
     return [(name, _clean(row), before, path) for name, row, before, path in produced]
 
 
+def run_seed(method: str, seed: int, ctx: MethodContext) -> dict:
+    """`method` at its default setting with another `seed` (the unlearning data order and the method's random
+    draws), scored by `Evaluator.seed_metrics`."""
+    start = time.perf_counter()
+    model, info = unlearn(method, ctx.full_model, ctx.reference, ctx.evaluator.tokenizer, ctx.split, ctx.size, seed)
+    metrics = ctx.evaluator.seed_metrics(model)
+    ctx.log(f"{method} seed {seed}: FQ {fmt(metrics.get('forget_quality'))}")
+    train = {k: info[k] for k in ("optimizer_steps", "wall_s", "diverged")}
+    return _clean({"seed": seed, "metrics": metrics, "train": train, "wall_s": time.perf_counter() - start})
+
+
+def run_task(task: tuple, ctx: MethodContext):
+    """("method", name): `run_method`; ("seed", name, seed): `run_seed`."""
+    if task[0] == "method":
+        return run_method(task[1], ctx)
+    return run_seed(task[1], task[2], ctx)
+
+
 class InProcess:
     """Evaluations and methods in this process (`--workers 1`)."""
 
@@ -1395,9 +1501,9 @@ class InProcess:
         """`Evaluator.measure` of each model (None: the full model), by name."""
         return {name: self.evaluator.measure(model or self.full_model) for name, model in models.items()}
 
-    def run_methods(self, methods, references, collect) -> None:
-        for method in methods:
-            collect(method, run_method(method, self.context))
+    def run_tasks(self, tasks, references, collect) -> None:
+        for task in tasks:
+            collect(task, run_task(task, self.context))
 
     def close(self) -> None:
         self.context = None
@@ -1437,10 +1543,10 @@ def _worker_measure(model_dir: str | None) -> tuple[dict, dict]:
     return context.evaluator.measure(model)
 
 
-def _worker_method(method: str, references: dict) -> list:
+def _worker_task(task: tuple, references: dict):
     context = _WORKER["context"]
     context.evaluator.set_references(references)
-    return run_method(method, context)
+    return run_task(task, context)
 
 
 class WorkerPool:
@@ -1486,13 +1592,13 @@ class WorkerPool:
             futures[name] = self.pool.submit(self.module._worker_measure, path)
         return {name: future.result() for name, future in futures.items()}
 
-    def run_methods(self, methods, references, collect) -> None:
+    def run_tasks(self, tasks, references, collect) -> None:
         from concurrent.futures import as_completed
 
-        futures = {self.pool.submit(self.module._worker_method, method, references): method for method in methods}
+        futures = {self.pool.submit(self.module._worker_task, task, references): task for task in tasks}
         for future in as_completed(futures):
             collect(futures[future], future.result())
-        self.log(f"{len(methods)} methods in {self.workers} worker processes: done")
+        self.log(f"{len(tasks)} runs in {self.workers} worker processes: done")
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
@@ -1516,14 +1622,17 @@ def run_split(
     save,
     start,
     log,
-) -> None:
+) -> dict[str, float]:
     """Pass 1: the retain and full models and every method's unlearned model, evaluated (each unlearned model's
     weights kept in `scratch`); pass 2: the attacks, one attack over every model at a time (4-bit, relearning,
     8-bit), the report rewritten after each model so that an interrupted run keeps what it measured. Attacks that
-    would start after `--max-wall-s` are skipped and listed in the report."""
+    would start after `--max-wall-s` are skipped and listed in the report. With `--seeds` N > 1, every method's
+    default row is run again with N - 1 further seeds after pass 1's methods. Returns the wall seconds of pass 1's
+    methods and of the further seeds."""
     import torch
 
     retain_name, full_name = "retain (exact retraining)", "full (no unlearning)"
+    timing: dict[str, float] = {}
     runner = (InProcess if args.workers == 1 else WorkerPool)(args, size, split, evaluator, full_model, scratch, log)
     try:
         measured = runner.measure({retain_name: retain_model, full_name: None})
@@ -1543,7 +1652,8 @@ def run_split(
         del retain_model, measured
         results: dict[str, list] = {}
 
-        def collect(method: str, produced: list) -> None:
+        def collect(task: tuple, produced: list) -> None:
+            method = task[1]
             results[method] = produced
             for name, row, before, path in produced:
                 befores[name], paths[name] = before, path
@@ -1554,12 +1664,27 @@ def run_split(
                     rows[name] = row
             save()
 
-        runner.run_methods(methods, evaluator.references(), collect)
+        phase_start = time.perf_counter()
+        runner.run_tasks([("method", m) for m in methods], evaluator.references(), collect)
+        timing["methods_wall_s"] = time.perf_counter() - phase_start
+        if args.seeds > 1:
+            # Further seeds of every default row, after every method's own rows (which the time target covers).
+            phase_start = time.perf_counter()
+            seeds = range(args.seed + 1, args.seed + args.seeds)
+
+            def collect_seed(task: tuple, produced: dict) -> None:
+                runs = rows[task[1]].setdefault("seeds", [])
+                runs.append(produced)
+                runs.sort(key=lambda run: run["seed"])
+                save()
+
+            runner.run_tasks([("seed", m, s) for s in seeds for m in methods], evaluator.references(), collect_seed)
+            timing["seeds_wall_s"] = time.perf_counter() - phase_start
     finally:
         runner.close()
-    work = copy.deepcopy(full_model)  # holds an unlearned model's weights while it is attacked
     if args.no_attacks:
-        return
+        return timing
+    work = copy.deepcopy(full_model)  # holds an unlearned model's weights while it is attacked
     from hf_unlearn.evaluation.attacks import quantization_attack, relearning_attack
 
     for attack in ATTACK_PASSES:
@@ -1595,6 +1720,7 @@ def run_split(
             rows[name]["attacks"] = _clean(attacks)
             log(f"{attack} attack on {name}: done")
             save()
+    return timing
 
 
 def tokenizer_of(evaluator) -> Any:
