@@ -1,5 +1,6 @@
 """Per-example language-modelling scores: summed NLL, number of target tokens, correct next-token predictions,
-the length of the correctly predicted run that ends the targets (extraction strength), and optionally every target token's log-probability and Min-K%++ score.
+the length of the correctly predicted run that ends the targets (extraction strength), and optionally every target
+token's log-probability and Min-K%++ score.
 
 Every other metric (mean NLL, perplexity, accuracy, the membership-inference scores) is derived from these by
 the pure functions of `metrics.py`. Scoring runs in batches without gradients and can be sharded over
@@ -109,9 +110,9 @@ def token_statistics(
     chunk at a time, so neither the full logits nor the head's matmul at prompt / padding positions are paid).
 
     Returns one tuple per example: `(nll_sum, tokens, correct, reproduced)` (`ExampleScores`' fields), plus
-    `(token_logprobs, token_zscores)` when
-    `token_scores`. With `defer=True` it returns a function that produces that list: the GPU work is queued
-    but nothing is copied to the host yet, so the caller can launch the next batch first.
+    `(token_logprobs, token_zscores)` when `token_scores`. With `defer=True` it returns a function that produces
+    that list: the GPU work is queued but nothing is copied to the host yet, so the caller can launch the next batch
+    first.
 
     Computed in float32 a chunk of positions at a time (see `_chunk_rows`) in work buffers allocated once per
     call, so that no temporary of the size of the logits is made (no shifted copy, no float32 copy of bf16
