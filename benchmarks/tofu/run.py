@@ -16,7 +16,8 @@ The protocol (Maini et al. 2024, as open-unlearning runs it), for each forget sp
    forget truth ratios against the retain model's, model utility = harmonic mean of probability / ROUGE-L / truth
    ratio on retain, real authors and world facts, forget truth ratio / probability / ROUGE-L; privacy: LOSS-attack
    MIA AUC of the forget answers against holdout answers (authors never trained on) and PrivLeak = (AUC - AUC of
-   the retain model) / AUC of the retain model; extraction strength (ES, teacher forced, from the truth-ratio scoring pass);
+   the retain model) / AUC of the retain model; extraction strength (ES, teacher forced, from the truth-ratio
+   scoring pass);
 5. attack every model (`hf_unlearn.evaluation.attacks`): 8- and 4-bit weight-only RTN quantisation (group 128),
    re-measuring the forget metrics; relearning: fine-tune on the first half of the forget QA, measure the second;
 6. write `<out-dir>/tofu_<size>.json`, `.md` and `.png` (forget quality vs model utility per method).

@@ -291,9 +291,3 @@ def extraction_strength_of(predictions: Any, labels: Any) -> np.ndarray:
         k = int(wrong[-1]) + 1 if len(wrong) else 0
         out[row] = 1.0 - k / n
     return out
-
-
-def extraction_strength(model, examples, pad_token_id: int, batch_size: int = 16) -> np.ndarray:
-    """Per-example extraction strength (`extraction_strength_of`) of prompt-masked examples (`build_qa_dataset`)
-    under `model`, from one teacher-forced scoring pass (`ExampleScores.extraction_strength`; no generation)."""
-    return score_examples(model, examples, pad_token_id, batch_size).extraction_strength.numpy()
